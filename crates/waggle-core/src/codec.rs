@@ -1,0 +1,268 @@
+//! The persisted encoding of commands and registry snapshots.
+//!
+//! Log entries and snapshots outlive binaries and, in a cluster being upgraded, are read by a
+//! different version, so they are protobuf messages (field numbers, unknown fields skipped)
+//! with an explicit format version. Add fields with new tags; never reuse a tag.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName, SessionId, Ttl,
+    ValidationError, Zone,
+};
+
+/// The format version this build writes. Readers accept this version and older ones.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes that are not a valid command or snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {reason}")]
+pub struct CodecError {
+    what: &'static str,
+    reason: String,
+}
+
+impl CodecError {
+    fn new(what: &'static str, reason: impl ToString) -> Self {
+        CodecError { what, reason: reason.to_string() }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CommandRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6")]
+    kind: Option<CommandKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum CommandKind {
+    #[prost(uint64, tag = "2")]
+    CreateSessionTtlMs(u64),
+    #[prost(uint64, tag = "3")]
+    RevokeSession(u64),
+    #[prost(message, tag = "4")]
+    ExpireSessions(SessionList),
+    #[prost(message, tag = "5")]
+    Register(RegisterRecord),
+    #[prost(message, tag = "6")]
+    Deregister(InstanceKey),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionList {
+    #[prost(uint64, repeated, tag = "1")]
+    ids: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RegisterRecord {
+    #[prost(uint64, tag = "1")]
+    session: u64,
+    #[prost(message, optional, tag = "2")]
+    instance: Option<InstanceRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct InstanceKey {
+    #[prost(string, tag = "1")]
+    service: String,
+    #[prost(string, tag = "2")]
+    id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct InstanceRecord {
+    #[prost(string, tag = "1")]
+    service: String,
+    #[prost(string, tag = "2")]
+    id: String,
+    #[prost(string, tag = "3")]
+    address: String,
+    #[prost(uint32, tag = "4")]
+    port: u32,
+    #[prost(string, repeated, tag = "5")]
+    tags: Vec<String>,
+    #[prost(btree_map = "string, string", tag = "6")]
+    meta: BTreeMap<String, String>,
+    #[prost(uint32, tag = "7")]
+    weight: u32,
+    #[prost(string, tag = "8")]
+    zone: String,
+    #[prost(uint32, tag = "9")]
+    status: u32,
+    #[prost(uint64, tag = "10")]
+    session: u64,
+    #[prost(uint64, tag = "11")]
+    create_revision: u64,
+    #[prost(uint64, tag = "12")]
+    modify_revision: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(uint64, tag = "2")]
+    revision: u64,
+    #[prost(message, repeated, tag = "3")]
+    sessions: Vec<SessionRecord>,
+    #[prost(message, repeated, tag = "4")]
+    instances: Vec<InstanceRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionRecord {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(uint64, tag = "2")]
+    ttl_ms: u64,
+    #[prost(uint64, tag = "3")]
+    create_revision: u64,
+}
+
+/// Encodes a command for the log.
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    let kind = match command {
+        Command::CreateSession { ttl } => CommandKind::CreateSessionTtlMs(ttl.as_millis()),
+        Command::RevokeSession { session } => CommandKind::RevokeSession(session.get()),
+        Command::ExpireSessions { sessions } => {
+            CommandKind::ExpireSessions(SessionList { ids: sessions.iter().map(|s| s.get()).collect() })
+        }
+        Command::Register { session, spec } => CommandKind::Register(RegisterRecord {
+            session: session.get(),
+            instance: Some(spec_record(spec)),
+        }),
+        Command::Deregister { service, id } => {
+            CommandKind::Deregister(InstanceKey { service: service.to_string(), id: id.to_string() })
+        }
+    };
+    prost::Message::encode_to_vec(&CommandRecord { version: FORMAT_VERSION, kind: Some(kind) })
+}
+
+/// Decodes a command written by [`encode_command`] (this or an older version).
+pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
+    let record: CommandRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("command", e))?;
+    check_version("command", record.version)?;
+    let invalid = |e: ValidationError| CodecError::new("command", e);
+    Ok(match record.kind.ok_or_else(|| CodecError::new("command", "unknown command kind"))? {
+        CommandKind::CreateSessionTtlMs(ms) => Command::CreateSession { ttl: Ttl::from_millis(ms).map_err(invalid)? },
+        CommandKind::RevokeSession(id) => Command::RevokeSession { session: SessionId::new(id) },
+        CommandKind::ExpireSessions(list) => {
+            Command::ExpireSessions { sessions: list.ids.into_iter().map(SessionId::new).collect() }
+        }
+        CommandKind::Register(r) => Command::Register {
+            session: SessionId::new(r.session),
+            spec: record_spec(r.instance.ok_or_else(|| CodecError::new("command", "register without instance"))?)
+                .map_err(invalid)?,
+        },
+        CommandKind::Deregister(k) => Command::Deregister {
+            service: ServiceName::new(k.service).map_err(invalid)?,
+            id: InstanceId::new(k.id).map_err(invalid)?,
+        },
+    })
+}
+
+/// Encodes the whole registry as a snapshot.
+pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
+    let record = SnapshotRecord {
+        version: FORMAT_VERSION,
+        revision: registry.revision().get(),
+        sessions: registry
+            .sessions()
+            .values()
+            .map(|s| SessionRecord { id: s.id.get(), ttl_ms: s.ttl.as_millis(), create_revision: s.create_revision.get() })
+            .collect(),
+        instances: registry
+            .services()
+            .values()
+            .flat_map(|instances| instances.values())
+            .map(|i| {
+                let mut r = spec_record(&i.spec);
+                r.session = i.session.get();
+                r.create_revision = i.create_revision.get();
+                r.modify_revision = i.modify_revision.get();
+                r
+            })
+            .collect(),
+    };
+    prost::Message::encode_to_vec(&record)
+}
+
+/// Decodes a snapshot written by [`encode_snapshot`] (this or an older version).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
+    let record: SnapshotRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("snapshot", e))?;
+    check_version("snapshot", record.version)?;
+    let invalid = |e: ValidationError| CodecError::new("snapshot", e);
+    let sessions = record
+        .sessions
+        .into_iter()
+        .map(|s| Ok((SessionId::new(s.id), Ttl::from_millis(s.ttl_ms).map_err(invalid)?, Revision::new(s.create_revision))))
+        .collect::<Result<Vec<_>, CodecError>>()?;
+    let instances = record
+        .instances
+        .into_iter()
+        .map(|r| {
+            let (session, create, modify) = (r.session, r.create_revision, r.modify_revision);
+            Ok(Instance {
+                spec: record_spec(r).map_err(invalid)?,
+                session: SessionId::new(session),
+                create_revision: Revision::new(create),
+                modify_revision: Revision::new(modify),
+            })
+        })
+        .collect::<Result<Vec<_>, CodecError>>()?;
+    Ok(Registry::from_parts(Revision::new(record.revision), sessions, instances))
+}
+
+fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(CodecError::new(
+            what,
+            format!("format version {version} is not supported by this build (supports 1..={FORMAT_VERSION})"),
+        ));
+    }
+    Ok(())
+}
+
+fn spec_record(spec: &InstanceSpec) -> InstanceRecord {
+    InstanceRecord {
+        service: spec.service.to_string(),
+        id: spec.id.to_string(),
+        address: spec.address.clone(),
+        port: u32::from(spec.port),
+        tags: spec.tags.clone(),
+        meta: spec.meta.clone(),
+        weight: spec.weight,
+        zone: spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
+        status: match spec.status {
+            HealthStatus::Passing => 0,
+            HealthStatus::Warning => 1,
+            HealthStatus::Critical => 2,
+        },
+        session: 0,
+        create_revision: 0,
+        modify_revision: 0,
+    }
+}
+
+fn record_spec(r: InstanceRecord) -> Result<InstanceSpec, ValidationError> {
+    let spec = InstanceSpec {
+        service: ServiceName::new(&r.service)?,
+        id: InstanceId::new(&r.id)?,
+        address: r.address,
+        port: crate::validate::check_port(r.port)?,
+        tags: r.tags,
+        meta: r.meta,
+        weight: r.weight,
+        zone: if r.zone.is_empty() { None } else { Some(Zone::new(&r.zone)?) },
+        status: match r.status {
+            0 => HealthStatus::Passing,
+            1 => HealthStatus::Warning,
+            _ => HealthStatus::Critical,
+        },
+    };
+    spec.validate()?;
+    Ok(spec)
+}

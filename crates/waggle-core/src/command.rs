@@ -1,0 +1,96 @@
+//! Commands (the replicated log's payload), their responses and side effects.
+
+use std::sync::Arc;
+
+use crate::{ApplyError, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};
+
+/// A state change proposed through the log. Everything time-dependent has already been
+/// decided by the proposer (for example which sessions expired), so applying a command is
+/// deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Opens a session with the given TTL. Its id is the revision of this command.
+    CreateSession {
+        /// Time to live.
+        ttl: Ttl,
+    },
+    /// Ends a session at the client's request; its instances are removed in the same revision.
+    RevokeSession {
+        /// The session to end.
+        session: SessionId,
+    },
+    /// Ends sessions whose deadline passed on the leader; unknown ids are ignored.
+    ExpireSessions {
+        /// The sessions to end.
+        sessions: Vec<SessionId>,
+    },
+    /// Registers (or replaces) an instance under a session.
+    Register {
+        /// The owning session.
+        session: SessionId,
+        /// The instance.
+        spec: InstanceSpec,
+    },
+    /// Removes one instance, whichever session owns it.
+    Deregister {
+        /// Its service.
+        service: ServiceName,
+        /// Its id.
+        id: InstanceId,
+    },
+}
+
+/// What the state machine answers for a command.
+pub type Response = Result<Applied, ApplyError>;
+
+/// A successfully applied command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// The registry's revision after the command (unchanged if it changed nothing).
+    pub revision: Revision,
+    /// The session created, for [`Command::CreateSession`].
+    pub session: Option<SessionId>,
+}
+
+/// A consequence of a command that the node runtime must act on (the watch hub publishes
+/// instance changes; the session clock tracks sessions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// An instance was added (`created`) or replaced.
+    InstanceUpserted {
+        /// The instance as now stored.
+        instance: Arc<Instance>,
+        /// True when the id was not registered in the service before.
+        created: bool,
+    },
+    /// An instance was removed at `revision`.
+    InstanceRemoved {
+        /// The instance as it was.
+        instance: Arc<Instance>,
+        /// The revision of the removal.
+        revision: Revision,
+    },
+    /// A session was opened.
+    SessionOpened {
+        /// Its id.
+        session: SessionId,
+        /// Its TTL.
+        ttl: Ttl,
+    },
+    /// A session ended (revoked or expired).
+    SessionClosed {
+        /// Its id.
+        session: SessionId,
+    },
+}
+
+/// The result of applying one command: the response for the proposer and the effects for the
+/// node runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The proposer's answer.
+    pub response: Response,
+    /// What changed, in order.
+    pub effects: Vec<Effect>,
+}

@@ -1,0 +1,39 @@
+//! Errors of the model: validation failures and commands the state machine refuses.
+
+use crate::{InstanceId, ServiceName, SessionId};
+
+/// An input that breaks one of the model's rules. Names the field and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {rule}")]
+pub struct ValidationError {
+    /// The field that was rejected, e.g. `service` or `meta`.
+    pub field: &'static str,
+    /// The rule it broke, as a human-readable sentence fragment.
+    pub rule: String,
+}
+
+impl ValidationError {
+    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> Self {
+        ValidationError { field, rule: rule.into() }
+    }
+}
+
+/// A command the state machine refused. The state is unchanged and no revision is consumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The session does not exist (never created, revoked or expired).
+    #[error("session {0} not found (expired or revoked)")]
+    SessionNotFound(SessionId),
+    /// No instance with this id is registered in this service.
+    #[error("instance {id} of service {service} not found")]
+    InstanceNotFound {
+        /// The service looked in.
+        service: ServiceName,
+        /// The instance id looked for.
+        id: InstanceId,
+    },
+    /// The command carried a value that breaks a model rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}

@@ -1,0 +1,99 @@
+//! Sessions: leases that keep a client process's instances alive.
+
+use std::{collections::BTreeSet, fmt, time::Duration};
+
+use crate::{InstanceId, Revision, ServiceName, ValidationError, validate::limits};
+
+/// Identifies a session. Assigned by the state machine: the revision at which it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// Wraps a raw id (as received over the wire).
+    pub fn new(raw: u64) -> Self {
+        SessionId(raw)
+    }
+    /// The raw id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+/// A session's time to live: 1 s – 24 h, default 10 s, millisecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Ttl(u64);
+
+impl Ttl {
+    /// The default TTL, 10 s.
+    pub const DEFAULT: Ttl = Ttl(10_000);
+
+    /// Validates a TTL given in milliseconds.
+    pub fn from_millis(ms: u64) -> Result<Self, ValidationError> {
+        if ms < limits::MIN_TTL_MS || ms > limits::MAX_TTL_MS {
+            return Err(ValidationError::new(
+                "ttl",
+                format!("must be between 1s and 24h, got {}", humanize_ms(ms)),
+            ));
+        }
+        Ok(Ttl(ms))
+    }
+
+    /// Validates a TTL given as a duration.
+    pub fn from_duration(d: Duration) -> Result<Self, ValidationError> {
+        Self::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The TTL in milliseconds.
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// The TTL as a duration.
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl Default for Ttl {
+    fn default() -> Self {
+        Ttl::DEFAULT
+    }
+}
+
+impl TryFrom<u64> for Ttl {
+    type Error = ValidationError;
+    fn try_from(ms: u64) -> Result<Self, Self::Error> {
+        Ttl::from_millis(ms)
+    }
+}
+
+impl From<Ttl> for u64 {
+    fn from(t: Ttl) -> u64 {
+        t.0
+    }
+}
+
+fn humanize_ms(ms: u64) -> String {
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+/// A live session as the state machine records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Its id.
+    pub id: SessionId,
+    /// Its time to live; the leader expires it this long after the last keepalive.
+    pub ttl: Ttl,
+    /// The revision that created it.
+    pub create_revision: Revision,
+    /// The instances registered under it, removed together when it ends.
+    pub instances: BTreeSet<(ServiceName, InstanceId)>,
+}
