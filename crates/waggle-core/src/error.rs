@@ -13,7 +13,8 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> Self {
+    /// Builds an error for `field` breaking `rule`.
+    pub fn new(field: &'static str, rule: impl Into<String>) -> Self {
         ValidationError { field, rule: rule.into() }
     }
 }

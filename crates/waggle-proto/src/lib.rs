@@ -1,1 +1,20 @@
-//! placeholder
+//! Waggle's gRPC API (`proto/waggle/v1`): generated messages, client and server, and
+//! conversions between wire messages and `waggle-core` types.
+//!
+//! # Architecture invariant
+//!
+//! This crate knows the wire format and the core model, nothing of the server's internals.
+//! Every conversion from the wire validates: a wire message that breaks a model rule becomes a
+//! `ValidationError` naming the field.
+
+#![warn(missing_docs)]
+
+mod convert;
+
+/// Generated code for `waggle.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("waggle.v1");
+}
+
+pub use convert::{instance_from_core, spec_from_wire, status_from_core, status_to_core};

@@ -1,1 +1,145 @@
-//! placeholder
+//! Waggle's node runtime.
+//!
+//! A [`Server`] opens the data dir, starts openraft (a one-member cluster by default) with the
+//! registry as its state machine, and serves the gRPC API and the HTTP endpoint.
+//!
+//! # Architecture invariant
+//!
+//! This crate owns every side effect of a node: storage, clocks, sockets, tasks. It knows
+//! nothing of the client SDK. openraft types never leave the `consensus` module.
+//!
+//! # API boundary
+//!
+//! [`ServerConfig`] in, [`Server`] out (its bound addresses and `shutdown`).
+
+#![warn(missing_docs)]
+
+mod config;
+mod consensus;
+mod error;
+mod grpc;
+mod http;
+mod sessions;
+mod watch;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use waggle_core::Revision;
+
+pub use config::{DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig};
+pub use error::ServerError;
+
+use crate::{
+    consensus::{Consensus, Storage},
+    sessions::SessionClock,
+    watch::{HubLimits, WatchHub},
+};
+
+/// A running node.
+pub struct Server {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    data_dir: PathBuf,
+    consensus: Arc<Consensus>,
+    hub: Arc<WatchHub>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+}
+
+impl Server {
+    /// Starts a node and returns once it leads and its listeners accept connections.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let grpc_listener = bind(config.grpc_addr).await?;
+        let http_listener = bind(config.http_addr).await?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.grpc_addr, source })?;
+        let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+        let mut config = config;
+        config.grpc_addr = grpc_addr;
+        config.http_addr = http_addr;
+
+        let storage = Arc::new(Storage::open(&config.data_dir)?);
+        let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
+        let clock = Arc::new(SessionClock::new());
+        let consensus = Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);
+        tracing::info!(data = %storage.path().display(), revision = %hub.revision(), "registry ready");
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(sessions::run_expiry(
+            clock.clone(),
+            consensus.clone(),
+            config.session_tick,
+            shutdown.clone(),
+        )));
+
+        let service = grpc::RegistryService {
+            consensus: consensus.clone(),
+            hub: hub.clone(),
+            clock,
+            shutdown: shutdown.clone(),
+        };
+        let grpc = tonic::transport::Server::builder()
+            .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone().cancelled_owned());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        }));
+
+        let http = axum::serve(http_listener, http::router(consensus.clone(), hub.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = http.await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        }));
+
+        Ok(Server { grpc_addr, http_addr, data_dir: config.data_dir, consensus, hub, shutdown, tasks })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The registry's current revision.
+    pub fn revision(&self) -> Revision {
+        self.hub.revision()
+    }
+
+    /// Builds a snapshot now and purges the log behind it; returns the snapshot's log index.
+    pub async fn snapshot(&self) -> Result<u64, ServerError> {
+        let index = self.consensus.last_applied();
+        self.consensus.trigger_snapshot().await?;
+        self.consensus.wait_snapshot(index, std::time::Duration::from_secs(10)).await?;
+        Ok(self.consensus.snapshot_index().unwrap_or(0))
+    }
+
+    /// Stops serving, ends open streams and stops Raft.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.consensus.shutdown().await;
+    }
+}

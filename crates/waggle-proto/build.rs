@@ -1,0 +1,10 @@
+//! Generates the gRPC code from `proto/waggle/v1/*.proto` with protox (no protoc needed).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = root.join("waggle/v1/registry.proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = protox::compile([&file], [&root])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Conversions between wire messages and core types.
+
+use waggle_core::{HealthStatus, Instance, InstanceSpec, ValidationError};
+
+use crate::v1;
+
+/// A core instance as a wire message.
+pub fn instance_from_core(i: &Instance) -> v1::Instance {
+    v1::Instance {
+        service: i.spec.service.to_string(),
+        id: i.spec.id.to_string(),
+        address: i.spec.address.clone(),
+        port: u32::from(i.spec.port),
+        tags: i.spec.tags.clone(),
+        meta: i.spec.meta.clone().into_iter().collect(),
+        weight: Some(i.spec.weight),
+        zone: i.spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
+        status: status_from_core(i.spec.status) as i32,
+        session_id: i.session.get(),
+        create_revision: i.create_revision.get(),
+        modify_revision: i.modify_revision.get(),
+    }
+}
+
+/// A wire instance as a validated spec (defaults applied: id, weight, status).
+pub fn spec_from_wire(w: &v1::Instance) -> Result<InstanceSpec, ValidationError> {
+    let mut spec = InstanceSpec::new(&w.service, &w.address, w.port)?;
+    if !w.id.is_empty() {
+        spec = spec.with_id(&w.id)?;
+    }
+    if !w.zone.is_empty() {
+        spec = spec.with_zone(&w.zone)?;
+    }
+    if let Some(weight) = w.weight {
+        spec = spec.with_weight(weight);
+    }
+    for tag in &w.tags {
+        spec = spec.with_tag(tag.clone());
+    }
+    for (k, v) in &w.meta {
+        spec = spec.with_meta(k.clone(), v.clone());
+    }
+    let status = v1::HealthStatus::try_from(w.status).map_err(|_| {
+        ValidationError::new("status", format!("must be passing, warning or critical (got {})", w.status))
+    })?;
+    spec = spec.with_status(status_to_core(status));
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// A core status as a wire enum.
+pub fn status_from_core(s: HealthStatus) -> v1::HealthStatus {
+    match s {
+        HealthStatus::Passing => v1::HealthStatus::Passing,
+        HealthStatus::Warning => v1::HealthStatus::Warning,
+        HealthStatus::Critical => v1::HealthStatus::Critical,
+    }
+}
+
+/// A wire status as a core status; unspecified means passing.
+pub fn status_to_core(s: v1::HealthStatus) -> HealthStatus {
+    match s {
+        v1::HealthStatus::Unspecified | v1::HealthStatus::Passing => HealthStatus::Passing,
+        v1::HealthStatus::Warning => HealthStatus::Warning,
+        v1::HealthStatus::Critical => HealthStatus::Critical,
+    }
+}

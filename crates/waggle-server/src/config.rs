@@ -1,0 +1,107 @@
+//! Server configuration: a plain struct with documented defaults and a `validate()`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::ServerError;
+
+/// Default gRPC address (Consul's gRPC port).
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8502";
+/// Default HTTP address (Consul's HTTP port).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
+/// Default data dir.
+pub const DEFAULT_DATA_DIR: &str = "./waggle-data";
+
+/// How one node runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where the log and snapshots live (default `./waggle-data`).
+    pub data_dir: PathBuf,
+    /// gRPC listen address (default 127.0.0.1:8502; port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (default 127.0.0.1:8500; port 0 picks a free port).
+    pub http_addr: SocketAddr,
+    /// This node's Raft id (default 1).
+    pub node_id: u64,
+    /// How often the leader looks for expired sessions (default 100 ms).
+    pub session_tick: Duration,
+    /// Batches a watcher may fall behind before it is resynced with a snapshot (default 256).
+    pub watch_buffer: usize,
+    /// Batches kept per watched topic so a reconnecting watcher can resume (default 64).
+    pub watch_history: usize,
+    /// Raft timing and log compaction.
+    pub raft: RaftConfig,
+}
+
+/// Raft timing and log compaction settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RaftConfig {
+    /// Leader heartbeat (default 50 ms).
+    pub heartbeat_interval: Duration,
+    /// Minimum election timeout; the maximum is twice this (default 150 ms).
+    pub election_timeout: Duration,
+    /// Build a snapshot after this many log entries (default 10 000).
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for lagging followers (default 1 000).
+    pub logs_kept_after_snapshot: u64,
+    /// How long start-up waits for this node to lead (default 10 s).
+    pub startup_timeout: Duration,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(150),
+            snapshot_every: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults with the given data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8502)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            node_id: 1,
+            session_tick: Duration::from_millis(100),
+            watch_buffer: 256,
+            watch_history: 64,
+            raft: RaftConfig::default(),
+        }
+    }
+
+    /// Defaults for tests: the data dir given, both listeners on 127.0.0.1 port 0.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::new(data_dir);
+        config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let err = |m: &str| Err(ServerError::Config(m.to_string()));
+        if self.node_id == 0 {
+            return err("node_id must be at least 1");
+        }
+        if self.session_tick.is_zero() || self.session_tick > Duration::from_secs(1) {
+            return err("session_tick must be between 1ms and 1s");
+        }
+        if self.watch_buffer == 0 || self.watch_history == 0 {
+            return err("watch_buffer and watch_history must be at least 1");
+        }
+        if self.raft.heartbeat_interval.is_zero() || self.raft.election_timeout <= self.raft.heartbeat_interval {
+            return err("election_timeout must be greater than heartbeat_interval (and both non-zero)");
+        }
+        if self.raft.snapshot_every == 0 {
+            return err("snapshot_every must be at least 1");
+        }
+        Ok(())
+    }
+}

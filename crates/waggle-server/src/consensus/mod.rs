@@ -1,0 +1,195 @@
+//! openraft glue: type configuration, the redb log store, the state machine wrapper and the
+//! peer network. All openraft types stay inside this module (blueprint risk 1: the 0.10
+//! migration should touch nothing else).
+
+mod log_store;
+mod storage;
+mod network;
+mod record;
+mod state_machine;
+
+use std::{collections::BTreeMap, io::Cursor, sync::Arc, time::Duration};
+
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use waggle_core::{Applied, ApplyError, Command};
+
+pub(crate) use log_store::LogStore;
+pub(crate) use state_machine::StateMachine;
+
+pub(crate) use storage::Storage;
+
+use crate::{ServerConfig, error::ProposeError, sessions::SessionClock, watch::WatchHub};
+
+openraft::declare_raft_types!(
+    /// Waggle's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+type Raft = openraft::Raft<TypeConfig>;
+
+/// The state machine's answer to one log entry, as handed back to the proposer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum CommandResult {
+    /// The command was applied.
+    Applied(Applied),
+    /// The command was refused; state is unchanged.
+    Refused(Refusal),
+    /// The entry carried no command (a leader's blank entry or a membership change).
+    NoCommand,
+}
+
+/// Why the state machine refused a command, in a form that crosses the Raft boundary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Refusal {
+    /// The kind of refusal, which selects the gRPC status.
+    pub kind: RefusalKind,
+    /// A human-readable message naming the field or object.
+    pub message: String,
+}
+
+/// Kinds of refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RefusalKind {
+    /// A session or instance does not exist.
+    NotFound,
+    /// A field breaks a model rule.
+    Invalid,
+}
+
+impl From<ApplyError> for Refusal {
+    fn from(e: ApplyError) -> Self {
+        let kind = match e {
+            ApplyError::Invalid(_) => RefusalKind::Invalid,
+            _ => RefusalKind::NotFound,
+        };
+        Refusal { kind, message: e.to_string() }
+    }
+}
+
+/// A running Raft node (one member by default) with the registry as its state machine.
+pub(crate) struct Consensus {
+    raft: Raft,
+    node_id: u64,
+}
+
+impl Consensus {
+    /// Opens the log and state machine in `storage`, starts Raft, initialises a fresh single-node
+    /// cluster on first boot, and waits until this node leads.
+    pub(crate) async fn start(
+        config: &ServerConfig,
+        storage: Arc<Storage>,
+        hub: Arc<WatchHub>,
+        clock: Arc<SessionClock>,
+    ) -> anyhow::Result<Self> {
+        let node_id = config.node_id;
+        let raft_config = Config {
+            cluster_name: "waggle".to_string(),
+            heartbeat_interval: config.raft.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.raft.election_timeout.as_millis() as u64,
+            election_timeout_max: config.raft.election_timeout.as_millis() as u64 * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
+            max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()?;
+        let log_store = LogStore::new(storage.clone());
+        let state_machine = StateMachine::open(storage, hub, clock)?;
+        let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
+        if !raft.is_initialized().await? {
+            let mut members = BTreeMap::new();
+            members.insert(node_id, BasicNode { addr: config.grpc_addr.to_string() });
+            raft.initialize(members).await?;
+        }
+        raft.wait(Some(config.raft.startup_timeout))
+            .current_leader(node_id, "waiting for this node to lead")
+            .await
+            .map_err(|e| anyhow::anyhow!("node did not become leader: {e}"))?;
+        Ok(Consensus { raft, node_id })
+    }
+
+    /// Proposes a command and waits until it is durable and applied.
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => match resp.data {
+                CommandResult::Applied(applied) => Ok(applied),
+                CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
+                CommandResult::NoCommand => Err(ProposeError::Unavailable("entry carried no command".into())),
+            },
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader)
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// True when this node currently believes it leads (no quorum round trip).
+    pub(crate) fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Confirms with a quorum that this node still leads (a read-index round).
+    pub(crate) async fn confirm_leadership(&self) -> bool {
+        self.raft.ensure_linearizable().await.is_ok()
+    }
+
+    /// A stream of leadership changes: yields `true` when this node leads.
+    pub(crate) fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(self.is_leader());
+        let mut metrics = self.raft.metrics();
+        let node_id = self.node_id;
+        tokio::spawn(async move {
+            loop {
+                let leads = {
+                    let m = metrics.borrow_and_update();
+                    m.state == ServerState::Leader && m.current_leader == Some(node_id)
+                };
+                tx.send_if_modified(|v| std::mem::replace(v, leads) != leads);
+                if metrics.changed().await.is_err() || tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// The id of the current leader, if known.
+    pub(crate) fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The index of the last applied log entry.
+    pub(crate) fn last_applied(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Asks Raft to build a snapshot now (and purge the log behind it).
+    pub(crate) async fn trigger_snapshot(&self) -> anyhow::Result<()> {
+        self.raft.trigger().snapshot().await?;
+        Ok(())
+    }
+
+    /// The index of the latest snapshot, if any.
+    pub(crate) fn snapshot_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// Waits until the snapshot index reaches `index`.
+    pub(crate) async fn wait_snapshot(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "snapshot")
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the Raft task.
+    pub(crate) async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The data dir's one redb database: Raft log, Raft metadata (vote, committed, purged) and the
+//! latest snapshot. Every write that Raft needs durable commits with `Durability::Immediate`
+//! (fsync) before it is acknowledged.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// Log entries by index, each a `record::LogRecord`.
+pub(super) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
+/// Raft metadata: `vote`, `committed`, `last_purged` (JSON of openraft types).
+pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
+/// The current snapshot under the key `current`.
+pub(super) const SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshot");
+
+/// The database file inside the data dir.
+pub(crate) const DB_FILE: &str = "waggle.redb";
+
+/// An open data dir.
+pub(crate) struct Storage {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database in `data_dir`. redb holds an exclusive file lock,
+    /// so a second server on the same data dir fails here with a clear error.
+    pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
+        let path = data_dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.open_table(SNAPSHOT)?;
+        txn.commit()?;
+        Ok(Storage { db, path })
+    }
+
+    /// The database file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn read_meta(&self, key: &str) -> Result<Option<Vec<u8>>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes one metadata key; `durable` selects an fsynced commit.
+    pub(super) fn write_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
+        txn.open_table(META)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn read_snapshot(&self) -> Result<Option<Vec<u8>>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOT)?;
+        Ok(table.get("current")?.map(|v| v.value().to_vec()))
+    }
+
+    pub(super) fn write_snapshot(&self, bytes: &[u8]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SNAPSHOT)?.insert("current", bytes)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
+pub(super) fn last_log(db: &Database) -> Result<Option<Vec<u8>>, redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(LOG)?;
+    Ok(table.last()?.map(|(_, v)| v.value().to_vec()))
+}

@@ -1,0 +1,50 @@
+//! Server errors and their mapping to gRPC status codes.
+
+use crate::consensus::{Refusal, RefusalKind};
+
+/// Why a proposal did not apply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProposeError {
+    /// The state machine refused it (bad input or unknown object).
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+    /// This node does not lead the cluster.
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// Raft could not commit it (shutting down, storage failure).
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ProposeError> for tonic::Status {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::Refused(r) => match r.kind {
+                RefusalKind::NotFound => tonic::Status::not_found(r.message),
+                RefusalKind::Invalid => tonic::Status::invalid_argument(r.message),
+            },
+            ProposeError::NotLeader => tonic::Status::unavailable("this node is not the leader"),
+            ProposeError::Unavailable(m) => tonic::Status::unavailable(m),
+        }
+    }
+}
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Storage or consensus failed to start.
+    #[error("{0:#}")]
+    Startup(#[from] anyhow::Error),
+}

@@ -1,0 +1,271 @@
+//! The native gRPC API (`waggle.v1.Registry`).
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use waggle_core::{Command, HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl, ValidationError};
+use waggle_proto::{instance_from_core, spec_from_wire, v1};
+
+use crate::{
+    consensus::Consensus,
+    sessions::SessionClock,
+    watch::{Batch, ChangeKind, Start, WatchHub},
+};
+
+/// Messages queued per watch or keepalive stream before the sender waits for the client.
+const STREAM_BUFFER: usize = 16;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `Registry` service.
+pub(crate) struct RegistryService {
+    pub(crate) consensus: Arc<Consensus>,
+    pub(crate) hub: Arc<WatchHub>,
+    pub(crate) clock: Arc<SessionClock>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+fn invalid(e: ValidationError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn session_id(raw: u64) -> Result<SessionId, Status> {
+    if raw == 0 {
+        return Err(Status::invalid_argument("invalid session_id: required (create a session first)"));
+    }
+    Ok(SessionId::new(raw))
+}
+
+fn deltas_message(batch: &Batch) -> v1::WatchResponse {
+    let deltas = batch
+        .changes
+        .iter()
+        .map(|c| v1::Delta {
+            kind: match c.kind {
+                ChangeKind::Added => v1::DeltaKind::Added,
+                ChangeKind::Updated => v1::DeltaKind::Updated,
+                ChangeKind::Removed => v1::DeltaKind::Removed,
+            } as i32,
+            instance: Some(instance_from_core(&c.instance)),
+        })
+        .collect();
+    v1::WatchResponse {
+        event: Some(v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas })),
+    }
+}
+
+fn snapshot_message(revision: Revision, instances: &[Arc<waggle_core::Instance>]) -> v1::WatchResponse {
+    v1::WatchResponse {
+        event: Some(v1::watch_response::Event::Snapshot(v1::Snapshot {
+            revision: revision.get(),
+            instances: instances.iter().map(|i| instance_from_core(i)).collect(),
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl v1::registry_server::Registry for RegistryService {
+    async fn create_session(
+        &self,
+        request: Request<v1::CreateSessionRequest>,
+    ) -> Result<Response<v1::CreateSessionResponse>, Status> {
+        let ttl = match request.get_ref().ttl_ms {
+            Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
+            None => Ttl::DEFAULT,
+        };
+        let applied = self.consensus.propose(Command::CreateSession { ttl }).await?;
+        let session = applied.session.ok_or_else(|| Status::internal("session was not created"))?;
+        Ok(Response::new(v1::CreateSessionResponse {
+            session_id: session.get(),
+            ttl_ms: ttl.as_millis(),
+            revision: applied.revision.get(),
+        }))
+    }
+
+    type KeepAliveStream = BoxStream<v1::KeepAliveResponse>;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<v1::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        if !self.consensus.is_leader() {
+            return Err(Status::unavailable("this node is not the leader"));
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let clock = self.clock.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    msg = inbound.next() => msg,
+                };
+                let reply = match msg {
+                    None => return,
+                    Some(Err(_)) => return,
+                    Some(Ok(req)) if req.session_id == 0 => {
+                        Err(Status::invalid_argument("invalid session_id: required"))
+                    }
+                    Some(Ok(req)) => {
+                        let ttl = clock.keepalive(SessionId::new(req.session_id));
+                        Ok(v1::KeepAliveResponse {
+                            session_id: req.session_id,
+                            found: ttl.is_some(),
+                            ttl_ms: ttl.map_or(0, Ttl::as_millis),
+                        })
+                    }
+                };
+                if tx.send(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<v1::RevokeSessionRequest>,
+    ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
+        let session = session_id(request.get_ref().session_id)?;
+        let applied = self.consensus.propose(Command::RevokeSession { session }).await?;
+        Ok(Response::new(v1::RevokeSessionResponse { revision: applied.revision.get() }))
+    }
+
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let session = session_id(req.session_id)?;
+        let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
+        let spec = spec_from_wire(&wire).map_err(invalid)?;
+        let (service, id) = (spec.service.clone(), spec.id.clone());
+        let applied = self.consensus.propose(Command::Register { session, spec }).await?;
+        let (_, instances) = self.hub.service(&service);
+        Ok(Response::new(v1::RegisterResponse {
+            revision: applied.revision.get(),
+            instance: instances.get(&id).map(|i| instance_from_core(i)),
+        }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<v1::DeregisterRequest>,
+    ) -> Result<Response<v1::DeregisterResponse>, Status> {
+        let req = request.get_ref();
+        let service = ServiceName::new(&req.service).map_err(invalid)?;
+        let id = InstanceId::new(&req.id).map_err(invalid)?;
+        let applied = self.consensus.propose(Command::Deregister { service, id }).await?;
+        Ok(Response::new(v1::DeregisterResponse { revision: applied.revision.get() }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let (revision, services) = self.hub.services();
+        let services = services
+            .into_iter()
+            .map(|(name, instances)| {
+                let mut tags: Vec<String> = instances.values().flat_map(|i| i.spec.tags.iter().cloned()).collect();
+                tags.sort();
+                tags.dedup();
+                v1::ServiceSummary {
+                    name: name.to_string(),
+                    instances: instances.len() as u32,
+                    passing: instances.values().filter(|i| i.spec.status == HealthStatus::Passing).count() as u32,
+                    tags,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListServicesResponse { revision: revision.get(), services }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<v1::GetServiceRequest>,
+    ) -> Result<Response<v1::GetServiceResponse>, Status> {
+        let req = request.get_ref();
+        let service = ServiceName::new(&req.service).map_err(invalid)?;
+        let (revision, instances) = self.hub.service(&service);
+        let instances = instances
+            .values()
+            .filter(|i| req.include_unhealthy || i.spec.status == HealthStatus::Passing)
+            .map(|i| instance_from_core(i))
+            .collect();
+        Ok(Response::new(v1::GetServiceResponse { revision: revision.get(), instances }))
+    }
+
+    type WatchStream = BoxStream<v1::WatchResponse>;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.get_ref();
+        let service = if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
+        let from = (req.from_revision > 0).then(|| Revision::new(req.from_revision));
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let hub = self.hub.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = pump_watch(hub, service, from, tx) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Feeds one watcher: its start, then batches, re-snapshotting whenever it lags behind.
+async fn pump_watch(
+    hub: Arc<WatchHub>,
+    service: Option<ServiceName>,
+    mut from: Option<Revision>,
+    tx: mpsc::Sender<Result<v1::WatchResponse, Status>>,
+) {
+    loop {
+        let sub = hub.subscribe(service.as_ref(), from);
+        let mut rx = sub.rx;
+        let mut last = match sub.start {
+            Start::Snapshot { revision, instances } => {
+                if tx.send(Ok(snapshot_message(revision, &instances))).await.is_err() {
+                    return;
+                }
+                revision
+            }
+            Start::Replay { revision, batches } => {
+                let mut last = revision;
+                for batch in batches {
+                    if tx.send(Ok(deltas_message(&batch))).await.is_err() {
+                        return;
+                    }
+                    last = batch.revision;
+                }
+                last
+            }
+        };
+        loop {
+            match rx.recv().await {
+                Ok(batch) if batch.resync => {
+                    from = None;
+                    break;
+                }
+                Ok(batch) if batch.revision > last => {
+                    if tx.send(Ok(deltas_message(&batch))).await.is_err() {
+                        return;
+                    }
+                    last = batch.revision;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "watcher lagged; resyncing with a snapshot");
+                    from = None;
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The HTTP front-end. For now it serves `/health`; the Consul-compatible API and `/metrics`
+//! mount here later.
+
+use std::sync::Arc;
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+
+use crate::{consensus::Consensus, watch::WatchHub};
+
+#[derive(Clone)]
+struct AppState {
+    consensus: Arc<Consensus>,
+    hub: Arc<WatchHub>,
+}
+
+pub(crate) fn router(consensus: Arc<Consensus>, hub: Arc<WatchHub>) -> Router {
+    Router::new().route("/health", get(health)).with_state(AppState { consensus, hub })
+}
+
+/// 200 with `{"status":"ok",...}` when the node knows a leader; 503 otherwise.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let leader = state.consensus.leader();
+    let body = serde_json::json!({
+        "status": if leader.is_some() { "ok" } else { "no-leader" },
+        "leader": leader,
+        "is_leader": state.consensus.is_leader(),
+        "revision": state.hub.revision().get(),
+        "last_applied": state.consensus.last_applied(),
+    });
+    let code = if leader.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body))
+}

@@ -1,0 +1,158 @@
+//! The session clock: the leader's in-memory session deadlines (keepalives never touch the
+//! log) and the expiry loop that proposes `ExpireSessions` only after confirming leadership
+//! with a quorum (blueprint decision 2).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use waggle_core::{Command, SessionId, Ttl};
+
+use crate::consensus::Consensus;
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    ttl: Ttl,
+    deadline: Instant,
+}
+
+/// Session deadlines, fed by the state machine (sessions opened / closed) and by keepalives.
+#[derive(Debug, Default)]
+pub(crate) struct SessionClock {
+    leases: Mutex<HashMap<SessionId, Lease>>,
+}
+
+impl SessionClock {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Lease>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts tracking a new session with a full TTL.
+    pub(crate) fn track(&self, id: SessionId, ttl: Ttl) {
+        self.leases().insert(id, Lease { ttl, deadline: Instant::now() + ttl.as_duration() });
+    }
+
+    /// Stops tracking a session that ended.
+    pub(crate) fn forget(&self, id: SessionId) {
+        self.leases().remove(&id);
+    }
+
+    /// Replaces every tracked session, each with a full TTL from now (restart / snapshot grace).
+    pub(crate) fn reset(&self, sessions: impl Iterator<Item = (SessionId, Ttl)>) {
+        let now = Instant::now();
+        let mut leases = self.leases();
+        leases.clear();
+        leases.extend(sessions.map(|(id, ttl)| (id, Lease { ttl, deadline: now + ttl.as_duration() })));
+    }
+
+    /// Gives every session a full TTL from now (after this node becomes leader).
+    pub(crate) fn grant_grace(&self) {
+        let now = Instant::now();
+        for lease in self.leases().values_mut() {
+            lease.deadline = now + lease.ttl.as_duration();
+        }
+    }
+
+    /// Renews a session; `None` if it is unknown (expired, revoked or never created).
+    pub(crate) fn keepalive(&self, id: SessionId) -> Option<Ttl> {
+        let mut leases = self.leases();
+        let lease = leases.get_mut(&id)?;
+        lease.deadline = Instant::now() + lease.ttl.as_duration();
+        Some(lease.ttl)
+    }
+
+    /// Sessions whose deadline has passed.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> =
+            self.leases().iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many sessions are tracked.
+    pub(crate) fn len(&self) -> usize {
+        self.leases().len()
+    }
+}
+
+/// Expires sessions while this node leads. Every `tick` it collects overdue sessions, confirms
+/// leadership with a quorum, and only then proposes their expiry. On becoming leader it first
+/// grants every session a full TTL, so a failover never mass-expires healthy clients.
+pub(crate) async fn run_expiry(
+    clock: Arc<SessionClock>,
+    consensus: Arc<Consensus>,
+    tick: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut leadership = consensus.leadership();
+    let mut leading = *leadership.borrow_and_update();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now_leading = *leadership.borrow_and_update();
+                if now_leading && !leading {
+                    clock.grant_grace();
+                    tracing::info!(sessions = clock.len(), "became leader: every session granted a full TTL");
+                }
+                leading = now_leading;
+                continue;
+            }
+            _ = interval.tick() => {}
+        }
+        if !leading {
+            continue;
+        }
+        let expired = clock.expired(Instant::now());
+        if expired.is_empty() {
+            continue;
+        }
+        if !consensus.confirm_leadership().await {
+            tracing::warn!(n = expired.len(), "could not confirm leadership with a quorum; not expiring sessions");
+            continue;
+        }
+        tracing::info!(sessions = ?expired, "expiring sessions");
+        if let Err(e) = consensus.propose(Command::ExpireSessions { sessions: expired }).await {
+            tracing::warn!("expiry proposal failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_keepalives_and_grace() {
+        let clock = SessionClock::new();
+        let (a, b) = (SessionId::new(1), SessionId::new(2));
+        clock.track(a, Ttl::from_millis(1_000).expect("ttl"));
+        clock.track(b, Ttl::from_millis(5_000).expect("ttl"));
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(clock.keepalive(a).map(Ttl::as_millis), Some(1_000));
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(clock.expired(Instant::now()).is_empty(), "keepalive pushed a's deadline");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(clock.expired(Instant::now()), vec![a]);
+        clock.grant_grace();
+        assert!(clock.expired(Instant::now()).is_empty(), "grace renews every session");
+        tokio::time::advance(Duration::from_millis(5_000)).await;
+        assert_eq!(clock.expired(Instant::now()), vec![a, b]);
+        clock.forget(a);
+        assert_eq!(clock.keepalive(a), None);
+        assert_eq!(clock.len(), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! The watch hub: one shared, copy-on-write view per service (also the read model for
+//! `GetService` / `ListServices`), and a broadcast topic per watched service plus one for all
+//! services. A subscriber gets a snapshot (or a replay of recent batches when resuming), then
+//! deltas; buffers are bounded by the broadcast capacity, and a subscriber that lags behind is
+//! resynced with a fresh snapshot instead of growing memory (blueprint decision 6).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use tokio::sync::broadcast;
+use waggle_core::{Effect, Instance, Registry, Revision, ServiceInstances, ServiceName};
+
+/// What happened to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Added,
+    Updated,
+    Removed,
+}
+
+/// One instance change.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) kind: ChangeKind,
+    pub(crate) instance: Arc<Instance>,
+}
+
+/// All changes one revision made to a topic. `resync` batches carry no changes: they tell
+/// subscribers that the state was replaced (snapshot installed) and they must re-snapshot.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) revision: Revision,
+    pub(crate) changes: Vec<Change>,
+    pub(crate) resync: bool,
+}
+
+/// How a subscription starts.
+pub(crate) enum Start {
+    /// Everything the subscriber should know, at a revision.
+    Snapshot { revision: Revision, instances: Vec<Arc<Instance>> },
+    /// The batches after the subscriber's resume revision (possibly none).
+    Replay { revision: Revision, batches: Vec<Arc<Batch>> },
+}
+
+/// A new subscription: its start and the receiver of later batches. Batches whose revision is
+/// not above the start's revision must be skipped.
+pub(crate) struct Subscription {
+    pub(crate) start: Start,
+    pub(crate) rx: broadcast::Receiver<Arc<Batch>>,
+}
+
+struct Topic {
+    tx: broadcast::Sender<Arc<Batch>>,
+    history: VecDeque<Arc<Batch>>,
+    /// Every batch with a revision above `floor` is in `history`.
+    floor: Revision,
+}
+
+impl Topic {
+    fn new(capacity: usize, revision: Revision) -> Self {
+        Topic { tx: broadcast::channel(capacity).0, history: VecDeque::new(), floor: revision }
+    }
+
+    fn send(&mut self, batch: Arc<Batch>, history_len: usize) {
+        if self.history.len() >= history_len
+            && let Some(oldest) = self.history.pop_front()
+        {
+            self.floor = oldest.revision;
+        }
+        self.history.push_back(batch.clone());
+        // No receivers is fine: the batch stays in history for resuming watchers.
+        let _ = self.tx.send(batch);
+    }
+
+    fn resync(&mut self, revision: Revision) {
+        self.history.clear();
+        self.floor = revision;
+        let _ = self.tx.send(Arc::new(Batch { revision, changes: Vec::new(), resync: true }));
+    }
+
+    fn subscribe(&self, from: Option<Revision>, current: Revision, snapshot: impl FnOnce() -> Vec<Arc<Instance>>) -> Subscription {
+        let rx = self.tx.subscribe();
+        let start = match from {
+            Some(from) if from >= self.floor && from <= current => Start::Replay {
+                revision: from,
+                batches: self.history.iter().filter(|b| b.revision > from).cloned().collect(),
+            },
+            _ => Start::Snapshot { revision: current, instances: snapshot() },
+        };
+        Subscription { start, rx }
+    }
+}
+
+#[derive(Default)]
+struct View {
+    instances: Arc<ServiceInstances>,
+    topic: Option<Topic>,
+}
+
+struct HubState {
+    revision: Revision,
+    services: HashMap<ServiceName, View>,
+    all: Topic,
+}
+
+/// Watch hub settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    /// Batches a subscriber may fall behind before it is resynced.
+    pub(crate) buffer: usize,
+    /// Batches kept per topic for resuming watchers.
+    pub(crate) history: usize,
+}
+
+/// The hub. All methods take a short lock; readers clone `Arc`s out of it.
+pub(crate) struct WatchHub {
+    state: Mutex<HubState>,
+    limits: HubLimits,
+}
+
+impl WatchHub {
+    pub(crate) fn new(limits: HubLimits) -> Self {
+        WatchHub {
+            state: Mutex::new(HubState {
+                revision: Revision::INITIAL,
+                services: HashMap::new(),
+                all: Topic::new(limits.buffer, Revision::INITIAL),
+            }),
+            limits,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The revision of the latest published change.
+    pub(crate) fn revision(&self) -> Revision {
+        self.state().revision
+    }
+
+    /// One service's instances (empty if unknown) and the current revision.
+    pub(crate) fn service(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>) {
+        let state = self.state();
+        (state.revision, state.services.get(name).map(|v| v.instances.clone()).unwrap_or_default())
+    }
+
+    /// Every service with instances, sorted by name, and the current revision.
+    pub(crate) fn services(&self) -> (Revision, Vec<(ServiceName, Arc<ServiceInstances>)>) {
+        let state = self.state();
+        let mut list: Vec<_> = state
+            .services
+            .iter()
+            .filter(|(_, v)| !v.instances.is_empty())
+            .map(|(k, v)| (k.clone(), v.instances.clone()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        (state.revision, list)
+    }
+
+    /// Subscribes to one service (`Some`) or to all services (`None`).
+    pub(crate) fn subscribe(&self, service: Option<&ServiceName>, from: Option<Revision>) -> Subscription {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let current = state.revision;
+        match service {
+            None => {
+                let services = &state.services;
+                state.all.subscribe(from, current, || {
+                    let mut all: Vec<Arc<Instance>> =
+                        services.values().flat_map(|v| v.instances.values().cloned()).collect();
+                    all.sort_by(|a, b| (a.service(), a.id()).cmp(&(b.service(), b.id())));
+                    all
+                })
+            }
+            Some(name) => {
+                let buffer = self.limits.buffer;
+                let view = state.services.entry(name.clone()).or_default();
+                let instances = view.instances.clone();
+                let topic = view.topic.get_or_insert_with(|| Topic::new(buffer, current));
+                topic.subscribe(from, current, || instances.values().cloned().collect())
+            }
+        }
+    }
+
+    /// Publishes the effects of one applied command; `registry` is the state after it.
+    pub(crate) fn publish(&self, registry: &Registry, effects: &[Effect]) {
+        let mut per_service: HashMap<ServiceName, Vec<Change>> = HashMap::new();
+        for effect in effects {
+            let change = match effect {
+                Effect::InstanceUpserted { instance, created } => Change {
+                    kind: if *created { ChangeKind::Added } else { ChangeKind::Updated },
+                    instance: instance.clone(),
+                },
+                Effect::InstanceRemoved { instance, .. } => {
+                    Change { kind: ChangeKind::Removed, instance: instance.clone() }
+                }
+                Effect::SessionOpened { .. } | Effect::SessionClosed { .. } => continue,
+            };
+            per_service.entry(change.instance.service().clone()).or_default().push(change);
+        }
+        let revision = registry.revision();
+        let history = self.limits.history;
+        let mut state = self.state();
+        state.revision = revision;
+        if per_service.is_empty() {
+            return;
+        }
+        let mut all_changes = Vec::new();
+        for (name, changes) in per_service {
+            all_changes.extend(changes.iter().cloned());
+            let instances = registry.service(name.as_str()).cloned().unwrap_or_default();
+            let view = state.services.entry(name.clone()).or_default();
+            view.instances = instances;
+            if let Some(topic) = &mut view.topic {
+                topic.send(Arc::new(Batch { revision, changes, resync: false }), history);
+            }
+            let unwatched = view.topic.as_ref().is_none_or(|t| t.tx.receiver_count() == 0);
+            if view.instances.is_empty() && unwatched {
+                state.services.remove(&name);
+            }
+        }
+        state.all.send(Arc::new(Batch { revision, changes: all_changes, resync: false }), history);
+    }
+
+    /// Replaces every view with the registry's state (startup, snapshot install) and tells every
+    /// subscriber to re-snapshot.
+    pub(crate) fn reset(&self, registry: &Registry) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let revision = registry.revision();
+        state.revision = revision;
+        state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
+        for view in state.services.values_mut() {
+            view.instances = Arc::default();
+            if let Some(topic) = &mut view.topic {
+                topic.resync(revision);
+            }
+        }
+        for (name, instances) in registry.services() {
+            state.services.entry(name.clone()).or_default().instances = instances.clone();
+        }
+        state.all.resync(revision);
+    }
+}
