@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision, ServiceName,
-    Session, SessionId, Ttl,
+    Applied, ApplyError, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision,
+    ServiceName, Session, SessionId, Ttl,
 };
 
 /// The instances of one service, by id. Shared by reference with readers (the watch hub keeps
@@ -52,7 +52,9 @@ impl Registry {
         let response = match command {
             Command::CreateSession { ttl } => Ok(self.create_session(*ttl, &mut effects)),
             Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
-            Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
+            Command::ExpireSessions { sessions } => {
+                Ok(self.expire_sessions(sessions, &mut effects))
+            }
             Command::Register { session, spec } => self.register(*session, spec, &mut effects),
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
         };
@@ -60,7 +62,10 @@ impl Registry {
     }
 
     fn applied(&self) -> Applied {
-        Applied { revision: self.revision, session: None }
+        Applied {
+            revision: self.revision,
+            session: None,
+        }
     }
 
     fn create_session(&mut self, ttl: Ttl, effects: &mut Vec<Effect>) -> Applied {
@@ -68,13 +73,25 @@ impl Registry {
         let id = SessionId::new(self.revision.get());
         self.sessions.insert(
             id,
-            Session { id, ttl, create_revision: self.revision, instances: Default::default() },
+            Session {
+                id,
+                ttl,
+                create_revision: self.revision,
+                instances: Default::default(),
+            },
         );
         effects.push(Effect::SessionOpened { session: id, ttl });
-        Applied { revision: self.revision, session: Some(id) }
+        Applied {
+            revision: self.revision,
+            session: Some(id),
+        }
     }
 
-    fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+    fn revoke_session(
+        &mut self,
+        id: SessionId,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
         if !self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionNotFound(id));
         }
@@ -84,7 +101,11 @@ impl Registry {
     }
 
     fn expire_sessions(&mut self, ids: &[SessionId], effects: &mut Vec<Effect>) -> Applied {
-        let live: Vec<SessionId> = ids.iter().copied().filter(|id| self.sessions.contains_key(id)).collect();
+        let live: Vec<SessionId> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.sessions.contains_key(id))
+            .collect();
         if !live.is_empty() {
             self.revision = self.revision.next();
             for id in live {
@@ -96,10 +117,15 @@ impl Registry {
 
     /// Removes a session and all its instances at the current revision.
     fn end_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) {
-        let Some(session) = self.sessions.remove(&id) else { return };
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
         for (service, instance_id) in &session.instances {
             if let Some(instance) = self.remove_instance(service, instance_id) {
-                effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
+                effects.push(Effect::InstanceRemoved {
+                    instance,
+                    revision: self.revision,
+                });
             }
         }
         effects.push(Effect::SessionClosed { session: id });
@@ -115,7 +141,11 @@ impl Registry {
         if !self.sessions.contains_key(&session_id) {
             return Err(ApplyError::SessionNotFound(session_id));
         }
-        let previous = self.services.get(&spec.service).and_then(|s| s.get(&spec.id)).cloned();
+        let previous = self
+            .services
+            .get(&spec.service)
+            .and_then(|s| s.get(&spec.id))
+            .cloned();
         if let Some(prev) = &previous
             && prev.session == session_id
             && prev.spec == *spec
@@ -136,7 +166,9 @@ impl Registry {
         let instance = Arc::new(Instance {
             spec: spec.clone(),
             session: session_id,
-            create_revision: previous.as_ref().map_or(self.revision, |p| p.create_revision),
+            create_revision: previous
+                .as_ref()
+                .map_or(self.revision, |p| p.create_revision),
             modify_revision: self.revision,
         });
         if let Some(session) = self.sessions.get_mut(&session_id) {
@@ -144,7 +176,10 @@ impl Registry {
         }
         Arc::make_mut(self.services.entry(spec.service.clone()).or_default())
             .insert(spec.id.clone(), instance.clone());
-        effects.push(Effect::InstanceUpserted { instance, created: previous.is_none() });
+        effects.push(Effect::InstanceUpserted {
+            instance,
+            created: previous.is_none(),
+        });
         Ok(self.applied())
     }
 
@@ -154,15 +189,25 @@ impl Registry {
         id: &InstanceId,
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
-        if self.service(service.as_str()).and_then(|s| s.get(id)).is_none() {
-            return Err(ApplyError::InstanceNotFound { service: service.clone(), id: id.clone() });
+        if self
+            .service(service.as_str())
+            .and_then(|s| s.get(id))
+            .is_none()
+        {
+            return Err(ApplyError::InstanceNotFound {
+                service: service.clone(),
+                id: id.clone(),
+            });
         }
         self.revision = self.revision.next();
         if let Some(instance) = self.remove_instance(service, id) {
             if let Some(session) = self.sessions.get_mut(&instance.session) {
                 session.instances.remove(&(service.clone(), id.clone()));
             }
-            effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
+            effects.push(Effect::InstanceRemoved {
+                instance,
+                revision: self.revision,
+            });
         }
         Ok(self.applied())
     }
@@ -178,23 +223,42 @@ impl Registry {
 
     /// Rebuilds a registry from its parts (used by the snapshot codec). Session instance sets
     /// are derived from the instances, so they cannot disagree.
-    pub(crate) fn from_parts(revision: Revision, sessions: Vec<(SessionId, Ttl, Revision)>, instances: Vec<Instance>) -> Self {
+    pub(crate) fn from_parts(
+        revision: Revision,
+        sessions: Vec<(SessionId, Ttl, Revision)>,
+        instances: Vec<Instance>,
+    ) -> Self {
         let mut registry = Registry {
             revision,
             sessions: sessions
                 .into_iter()
                 .map(|(id, ttl, create_revision)| {
-                    (id, Session { id, ttl, create_revision, instances: Default::default() })
+                    (
+                        id,
+                        Session {
+                            id,
+                            ttl,
+                            create_revision,
+                            instances: Default::default(),
+                        },
+                    )
                 })
                 .collect(),
             services: BTreeMap::new(),
         };
         for instance in instances {
             if let Some(session) = registry.sessions.get_mut(&instance.session) {
-                session.instances.insert((instance.spec.service.clone(), instance.spec.id.clone()));
+                session
+                    .instances
+                    .insert((instance.spec.service.clone(), instance.spec.id.clone()));
             }
-            Arc::make_mut(registry.services.entry(instance.spec.service.clone()).or_default())
-                .insert(instance.spec.id.clone(), Arc::new(instance));
+            Arc::make_mut(
+                registry
+                    .services
+                    .entry(instance.spec.service.clone())
+                    .or_default(),
+            )
+            .insert(instance.spec.id.clone(), Arc::new(instance));
         }
         registry
     }

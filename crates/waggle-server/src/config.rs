@@ -96,8 +96,12 @@ impl ServerConfig {
         if self.watch_buffer == 0 || self.watch_history == 0 {
             return err("watch_buffer and watch_history must be at least 1");
         }
-        if self.raft.heartbeat_interval.is_zero() || self.raft.election_timeout <= self.raft.heartbeat_interval {
-            return err("election_timeout must be greater than heartbeat_interval (and both non-zero)");
+        if self.raft.heartbeat_interval.is_zero()
+            || self.raft.election_timeout <= self.raft.heartbeat_interval
+        {
+            return err(
+                "election_timeout must be greater than heartbeat_interval (and both non-zero)",
+            );
         }
         if self.raft.snapshot_every == 0 {
             return err("snapshot_every must be at least 1");

@@ -7,7 +7,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use waggle_core::{Command, HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl, ValidationError};
+use waggle_core::{
+    Command, HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl, ValidationError,
+};
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use crate::{
@@ -35,7 +37,9 @@ fn invalid(e: ValidationError) -> Status {
 
 fn session_id(raw: u64) -> Result<SessionId, Status> {
     if raw == 0 {
-        return Err(Status::invalid_argument("invalid session_id: required (create a session first)"));
+        return Err(Status::invalid_argument(
+            "invalid session_id: required (create a session first)",
+        ));
     }
     Ok(SessionId::new(raw))
 }
@@ -54,11 +58,17 @@ fn deltas_message(batch: &Batch) -> v1::WatchResponse {
         })
         .collect();
     v1::WatchResponse {
-        event: Some(v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas })),
+        event: Some(v1::watch_response::Event::Deltas(v1::Deltas {
+            revision: batch.revision.get(),
+            deltas,
+        })),
     }
 }
 
-fn snapshot_message(revision: Revision, instances: &[Arc<waggle_core::Instance>]) -> v1::WatchResponse {
+fn snapshot_message(
+    revision: Revision,
+    instances: &[Arc<waggle_core::Instance>],
+) -> v1::WatchResponse {
     v1::WatchResponse {
         event: Some(v1::watch_response::Event::Snapshot(v1::Snapshot {
             revision: revision.get(),
@@ -77,8 +87,13 @@ impl v1::registry_server::Registry for RegistryService {
             Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
             None => Ttl::DEFAULT,
         };
-        let applied = self.consensus.propose(Command::CreateSession { ttl }).await?;
-        let session = applied.session.ok_or_else(|| Status::internal("session was not created"))?;
+        let applied = self
+            .consensus
+            .propose(Command::CreateSession { ttl })
+            .await?;
+        let session = applied
+            .session
+            .ok_or_else(|| Status::internal("session was not created"))?;
         Ok(Response::new(v1::CreateSessionResponse {
             session_id: session.get(),
             ttl_ms: ttl.as_millis(),
@@ -133,17 +148,30 @@ impl v1::registry_server::Registry for RegistryService {
         request: Request<v1::RevokeSessionRequest>,
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
         let session = session_id(request.get_ref().session_id)?;
-        let applied = self.consensus.propose(Command::RevokeSession { session }).await?;
-        Ok(Response::new(v1::RevokeSessionResponse { revision: applied.revision.get() }))
+        let applied = self
+            .consensus
+            .propose(Command::RevokeSession { session })
+            .await?;
+        Ok(Response::new(v1::RevokeSessionResponse {
+            revision: applied.revision.get(),
+        }))
     }
 
-    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
         let req = request.into_inner();
         let session = session_id(req.session_id)?;
-        let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
+        let wire = req
+            .instance
+            .ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
         let spec = spec_from_wire(&wire).map_err(invalid)?;
         let (service, id) = (spec.service.clone(), spec.id.clone());
-        let applied = self.consensus.propose(Command::Register { session, spec }).await?;
+        let applied = self
+            .consensus
+            .propose(Command::Register { session, spec })
+            .await?;
         let (_, instances) = self.hub.service(&service);
         Ok(Response::new(v1::RegisterResponse {
             revision: applied.revision.get(),
@@ -158,8 +186,13 @@ impl v1::registry_server::Registry for RegistryService {
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         let id = InstanceId::new(&req.id).map_err(invalid)?;
-        let applied = self.consensus.propose(Command::Deregister { service, id }).await?;
-        Ok(Response::new(v1::DeregisterResponse { revision: applied.revision.get() }))
+        let applied = self
+            .consensus
+            .propose(Command::Deregister { service, id })
+            .await?;
+        Ok(Response::new(v1::DeregisterResponse {
+            revision: applied.revision.get(),
+        }))
     }
 
     async fn list_services(
@@ -170,18 +203,27 @@ impl v1::registry_server::Registry for RegistryService {
         let services = services
             .into_iter()
             .map(|(name, instances)| {
-                let mut tags: Vec<String> = instances.values().flat_map(|i| i.spec.tags.iter().cloned()).collect();
+                let mut tags: Vec<String> = instances
+                    .values()
+                    .flat_map(|i| i.spec.tags.iter().cloned())
+                    .collect();
                 tags.sort();
                 tags.dedup();
                 v1::ServiceSummary {
                     name: name.to_string(),
                     instances: instances.len() as u32,
-                    passing: instances.values().filter(|i| i.spec.status == HealthStatus::Passing).count() as u32,
+                    passing: instances
+                        .values()
+                        .filter(|i| i.spec.status == HealthStatus::Passing)
+                        .count() as u32,
                     tags,
                 }
             })
             .collect();
-        Ok(Response::new(v1::ListServicesResponse { revision: revision.get(), services }))
+        Ok(Response::new(v1::ListServicesResponse {
+            revision: revision.get(),
+            services,
+        }))
     }
 
     async fn get_service(
@@ -196,14 +238,24 @@ impl v1::registry_server::Registry for RegistryService {
             .filter(|i| req.include_unhealthy || i.spec.status == HealthStatus::Passing)
             .map(|i| instance_from_core(i))
             .collect();
-        Ok(Response::new(v1::GetServiceResponse { revision: revision.get(), instances }))
+        Ok(Response::new(v1::GetServiceResponse {
+            revision: revision.get(),
+            instances,
+        }))
     }
 
     type WatchStream = BoxStream<v1::WatchResponse>;
 
-    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.get_ref();
-        let service = if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
+        let service = if req.service.is_empty() {
+            None
+        } else {
+            Some(ServiceName::new(&req.service).map_err(invalid)?)
+        };
         let from = (req.from_revision > 0).then(|| Revision::new(req.from_revision));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let hub = self.hub.clone();
@@ -229,21 +281,38 @@ async fn pump_watch(
         let sub = hub.subscribe(service.as_ref(), from);
         let mut rx = sub.rx;
         let mut last = match sub.start {
-            Start::Snapshot { revision, instances } => {
-                if tx.send(Ok(snapshot_message(revision, &instances))).await.is_err() {
+            Start::Snapshot {
+                revision,
+                instances,
+            } => {
+                if tx
+                    .send(Ok(snapshot_message(revision, &instances)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 revision
             }
-            Start::Replay { revision, batches } => {
-                let mut last = revision;
-                for batch in batches {
-                    if tx.send(Ok(deltas_message(&batch))).await.is_err() {
+            Start::Replay { current, batches } => {
+                for batch in &batches {
+                    if tx.send(Ok(deltas_message(batch))).await.is_err() {
                         return;
                     }
-                    last = batch.revision;
                 }
-                last
+                // Always end the start with a message at `current`, so a resumed watcher learns
+                // it is up to date even when nothing changed while it was away.
+                let up_to_date = Batch {
+                    revision: current,
+                    changes: Vec::new(),
+                    resync: false,
+                };
+                if batches.last().is_none_or(|b| b.revision < current)
+                    && tx.send(Ok(deltas_message(&up_to_date))).await.is_err()
+                {
+                    return;
+                }
+                current
             }
         };
         loop {

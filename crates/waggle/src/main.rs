@@ -1,1 +1,95 @@
-fn main() {}
+//! The `waggle` binary: `waggle server` and the client commands.
+//!
+//! Exit codes: 0 success; 1 runtime failure (server unreachable, request refused); 2 usage
+//! error (bad flags or argument values, detected before anything is sent).
+
+mod cli;
+mod client_cmds;
+mod output;
+mod server_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad arguments: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl From<waggle_client::Error> for Failure {
+    fn from(e: waggle_client::Error) -> Self {
+        match e {
+            waggle_client::Error::Invalid(v) => Failure::Usage(v.to_string()),
+            waggle_client::Error::InvalidUrl { .. } => Failure::Usage(e.to_string()),
+            other => Failure::Runtime(other.into()),
+        }
+    }
+}
+
+impl From<waggle_core::ValidationError> for Failure {
+    fn from(e: waggle_core::ValidationError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server_cmd::run(args).await,
+            Command::Register(args) => client_cmds::register(&cli.server, args).await,
+            Command::Deregister(args) => client_cmds::deregister(&cli.server, args).await,
+            Command::Services(args) => client_cmds::services(&cli.server, args).await,
+            Command::Instances(args) => client_cmds::instances(&cli.server, args).await,
+            Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Server(_) => "info,openraft=warn",
+        _ => "warn,openraft=warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

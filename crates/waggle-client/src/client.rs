@@ -1,0 +1,312 @@
+//! The client handle, one-shot calls, and registrations.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::{Channel, Endpoint};
+use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, ServiceName, SessionId};
+use waggle_proto::v1::{self, registry_client::RegistryClient};
+
+use crate::{
+    ClientConfig, Discovery, Error,
+    session::{Keeper, KeeperCmd},
+};
+
+/// A connection to a Waggle server. Cheap to clone; all clones share one session, which is
+/// created on the first registration and kept alive in the background (one session per client
+/// process: keepalive cost scales with processes, not instances).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    rpc: RegistryClient<Channel>,
+    config: ClientConfig,
+    keeper: mpsc::Sender<KeeperCmd>,
+    session: watch::Receiver<Option<SessionId>>,
+}
+
+/// A service as listed by [`Client::services`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ServiceSummary {
+    /// The service name.
+    pub name: String,
+    /// How many instances it has.
+    pub instances: u32,
+    /// How many of them are passing.
+    pub passing: u32,
+    /// The union of their tags.
+    pub tags: Vec<String>,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:8502`) with default settings and checks that
+    /// the server answers.
+    pub async fn connect(url: impl Into<String>) -> Result<Client, Error> {
+        Self::connect_with(url, ClientConfig::default()).await
+    }
+
+    /// Connects with explicit settings and checks that the server answers.
+    pub async fn connect_with(
+        url: impl Into<String>,
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        let client = Self::connect_lazy_with(url, config)?;
+        client.services().await.map_err(|e| Error::Connect {
+            url: client.inner.url.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(client)
+    }
+
+    /// Creates a client that connects on first use (and reconnects on its own). Must be called
+    /// inside a tokio runtime.
+    pub fn connect_lazy_with(
+        url: impl Into<String>,
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        let url = url.into();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if endpoint
+            .uri()
+            .scheme_str()
+            .is_none_or(|s| s != "http" && s != "https")
+        {
+            return Err(Error::InvalidUrl {
+                url,
+                reason: "the scheme must be http or https".into(),
+            });
+        }
+        let rpc = RegistryClient::new(endpoint.connect_lazy());
+        let (keeper_tx, keeper_rx) = mpsc::channel(64);
+        let (session_tx, session_rx) = watch::channel(None);
+        tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx).run());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                url,
+                rpc,
+                config,
+                keeper: keeper_tx,
+                session: session_rx,
+            }),
+        })
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The client's current session, if it has one.
+    pub fn session(&self) -> Option<SessionId> {
+        *self.inner.session.borrow()
+    }
+
+    pub(crate) fn rpc(&self) -> RegistryClient<Channel> {
+        self.inner.rpc.clone()
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Runs a unary call with the configured request timeout.
+    pub(crate) async fn call<T, F>(&self, call: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        with_timeout(self.inner.config.request_timeout, call).await
+    }
+
+    /// Registers an instance under the client's session and returns a handle that keeps it
+    /// registered: the session is kept alive, and if the session is lost (for example the
+    /// server was down longer than its TTL) a new one is created and the instance registered
+    /// again. Returns once the registration is durable on the server.
+    pub async fn register(&self, spec: InstanceSpec) -> Result<Registration, Error> {
+        spec.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .keeper
+            .send(KeeperCmd::Register { spec, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        let instance = rx.await.map_err(|_| Error::Closed)??;
+        Ok(Registration {
+            client: self.clone(),
+            instance,
+            active: true,
+        })
+    }
+
+    /// Deregisters an instance (any instance, not only this client's). Deregistering an
+    /// instance that does not exist is an error (`not found`).
+    pub async fn deregister(&self, service: &str, id: &str) -> Result<(), Error> {
+        let service = ServiceName::new(service)?;
+        let id = InstanceId::new(id)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .keeper
+            .send(KeeperCmd::Deregister {
+                service,
+                id,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Lists the services that have instances.
+    pub async fn services(&self) -> Result<Vec<ServiceSummary>, Error> {
+        let resp = self
+            .call(self.rpc().list_services(v1::ListServicesRequest {}))
+            .await?;
+        Ok(resp
+            .services
+            .into_iter()
+            .map(|s| ServiceSummary {
+                name: s.name,
+                instances: s.instances,
+                passing: s.passing,
+                tags: s.tags,
+            })
+            .collect())
+    }
+
+    /// A service's instances: passing ones, or all of them with `HealthFilter::All`.
+    pub async fn instances(
+        &self,
+        service: &str,
+        filter: HealthFilter,
+    ) -> Result<Vec<Instance>, Error> {
+        let service = ServiceName::new(service)?;
+        let req = v1::GetServiceRequest {
+            service: service.to_string(),
+            include_unhealthy: matches!(filter, HealthFilter::All),
+        };
+        let resp = self.call(self.rpc().get_service(req)).await?;
+        resp.instances.iter().map(instance_from_wire).collect()
+    }
+
+    /// A live cache of one service's instances, fed by a watch stream.
+    pub fn discover(&self, service: &str) -> Result<Discovery, Error> {
+        let service = ServiceName::new(service)?;
+        Ok(Discovery::start(self.clone(), service))
+    }
+
+    /// Revokes the session (its instances vanish at once) and stops the background task.
+    /// Best effort: if the server is unreachable the session expires after its TTL.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .keeper
+            .send(KeeperCmd::Shutdown { reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Which instances a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthFilter {
+    /// Passing instances only.
+    #[default]
+    Passing,
+    /// Every instance, whatever its status.
+    All,
+}
+
+pub(crate) async fn with_timeout<T, F>(timeout: Duration, call: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(Error::Rpc(status)),
+        Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        )))),
+    }
+}
+
+/// Converts a wire instance from the server into the core type.
+pub(crate) fn instance_from_wire(w: &v1::Instance) -> Result<Instance, Error> {
+    let spec = waggle_proto::spec_from_wire(w).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(Instance {
+        spec,
+        session: SessionId::new(w.session_id),
+        create_revision: waggle_core::Revision::new(w.create_revision),
+        modify_revision: waggle_core::Revision::new(w.modify_revision),
+    })
+}
+
+pub(crate) fn is_passing(i: &Instance) -> bool {
+    i.spec.status == HealthStatus::Passing
+}
+
+/// A registered instance. Keeps it registered until [`Registration::shutdown`] (or, best
+/// effort, until dropped).
+pub struct Registration {
+    client: Client,
+    instance: Instance,
+    active: bool,
+}
+
+impl Registration {
+    /// The instance as the server stored it.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// Deregisters the instance now.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.active = false;
+        match self
+            .client
+            .deregister(
+                self.instance.service().as_str(),
+                self.instance.id().as_str(),
+            )
+            .await
+        {
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = self.client.inner.keeper.try_send(KeeperCmd::Deregister {
+                service: self.instance.service().clone(),
+                id: self.instance.id().clone(),
+                reply: None,
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}

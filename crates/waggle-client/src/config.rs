@@ -1,0 +1,42 @@
+//! SDK settings.
+
+use std::time::Duration;
+
+use waggle_core::Ttl;
+
+/// How a [`Client`](crate::Client) behaves. Plain data with documented defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The session TTL (default 10 s). Keepalives are sent every TTL/3.
+    pub session_ttl: Ttl,
+    /// Timeout for establishing a connection (default 2 s).
+    pub connect_timeout: Duration,
+    /// Timeout for unary calls (default 5 s).
+    pub request_timeout: Duration,
+    /// First reconnect back-off (default 100 ms); doubles up to `backoff_max`, full jitter.
+    pub backoff_base: Duration,
+    /// Longest reconnect back-off (default 2 s).
+    pub backoff_max: Duration,
+    /// Seed for back-off jitter (default: from the OS). Set it to make tests reproducible.
+    pub seed: Option<u64>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            session_ttl: Ttl::DEFAULT,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            seed: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    pub(crate) fn backoff(&self) -> crate::Backoff {
+        crate::Backoff::new(self.backoff_base, self.backoff_max, self.seed)
+    }
+}

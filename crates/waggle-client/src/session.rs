@@ -1,0 +1,329 @@
+//! The session keeper: one background task per client that owns the session, keeps it alive
+//! (a keepalive every TTL/3 on one stream), reconnects with jittered back-off, and when the
+//! session is lost creates a new one and registers every instance again.
+
+use std::{collections::BTreeMap, ops::ControlFlow};
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use waggle_core::{Instance, InstanceId, InstanceSpec, ServiceName, SessionId};
+use waggle_proto::v1::{self, registry_client::RegistryClient};
+
+use crate::{
+    Backoff, ClientConfig, Error,
+    client::{instance_from_wire, with_timeout},
+};
+
+/// Requests from client handles to the keeper.
+pub(crate) enum KeeperCmd {
+    Register {
+        spec: InstanceSpec,
+        reply: oneshot::Sender<Result<Instance, Error>>,
+    },
+    Deregister {
+        service: ServiceName,
+        id: InstanceId,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Why the keepalive loop ended.
+enum Ended {
+    /// The server no longer knows the session: make a new one.
+    SessionLost,
+    /// The stream broke: reconnect after a back-off, keeping the session.
+    Disconnected,
+    /// The session changed underneath (re-established by a command): reopen the stream.
+    Restart,
+}
+
+type Key = (ServiceName, InstanceId);
+
+pub(crate) struct Keeper {
+    rpc: RegistryClient<Channel>,
+    config: ClientConfig,
+    commands: mpsc::Receiver<KeeperCmd>,
+    session: Option<SessionId>,
+    session_tx: watch::Sender<Option<SessionId>>,
+    registered: BTreeMap<Key, InstanceSpec>,
+    backoff: Backoff,
+}
+
+impl Keeper {
+    pub(crate) fn new(
+        rpc: RegistryClient<Channel>,
+        config: ClientConfig,
+        commands: mpsc::Receiver<KeeperCmd>,
+        session_tx: watch::Sender<Option<SessionId>>,
+    ) -> Self {
+        let backoff = config.backoff();
+        Keeper {
+            rpc,
+            config,
+            commands,
+            session: None,
+            session_tx,
+            registered: BTreeMap::new(),
+            backoff,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            if self.session.is_none() && self.registered.is_empty() {
+                // Nothing to keep alive: wait for work.
+                match self.commands.recv().await {
+                    Some(cmd) => {
+                        if self.handle(cmd).await.is_break() {
+                            return;
+                        }
+                    }
+                    None => return self.close().await,
+                }
+                continue;
+            }
+            if self.session.is_none()
+                && let Err(e) = self.establish().await
+            {
+                tracing::warn!("cannot establish a session: {e}");
+                if self.pause().await.is_break() {
+                    return;
+                }
+                continue;
+            }
+            let Some(session) = self.session else {
+                continue;
+            };
+            match self.keep_alive(session).await {
+                ControlFlow::Break(()) => return,
+                ControlFlow::Continue(Ended::Restart) => {}
+                ControlFlow::Continue(Ended::SessionLost) => {
+                    tracing::warn!(%session, "session lost; creating a new one and registering again");
+                    self.set_session(None);
+                }
+                ControlFlow::Continue(Ended::Disconnected) => {
+                    if self.pause().await.is_break() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_session(&mut self, session: Option<SessionId>) {
+        self.session = session;
+        self.session_tx.send_replace(session);
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        with_timeout(self.config.request_timeout, call).await
+    }
+
+    /// Creates a session and registers every known instance under it.
+    async fn establish(&mut self) -> Result<SessionId, Error> {
+        let req = v1::CreateSessionRequest {
+            ttl_ms: Some(self.config.session_ttl.as_millis()),
+        };
+        let resp = self.call(self.rpc.clone().create_session(req)).await?;
+        let session = SessionId::new(resp.session_id);
+        self.set_session(Some(session));
+        tracing::debug!(%session, "session created");
+        let specs: Vec<InstanceSpec> = self.registered.values().cloned().collect();
+        for spec in specs {
+            match self.register_rpc(session, &spec).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                    self.set_session(None);
+                    return Err(e);
+                }
+                Err(e) if e.code() == Some(tonic::Code::InvalidArgument) => {
+                    tracing::error!(service = %spec.service, id = %spec.id, "dropping registration: {e}");
+                    self.registered
+                        .remove(&(spec.service.clone(), spec.id.clone()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.backoff.reset();
+        Ok(session)
+    }
+
+    async fn register_rpc(
+        &self,
+        session: SessionId,
+        spec: &InstanceSpec,
+    ) -> Result<Instance, Error> {
+        let mut wire = waggle_proto::instance_from_core(&Instance {
+            spec: spec.clone(),
+            session,
+            create_revision: waggle_core::Revision::INITIAL,
+            modify_revision: waggle_core::Revision::INITIAL,
+        });
+        wire.session_id = 0;
+        wire.create_revision = 0;
+        wire.modify_revision = 0;
+        let req = v1::RegisterRequest {
+            session_id: session.get(),
+            instance: Some(wire),
+        };
+        let resp = self.call(self.rpc.clone().register(req)).await?;
+        let instance = resp
+            .instance
+            .ok_or_else(|| Error::Protocol("register returned no instance".into()))?;
+        instance_from_wire(&instance)
+    }
+
+    async fn register(&mut self, spec: InstanceSpec) -> Result<Instance, Error> {
+        let session = match self.session {
+            Some(s) => s,
+            None => self.establish().await?,
+        };
+        let result = match self.register_rpc(session, &spec).await {
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                // The session expired while we were not looking: start a new one, once.
+                self.set_session(None);
+                let session = self.establish().await?;
+                self.register_rpc(session, &spec).await
+            }
+            other => other,
+        };
+        if result.is_ok() {
+            self.registered
+                .insert((spec.service.clone(), spec.id.clone()), spec);
+        }
+        result
+    }
+
+    async fn handle(&mut self, cmd: KeeperCmd) -> ControlFlow<()> {
+        match cmd {
+            KeeperCmd::Register { spec, reply } => {
+                let result = self.register(spec).await;
+                let _ = reply.send(result);
+            }
+            KeeperCmd::Deregister { service, id, reply } => {
+                self.registered.remove(&(service.clone(), id.clone()));
+                let req = v1::DeregisterRequest {
+                    service: service.to_string(),
+                    id: id.to_string(),
+                };
+                let result = self
+                    .call(self.rpc.clone().deregister(req))
+                    .await
+                    .map(|_| ());
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    tracing::debug!(%service, %id, "best-effort deregistration failed: {e}");
+                }
+            }
+            KeeperCmd::Shutdown { reply } => {
+                self.close().await;
+                let _ = reply.send(());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Revokes the session, if any (best effort).
+    async fn close(&mut self) {
+        self.registered.clear();
+        if let Some(session) = self.session.take() {
+            let req = v1::RevokeSessionRequest {
+                session_id: session.get(),
+            };
+            if let Err(e) = self.call(self.rpc.clone().revoke_session(req)).await {
+                tracing::debug!(%session, "revoking the session failed: {e}");
+            }
+            self.session_tx.send_replace(None);
+        }
+    }
+
+    /// Waits one back-off delay while still serving commands.
+    async fn pause(&mut self) -> ControlFlow<()> {
+        let until = Instant::now() + self.backoff.next_delay();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return ControlFlow::Continue(()),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await?,
+                    None => {
+                        self.close().await;
+                        return ControlFlow::Break(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends a keepalive every TTL/3 on one stream until something ends it.
+    async fn keep_alive(&mut self, session: SessionId) -> ControlFlow<(), Ended> {
+        let ttl = self.config.session_ttl.as_duration();
+        let period = ttl / 3;
+        let (tx, rx) = mpsc::channel(4);
+        let ping = v1::KeepAliveRequest {
+            session_id: session.get(),
+        };
+        let _ = tx.try_send(ping);
+        let mut rpc = self.rpc.clone();
+        let opened = tokio::time::timeout(
+            self.config.connect_timeout,
+            rpc.keep_alive(ReceiverStream::new(rx)),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => {
+                tracing::debug!("keepalive stream refused: {status}");
+                return ControlFlow::Continue(Ended::Disconnected);
+            }
+            Err(_) => return ControlFlow::Continue(Ended::Disconnected),
+        };
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        // Without an answer for a whole TTL the server is gone (or hung): reconnect.
+        let mut answered_by = Instant::now() + ttl;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if tx.send(ping).await.is_err() {
+                        return ControlFlow::Continue(Ended::Disconnected);
+                    }
+                }
+                _ = tokio::time::sleep_until(answered_by) => {
+                    tracing::warn!(%session, "no keepalive answer within the TTL; reconnecting");
+                    return ControlFlow::Continue(Ended::Disconnected);
+                }
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) if resp.found => {
+                        self.backoff.reset();
+                        answered_by = Instant::now() + ttl;
+                    }
+                    Ok(Some(_)) => return ControlFlow::Continue(Ended::SessionLost),
+                    Ok(None) | Err(_) => return ControlFlow::Continue(Ended::Disconnected),
+                },
+                cmd = self.commands.recv() => {
+                    match cmd {
+                        Some(cmd) => self.handle(cmd).await?,
+                        None => {
+                            self.close().await;
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    if self.session != Some(session) {
+                        return ControlFlow::Continue(Ended::Restart);
+                    }
+                }
+            }
+        }
+    }
+}

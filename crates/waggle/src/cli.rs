@@ -1,0 +1,122 @@
+//! Command-line syntax (clap). Names here are a public interface: scripts depend on them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Waggle: a service registry and coordination service.
+#[derive(Debug, Parser)]
+#[command(name = "waggle", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Server URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "WAGGLE_SERVER",
+        default_value = "http://127.0.0.1:8502"
+    )]
+    pub(crate) server: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a server node (an embedded single-node cluster with durable storage).
+    Server(ServerArgs),
+    /// Register an instance and keep it registered until interrupted (SIGINT / SIGTERM).
+    Register(RegisterArgs),
+    /// Remove one instance.
+    Deregister(DeregisterArgs),
+    /// List services.
+    Services(ServicesArgs),
+    /// List a service's instances.
+    Instances(InstancesArgs),
+    /// Follow a service's changes, one line per change.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Data directory (log and snapshots).
+    #[arg(long, env = "WAGGLE_DATA_DIR", default_value = waggle_server::DEFAULT_DATA_DIR)]
+    pub(crate) data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "WAGGLE_GRPC_ADDR", default_value = waggle_server::DEFAULT_GRPC_ADDR)]
+    pub(crate) grpc_addr: SocketAddr,
+    /// HTTP listen address.
+    #[arg(long, env = "WAGGLE_HTTP_ADDR", default_value = waggle_server::DEFAULT_HTTP_ADDR)]
+    pub(crate) http_addr: SocketAddr,
+    /// Development mode: use a temporary data dir, deleted on exit.
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// Build a snapshot (and purge the log) every N entries.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) snapshot_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegisterArgs {
+    /// Service name (a DNS label).
+    pub(crate) service: String,
+    /// ADDRESS:PORT, e.g. 10.0.0.1:8080 or [::1]:8080.
+    pub(crate) endpoint: String,
+    /// Instance id (default ADDRESS:PORT).
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub(crate) tags: Vec<String>,
+    /// Metadata KEY=VALUE (repeatable).
+    #[arg(long = "meta")]
+    pub(crate) meta: Vec<String>,
+    /// Weight, 1-10000.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) weight: u32,
+    /// Locality zone.
+    #[arg(long)]
+    pub(crate) zone: Option<String>,
+    /// Health status to register with: passing, warning or critical.
+    #[arg(long, default_value = "passing")]
+    pub(crate) status: String,
+    /// Session TTL, 1s-24h.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeregisterArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Instance id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServicesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstancesArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Include warning and critical instances.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

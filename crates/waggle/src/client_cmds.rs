@@ -1,0 +1,201 @@
+//! Client commands: register, deregister, services, instances, watch.
+
+use std::io::Write;
+
+use futures_util::StreamExt;
+use waggle_client::{
+    ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl,
+};
+
+use crate::{
+    Failure,
+    cli::{DeregisterArgs, InstancesArgs, RegisterArgs, ServicesArgs, WatchArgs},
+    output,
+    server_cmd::wait_for_signal,
+};
+
+/// Splits `ADDRESS:PORT` (IPv6 in brackets).
+fn parse_endpoint(s: &str) -> Result<(String, u32), Failure> {
+    let usage = || {
+        Failure::Usage(format!(
+            "invalid endpoint {s:?}: expected ADDRESS:PORT, e.g. 10.0.0.1:8080 or [::1]:8080"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(usage)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u32 = port.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "invalid port: must be between 1 and 65535 (got {port:?})"
+        ))
+    })?;
+    Ok((host.to_string(), port))
+}
+
+fn build_spec(args: &RegisterArgs) -> Result<InstanceSpec, Failure> {
+    let (address, port) = parse_endpoint(&args.endpoint)?;
+    let mut spec = InstanceSpec::new(&args.service, &address, port)?.with_weight(args.weight);
+    if let Some(id) = &args.id {
+        spec = spec.with_id(id)?;
+    }
+    if let Some(zone) = &args.zone {
+        spec = spec.with_zone(zone)?;
+    }
+    for tag in &args.tags {
+        spec = spec.with_tag(tag.clone());
+    }
+    for pair in &args.meta {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            Failure::Usage(format!("invalid meta: expected KEY=VALUE (got {pair:?})"))
+        })?;
+        spec = spec.with_meta(k, v);
+    }
+    spec = spec.with_status(args.status.parse::<HealthStatus>()?);
+    spec.validate()?;
+    Ok(spec)
+}
+
+async fn connect(server: &str, config: ClientConfig) -> Result<Client, Failure> {
+    Ok(Client::connect_with(server, config).await?)
+}
+
+pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Failure> {
+    let spec = build_spec(&args)?;
+    let mut config = ClientConfig::default();
+    config.session_ttl = Ttl::from_duration(args.ttl)?;
+    let client = connect(server, config).await?;
+    let registration = client.register(spec).await?;
+    let instance = registration.instance();
+    println!(
+        "registered {}/{} at {}:{} (session {}, revision {}); press Ctrl-C to deregister",
+        instance.service(),
+        instance.id(),
+        instance.spec.address,
+        instance.spec.port,
+        instance.session,
+        instance.modify_revision,
+    );
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await?;
+    let result = registration.shutdown().await;
+    client.shutdown().await;
+    result?;
+    eprintln!("deregistered");
+    Ok(())
+}
+
+pub(crate) async fn deregister(server: &str, args: DeregisterArgs) -> Result<(), Failure> {
+    waggle_core::ServiceName::new(&args.service)?;
+    waggle_core::InstanceId::new(&args.id)?;
+    let client = connect(server, ClientConfig::default()).await?;
+    client.deregister(&args.service, &args.id).await?;
+    println!("deregistered {}/{}", args.service, args.id);
+    Ok(())
+}
+
+pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Failure> {
+    let client = connect(server, ClientConfig::default()).await?;
+    let services = client.services().await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&services).map_err(anyhow::Error::from)?
+        );
+    } else {
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| {
+                let tags = if s.tags.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.tags.join(",")
+                };
+                vec![
+                    s.name.clone(),
+                    s.instances.to_string(),
+                    s.passing.to_string(),
+                    tags,
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(&["SERVICE", "INSTANCES", "PASSING", "TAGS"], &rows)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), Failure> {
+    waggle_core::ServiceName::new(&args.service)?;
+    let client = connect(server, ClientConfig::default()).await?;
+    let filter = if args.all {
+        HealthFilter::All
+    } else {
+        HealthFilter::Passing
+    };
+    let instances = client.instances(&args.service, filter).await?;
+    if args.json {
+        let list: Vec<_> = instances.iter().map(output::instance_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
+        );
+    } else {
+        let rows: Vec<Vec<String>> = instances.iter().map(output::instance_row).collect();
+        print!("{}", output::table(output::INSTANCE_HEADER, &rows));
+    }
+    Ok(())
+}
+
+pub(crate) async fn watch(server: &str, args: WatchArgs) -> Result<(), Failure> {
+    waggle_core::ServiceName::new(&args.service)?;
+    let client = connect(server, ClientConfig::default()).await?;
+    let discovery = client.discover(&args.service)?;
+    let mut changes = discovery.changes();
+    loop {
+        let event = tokio::select! {
+            event = changes.next() => event,
+            signal = wait_for_signal() => return signal,
+        };
+        let Some(event) = event else { return Ok(()) };
+        let kind = match event.kind {
+            ChangeKind::Added => "added",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Removed => "removed",
+        };
+        let revision = discovery.revision().map_or(0, |r| r.get());
+        let i = &event.instance;
+        if args.json {
+            let line = serde_json::json!({ "event": kind, "revision": revision, "instance": output::instance_json(i) });
+            println!("{line}");
+        } else {
+            println!(
+                "{kind:<8} {}/{} {}:{} {} revision={revision}",
+                i.service(),
+                i.id(),
+                i.spec.address,
+                i.spec.port,
+                i.spec.status
+            );
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert!(matches!(parse_endpoint("10.0.0.1:80"), Ok((ref h, 80)) if h == "10.0.0.1"));
+        assert!(matches!(parse_endpoint("[::1]:8080"), Ok((ref h, 8080)) if h == "::1"));
+        assert!(matches!(parse_endpoint("nohost"), Err(Failure::Usage(_))));
+        assert!(
+            matches!(parse_endpoint("h:99999999999"), Err(Failure::Usage(m)) if m.contains("port"))
+        );
+    }
+}
