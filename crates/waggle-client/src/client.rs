@@ -28,6 +28,15 @@ struct Inner {
     session: watch::Receiver<Option<SessionId>>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.url)
+            .field("session", &self.session())
+            .finish()
+    }
+}
+
 /// A service as listed by [`Client::services`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]

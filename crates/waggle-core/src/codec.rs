@@ -41,8 +41,8 @@ struct CommandRecord {
 
 #[derive(Clone, PartialEq, prost::Oneof)]
 enum CommandKind {
-    #[prost(uint64, tag = "2")]
-    CreateSessionTtlMs(u64),
+    #[prost(message, tag = "2")]
+    CreateSession(CreateSessionRecord),
     #[prost(uint64, tag = "3")]
     RevokeSession(u64),
     #[prost(message, tag = "4")]
@@ -51,6 +51,14 @@ enum CommandKind {
     Register(RegisterRecord),
     #[prost(message, tag = "6")]
     Deregister(InstanceKey),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateSessionRecord {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(uint64, tag = "2")]
+    ttl_ms: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -128,7 +136,12 @@ struct SessionRecord {
 /// Encodes a command for the log.
 pub fn encode_command(command: &Command) -> Vec<u8> {
     let kind = match command {
-        Command::CreateSession { ttl } => CommandKind::CreateSessionTtlMs(ttl.as_millis()),
+        Command::CreateSession { session, ttl } => {
+            CommandKind::CreateSession(CreateSessionRecord {
+                id: session.get(),
+                ttl_ms: ttl.as_millis(),
+            })
+        }
         Command::RevokeSession { session } => CommandKind::RevokeSession(session.get()),
         Command::ExpireSessions { sessions } => CommandKind::ExpireSessions(SessionList {
             ids: sessions.iter().map(|s| s.get()).collect(),
@@ -159,8 +172,9 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
             .kind
             .ok_or_else(|| CodecError::new("command", "unknown command kind"))?
         {
-            CommandKind::CreateSessionTtlMs(ms) => Command::CreateSession {
-                ttl: Ttl::from_millis(ms).map_err(invalid)?,
+            CommandKind::CreateSession(r) => Command::CreateSession {
+                session: SessionId::new(r.id),
+                ttl: Ttl::from_millis(r.ttl_ms).map_err(invalid)?,
             },
             CommandKind::RevokeSession(id) => Command::RevokeSession {
                 session: SessionId::new(id),

@@ -12,8 +12,12 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Command {
-    /// Opens a session with the given TTL. Its id is the revision of this command.
+    /// Opens a session with the given TTL under an id chosen by the proposer (at random, so
+    /// that ids are not reused even across a wiped or restored data dir). Refused if the id is
+    /// 0 or taken; the proposer then retries with another id.
     CreateSession {
+        /// The new session's id.
+        session: SessionId,
         /// Time to live.
         ttl: Ttl,
     },

@@ -29,6 +29,9 @@ pub enum ApplyError {
     /// The session does not exist (never created, revoked or expired).
     #[error("session {0} not found (expired or revoked)")]
     SessionNotFound(SessionId),
+    /// A session with this id already exists (or the id is 0).
+    #[error("session id {0} is unavailable")]
+    SessionIdTaken(SessionId),
     /// No instance with this id is registered in this service.
     #[error("instance {id} of service {service} not found")]
     InstanceNotFound {

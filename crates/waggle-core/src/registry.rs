@@ -50,7 +50,9 @@ impl Registry {
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let mut effects = Vec::new();
         let response = match command {
-            Command::CreateSession { ttl } => Ok(self.create_session(*ttl, &mut effects)),
+            Command::CreateSession { session, ttl } => {
+                self.create_session(*session, *ttl, &mut effects)
+            }
             Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
             Command::ExpireSessions { sessions } => {
                 Ok(self.expire_sessions(sessions, &mut effects))
@@ -68,9 +70,16 @@ impl Registry {
         }
     }
 
-    fn create_session(&mut self, ttl: Ttl, effects: &mut Vec<Effect>) -> Applied {
+    fn create_session(
+        &mut self,
+        id: SessionId,
+        ttl: Ttl,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        if id.get() == 0 || self.sessions.contains_key(&id) {
+            return Err(ApplyError::SessionIdTaken(id));
+        }
         self.revision = self.revision.next();
-        let id = SessionId::new(self.revision.get());
         self.sessions.insert(
             id,
             Session {
@@ -81,10 +90,10 @@ impl Registry {
             },
         );
         effects.push(Effect::SessionOpened { session: id, ttl });
-        Applied {
+        Ok(Applied {
             revision: self.revision,
             session: Some(id),
-        }
+        })
     }
 
     fn revoke_session(

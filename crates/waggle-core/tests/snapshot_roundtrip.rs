@@ -199,7 +199,10 @@ fn resolve_instance(registry: &Registry, instance: &InstanceRef) -> (ServiceName
 /// Turns a step into a concrete command against the registry's current state.
 fn command_for(registry: &Registry, op: &Op) -> Command {
     match op {
-        Op::Create(ttl) => Command::CreateSession { ttl: *ttl },
+        Op::Create(ttl) => Command::CreateSession {
+            session: SessionId::new(registry.revision().get() * 7919 + 1),
+            ttl: *ttl,
+        },
         Op::Revoke(s) => Command::RevokeSession {
             session: resolve_session(registry, s),
         },
@@ -263,7 +266,10 @@ fn play(registry: &mut Registry, ops: &[Op]) -> (Vec<Command>, Vec<Outcome>) {
 /// A command with arbitrary raw ids, independent of any registry state.
 fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        arb_ttl().prop_map(|ttl| Command::CreateSession { ttl }),
+        (any::<u64>(), arb_ttl()).prop_map(|(s, ttl)| Command::CreateSession {
+            session: SessionId::new(s),
+            ttl
+        }),
         any::<u64>().prop_map(|s| Command::RevokeSession {
             session: SessionId::new(s)
         }),
@@ -495,7 +501,10 @@ fn sample_commands() -> Vec<Command> {
         .expect("zone")
         .with_status(HealthStatus::Warning);
     vec![
-        Command::CreateSession { ttl: Ttl::DEFAULT },
+        Command::CreateSession {
+            session: SessionId::new(2),
+            ttl: Ttl::DEFAULT,
+        },
         Command::RevokeSession {
             session: SessionId::new(0),
         },
@@ -524,7 +533,10 @@ fn sample_commands() -> Vec<Command> {
 fn sample_registry() -> Registry {
     let mut registry = Registry::new();
     for command in [
-        Command::CreateSession { ttl: Ttl::DEFAULT },
+        Command::CreateSession {
+            session: SessionId::new(2),
+            ttl: Ttl::DEFAULT,
+        },
         Command::Register {
             session: SessionId::new(2),
             spec: InstanceSpec::new("web", "10.0.0.1", 8080)
@@ -568,7 +580,10 @@ fn current_version_is_written_first() {
             "a single-byte varint"
         )
     };
-    let command = codec::encode_command(&Command::CreateSession { ttl: Ttl::DEFAULT });
+    let command = codec::encode_command(&Command::CreateSession {
+        session: SessionId::new(2),
+        ttl: Ttl::DEFAULT,
+    });
     assert_eq!(command[..2], [0x08, FORMAT_VERSION as u8]);
     let snapshot = codec::encode_snapshot(&Registry::new());
     assert_eq!(snapshot[..2], [0x08, FORMAT_VERSION as u8]);

@@ -20,7 +20,10 @@ fn run(commands: &[Command]) -> Vec<Outcome> {
 /// Like [`run`], but also returns the final registry.
 fn run_with_state(commands: &[Command]) -> (Registry, Vec<Outcome>) {
     let mut registry = Registry::new();
-    let outcomes = commands.iter().map(|c| registry.apply(c)).collect();
+    let outcomes = commands
+        .iter()
+        .map(|c| apply_cmd(&mut registry, c))
+        .collect();
     (registry, outcomes)
 }
 
@@ -32,7 +35,7 @@ fn trace(commands: &[Command]) -> Vec<(Registry, Outcome, Registry)> {
         .iter()
         .map(|c| {
             let before = registry.clone();
-            let outcome = registry.apply(c);
+            let outcome = apply_cmd(&mut registry, c);
             (before, outcome, registry.clone())
         })
         .collect()
@@ -50,12 +53,30 @@ fn ttl(ms: u64) -> Ttl {
     Ttl::from_millis(ms).expect("valid ttl")
 }
 
+/// A CreateSession whose id is a placeholder (0): `apply_cmd` gives it the id of the revision
+/// it will create, which keeps expected ids readable in the tables below.
 fn create() -> Command {
-    Command::CreateSession { ttl: Ttl::DEFAULT }
+    create_with(Ttl::DEFAULT.as_millis())
 }
 
 fn create_with(ms: u64) -> Command {
-    Command::CreateSession { ttl: ttl(ms) }
+    Command::CreateSession {
+        session: sid(0),
+        ttl: ttl(ms),
+    }
+}
+
+/// Applies a command, first resolving a placeholder session id (see [`create`]).
+fn apply_cmd(registry: &mut Registry, command: &Command) -> Outcome {
+    match command {
+        Command::CreateSession { session, ttl } if session.get() == 0 => {
+            registry.apply(&Command::CreateSession {
+                session: sid(registry.revision().get() + 1),
+                ttl: *ttl,
+            })
+        }
+        other => registry.apply(other),
+    }
 }
 
 fn revoke(session: u64) -> Command {
@@ -1021,4 +1042,26 @@ fn apply_validates_the_spec() {
         ),
     ]);
     assert_eq!(registry.revision(), rev(6));
+}
+
+#[test]
+fn session_ids_must_be_fresh_and_non_zero() {
+    let mut registry = Registry::new();
+    let make = |id: u64| Command::CreateSession {
+        session: sid(id),
+        ttl: Ttl::DEFAULT,
+    };
+    assert_eq!(
+        registry.apply(&make(0)).response,
+        Err(ApplyError::SessionIdTaken(sid(0)))
+    );
+    assert!(registry.apply(&make(0xfeed)).response.is_ok());
+    let before = registry.clone();
+    let outcome = registry.apply(&make(0xfeed));
+    assert_eq!(
+        outcome.response,
+        Err(ApplyError::SessionIdTaken(sid(0xfeed)))
+    );
+    assert!(outcome.effects.is_empty());
+    assert_eq!(registry, before, "a refused create changes nothing");
 }

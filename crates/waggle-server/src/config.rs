@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Raft timing and log compaction.
     pub raft: RaftConfig,
+    /// Seed for the session-id generator (default: from the OS). Set it in tests.
+    pub seed: Option<u64>,
 }
 
 /// Raft timing and log compaction settings.
@@ -73,6 +75,7 @@ impl ServerConfig {
             watch_buffer: 256,
             watch_history: 64,
             raft: RaftConfig::default(),
+            seed: None,
         }
     }
 

@@ -22,6 +22,7 @@ impl From<ProposeError> for tonic::Status {
             ProposeError::Refused(r) => match r.kind {
                 RefusalKind::NotFound => tonic::Status::not_found(r.message),
                 RefusalKind::Invalid => tonic::Status::invalid_argument(r.message),
+                RefusalKind::Conflict => tonic::Status::already_exists(r.message),
             },
             ProposeError::NotLeader => tonic::Status::unavailable("this node is not the leader"),
             ProposeError::Unavailable(m) => tonic::Status::unavailable(m),

@@ -13,7 +13,8 @@ use waggle_core::{
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use crate::{
-    consensus::Consensus,
+    consensus::{Consensus, RefusalKind},
+    error::ProposeError,
     sessions::SessionClock,
     watch::{Batch, ChangeKind, Start, WatchHub},
 };
@@ -28,7 +29,32 @@ pub(crate) struct RegistryService {
     pub(crate) consensus: Arc<Consensus>,
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<SessionClock>,
+    pub(crate) session_ids: SessionIds,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Draws random, non-zero session ids.
+pub(crate) struct SessionIds(std::sync::Mutex<rand::rngs::SmallRng>);
+
+impl SessionIds {
+    /// Seeded for reproducible tests, or from the OS.
+    pub(crate) fn new(seed: Option<u64>) -> Self {
+        use rand::SeedableRng;
+        let rng = match seed {
+            Some(s) => rand::rngs::SmallRng::seed_from_u64(s),
+            None => rand::rngs::SmallRng::from_os_rng(),
+        };
+        SessionIds(std::sync::Mutex::new(rng))
+    }
+
+    fn next(&self) -> SessionId {
+        use rand::Rng;
+        let mut rng = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        SessionId::new(rng.random_range(1..=u64::MAX))
+    }
 }
 
 fn invalid(e: ValidationError) -> Status {
@@ -87,10 +113,24 @@ impl v1::registry_server::Registry for RegistryService {
             Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
             None => Ttl::DEFAULT,
         };
-        let applied = self
-            .consensus
-            .propose(Command::CreateSession { ttl })
-            .await?;
+        // Ids are random (chosen here, outside the state machine) so that they are never reused,
+        // even across a wiped or restored data dir; a collision is refused and retried.
+        let mut attempts = 0;
+        let applied = loop {
+            let session = self.session_ids.next();
+            match self
+                .consensus
+                .propose(Command::CreateSession { session, ttl })
+                .await
+            {
+                Err(ProposeError::Refused(r))
+                    if r.kind == RefusalKind::Conflict && attempts < 3 =>
+                {
+                    attempts += 1
+                }
+                other => break other?,
+            }
+        };
         let session = applied
             .session
             .ok_or_else(|| Status::internal("session was not created"))?;

@@ -102,6 +102,7 @@ impl Server {
             consensus: consensus.clone(),
             hub: hub.clone(),
             clock,
+            session_ids: grpc::SessionIds::new(config.seed),
             shutdown: shutdown.clone(),
         };
         let grpc = tonic::transport::Server::builder()

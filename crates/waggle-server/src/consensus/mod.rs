@@ -56,13 +56,19 @@ pub enum RefusalKind {
     NotFound,
     /// A field breaks a model rule.
     Invalid,
+    /// The object already exists.
+    Conflict,
 }
 
 impl From<ApplyError> for Refusal {
     fn from(e: ApplyError) -> Self {
         let kind = match e {
             ApplyError::Invalid(_) => RefusalKind::Invalid,
-            _ => RefusalKind::NotFound,
+            ApplyError::SessionIdTaken(_) => RefusalKind::Conflict,
+            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } => {
+                RefusalKind::NotFound
+            }
+            _ => RefusalKind::Invalid,
         };
         Refusal {
             kind,
