@@ -193,36 +193,56 @@ fn publish(shared: &Shared, map: &BTreeMap<InstanceId, Instance>, revision: u64)
     shared.generation.send_modify(|g| *g += 1);
 }
 
-/// Applies one watch message to the map; returns the message's revision.
-fn apply(map: &mut BTreeMap<InstanceId, Instance>, last: u64, event: Event) -> Result<u64, Error> {
-    match event {
-        Event::Snapshot(snapshot) => {
-            // A snapshot from a reachable server is authoritative, even when empty.
-            let mut fresh = BTreeMap::new();
-            for wire in &snapshot.instances {
-                let instance = instance_from_wire(wire)?;
-                fresh.insert(instance.id().clone(), instance);
-            }
-            *map = fresh;
-            Ok(snapshot.revision)
-        }
-        Event::Deltas(batch) => {
-            if batch.revision <= last && !batch.deltas.is_empty() {
-                return Ok(last); // Already applied.
-            }
-            for delta in &batch.deltas {
-                let wire = delta
-                    .instance
-                    .as_ref()
-                    .ok_or_else(|| Error::Protocol("delta without instance".into()))?;
-                let instance = instance_from_wire(wire)?;
-                if delta.kind == v1::DeltaKind::Removed as i32 {
-                    map.remove(instance.id());
-                } else {
-                    map.insert(instance.id().clone(), instance);
+/// The watcher's view of the stream: the applied map, its revision, and a snapshot being
+/// received in several messages.
+#[derive(Default)]
+struct Follower {
+    map: BTreeMap<InstanceId, Instance>,
+    revision: u64,
+    partial: Option<BTreeMap<InstanceId, Instance>>,
+}
+
+impl Follower {
+    /// Applies one watch message; returns true when the map is complete and should be
+    /// published (false while a chunked snapshot is still arriving).
+    fn apply(&mut self, event: Event) -> Result<bool, Error> {
+        match event {
+            Event::Snapshot(snapshot) => {
+                let partial = self.partial.get_or_insert_with(BTreeMap::new);
+                for wire in &snapshot.instances {
+                    let instance = instance_from_wire(wire)?;
+                    partial.insert(instance.id().clone(), instance);
                 }
+                if snapshot.continued {
+                    return Ok(false);
+                }
+                // A snapshot from a reachable server is authoritative, even when empty.
+                self.map = self.partial.take().unwrap_or_default();
+                self.revision = snapshot.revision;
+                Ok(true)
             }
-            Ok(batch.revision.max(last))
+            Event::Deltas(batch) => {
+                if self.partial.is_some() {
+                    return Err(Error::Protocol("deltas inside a snapshot".into()));
+                }
+                if batch.revision <= self.revision && !batch.deltas.is_empty() {
+                    return Ok(true); // Already applied.
+                }
+                for delta in &batch.deltas {
+                    let wire = delta
+                        .instance
+                        .as_ref()
+                        .ok_or_else(|| Error::Protocol("delta without instance".into()))?;
+                    let instance = instance_from_wire(wire)?;
+                    if delta.kind == v1::DeltaKind::Removed as i32 {
+                        self.map.remove(instance.id());
+                    } else {
+                        self.map.insert(instance.id().clone(), instance);
+                    }
+                }
+                self.revision = self.revision.max(batch.revision);
+                Ok(true)
+            }
         }
     }
 }
@@ -231,12 +251,12 @@ fn apply(map: &mut BTreeMap<InstanceId, Instance>, last: u64, event: Event) -> R
 /// jittered back-off, resuming from the last revision.
 async fn run(client: Client, shared: Arc<Shared>) {
     let mut backoff = client.config().backoff();
-    let mut map = BTreeMap::new();
-    let mut revision = 0u64;
+    let mut follower = Follower::default();
     loop {
+        follower.partial = None;
         let req = v1::WatchRequest {
             service: shared.service.to_string(),
-            from_revision: revision,
+            from_revision: follower.revision,
         };
         match client.rpc().watch(req).await {
             Ok(resp) => {
@@ -244,16 +264,16 @@ async fn run(client: Client, shared: Arc<Shared>) {
                 loop {
                     match stream.message().await {
                         Ok(Some(v1::WatchResponse { event: Some(event) })) => {
-                            match apply(&mut map, revision, event) {
-                                Ok(r) => {
-                                    revision = r;
-                                    publish(&shared, &map, revision);
+                            match follower.apply(event) {
+                                Ok(true) => {
+                                    publish(&shared, &follower.map, follower.revision);
                                     set_state(&shared, true);
                                     backoff.reset();
                                 }
+                                Ok(false) => {}
                                 Err(e) => {
                                     tracing::warn!(service = %shared.service, "bad watch message: {e}");
-                                    revision = 0; // Start over with a snapshot.
+                                    follower.revision = 0; // Start over with a snapshot.
                                     break;
                                 }
                             }
@@ -375,5 +395,72 @@ impl Stream for DiscoverStream {
                 })
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(port: u32) -> v1::Instance {
+        v1::Instance {
+            service: "web".into(),
+            address: "10.0.0.1".into(),
+            port,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(revision: u64, ports: &[u32], continued: bool) -> Event {
+        Event::Snapshot(v1::Snapshot {
+            revision,
+            instances: ports.iter().map(|p| wire(*p)).collect(),
+            continued,
+        })
+    }
+
+    fn deltas(revision: u64, kind: v1::DeltaKind, port: u32) -> Event {
+        Event::Deltas(v1::Deltas {
+            revision,
+            deltas: vec![v1::Delta {
+                kind: kind as i32,
+                instance: Some(wire(port)),
+            }],
+        })
+    }
+
+    #[test]
+    fn chunked_snapshots_complete_before_they_replace_the_map() {
+        let mut f = Follower::default();
+        assert!(f.apply(snapshot(5, &[1], false)).unwrap());
+        assert_eq!(f.map.len(), 1);
+        assert!(!f.apply(snapshot(9, &[2, 3], true)).unwrap());
+        assert_eq!(
+            (f.map.len(), f.revision),
+            (1, 5),
+            "a partial snapshot is not applied"
+        );
+        assert!(f.apply(snapshot(9, &[4], false)).unwrap());
+        assert_eq!((f.map.len(), f.revision), (3, 9));
+        // An empty snapshot from a reachable server is authoritative.
+        assert!(f.apply(snapshot(10, &[], false)).unwrap());
+        assert!(f.map.is_empty());
+    }
+
+    #[test]
+    fn deltas_apply_once_in_order() {
+        let mut f = Follower::default();
+        f.apply(snapshot(3, &[], false)).unwrap();
+        f.apply(deltas(4, v1::DeltaKind::Added, 1)).unwrap();
+        f.apply(deltas(5, v1::DeltaKind::Removed, 1)).unwrap();
+        // A replayed batch at or below the current revision is ignored.
+        f.apply(deltas(4, v1::DeltaKind::Added, 1)).unwrap();
+        assert!(f.map.is_empty());
+        assert_eq!(f.revision, 5);
+        f.apply(snapshot(6, &[1], true)).unwrap();
+        assert!(
+            f.apply(deltas(7, v1::DeltaKind::Added, 2)).is_err(),
+            "deltas cannot interrupt a snapshot"
+        );
     }
 }

@@ -47,6 +47,8 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot for lagging followers (default 1 000).
     pub logs_kept_after_snapshot: u64,
+    /// Purge the log in batches of at least this many entries (default 256).
+    pub purge_batch: u64,
     /// How long start-up waits for this node to lead (default 10 s).
     pub startup_timeout: Duration,
 }
@@ -58,6 +60,7 @@ impl Default for RaftConfig {
             election_timeout: Duration::from_millis(150),
             snapshot_every: 10_000,
             logs_kept_after_snapshot: 1_000,
+            purge_batch: 256,
             startup_timeout: Duration::from_secs(10),
         }
     }
@@ -106,8 +109,8 @@ impl ServerConfig {
                 "election_timeout must be greater than heartbeat_interval (and both non-zero)",
             );
         }
-        if self.raft.snapshot_every == 0 {
-            return err("snapshot_every must be at least 1");
+        if self.raft.snapshot_every == 0 || self.raft.purge_batch == 0 {
+            return err("snapshot_every and purge_batch must be at least 1");
         }
         Ok(())
     }

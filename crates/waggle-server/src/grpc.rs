@@ -91,16 +91,41 @@ fn deltas_message(batch: &Batch) -> v1::WatchResponse {
     }
 }
 
-fn snapshot_message(
+/// Target size of one snapshot message; instances are at most ~20 KiB, so no message comes
+/// near gRPC's usual 4 MiB limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// A snapshot as one or more messages (see `Snapshot.continued`).
+fn snapshot_messages(
     revision: Revision,
     instances: &[Arc<waggle_core::Instance>],
-) -> v1::WatchResponse {
-    v1::WatchResponse {
-        event: Some(v1::watch_response::Event::Snapshot(v1::Snapshot {
-            revision: revision.get(),
-            instances: instances.iter().map(|i| instance_from_core(i)).collect(),
-        })),
+) -> Vec<v1::WatchResponse> {
+    let mut chunks = vec![Vec::new()];
+    let mut size = 0;
+    for instance in instances {
+        let wire = instance_from_core(instance);
+        let len = prost::Message::encoded_len(&wire);
+        if size + len > SNAPSHOT_CHUNK_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(wire);
+        }
     }
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(idx, instances)| v1::WatchResponse {
+            event: Some(v1::watch_response::Event::Snapshot(v1::Snapshot {
+                revision: revision.get(),
+                instances,
+                continued: idx + 1 < n,
+            })),
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -325,12 +350,10 @@ async fn pump_watch(
                 revision,
                 instances,
             } => {
-                if tx
-                    .send(Ok(snapshot_message(revision, &instances)))
-                    .await
-                    .is_err()
-                {
-                    return;
+                for message in snapshot_messages(revision, &instances) {
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
                 }
                 revision
             }

@@ -21,13 +21,13 @@ pub(crate) fn router(consensus: Arc<Consensus>, hub: Arc<WatchHub>) -> Router {
 
 /// 200 with `{"status":"ok",...}` when the node knows a leader; 503 otherwise.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let leader = state.consensus.leader();
+    let status = state.consensus.status();
+    let leader = status.leader;
     let body = serde_json::json!({
         "status": if leader.is_some() { "ok" } else { "no-leader" },
-        "leader": leader,
         "is_leader": state.consensus.is_leader(),
         "revision": state.hub.revision().get(),
-        "last_applied": state.consensus.last_applied(),
+        "raft": status,
     });
     let code = if leader.is_some() {
         StatusCode::OK

@@ -100,7 +100,7 @@ impl Consensus {
             election_timeout_max: config.raft.election_timeout.as_millis() as u64 * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
-            purge_batch_size: 256,
+            purge_batch_size: config.raft.purge_batch,
             ..Default::default()
         }
         .validate()?;
@@ -184,9 +184,18 @@ impl Consensus {
         rx
     }
 
-    /// The id of the current leader, if known.
-    pub(crate) fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow().current_leader
+    /// A consistent reading of this node's Raft progress.
+    pub(crate) fn status(&self) -> crate::NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        crate::NodeStatus {
+            node_id: self.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+        }
     }
 
     /// The index of the last applied log entry.

@@ -127,7 +127,12 @@ impl Proc {
     }
 
     /// Waits for the next stdout line matching `pred` (skipping others); panics after `timeout`.
-    pub fn expect_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn expect_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         match self.try_expect_line(timeout, pred) {
             Some(line) => line,
             None => panic!(
@@ -139,7 +144,11 @@ impl Proc {
     }
 
     /// Waits for the next stdout line matching `pred` (skipping others), up to `timeout`.
-    pub fn try_expect_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub fn try_expect_line(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -323,18 +332,18 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs `waggle ARGS...` to completion (killing it after [`COMMAND_TIMEOUT`]).
+/// Runs `waggle ARGS...` to completion; panics (and kills it) after [`COMMAND_TIMEOUT`].
 pub fn run(args: &[&str]) -> Output {
     let mut proc = Proc::spawn(&format!("waggle {}", args.join(" ")), args);
     let status = proc.wait_exit(COMMAND_TIMEOUT);
     // The reader threads finish at EOF, right after the exit.
     let mut stdout = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match proc.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => stdout.push(line),
-            Err(_) => break,
-        }
+    while let Ok(line) = proc
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        stdout.push(line);
     }
     // Give the stderr thread a moment to drain the pipe after the exit.
     let mut stderr = proc.stderr();
@@ -411,17 +420,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let chunked = head
-        .lines()
-        .any(|h| h.to_ascii_lowercase().starts_with("transfer-encoding:") && h.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head.lines().any(|h| {
+        h.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && h.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (code, body)
 }
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

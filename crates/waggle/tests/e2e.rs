@@ -1,0 +1,375 @@
+//! End-to-end tests: the real `waggle` binary as server, registrar, watcher and one-shot client.
+//!
+//! Every server binds 127.0.0.1 (port 0 unless a test needs a stable port), keeps its data in a
+//! `TempDir`, and every spawned process is killed when its guard drops. Waits poll with
+//! generous deadlines; the only timing bound asserted is the one the spec gives (a SIGKILLed
+//! registrar's instance disappears within TTL + 1 s).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{PATIENCE, Proc, Server, client, http_get, ids, instances, poll};
+use tempfile::TempDir;
+
+/// Polling period for "eventually" checks.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A server on ports picked by the OS, with its data in a fresh temporary dir.
+fn start_server() -> (TempDir, Server) {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
+    (dir, server)
+}
+
+/// Starts `waggle register ARGS...` against `url` and waits for its `registered` line.
+fn start_register(url: &str, args: &[&str]) -> (Proc, String) {
+    let mut full = vec!["--server", url, "register"];
+    full.extend_from_slice(args);
+    let mut proc = Proc::spawn(&format!("register {}", args.join(" ")), &full);
+    let line = proc.expect_line("'registered ...'", PATIENCE, |l| {
+        l.starts_with("registered ")
+    });
+    (proc, line)
+}
+
+/// Parses one `watch --json` line.
+fn watch_event(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"))
+}
+
+fn is_event(line: &str, kind: &str, id: &str) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|v| v["event"] == kind && v["instance"]["id"] == id)
+}
+
+#[test]
+fn register_instances_watch_roundtrip() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+
+    // The watcher starts first; it reports the instance as added whether it connects before
+    // or after the registration (existing instances are replayed as `added`).
+    let mut watch = Proc::spawn("watch", &["--server", &url, "watch", "web", "--json"]);
+
+    let (mut register, line) = start_register(
+        &url,
+        &[
+            "web",
+            "127.0.0.1:9001",
+            "--tag",
+            "v1",
+            "--meta",
+            "version=2",
+            "--weight",
+            "7",
+            "--zone",
+            "z1",
+        ],
+    );
+    assert!(
+        line.starts_with("registered web/127.0.0.1:9001 at 127.0.0.1:9001 "),
+        "registered line: {line}"
+    );
+
+    // The registration is durable and visible as soon as `registered` is printed.
+    let list = instances(&url, "web");
+    assert_eq!(list.len(), 1, "one instance expected: {list:?}");
+    let inst = list[0].as_object().unwrap();
+    let mut keys: Vec<&str> = inst.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected_keys = vec![
+        "id",
+        "service",
+        "address",
+        "port",
+        "tags",
+        "meta",
+        "weight",
+        "zone",
+        "status",
+        "create_revision",
+        "modify_revision",
+    ];
+    expected_keys.sort_unstable();
+    assert_eq!(keys, expected_keys, "instance JSON keys: {inst:?}");
+    assert_eq!(inst["id"], "127.0.0.1:9001");
+    assert_eq!(inst["service"], "web");
+    assert_eq!(inst["address"], "127.0.0.1");
+    assert_eq!(inst["port"], 9001);
+    assert_eq!(inst["tags"], serde_json::json!(["v1"]));
+    assert_eq!(inst["meta"], serde_json::json!({"version": "2"}));
+    assert_eq!(inst["weight"], 7);
+    assert_eq!(inst["zone"], "z1");
+    assert_eq!(inst["status"], "passing");
+    let create = inst["create_revision"].as_u64().unwrap();
+    let modify = inst["modify_revision"].as_u64().unwrap();
+    assert!(create >= 2, "create_revision {create}");
+    assert!(
+        modify >= create,
+        "modify_revision {modify} < create {create}"
+    );
+
+    let services = client(&url, &["services", "--json"]);
+    assert_eq!(services.code, Some(0), "services: {services:?}");
+    let services: Value = serde_json::from_str(&services.stdout).unwrap();
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web"], "services: {services}");
+
+    let added = watch.expect_line("'added 127.0.0.1:9001'", PATIENCE, |l| {
+        is_event(l, "added", "127.0.0.1:9001")
+    });
+    let added = watch_event(&added);
+    assert_eq!(added["instance"]["port"], 9001);
+    assert_eq!(added["instance"]["weight"], 7);
+    assert!(added["revision"].as_u64().unwrap() >= create);
+
+    // SIGTERM: the registrar deregisters, then exits 0; the instance is gone at once.
+    let status = register.terminate(PATIENCE);
+    register.assert_success(status);
+    let gone = poll(Duration::from_secs(1), TICK, || {
+        instances(&url, "web").is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "instance still listed after the registrar exited: {:?}",
+        instances(&url, "web")
+    );
+
+    let removed = watch.expect_line("'removed 127.0.0.1:9001'", PATIENCE, |l| {
+        is_event(l, "removed", "127.0.0.1:9001")
+    });
+    let removed = watch_event(&removed);
+    assert!(removed["revision"].as_u64().unwrap() > added["revision"].as_u64().unwrap());
+
+    // The watcher also exits cleanly on SIGTERM.
+    let status = watch.terminate(PATIENCE);
+    watch.assert_success(status);
+}
+
+#[test]
+fn sigkill_of_register_expires_within_ttl() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    let (mut register, _) = start_register(&url, &["web", "127.0.0.1:9010", "--ttl", "2s"]);
+    assert_eq!(ids(&instances(&url, "web")), ["127.0.0.1:9010"]);
+
+    register.sigkill();
+    let killed = Instant::now();
+    // Poll every 100 ms; stop at a generous bound so a failure reports the real delay.
+    let emptied = poll(Duration::from_secs(15), Duration::from_millis(100), || {
+        instances(&url, "web").is_empty().then(Instant::now)
+    });
+    let emptied = emptied.expect("the SIGKILLed registrar's instance never expired");
+    let elapsed = emptied - killed;
+    eprintln!("instance expired {elapsed:?} after SIGKILL (TTL 2 s)");
+    assert!(
+        elapsed <= Duration::from_secs(3),
+        "instance expired {elapsed:?} after SIGKILL; TTL 2 s + 1 s allows at most 3 s"
+    );
+}
+
+#[test]
+fn server_kill9_restart_keeps_registrations_and_session() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    // The registrar reconnects to the same URL, so the gRPC port must survive the restart.
+    let grpc = format!("127.0.0.1:{}", support::free_port());
+    let mut server = Server::start(&data, &grpc);
+    let url = server.url();
+
+    let (mut live, _) = start_register(&url, &["web", "127.0.0.1:9002", "--ttl", "3s"]);
+    let (mut gone, _) = start_register(&url, &["web", "127.0.0.1:9003"]);
+    assert_eq!(
+        ids(&instances(&url, "web")),
+        ["127.0.0.1:9002", "127.0.0.1:9003"]
+    );
+    let status = gone.terminate(PATIENCE);
+    gone.assert_success(status);
+    let before = instances(&url, "web");
+    assert_eq!(ids(&before), ["127.0.0.1:9002"]);
+
+    let status = server.proc.sigkill();
+    assert!(!status.success(), "server was SIGKILLed: {status}");
+    drop(server);
+
+    let server = Server::start(&data, &grpc);
+    assert_eq!(server.url(), url);
+    let after = instances(&url, "web");
+    assert_eq!(
+        after, before,
+        "the registry must come back from disk exactly as it was"
+    );
+
+    // Across two TTLs the live session is kept alive by the registrar's keepalives (which
+    // reach the restarted server) and nothing expires or re-registers it.
+    let ttl = Duration::from_secs(3);
+    let until = Instant::now() + 2 * ttl + Duration::from_millis(500);
+    while Instant::now() < until {
+        let list = instances(&url, "web");
+        assert_eq!(
+            list,
+            before,
+            "after restart the live instance must stay, unchanged, and the deregistered one stay gone\nregistrar stderr:\n{}",
+            live.stderr()
+        );
+        assert!(
+            live.try_status().is_none(),
+            "registrar exited: {}",
+            live.stderr()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        after[0]["create_revision"], before[0]["create_revision"],
+        "nothing re-registered the live instance"
+    );
+
+    // The restarted server does track the restored session: once its keepalives stop, it
+    // expires (so the instance staying above was the keepalives' doing, not a forgotten
+    // session).
+    live.sigkill();
+    let expired = poll(PATIENCE, Duration::from_millis(100), || {
+        instances(&url, "web").is_empty().then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "the restored session never expired after its registrar was killed"
+    );
+    drop(server);
+}
+
+#[test]
+fn invalid_input_is_rejected_naming_the_field() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    let cases: &[(&[&str], &str)] = &[
+        (&["register", "Web", "127.0.0.1:80"], "service"),
+        (&["register", "web", "127.0.0.1:0"], "port"),
+        (&["register", "web", "127.0.0.1:70000"], "port"),
+        (
+            &["register", "web", "127.0.0.1:80", "--meta", "bad key=1"],
+            "meta",
+        ),
+        (
+            &["register", "web", "127.0.0.1:80", "--meta", "novalue"],
+            "meta",
+        ),
+        (
+            &["register", "web", "127.0.0.1:80", "--ttl", "500ms"],
+            "ttl",
+        ),
+        (&["register", "web", "127.0.0.1:80", "--ttl", "25h"], "ttl"),
+        (
+            &["register", "web", "127.0.0.1:80", "--weight", "0"],
+            "weight",
+        ),
+        (&["register", "web", "bad_host:80"], "address"),
+        (&["instances", "UPPER"], "service"),
+    ];
+    for (args, field) in cases {
+        let out = client(&url, args);
+        assert_eq!(out.code, Some(2), "{args:?} must be a usage error: {out:?}");
+        assert!(
+            out.stderr.contains(&format!("invalid {field}")),
+            "{args:?}: stderr must name the field {field:?}: {out:?}"
+        );
+    }
+    // Nothing was registered by any of them.
+    assert!(instances(&url, "web").is_empty());
+
+    let out = client(&url, &["services", "--bogus"]);
+    assert_eq!(out.code, Some(2), "unknown flag: {out:?}");
+    assert!(out.stderr.contains("--bogus"), "{out:?}");
+
+    let out = client("http://127.0.0.1:1", &["services"]);
+    assert_eq!(out.code, Some(1), "unreachable server: {out:?}");
+    assert!(out.stderr.contains("error"), "{out:?}");
+}
+
+#[test]
+fn deregister_command_and_not_found() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    let (mut register, _) = start_register(&url, &["web", "127.0.0.1:9005"]);
+    assert_eq!(ids(&instances(&url, "web")), ["127.0.0.1:9005"]);
+
+    let out = client(&url, &["deregister", "web", "127.0.0.1:9005"]);
+    assert_eq!(out.code, Some(0), "deregister: {out:?}");
+    assert!(
+        out.stdout.contains("deregistered web/127.0.0.1:9005"),
+        "{out:?}"
+    );
+    assert!(instances(&url, "web").is_empty());
+
+    let out = client(&url, &["deregister", "web", "127.0.0.1:9005"]);
+    assert_eq!(out.code, Some(1), "second deregister: {out:?}");
+    assert!(out.stderr.contains("not found"), "{out:?}");
+
+    // The registrar whose instance was removed under it still exits cleanly on SIGTERM.
+    let status = register.terminate(PATIENCE);
+    register.assert_success(status);
+    assert!(instances(&url, "web").is_empty());
+}
+
+#[test]
+fn dev_mode_and_health() {
+    let cwd = TempDir::new().unwrap();
+    let mut proc = Proc::spawn_in(
+        "dev server",
+        &[
+            "server",
+            "--dev",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        Some(cwd.path()),
+    );
+    let line = proc.expect_line("'waggle server ready'", PATIENCE, |l| {
+        l.starts_with("waggle server ready ")
+    });
+    let ready = support::parse_ready(&line);
+    assert_ne!(ready.grpc.port(), 0);
+    assert_ne!(ready.http.port(), 0);
+    assert!(
+        ready.data_dir.is_dir(),
+        "dev data dir {:?} exists while running",
+        ready.data_dir
+    );
+
+    let (code, body) = http_get(ready.http, "/health");
+    assert_eq!(code, 200, "GET /health: {body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    // The dev server serves clients like any other.
+    let url = format!("http://{}", ready.grpc);
+    let out = client(&url, &["services", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let status = proc.terminate(PATIENCE);
+    proc.assert_success(status);
+    assert!(
+        !ready.data_dir.exists(),
+        "dev data dir {:?} must be deleted on exit",
+        ready.data_dir
+    );
+    // --dev must not create the default ./waggle-data either.
+    assert!(
+        std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
+        "dev mode wrote into its working directory"
+    );
+}
