@@ -21,12 +21,7 @@ impl Backoff {
             Some(s) => SmallRng::seed_from_u64(s),
             None => SmallRng::from_os_rng(),
         };
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-            rng,
-        }
+        Backoff { base, max, attempt: 0, rng }
     }
 
     /// The next wait.
@@ -54,10 +49,7 @@ mod tests {
         for attempt in 0..12u32 {
             let cap = Duration::from_millis(100 * (1u64 << attempt)).min(Duration::from_secs(2));
             let d = b.next_delay();
-            assert!(
-                d >= Duration::from_millis(1) && d <= cap,
-                "attempt {attempt}: {d:?} > {cap:?}"
-            );
+            assert!(d >= Duration::from_millis(1) && d <= cap, "attempt {attempt}: {d:?} > {cap:?}");
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

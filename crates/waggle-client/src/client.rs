@@ -30,10 +30,7 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("url", &self.inner.url)
-            .field("session", &self.session())
-            .finish()
+        f.debug_struct("Client").field("url", &self.inner.url).field("session", &self.session()).finish()
     }
 }
 
@@ -59,58 +56,31 @@ impl Client {
     }
 
     /// Connects with explicit settings and checks that the server answers.
-    pub async fn connect_with(
-        url: impl Into<String>,
-        config: ClientConfig,
-    ) -> Result<Client, Error> {
+    pub async fn connect_with(url: impl Into<String>, config: ClientConfig) -> Result<Client, Error> {
         let client = Self::connect_lazy_with(url, config)?;
-        client.services().await.map_err(|e| Error::Connect {
-            url: client.inner.url.clone(),
-            reason: e.to_string(),
-        })?;
+        client.services().await.map_err(|e| Error::Connect { url: client.inner.url.clone(), reason: e.to_string() })?;
         Ok(client)
     }
 
     /// Creates a client that connects on first use (and reconnects on its own). Must be called
     /// inside a tokio runtime.
-    pub fn connect_lazy_with(
-        url: impl Into<String>,
-        config: ClientConfig,
-    ) -> Result<Client, Error> {
+    pub fn connect_lazy_with(url: impl Into<String>, config: ClientConfig) -> Result<Client, Error> {
         let url = url.into();
         let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| Error::InvalidUrl { url: url.clone(), reason: e.to_string() })?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        if endpoint
-            .uri()
-            .scheme_str()
-            .is_none_or(|s| s != "http" && s != "https")
-        {
-            return Err(Error::InvalidUrl {
-                url,
-                reason: "the scheme must be http or https".into(),
-            });
+        if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
+            return Err(Error::InvalidUrl { url, reason: "the scheme must be http or https".into() });
         }
         let rpc = RegistryClient::new(endpoint.connect_lazy());
         let (keeper_tx, keeper_rx) = mpsc::channel(64);
         let (session_tx, session_rx) = watch::channel(None);
         tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx).run());
-        Ok(Client {
-            inner: Arc::new(Inner {
-                url,
-                rpc,
-                config,
-                keeper: keeper_tx,
-                session: session_rx,
-            }),
-        })
+        Ok(Client { inner: Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx }) })
     }
 
     /// The server URL.
@@ -146,17 +116,9 @@ impl Client {
     pub async fn register(&self, spec: InstanceSpec) -> Result<Registration, Error> {
         spec.validate()?;
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .keeper
-            .send(KeeperCmd::Register { spec, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.inner.keeper.send(KeeperCmd::Register { spec, reply }).await.map_err(|_| Error::Closed)?;
         let instance = rx.await.map_err(|_| Error::Closed)??;
-        Ok(Registration {
-            client: self.clone(),
-            instance,
-            active: true,
-        })
+        Ok(Registration { client: self.clone(), instance, active: true })
     }
 
     /// Deregisters an instance (any instance, not only this client's). Deregistering an
@@ -167,11 +129,7 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.inner
             .keeper
-            .send(KeeperCmd::Deregister {
-                service,
-                id,
-                reply: Some(reply),
-            })
+            .send(KeeperCmd::Deregister { service, id, reply: Some(reply) })
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -179,27 +137,16 @@ impl Client {
 
     /// Lists the services that have instances.
     pub async fn services(&self) -> Result<Vec<ServiceSummary>, Error> {
-        let resp = self
-            .call(self.rpc().list_services(v1::ListServicesRequest {}))
-            .await?;
+        let resp = self.call(self.rpc().list_services(v1::ListServicesRequest {})).await?;
         Ok(resp
             .services
             .into_iter()
-            .map(|s| ServiceSummary {
-                name: s.name,
-                instances: s.instances,
-                passing: s.passing,
-                tags: s.tags,
-            })
+            .map(|s| ServiceSummary { name: s.name, instances: s.instances, passing: s.passing, tags: s.tags })
             .collect())
     }
 
     /// A service's instances: passing ones, or all of them with `HealthFilter::All`.
-    pub async fn instances(
-        &self,
-        service: &str,
-        filter: HealthFilter,
-    ) -> Result<Vec<Instance>, Error> {
+    pub async fn instances(&self, service: &str, filter: HealthFilter) -> Result<Vec<Instance>, Error> {
         let service = ServiceName::new(service)?;
         let req = v1::GetServiceRequest {
             service: service.to_string(),
@@ -219,13 +166,7 @@ impl Client {
     /// Best effort: if the server is unreachable the session expires after its TTL.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self
-            .inner
-            .keeper
-            .send(KeeperCmd::Shutdown { reply })
-            .await
-            .is_ok()
-        {
+        if self.inner.keeper.send(KeeperCmd::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -248,9 +189,7 @@ where
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(Error::Rpc(status)),
-        Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!(
-            "no answer within {timeout:?}"
-        )))),
+        Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}")))),
     }
 }
 
@@ -286,14 +225,7 @@ impl Registration {
     /// Deregisters the instance now.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.active = false;
-        match self
-            .client
-            .deregister(
-                self.instance.service().as_str(),
-                self.instance.id().as_str(),
-            )
-            .await
-        {
+        match self.client.deregister(self.instance.service().as_str(), self.instance.id().as_str()).await {
             Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
             other => other,
         }
@@ -314,8 +246,6 @@ impl Drop for Registration {
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration")
-            .field("instance", &self.instance)
-            .finish()
+        f.debug_struct("Registration").field("instance", &self.instance).finish()
     }
 }

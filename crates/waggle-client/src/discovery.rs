@@ -90,17 +90,12 @@ impl Discovery {
             service,
             all: ArcSwap::default(),
             passing: ArcSwap::default(),
-            state: Mutex::new(CacheState::Stale {
-                since: Instant::now(),
-            }),
+            state: Mutex::new(CacheState::Stale { since: Instant::now() }),
             revision: AtomicU64::new(0),
             generation: watch::channel(0).0,
         });
         let task = tokio::spawn(run(client, shared.clone()));
-        Discovery {
-            shared,
-            _task: Arc::new(AbortOnDrop(task)),
-        }
+        Discovery { shared, _task: Arc::new(AbortOnDrop(task)) }
     }
 
     /// The service watched.
@@ -120,11 +115,7 @@ impl Discovery {
 
     /// Fresh, or stale since when.
     pub fn state(&self) -> CacheState {
-        *self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The revision the cache reflects (`None` before the first snapshot).
@@ -177,9 +168,7 @@ fn set_state(shared: &Shared, fresh: bool) {
     let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
     *state = match (*state, fresh) {
         (_, true) => CacheState::Fresh,
-        (CacheState::Fresh, false) => CacheState::Stale {
-            since: Instant::now(),
-        },
+        (CacheState::Fresh, false) => CacheState::Stale { since: Instant::now() },
         (stale, false) => stale,
     };
 }
@@ -229,10 +218,8 @@ impl Follower {
                     return Ok(true); // Already applied.
                 }
                 for delta in &batch.deltas {
-                    let wire = delta
-                        .instance
-                        .as_ref()
-                        .ok_or_else(|| Error::Protocol("delta without instance".into()))?;
+                    let wire =
+                        delta.instance.as_ref().ok_or_else(|| Error::Protocol("delta without instance".into()))?;
                     let instance = instance_from_wire(wire)?;
                     if delta.kind == v1::DeltaKind::Removed as i32 {
                         self.map.remove(instance.id());
@@ -254,10 +241,7 @@ async fn run(client: Client, shared: Arc<Shared>) {
     let mut follower = Follower::default();
     loop {
         follower.partial = None;
-        let req = v1::WatchRequest {
-            service: shared.service.to_string(),
-            from_revision: follower.revision,
-        };
+        let req = v1::WatchRequest { service: shared.service.to_string(), from_revision: follower.revision };
         match client.rpc().watch(req).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
@@ -307,21 +291,11 @@ struct Differ {
 impl Differ {
     fn new(shared: Arc<Shared>, passing_only: bool) -> Self {
         let generations = WatchStream::new(shared.generation.subscribe());
-        Differ {
-            shared,
-            generations,
-            known: HashMap::new(),
-            pending: VecDeque::new(),
-            passing_only,
-        }
+        Differ { shared, generations, known: HashMap::new(), pending: VecDeque::new(), passing_only }
     }
 
     fn diff(&mut self) {
-        let current = if self.passing_only {
-            self.shared.passing.load_full()
-        } else {
-            self.shared.all.load_full()
-        };
+        let current = if self.passing_only { self.shared.passing.load_full() } else { self.shared.all.load_full() };
         let mut seen: HashMap<InstanceId, Instance> = HashMap::with_capacity(current.len());
         for instance in current.iter() {
             let kind = match self.known.get(instance.id()) {
@@ -330,25 +304,14 @@ impl Differ {
                 Some(_) => None,
             };
             if let Some(kind) = kind {
-                self.pending.push_back(DiscoveryEvent {
-                    kind,
-                    instance: instance.clone(),
-                });
+                self.pending.push_back(DiscoveryEvent { kind, instance: instance.clone() });
             }
             seen.insert(instance.id().clone(), instance.clone());
         }
-        let mut removed: Vec<Instance> = self
-            .known
-            .drain()
-            .filter(|(id, _)| !seen.contains_key(id))
-            .map(|(_, i)| i)
-            .collect();
+        let mut removed: Vec<Instance> =
+            self.known.drain().filter(|(id, _)| !seen.contains_key(id)).map(|(_, i)| i).collect();
         removed.sort_by(|a, b| a.id().cmp(b.id()));
-        self.pending
-            .extend(removed.into_iter().map(|instance| DiscoveryEvent {
-                kind: ChangeKind::Removed,
-                instance,
-            }));
+        self.pending.extend(removed.into_iter().map(|instance| DiscoveryEvent { kind: ChangeKind::Removed, instance }));
         self.known = seen;
     }
 
@@ -403,29 +366,17 @@ mod tests {
     use super::*;
 
     fn wire(port: u32) -> v1::Instance {
-        v1::Instance {
-            service: "web".into(),
-            address: "10.0.0.1".into(),
-            port,
-            ..Default::default()
-        }
+        v1::Instance { service: "web".into(), address: "10.0.0.1".into(), port, ..Default::default() }
     }
 
     fn snapshot(revision: u64, ports: &[u32], continued: bool) -> Event {
-        Event::Snapshot(v1::Snapshot {
-            revision,
-            instances: ports.iter().map(|p| wire(*p)).collect(),
-            continued,
-        })
+        Event::Snapshot(v1::Snapshot { revision, instances: ports.iter().map(|p| wire(*p)).collect(), continued })
     }
 
     fn deltas(revision: u64, kind: v1::DeltaKind, port: u32) -> Event {
         Event::Deltas(v1::Deltas {
             revision,
-            deltas: vec![v1::Delta {
-                kind: kind as i32,
-                instance: Some(wire(port)),
-            }],
+            deltas: vec![v1::Delta { kind: kind as i32, instance: Some(wire(port)) }],
         })
     }
 
@@ -435,11 +386,7 @@ mod tests {
         assert!(f.apply(snapshot(5, &[1], false)).unwrap());
         assert_eq!(f.map.len(), 1);
         assert!(!f.apply(snapshot(9, &[2, 3], true)).unwrap());
-        assert_eq!(
-            (f.map.len(), f.revision),
-            (1, 5),
-            "a partial snapshot is not applied"
-        );
+        assert_eq!((f.map.len(), f.revision), (1, 5), "a partial snapshot is not applied");
         assert!(f.apply(snapshot(9, &[4], false)).unwrap());
         assert_eq!((f.map.len(), f.revision), (3, 9));
         // An empty snapshot from a reachable server is authoritative.
@@ -458,9 +405,6 @@ mod tests {
         assert!(f.map.is_empty());
         assert_eq!(f.revision, 5);
         f.apply(snapshot(6, &[1], true)).unwrap();
-        assert!(
-            f.apply(deltas(7, v1::DeltaKind::Added, 2)).is_err(),
-            "deltas cannot interrupt a snapshot"
-        );
+        assert!(f.apply(deltas(7, v1::DeltaKind::Added, 2)).is_err(), "deltas cannot interrupt a snapshot");
     }
 }

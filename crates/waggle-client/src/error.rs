@@ -27,13 +27,21 @@ pub enum Error {
     Invalid(#[from] ValidationError),
     /// The server answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Rpc(#[from] tonic::Status),
+    Rpc(tonic::Status),
     /// The server sent something the SDK does not understand.
     #[error("unexpected response from server: {0}")]
     Protocol(String),
     /// The client was shut down.
     #[error("the client was shut down")]
     Closed,
+}
+
+// Not `#[from]`: that would make the status the error's `source()`, and reports that print
+// the chain would repeat the message.
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Rpc(status)
+    }
 }
 
 impl Error {

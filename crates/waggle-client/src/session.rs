@@ -20,18 +20,9 @@ use crate::{
 
 /// Requests from client handles to the keeper.
 pub(crate) enum KeeperCmd {
-    Register {
-        spec: InstanceSpec,
-        reply: oneshot::Sender<Result<Instance, Error>>,
-    },
-    Deregister {
-        service: ServiceName,
-        id: InstanceId,
-        reply: Option<oneshot::Sender<Result<(), Error>>>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+    Register { spec: InstanceSpec, reply: oneshot::Sender<Result<Instance, Error>> },
+    Deregister { service: ServiceName, id: InstanceId, reply: Option<oneshot::Sender<Result<(), Error>>> },
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 /// Why the keepalive loop ended.
@@ -64,15 +55,7 @@ impl Keeper {
         session_tx: watch::Sender<Option<SessionId>>,
     ) -> Self {
         let backoff = config.backoff();
-        Keeper {
-            rpc,
-            config,
-            commands,
-            session: None,
-            session_tx,
-            registered: BTreeMap::new(),
-            backoff,
-        }
+        Keeper { rpc, config, commands, session: None, session_tx, registered: BTreeMap::new(), backoff }
     }
 
     pub(crate) async fn run(mut self) {
@@ -131,9 +114,7 @@ impl Keeper {
 
     /// Creates a session and registers every known instance under it.
     async fn establish(&mut self) -> Result<SessionId, Error> {
-        let req = v1::CreateSessionRequest {
-            ttl_ms: Some(self.config.session_ttl.as_millis()),
-        };
+        let req = v1::CreateSessionRequest { ttl_ms: Some(self.config.session_ttl.as_millis()) };
         let resp = self.call(self.rpc.clone().create_session(req)).await?;
         let session = SessionId::new(resp.session_id);
         self.set_session(Some(session));
@@ -148,8 +129,7 @@ impl Keeper {
                 }
                 Err(e) if e.code() == Some(tonic::Code::InvalidArgument) => {
                     tracing::error!(service = %spec.service, id = %spec.id, "dropping registration: {e}");
-                    self.registered
-                        .remove(&(spec.service.clone(), spec.id.clone()));
+                    self.registered.remove(&(spec.service.clone(), spec.id.clone()));
                 }
                 Err(e) => return Err(e),
             }
@@ -158,11 +138,7 @@ impl Keeper {
         Ok(session)
     }
 
-    async fn register_rpc(
-        &self,
-        session: SessionId,
-        spec: &InstanceSpec,
-    ) -> Result<Instance, Error> {
+    async fn register_rpc(&self, session: SessionId, spec: &InstanceSpec) -> Result<Instance, Error> {
         let mut wire = waggle_proto::instance_from_core(&Instance {
             spec: spec.clone(),
             session,
@@ -172,14 +148,9 @@ impl Keeper {
         wire.session_id = 0;
         wire.create_revision = 0;
         wire.modify_revision = 0;
-        let req = v1::RegisterRequest {
-            session_id: session.get(),
-            instance: Some(wire),
-        };
+        let req = v1::RegisterRequest { session_id: session.get(), instance: Some(wire) };
         let resp = self.call(self.rpc.clone().register(req)).await?;
-        let instance = resp
-            .instance
-            .ok_or_else(|| Error::Protocol("register returned no instance".into()))?;
+        let instance = resp.instance.ok_or_else(|| Error::Protocol("register returned no instance".into()))?;
         instance_from_wire(&instance)
     }
 
@@ -198,8 +169,7 @@ impl Keeper {
             other => other,
         };
         if result.is_ok() {
-            self.registered
-                .insert((spec.service.clone(), spec.id.clone()), spec);
+            self.registered.insert((spec.service.clone(), spec.id.clone()), spec);
         }
         result
     }
@@ -212,14 +182,8 @@ impl Keeper {
             }
             KeeperCmd::Deregister { service, id, reply } => {
                 self.registered.remove(&(service.clone(), id.clone()));
-                let req = v1::DeregisterRequest {
-                    service: service.to_string(),
-                    id: id.to_string(),
-                };
-                let result = self
-                    .call(self.rpc.clone().deregister(req))
-                    .await
-                    .map(|_| ());
+                let req = v1::DeregisterRequest { service: service.to_string(), id: id.to_string() };
+                let result = self.call(self.rpc.clone().deregister(req)).await.map(|_| ());
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
@@ -239,9 +203,7 @@ impl Keeper {
     async fn close(&mut self) {
         self.registered.clear();
         if let Some(session) = self.session.take() {
-            let req = v1::RevokeSessionRequest {
-                session_id: session.get(),
-            };
+            let req = v1::RevokeSessionRequest { session_id: session.get() };
             if let Err(e) = self.call(self.rpc.clone().revoke_session(req)).await {
                 tracing::debug!(%session, "revoking the session failed: {e}");
             }
@@ -271,16 +233,10 @@ impl Keeper {
         let ttl = self.config.session_ttl.as_duration();
         let period = ttl / 3;
         let (tx, rx) = mpsc::channel(4);
-        let ping = v1::KeepAliveRequest {
-            session_id: session.get(),
-        };
+        let ping = v1::KeepAliveRequest { session_id: session.get() };
         let _ = tx.try_send(ping);
         let mut rpc = self.rpc.clone();
-        let opened = tokio::time::timeout(
-            self.config.connect_timeout,
-            rpc.keep_alive(ReceiverStream::new(rx)),
-        )
-        .await;
+        let opened = tokio::time::timeout(self.config.connect_timeout, rpc.keep_alive(ReceiverStream::new(rx))).await;
         let mut stream = match opened {
             Ok(Ok(resp)) => resp.into_inner(),
             Ok(Err(status)) => {

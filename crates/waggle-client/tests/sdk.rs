@@ -8,9 +8,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use futures_util::StreamExt;
 use tokio::time::timeout;
-use waggle_client::{
-    CacheState, ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl,
-};
+use waggle_client::{CacheState, ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl};
 use waggle_server::{Server, ServerConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,93 +51,41 @@ async fn register_discover_and_follow_changes() {
     let mut changes = web.changes();
 
     let a = client
-        .register(
-            InstanceSpec::new("web", "10.0.0.1", 8080)
-                .unwrap()
-                .with_tag("v1")
-                .with_weight(5),
-        )
+        .register(InstanceSpec::new("web", "10.0.0.1", 8080).unwrap().with_tag("v1").with_weight(5))
         .await
         .unwrap();
     assert_eq!(a.instance().spec.weight, 5);
     assert!(client.session().is_some(), "registration opened a session");
     let b = client
-        .register(
-            InstanceSpec::new("web", "10.0.0.2", 8080)
-                .unwrap()
-                .with_status(HealthStatus::Critical),
-        )
+        .register(InstanceSpec::new("web", "10.0.0.2", 8080).unwrap().with_status(HealthStatus::Critical))
         .await
         .unwrap();
-    assert_eq!(
-        a.instance().session,
-        b.instance().session,
-        "one session per client"
-    );
+    assert_eq!(a.instance().session, b.instance().session, "one session per client");
 
     let event = timeout(WAIT, changes.next()).await.unwrap().unwrap();
-    assert_eq!(
-        (event.kind, event.instance.id().as_str()),
-        (ChangeKind::Added, "10.0.0.1:8080")
-    );
+    assert_eq!((event.kind, event.instance.id().as_str()), (ChangeKind::Added, "10.0.0.1:8080"));
     let event = timeout(WAIT, changes.next()).await.unwrap().unwrap();
-    assert_eq!(
-        (event.kind, event.instance.id().as_str()),
-        (ChangeKind::Added, "10.0.0.2:8080")
-    );
+    assert_eq!((event.kind, event.instance.id().as_str()), (ChangeKind::Added, "10.0.0.2:8080"));
 
     // The cache serves passing instances by default; all of them on request.
-    timeout(WAIT, web.wait_until(|i| i.len() == 1))
-        .await
-        .unwrap();
+    timeout(WAIT, web.wait_until(|i| i.len() == 1)).await.unwrap();
     assert_eq!(web.instances()[0].id().as_str(), "10.0.0.1:8080");
     assert_eq!(web.all_instances().len(), 2);
-    assert_eq!(
-        client
-            .instances("web", HealthFilter::Passing)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        client
-            .instances("web", HealthFilter::All)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(client.instances("web", HealthFilter::Passing).await.unwrap().len(), 1);
+    assert_eq!(client.instances("web", HealthFilter::All).await.unwrap().len(), 2);
     let services = client.services().await.unwrap();
-    assert_eq!(
-        (services.len(), services[0].instances, services[0].passing),
-        (1, 2, 1)
-    );
+    assert_eq!((services.len(), services[0].instances, services[0].passing), (1, 2, 1));
 
     a.shutdown().await.unwrap();
     let event = timeout(WAIT, changes.next()).await.unwrap().unwrap();
-    assert_eq!(
-        (event.kind, event.instance.id().as_str()),
-        (ChangeKind::Removed, "10.0.0.1:8080")
-    );
-    assert!(
-        client
-            .instances("web", HealthFilter::Passing)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!((event.kind, event.instance.id().as_str()), (ChangeKind::Removed, "10.0.0.1:8080"));
+    assert!(client.instances("web", HealthFilter::Passing).await.unwrap().is_empty());
 
     // Shutting the client down revokes its session: b vanishes at once.
     drop(b);
     client.shutdown().await;
     timeout(WAIT, async {
-        while !client
-            .instances("web", HealthFilter::All)
-            .await
-            .unwrap()
-            .is_empty()
-        {
+        while !client.instances("web", HealthFilter::All).await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -153,35 +99,18 @@ async fn discover_implements_tower_discover() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let client = Client::connect(url(&server)).await.unwrap();
-    let existing = client
-        .register(InstanceSpec::new("api", "10.0.0.1", 1).unwrap())
-        .await
-        .unwrap();
+    let existing = client.register(InstanceSpec::new("api", "10.0.0.1", 1).unwrap()).await.unwrap();
 
     let api = client.discover("api").unwrap();
     let mut discover = api.discover();
-    let change = timeout(WAIT, discover.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(change, tower::discover::Change::Insert(ref id, _) if id.as_str() == "10.0.0.1:1")
-    );
+    let change = timeout(WAIT, discover.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(change, tower::discover::Change::Insert(ref id, _) if id.as_str() == "10.0.0.1:1"));
 
     // An instance that stops passing leaves the Discover set; one that is deregistered too.
-    let spec = InstanceSpec::new("api", "10.0.0.1", 1)
-        .unwrap()
-        .with_status(HealthStatus::Warning);
+    let spec = InstanceSpec::new("api", "10.0.0.1", 1).unwrap().with_status(HealthStatus::Warning);
     let _same = client.register(spec).await.unwrap();
-    let change = timeout(WAIT, discover.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(change, tower::discover::Change::Remove(ref id) if id.as_str() == "10.0.0.1:1")
-    );
+    let change = timeout(WAIT, discover.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(change, tower::discover::Change::Remove(ref id) if id.as_str() == "10.0.0.1:1"));
     drop(existing);
     client.shutdown().await;
     server.shutdown().await;
@@ -192,18 +121,11 @@ async fn cache_goes_stale_and_recovers_across_a_restart_and_the_session_survives
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let server = start_server(dir.path(), addr).await;
-    let client = Client::connect_with(url(&server), fast_config(1_000))
-        .await
-        .unwrap();
-    let registration = client
-        .register(InstanceSpec::new("web", "10.0.0.1", 80).unwrap())
-        .await
-        .unwrap();
+    let client = Client::connect_with(url(&server), fast_config(1_000)).await.unwrap();
+    let registration = client.register(InstanceSpec::new("web", "10.0.0.1", 80).unwrap()).await.unwrap();
     let session = client.session().unwrap();
     let web = client.discover("web").unwrap();
-    timeout(WAIT, web.wait_until(|i| i.len() == 1))
-        .await
-        .unwrap();
+    timeout(WAIT, web.wait_until(|i| i.len() == 1)).await.unwrap();
 
     server.shutdown().await;
     timeout(WAIT, async {
@@ -216,11 +138,7 @@ async fn cache_goes_stale_and_recovers_across_a_restart_and_the_session_survives
     // Down for longer than the session TTL: the restarted leader grants a full TTL of grace.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(matches!(web.state(), CacheState::Stale { .. }));
-    assert_eq!(
-        web.instances().len(),
-        1,
-        "last-known-good is kept during the outage"
-    );
+    assert_eq!(web.instances().len(), 1, "last-known-good is kept during the outage");
 
     let server = start_server(dir.path(), addr).await;
     timeout(WAIT, async {
@@ -234,10 +152,7 @@ async fn cache_goes_stale_and_recovers_across_a_restart_and_the_session_survives
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     assert_eq!(client.session(), Some(session));
     assert_eq!(web.instances().len(), 1);
-    assert_eq!(
-        registration.instance().create_revision,
-        web.instances()[0].create_revision
-    );
+    assert_eq!(registration.instance().create_revision, web.instances()[0].create_revision);
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -247,13 +162,8 @@ async fn registration_comes_back_when_the_session_is_lost() {
     let addr = free_addr();
     let first_dir = tempfile::tempdir().unwrap();
     let server = start_server(first_dir.path(), addr).await;
-    let client = Client::connect_with(url(&server), fast_config(1_000))
-        .await
-        .unwrap();
-    let _registration = client
-        .register(InstanceSpec::new("web", "10.0.0.9", 80).unwrap())
-        .await
-        .unwrap();
+    let client = Client::connect_with(url(&server), fast_config(1_000)).await.unwrap();
+    let _registration = client.register(InstanceSpec::new("web", "10.0.0.9", 80).unwrap()).await.unwrap();
     let old_session = client.session().unwrap();
     server.shutdown().await;
 
@@ -263,9 +173,7 @@ async fn registration_comes_back_when_the_session_is_lost() {
     let server = start_server(second_dir.path(), addr).await;
     let observer = Client::connect(url(&server)).await.unwrap();
     let web = observer.discover("web").unwrap();
-    timeout(WAIT, web.wait_until(|i| i.len() == 1))
-        .await
-        .expect("registration comes back");
+    timeout(WAIT, web.wait_until(|i| i.len() == 1)).await.expect("registration comes back");
     let new_session = web.instances()[0].session;
     assert_ne!(new_session, old_session);
     assert_eq!(client.session(), Some(new_session));
@@ -276,21 +184,14 @@ async fn registration_comes_back_when_the_session_is_lost() {
 #[tokio::test]
 async fn an_unreachable_server_is_an_error_and_bad_input_is_rejected_locally() {
     let addr = free_addr();
-    let err = Client::connect_with(format!("http://{addr}"), fast_config(1_000))
-        .await
-        .unwrap_err();
+    let err = Client::connect_with(format!("http://{addr}"), fast_config(1_000)).await.unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    assert!(matches!(
-        Client::connect("not a url").await,
-        Err(waggle_client::Error::InvalidUrl { .. })
-    ));
+    assert!(matches!(Client::connect("not a url").await, Err(waggle_client::Error::InvalidUrl { .. })));
 
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let client = Client::connect(url(&server)).await.unwrap();
-    let bad = InstanceSpec::new("web", "10.0.0.1", 80)
-        .unwrap()
-        .with_weight(0);
+    let bad = InstanceSpec::new("web", "10.0.0.1", 80).unwrap().with_weight(0);
     let err = client.register(bad).await.unwrap_err();
     assert!(err.to_string().contains("weight"), "{err}");
     assert!(client.discover("Bad_Name").is_err());

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName,
-    SessionId, Ttl, ValidationError, Zone,
+    Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName, SessionId, Ttl,
+    ValidationError, Zone,
 };
 
 /// The format version this build writes. Readers accept this version and older ones.
@@ -24,10 +24,7 @@ pub struct CodecError {
 
 impl CodecError {
     fn new(what: &'static str, reason: impl ToString) -> Self {
-        CodecError {
-            what,
-            reason: reason.to_string(),
-        }
+        CodecError { what, reason: reason.to_string() }
     }
 }
 
@@ -137,67 +134,47 @@ struct SessionRecord {
 pub fn encode_command(command: &Command) -> Vec<u8> {
     let kind = match command {
         Command::CreateSession { session, ttl } => {
-            CommandKind::CreateSession(CreateSessionRecord {
-                id: session.get(),
-                ttl_ms: ttl.as_millis(),
-            })
+            CommandKind::CreateSession(CreateSessionRecord { id: session.get(), ttl_ms: ttl.as_millis() })
         }
         Command::RevokeSession { session } => CommandKind::RevokeSession(session.get()),
-        Command::ExpireSessions { sessions } => CommandKind::ExpireSessions(SessionList {
-            ids: sessions.iter().map(|s| s.get()).collect(),
-        }),
-        Command::Register { session, spec } => CommandKind::Register(RegisterRecord {
-            session: session.get(),
-            instance: Some(spec_record(spec)),
-        }),
-        Command::Deregister { service, id } => CommandKind::Deregister(InstanceKey {
-            service: service.to_string(),
-            id: id.to_string(),
-        }),
+        Command::ExpireSessions { sessions } => {
+            CommandKind::ExpireSessions(SessionList { ids: sessions.iter().map(|s| s.get()).collect() })
+        }
+        Command::Register { session, spec } => {
+            CommandKind::Register(RegisterRecord { session: session.get(), instance: Some(spec_record(spec)) })
+        }
+        Command::Deregister { service, id } => {
+            CommandKind::Deregister(InstanceKey { service: service.to_string(), id: id.to_string() })
+        }
     };
-    prost::Message::encode_to_vec(&CommandRecord {
-        version: FORMAT_VERSION,
-        kind: Some(kind),
-    })
+    prost::Message::encode_to_vec(&CommandRecord { version: FORMAT_VERSION, kind: Some(kind) })
 }
 
 /// Decodes a command written by [`encode_command`] (this or an older version).
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
-    let record: CommandRecord =
-        prost::Message::decode(bytes).map_err(|e| CodecError::new("command", e))?;
+    let record: CommandRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("command", e))?;
     check_version("command", record.version)?;
     let invalid = |e: ValidationError| CodecError::new("command", e);
-    Ok(
-        match record
-            .kind
-            .ok_or_else(|| CodecError::new("command", "unknown command kind"))?
-        {
-            CommandKind::CreateSession(r) => Command::CreateSession {
-                session: SessionId::new(r.id),
-                ttl: Ttl::from_millis(r.ttl_ms).map_err(invalid)?,
-            },
-            CommandKind::RevokeSession(id) => Command::RevokeSession {
-                session: SessionId::new(id),
-            },
-            CommandKind::ExpireSessions(list) => Command::ExpireSessions {
-                sessions: list.ids.into_iter().map(SessionId::new).collect(),
-            },
-            CommandKind::Register(r) => Command::Register {
-                session: SessionId::new(r.session),
-                // Not validated here: `apply` refuses a bad spec deterministically on every replica,
-                // whereas a decode failure would stall the log.
-                spec: record_spec(
-                    r.instance
-                        .ok_or_else(|| CodecError::new("command", "register without instance"))?,
-                )
+    Ok(match record.kind.ok_or_else(|| CodecError::new("command", "unknown command kind"))? {
+        CommandKind::CreateSession(r) => {
+            Command::CreateSession { session: SessionId::new(r.id), ttl: Ttl::from_millis(r.ttl_ms).map_err(invalid)? }
+        }
+        CommandKind::RevokeSession(id) => Command::RevokeSession { session: SessionId::new(id) },
+        CommandKind::ExpireSessions(list) => {
+            Command::ExpireSessions { sessions: list.ids.into_iter().map(SessionId::new).collect() }
+        }
+        CommandKind::Register(r) => Command::Register {
+            session: SessionId::new(r.session),
+            // Not validated here: `apply` refuses a bad spec deterministically on every replica,
+            // whereas a decode failure would stall the log.
+            spec: record_spec(r.instance.ok_or_else(|| CodecError::new("command", "register without instance"))?)
                 .map_err(invalid)?,
-            },
-            CommandKind::Deregister(k) => Command::Deregister {
-                service: ServiceName::new(k.service).map_err(invalid)?,
-                id: InstanceId::new(k.id).map_err(invalid)?,
-            },
         },
-    )
+        CommandKind::Deregister(k) => Command::Deregister {
+            service: ServiceName::new(k.service).map_err(invalid)?,
+            id: InstanceId::new(k.id).map_err(invalid)?,
+        },
+    })
 }
 
 /// Encodes the whole registry as a snapshot.
@@ -232,19 +209,14 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
 
 /// Decodes a snapshot written by [`encode_snapshot`] (this or an older version).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
-    let record: SnapshotRecord =
-        prost::Message::decode(bytes).map_err(|e| CodecError::new("snapshot", e))?;
+    let record: SnapshotRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("snapshot", e))?;
     check_version("snapshot", record.version)?;
     let invalid = |e: ValidationError| CodecError::new("snapshot", e);
     let sessions = record
         .sessions
         .into_iter()
         .map(|s| {
-            Ok((
-                SessionId::new(s.id),
-                Ttl::from_millis(s.ttl_ms).map_err(invalid)?,
-                Revision::new(s.create_revision),
-            ))
+            Ok((SessionId::new(s.id), Ttl::from_millis(s.ttl_ms).map_err(invalid)?, Revision::new(s.create_revision)))
         })
         .collect::<Result<Vec<_>, CodecError>>()?;
     let instances = record
@@ -269,32 +241,20 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
     let mut keys = std::collections::BTreeSet::new();
     for i in &instances {
         if !session_ids.contains(&i.session) {
-            return Err(CodecError::new(
-                "snapshot",
-                format!("instance {} of {} has no session", i.id(), i.service()),
-            ));
+            return Err(CodecError::new("snapshot", format!("instance {} of {} has no session", i.id(), i.service())));
         }
         if !keys.insert((i.service().clone(), i.id().clone())) {
-            return Err(CodecError::new(
-                "snapshot",
-                format!("duplicate instance {} of {}", i.id(), i.service()),
-            ));
+            return Err(CodecError::new("snapshot", format!("duplicate instance {} of {}", i.id(), i.service())));
         }
     }
-    Ok(Registry::from_parts(
-        Revision::new(record.revision),
-        sessions,
-        instances,
-    ))
+    Ok(Registry::from_parts(Revision::new(record.revision), sessions, instances))
 }
 
 fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {
     if version == 0 || version > FORMAT_VERSION {
         return Err(CodecError::new(
             what,
-            format!(
-                "format version {version} is not supported by this build (supports 1..={FORMAT_VERSION})"
-            ),
+            format!("format version {version} is not supported by this build (supports 1..={FORMAT_VERSION})"),
         ));
     }
     Ok(())
@@ -309,11 +269,7 @@ fn spec_record(spec: &InstanceSpec) -> InstanceRecord {
         tags: spec.tags.clone(),
         meta: spec.meta.clone(),
         weight: spec.weight,
-        zone: spec
-            .zone
-            .as_ref()
-            .map(|z| z.to_string())
-            .unwrap_or_default(),
+        zone: spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
         status: match spec.status {
             HealthStatus::Passing => 0,
             HealthStatus::Warning => 1,
@@ -331,26 +287,18 @@ fn record_spec(r: InstanceRecord) -> Result<InstanceSpec, ValidationError> {
         1 => HealthStatus::Warning,
         2 => HealthStatus::Critical,
         n => {
-            return Err(ValidationError::new(
-                "status",
-                format!("unknown status code {n}"),
-            ));
+            return Err(ValidationError::new("status", format!("unknown status code {n}")));
         }
     };
     let spec = InstanceSpec {
         service: ServiceName::new(&r.service)?,
         id: InstanceId::new(&r.id)?,
         address: r.address,
-        port: u16::try_from(r.port)
-            .map_err(|_| ValidationError::new("port", format!("{} is out of range", r.port)))?,
+        port: u16::try_from(r.port).map_err(|_| ValidationError::new("port", format!("{} is out of range", r.port)))?,
         tags: r.tags,
         meta: r.meta,
         weight: r.weight,
-        zone: if r.zone.is_empty() {
-            None
-        } else {
-            Some(Zone::new(&r.zone)?)
-        },
+        zone: if r.zone.is_empty() { None } else { Some(Zone::new(&r.zone)?) },
         status,
     };
     Ok(spec)

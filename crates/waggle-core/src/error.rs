@@ -15,10 +15,7 @@ pub struct ValidationError {
 impl ValidationError {
     /// Builds an error for `field` breaking `rule`.
     pub fn new(field: &'static str, rule: impl Into<String>) -> Self {
-        ValidationError {
-            field,
-            rule: rule.into(),
-        }
+        ValidationError { field, rule: rule.into() }
     }
 }
 

@@ -2,27 +2,13 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
-use crate::{
-    InstanceId, Revision, ServiceName, SessionId, ValidationError, Zone, validate, validate::limits,
-};
+use crate::{InstanceId, Revision, ServiceName, SessionId, ValidationError, Zone, validate, validate::limits};
 
 /// Free-form key/value metadata of an instance (≤ 64 pairs, ≤ 16 KiB in total).
 pub type Metadata = BTreeMap<String, String>;
 
 /// The health of an instance. Discovery returns `Passing` instances unless asked for all.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Healthy: receives traffic.
@@ -58,10 +44,7 @@ impl FromStr for HealthStatus {
             "passing" => Ok(HealthStatus::Passing),
             "warning" => Ok(HealthStatus::Warning),
             "critical" => Ok(HealthStatus::Critical),
-            _ => Err(ValidationError::new(
-                "status",
-                format!("must be one of passing, warning, critical (got {s:?})"),
-            )),
+            _ => Err(ValidationError::new("status", format!("must be one of passing, warning, critical (got {s:?})"))),
         }
     }
 }
@@ -162,11 +145,7 @@ impl InstanceSpec {
 
 /// The default instance id: `ADDRESS:PORT`, with IPv6 literals bracketed.
 pub fn default_id(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    }
+    if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") }
 }
 
 /// A registered instance as the registry stores and serves it.
@@ -203,28 +182,12 @@ mod tests {
         let spec = InstanceSpec::new("web", "10.0.0.1", 8080).expect("valid");
         assert_eq!(spec.id.as_str(), "10.0.0.1:8080");
         assert_eq!(spec.weight, 100);
-        assert_eq!(
-            InstanceSpec::new("web", "::1", 80).expect("v6").id.as_str(),
-            "[::1]:80"
-        );
-        assert_eq!(
-            InstanceSpec::new("web", "10.0.0.1", 0)
-                .expect_err("port")
-                .field,
-            "port"
-        );
-        assert_eq!(
-            InstanceSpec::new("Web", "10.0.0.1", 1)
-                .expect_err("name")
-                .field,
-            "service"
-        );
+        assert_eq!(InstanceSpec::new("web", "::1", 80).expect("v6").id.as_str(), "[::1]:80");
+        assert_eq!(InstanceSpec::new("web", "10.0.0.1", 0).expect_err("port").field, "port");
+        assert_eq!(InstanceSpec::new("Web", "10.0.0.1", 1).expect_err("name").field, "service");
         let heavy = spec.clone().with_weight(0);
         assert_eq!(heavy.validate().expect_err("weight").field, "weight");
         assert!(spec.with_tag("a").with_meta("k", "v").validate().is_ok());
-        assert_eq!(
-            "bogus".parse::<HealthStatus>().expect_err("status").field,
-            "status"
-        );
+        assert_eq!("bogus".parse::<HealthStatus>().expect_err("status").field, "status");
     }
 }

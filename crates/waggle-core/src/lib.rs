@@ -29,7 +29,7 @@ mod validate;
 
 pub use command::{Applied, Command, Effect, Outcome, Response};
 pub use error::{ApplyError, ValidationError};
-pub use instance::{HealthStatus, Instance, InstanceSpec, Metadata};
+pub use instance::{HealthStatus, Instance, InstanceSpec, Metadata, default_id};
 pub use name::{InstanceId, ServiceName, Zone};
 pub use registry::{Registry, ServiceInstances};
 pub use revision::Revision;

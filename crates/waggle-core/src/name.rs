@@ -84,33 +84,20 @@ string_newtype!(
 );
 
 fn check_service_name(s: &str) -> Result<(), ValidationError> {
-    let rule =
-        "must be a DNS label: 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'";
+    let rule = "must be a DNS label: 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'";
     let ok = !s.is_empty()
         && s.len() <= limits::MAX_SERVICE_NAME
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            "service",
-            format!("{rule} (got {s:?})"),
-        ))
-    }
+    if ok { Ok(()) } else { Err(ValidationError::new("service", format!("{rule} (got {s:?})"))) }
 }
 
 fn check_instance_id(s: &str) -> Result<(), ValidationError> {
     if s.is_empty() || s.len() > limits::MAX_INSTANCE_ID {
         return Err(ValidationError::new(
             "id",
-            format!(
-                "must be 1-{} characters long (got {})",
-                limits::MAX_INSTANCE_ID,
-                s.len()
-            ),
+            format!("must be 1-{} characters long (got {})", limits::MAX_INSTANCE_ID, s.len()),
         ));
     }
     if !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -125,17 +112,13 @@ fn check_instance_id(s: &str) -> Result<(), ValidationError> {
 fn check_zone(s: &str) -> Result<(), ValidationError> {
     let ok = !s.is_empty()
         && s.len() <= limits::MAX_ZONE
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
         Err(ValidationError::new(
             "zone",
-            format!(
-                "must be 1-{} characters of A-Z, a-z, 0-9, '_', '.', '-' (got {s:?})",
-                limits::MAX_ZONE
-            ),
+            format!("must be 1-{} characters of A-Z, a-z, 0-9, '_', '.', '-' (got {s:?})", limits::MAX_ZONE),
         ))
     }
 }
@@ -149,16 +132,7 @@ mod tests {
         for ok in ["a", "web", "web-1", "0", &"a".repeat(63)] {
             assert!(ServiceName::new(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-web",
-            "web-",
-            "Web",
-            "web_1",
-            "web.api",
-            &"a".repeat(64),
-            "wéb",
-        ] {
+        for bad in ["", "-web", "web-", "Web", "web_1", "web.api", &"a".repeat(64), "wéb"] {
             let err = ServiceName::new(bad).expect_err(bad);
             assert_eq!(err.field, "service");
             assert!(err.rule.contains("DNS label"), "{err}");

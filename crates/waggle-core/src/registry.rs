@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision,
-    ServiceName, Session, SessionId, Ttl,
+    Applied, ApplyError, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision, ServiceName, Session,
+    SessionId, Ttl,
 };
 
 /// The instances of one service, by id. Shared by reference with readers (the watch hub keeps
@@ -50,13 +50,9 @@ impl Registry {
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let mut effects = Vec::new();
         let response = match command {
-            Command::CreateSession { session, ttl } => {
-                self.create_session(*session, *ttl, &mut effects)
-            }
+            Command::CreateSession { session, ttl } => self.create_session(*session, *ttl, &mut effects),
             Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
-            Command::ExpireSessions { sessions } => {
-                Ok(self.expire_sessions(sessions, &mut effects))
-            }
+            Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
             Command::Register { session, spec } => self.register(*session, spec, &mut effects),
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
         };
@@ -64,43 +60,20 @@ impl Registry {
     }
 
     fn applied(&self) -> Applied {
-        Applied {
-            revision: self.revision,
-            session: None,
-        }
+        Applied { revision: self.revision, session: None }
     }
 
-    fn create_session(
-        &mut self,
-        id: SessionId,
-        ttl: Ttl,
-        effects: &mut Vec<Effect>,
-    ) -> Result<Applied, ApplyError> {
+    fn create_session(&mut self, id: SessionId, ttl: Ttl, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
         if id.get() == 0 || self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionIdTaken(id));
         }
         self.revision = self.revision.next();
-        self.sessions.insert(
-            id,
-            Session {
-                id,
-                ttl,
-                create_revision: self.revision,
-                instances: Default::default(),
-            },
-        );
+        self.sessions.insert(id, Session { id, ttl, create_revision: self.revision, instances: Default::default() });
         effects.push(Effect::SessionOpened { session: id, ttl });
-        Ok(Applied {
-            revision: self.revision,
-            session: Some(id),
-        })
+        Ok(Applied { revision: self.revision, session: Some(id) })
     }
 
-    fn revoke_session(
-        &mut self,
-        id: SessionId,
-        effects: &mut Vec<Effect>,
-    ) -> Result<Applied, ApplyError> {
+    fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
         if !self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionNotFound(id));
         }
@@ -110,11 +83,7 @@ impl Registry {
     }
 
     fn expire_sessions(&mut self, ids: &[SessionId], effects: &mut Vec<Effect>) -> Applied {
-        let live: Vec<SessionId> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.sessions.contains_key(id))
-            .collect();
+        let live: Vec<SessionId> = ids.iter().copied().filter(|id| self.sessions.contains_key(id)).collect();
         if !live.is_empty() {
             self.revision = self.revision.next();
             for id in live {
@@ -131,10 +100,7 @@ impl Registry {
         };
         for (service, instance_id) in &session.instances {
             if let Some(instance) = self.remove_instance(service, instance_id) {
-                effects.push(Effect::InstanceRemoved {
-                    instance,
-                    revision: self.revision,
-                });
+                effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
             }
         }
         effects.push(Effect::SessionClosed { session: id });
@@ -150,11 +116,7 @@ impl Registry {
         if !self.sessions.contains_key(&session_id) {
             return Err(ApplyError::SessionNotFound(session_id));
         }
-        let previous = self
-            .services
-            .get(&spec.service)
-            .and_then(|s| s.get(&spec.id))
-            .cloned();
+        let previous = self.services.get(&spec.service).and_then(|s| s.get(&spec.id)).cloned();
         if let Some(prev) = &previous
             && prev.session == session_id
             && prev.spec == *spec
@@ -175,20 +137,14 @@ impl Registry {
         let instance = Arc::new(Instance {
             spec: spec.clone(),
             session: session_id,
-            create_revision: previous
-                .as_ref()
-                .map_or(self.revision, |p| p.create_revision),
+            create_revision: previous.as_ref().map_or(self.revision, |p| p.create_revision),
             modify_revision: self.revision,
         });
         if let Some(session) = self.sessions.get_mut(&session_id) {
             session.instances.insert(key);
         }
-        Arc::make_mut(self.services.entry(spec.service.clone()).or_default())
-            .insert(spec.id.clone(), instance.clone());
-        effects.push(Effect::InstanceUpserted {
-            instance,
-            created: previous.is_none(),
-        });
+        Arc::make_mut(self.services.entry(spec.service.clone()).or_default()).insert(spec.id.clone(), instance.clone());
+        effects.push(Effect::InstanceUpserted { instance, created: previous.is_none() });
         Ok(self.applied())
     }
 
@@ -198,25 +154,15 @@ impl Registry {
         id: &InstanceId,
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
-        if self
-            .service(service.as_str())
-            .and_then(|s| s.get(id))
-            .is_none()
-        {
-            return Err(ApplyError::InstanceNotFound {
-                service: service.clone(),
-                id: id.clone(),
-            });
+        if self.service(service.as_str()).and_then(|s| s.get(id)).is_none() {
+            return Err(ApplyError::InstanceNotFound { service: service.clone(), id: id.clone() });
         }
         self.revision = self.revision.next();
         if let Some(instance) = self.remove_instance(service, id) {
             if let Some(session) = self.sessions.get_mut(&instance.session) {
                 session.instances.remove(&(service.clone(), id.clone()));
             }
-            effects.push(Effect::InstanceRemoved {
-                instance,
-                revision: self.revision,
-            });
+            effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
         }
         Ok(self.applied())
     }
@@ -242,32 +188,17 @@ impl Registry {
             sessions: sessions
                 .into_iter()
                 .map(|(id, ttl, create_revision)| {
-                    (
-                        id,
-                        Session {
-                            id,
-                            ttl,
-                            create_revision,
-                            instances: Default::default(),
-                        },
-                    )
+                    (id, Session { id, ttl, create_revision, instances: Default::default() })
                 })
                 .collect(),
             services: BTreeMap::new(),
         };
         for instance in instances {
             if let Some(session) = registry.sessions.get_mut(&instance.session) {
-                session
-                    .instances
-                    .insert((instance.spec.service.clone(), instance.spec.id.clone()));
+                session.instances.insert((instance.spec.service.clone(), instance.spec.id.clone()));
             }
-            Arc::make_mut(
-                registry
-                    .services
-                    .entry(instance.spec.service.clone())
-                    .or_default(),
-            )
-            .insert(instance.spec.id.clone(), Arc::new(instance));
+            Arc::make_mut(registry.services.entry(instance.spec.service.clone()).or_default())
+                .insert(instance.spec.id.clone(), Arc::new(instance));
         }
         registry
     }

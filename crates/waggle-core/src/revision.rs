@@ -4,9 +4,7 @@ use std::fmt;
 
 /// A point in the registry's history. One global counter, monotonic, never 0: the empty
 /// registry is at revision 1 and every state change increments it by one.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Revision(u64);
 

@@ -5,9 +5,7 @@ use std::{collections::BTreeSet, fmt, time::Duration};
 use crate::{InstanceId, Revision, ServiceName, ValidationError, validate::limits};
 
 /// Identifies a session. Assigned by the state machine: the revision at which it was created.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct SessionId(u64);
 
@@ -29,9 +27,7 @@ impl fmt::Display for SessionId {
 }
 
 /// A session's time to live: 1 s – 24 h, default 10 s, millisecond precision.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
 pub struct Ttl(u64);
 
@@ -42,10 +38,7 @@ impl Ttl {
     /// Validates a TTL given in milliseconds.
     pub fn from_millis(ms: u64) -> Result<Self, ValidationError> {
         if !(limits::MIN_TTL_MS..=limits::MAX_TTL_MS).contains(&ms) {
-            return Err(ValidationError::new(
-                "ttl",
-                format!("must be between 1s and 24h, got {}", humanize_ms(ms)),
-            ));
+            return Err(ValidationError::new("ttl", format!("must be between 1s and 24h, got {}", humanize_ms(ms))));
         }
         Ok(Ttl(ms))
     }
@@ -86,11 +79,7 @@ impl From<Ttl> for u64 {
 }
 
 fn humanize_ms(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// A live session as the state machine records it.

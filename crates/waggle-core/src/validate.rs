@@ -39,18 +39,13 @@ pub(crate) fn check_address(s: &str) -> Result<(), ValidationError> {
         return Ok(());
     }
     let err = || {
-        ValidationError::new(
-            "address",
-            format!("must be an IPv4 or IPv6 literal or a hostname (RFC 1123) (got {s:?})"),
-        )
+        ValidationError::new("address", format!("must be an IPv4 or IPv6 literal or a hostname (RFC 1123) (got {s:?})"))
     };
     let host = s.strip_suffix('.').unwrap_or(s);
     if host.is_empty() || host.len() > limits::MAX_HOSTNAME {
         return Err(err());
     }
-    let all_numeric = host
-        .split('.')
-        .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    let all_numeric = host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
     if all_numeric {
         // Looks like a malformed IPv4 literal such as 10.0.0.300: not a hostname either.
         return Err(err());
@@ -58,9 +53,7 @@ pub(crate) fn check_address(s: &str) -> Result<(), ValidationError> {
     for label in host.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -73,10 +66,7 @@ pub(crate) fn check_address(s: &str) -> Result<(), ValidationError> {
 pub(crate) fn check_port(port: u32) -> Result<u16, ValidationError> {
     match u16::try_from(port) {
         Ok(p) if p >= 1 => Ok(p),
-        _ => Err(ValidationError::new(
-            "port",
-            format!("must be between 1 and 65535 (got {port})"),
-        )),
+        _ => Err(ValidationError::new("port", format!("must be between 1 and 65535 (got {port})"))),
     }
 }
 
@@ -86,11 +76,7 @@ pub(crate) fn check_weight(weight: u32) -> Result<(), ValidationError> {
     } else {
         Err(ValidationError::new(
             "weight",
-            format!(
-                "must be between {} and {} (got {weight})",
-                limits::MIN_WEIGHT,
-                limits::MAX_WEIGHT
-            ),
+            format!("must be between {} and {} (got {weight})", limits::MIN_WEIGHT, limits::MAX_WEIGHT),
         ))
     }
 }
@@ -99,16 +85,11 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ValidationError> {
     if tags.len() > limits::MAX_TAGS {
         return Err(ValidationError::new(
             "tags",
-            format!(
-                "at most {} tags are allowed (got {})",
-                limits::MAX_TAGS,
-                tags.len()
-            ),
+            format!("at most {} tags are allowed (got {})", limits::MAX_TAGS, tags.len()),
         ));
     }
     for tag in tags {
-        if tag.is_empty() || tag.len() > limits::MAX_TAG_BYTES || tag.chars().any(char::is_control)
-        {
+        if tag.is_empty() || tag.len() > limits::MAX_TAG_BYTES || tag.chars().any(char::is_control) {
             return Err(ValidationError::new(
                 "tags",
                 format!(
@@ -129,18 +110,14 @@ pub(crate) fn check_meta<'a>(
     if n > limits::MAX_META_PAIRS {
         return Err(ValidationError::new(
             "meta",
-            format!(
-                "at most {} pairs are allowed (got {n})",
-                limits::MAX_META_PAIRS
-            ),
+            format!("at most {} pairs are allowed (got {n})", limits::MAX_META_PAIRS),
         ));
     }
     let mut total = 0usize;
     for (k, v) in pairs {
         let key_ok = !k.is_empty()
             && k.len() <= limits::MAX_META_KEY
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !key_ok {
             return Err(ValidationError::new(
                 "meta",
@@ -152,20 +129,14 @@ pub(crate) fn check_meta<'a>(
             ));
         }
         if v.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(ValidationError::new(
-                "meta",
-                format!("value of {k:?} contains control characters"),
-            ));
+            return Err(ValidationError::new("meta", format!("value of {k:?} contains control characters")));
         }
         total += k.len() + v.len();
     }
     if total > limits::MAX_META_BYTES {
         return Err(ValidationError::new(
             "meta",
-            format!(
-                "keys and values must total at most {} bytes (got {total})",
-                limits::MAX_META_BYTES
-            ),
+            format!("keys and values must total at most {} bytes (got {total})", limits::MAX_META_BYTES),
         ));
     }
     Ok(())
@@ -185,28 +156,10 @@ mod tests {
 
     #[test]
     fn addresses() {
-        for ok in [
-            "10.0.0.1",
-            "::1",
-            "fe80::1",
-            "db-1.internal",
-            "localhost",
-            "a.b.c.",
-            "x1",
-        ] {
+        for ok in ["10.0.0.1", "::1", "fe80::1", "db-1.internal", "localhost", "a.b.c.", "x1"] {
             assert!(check_address(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "10.0.0.300",
-            "-host",
-            "host-",
-            "a..b",
-            "under_score",
-            "a b",
-            "[::1]",
-            "1.2.3",
-        ] {
+        for bad in ["", "10.0.0.300", "-host", "host-", "a..b", "under_score", "a b", "[::1]", "1.2.3"] {
             assert_eq!(check_address(bad).expect_err(bad).field, "address", "{bad}");
         }
     }
@@ -233,22 +186,9 @@ mod tests {
         assert!(check_meta(m.iter()).is_ok());
         m.insert("bad key".to_string(), "x".to_string());
         assert_eq!(check_meta(m.iter()).expect_err("key").field, "meta");
-        let big: BTreeMap<String, String> = (0..2)
-            .map(|i| (format!("k{i}"), "v".repeat(9000)))
-            .collect();
-        assert!(
-            check_meta(big.iter())
-                .expect_err("size")
-                .rule
-                .contains("16384")
-        );
-        let many: BTreeMap<String, String> =
-            (0..65).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(
-            check_meta(many.iter())
-                .expect_err("count")
-                .rule
-                .contains("64")
-        );
+        let big: BTreeMap<String, String> = (0..2).map(|i| (format!("k{i}"), "v".repeat(9000))).collect();
+        assert!(check_meta(big.iter()).expect_err("size").rule.contains("16384"));
+        let many: BTreeMap<String, String> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_meta(many.iter()).expect_err("count").rule.contains("64"));
     }
 }

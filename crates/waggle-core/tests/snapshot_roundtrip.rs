@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use waggle_core::{
-    Command, HealthStatus, InstanceId, InstanceSpec, Outcome, Registry, ServiceName, SessionId,
-    Ttl,
+    Command, HealthStatus, InstanceId, InstanceSpec, Outcome, Registry, ServiceName, SessionId, Ttl,
     codec::{self, FORMAT_VERSION},
 };
 
@@ -17,14 +16,7 @@ use waggle_core::{
 
 const SERVICES: &[&str] = &["web", "api", "db", "cache-1"];
 const IDS: &[&str] = &["a", "b", "c", "node-1", "10.0.0.1:80"];
-const ADDRESSES: &[&str] = &[
-    "10.0.0.1",
-    "10.0.0.2",
-    "::1",
-    "fe80::1",
-    "db-1.internal",
-    "localhost",
-];
+const ADDRESSES: &[&str] = &["10.0.0.1", "10.0.0.2", "::1", "fe80::1", "db-1.internal", "localhost"];
 const TAGS: &[&str] = &["blue", "green", "canary", "v2", "with space", "ünïcödé"];
 const META_KEYS: &[&str] = &["version", "region", "owner", "x.y_z-1"];
 const ZONES: &[&str] = &["eu-west-1a", "us_east.2", "Z"];
@@ -34,73 +26,43 @@ fn pick(items: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
 }
 
 fn arb_status() -> impl Strategy<Value = HealthStatus> {
-    prop_oneof![
-        Just(HealthStatus::Passing),
-        Just(HealthStatus::Warning),
-        Just(HealthStatus::Critical)
-    ]
+    prop_oneof![Just(HealthStatus::Passing), Just(HealthStatus::Warning), Just(HealthStatus::Critical)]
 }
 
 fn arb_ttl() -> impl Strategy<Value = Ttl> {
-    prop_oneof![
-        Just(1_000u64),
-        Just(10_000),
-        Just(86_400_000),
-        1_000u64..=86_400_000
-    ]
-    .prop_map(|ms| Ttl::from_millis(ms).expect("ttl in range"))
+    prop_oneof![Just(1_000u64), Just(10_000), Just(86_400_000), 1_000u64..=86_400_000]
+        .prop_map(|ms| Ttl::from_millis(ms).expect("ttl in range"))
 }
 
 /// A valid instance spec with fields drawn from small sets, so that generated histories hit
 /// the same instances again (updates, idempotent re-registrations, takeovers).
 fn arb_spec() -> impl Strategy<Value = InstanceSpec> {
-    let port = prop_oneof![
-        Just(80u32),
-        Just(443),
-        Just(8080),
-        Just(1),
-        Just(65_535),
-        1u32..=65_535
-    ];
+    let port = prop_oneof![Just(80u32), Just(443), Just(8080), Just(1), Just(65_535), 1u32..=65_535];
     let tags = prop::collection::vec(pick(TAGS), 0..4);
     let meta = prop::collection::btree_map(pick(META_KEYS), "[a-z0-9 \t]{0,8}", 0..3);
     let weight = prop_oneof![Just(1u32), Just(100), Just(10_000), 1u32..=10_000];
     (
-        (
-            pick(SERVICES),
-            prop::option::of(pick(IDS)),
-            pick(ADDRESSES),
-            port,
-        ),
-        (
-            tags,
-            meta,
-            weight,
-            prop::option::of(pick(ZONES)),
-            arb_status(),
-        ),
+        (pick(SERVICES), prop::option::of(pick(IDS)), pick(ADDRESSES), port),
+        (tags, meta, weight, prop::option::of(pick(ZONES)), arb_status()),
     )
-        .prop_map(
-            |((service, id, address, port), (tags, meta, weight, zone, status))| {
-                let mut spec = InstanceSpec::new(service, address, port)
-                    .expect("valid service, address and port");
-                if let Some(id) = id {
-                    spec = spec.with_id(id).expect("valid id");
-                }
-                for tag in tags {
-                    spec = spec.with_tag(tag);
-                }
-                for (k, v) in meta {
-                    spec = spec.with_meta(k, v);
-                }
-                if let Some(zone) = zone {
-                    spec = spec.with_zone(zone).expect("valid zone");
-                }
-                let spec = spec.with_weight(weight).with_status(status);
-                spec.validate().expect("generated specs are valid");
-                spec
-            },
-        )
+        .prop_map(|((service, id, address, port), (tags, meta, weight, zone, status))| {
+            let mut spec = InstanceSpec::new(service, address, port).expect("valid service, address and port");
+            if let Some(id) = id {
+                spec = spec.with_id(id).expect("valid id");
+            }
+            for tag in tags {
+                spec = spec.with_tag(tag);
+            }
+            for (k, v) in meta {
+                spec = spec.with_meta(k, v);
+            }
+            if let Some(zone) = zone {
+                spec = spec.with_zone(zone).expect("valid zone");
+            }
+            let spec = spec.with_weight(weight).with_status(status);
+            spec.validate().expect("generated specs are valid");
+            spec
+        })
 }
 
 /// Refers to a session: usually one that is live when the command is issued, sometimes an
@@ -163,11 +125,9 @@ fn arb_ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
 
 fn resolve_session(registry: &Registry, session: &SessionRef) -> SessionId {
     match *session {
-        SessionRef::Live(i) if !registry.sessions().is_empty() => *registry
-            .sessions()
-            .keys()
-            .nth(i % registry.sessions().len())
-            .expect("index in range"),
+        SessionRef::Live(i) if !registry.sessions().is_empty() => {
+            *registry.sessions().keys().nth(i % registry.sessions().len()).expect("index in range")
+        }
         SessionRef::Live(i) => SessionId::new(i as u64 % 40),
         SessionRef::Raw(id) => SessionId::new(id),
     }
@@ -177,52 +137,31 @@ fn resolve_instance(registry: &Registry, instance: &InstanceRef) -> (ServiceName
     let all: Vec<(ServiceName, InstanceId)> = registry
         .services()
         .iter()
-        .flat_map(|(service, instances)| {
-            instances
-                .keys()
-                .map(move |id| (service.clone(), id.clone()))
-        })
+        .flat_map(|(service, instances)| instances.keys().map(move |id| (service.clone(), id.clone())))
         .collect();
     match *instance {
         InstanceRef::Existing(i) if !all.is_empty() => all[i % all.len()].clone(),
-        InstanceRef::Existing(_) => (
-            ServiceName::new("web").expect("name"),
-            InstanceId::new("a").expect("id"),
-        ),
-        InstanceRef::Any(service, id) => (
-            ServiceName::new(service).expect("name"),
-            InstanceId::new(id).expect("id"),
-        ),
+        InstanceRef::Existing(_) => (ServiceName::new("web").expect("name"), InstanceId::new("a").expect("id")),
+        InstanceRef::Any(service, id) => (ServiceName::new(service).expect("name"), InstanceId::new(id).expect("id")),
     }
 }
 
 /// Turns a step into a concrete command against the registry's current state.
 fn command_for(registry: &Registry, op: &Op) -> Command {
     match op {
-        Op::Create(ttl) => Command::CreateSession {
-            session: SessionId::new(registry.revision().get() * 7919 + 1),
-            ttl: *ttl,
-        },
-        Op::Revoke(s) => Command::RevokeSession {
-            session: resolve_session(registry, s),
-        },
-        Op::Expire(list) => Command::ExpireSessions {
-            sessions: list.iter().map(|s| resolve_session(registry, s)).collect(),
-        },
-        Op::Register(s, spec) => Command::Register {
-            session: resolve_session(registry, s),
-            spec: spec.clone(),
-        },
+        Op::Create(ttl) => {
+            Command::CreateSession { session: SessionId::new(registry.revision().get() * 7919 + 1), ttl: *ttl }
+        }
+        Op::Revoke(s) => Command::RevokeSession { session: resolve_session(registry, s) },
+        Op::Expire(list) => {
+            Command::ExpireSessions { sessions: list.iter().map(|s| resolve_session(registry, s)).collect() }
+        }
+        Op::Register(s, spec) => Command::Register { session: resolve_session(registry, s), spec: spec.clone() },
         Op::Reregister(i, s) => {
             let (service, id) = resolve_instance(registry, i);
-            match registry
-                .service(service.as_str())
-                .and_then(|instances| instances.get(&id))
-            {
+            match registry.service(service.as_str()).and_then(|instances| instances.get(&id)) {
                 Some(instance) => Command::Register {
-                    session: s
-                        .as_ref()
-                        .map_or(instance.session, |s| resolve_session(registry, s)),
+                    session: s.as_ref().map_or(instance.session, |s| resolve_session(registry, s)),
                     spec: instance.spec.clone(),
                 },
                 None => Command::Deregister { service, id },
@@ -230,17 +169,10 @@ fn command_for(registry: &Registry, op: &Op) -> Command {
         }
         Op::Update(i, weight, status) => {
             let (service, id) = resolve_instance(registry, i);
-            match registry
-                .service(service.as_str())
-                .and_then(|instances| instances.get(&id))
-            {
+            match registry.service(service.as_str()).and_then(|instances| instances.get(&id)) {
                 Some(instance) => Command::Register {
                     session: instance.session,
-                    spec: instance
-                        .spec
-                        .clone()
-                        .with_weight(*weight)
-                        .with_status(*status),
+                    spec: instance.spec.clone().with_weight(*weight).with_status(*status),
                 },
                 None => Command::Deregister { service, id },
             }
@@ -266,20 +198,11 @@ fn play(registry: &mut Registry, ops: &[Op]) -> (Vec<Command>, Vec<Outcome>) {
 /// A command with arbitrary raw ids, independent of any registry state.
 fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (any::<u64>(), arb_ttl()).prop_map(|(s, ttl)| Command::CreateSession {
-            session: SessionId::new(s),
-            ttl
-        }),
-        any::<u64>().prop_map(|s| Command::RevokeSession {
-            session: SessionId::new(s)
-        }),
-        prop::collection::vec(any::<u64>(), 0..6).prop_map(|ids| Command::ExpireSessions {
-            sessions: ids.into_iter().map(SessionId::new).collect()
-        }),
-        (any::<u64>(), arb_spec()).prop_map(|(s, spec)| Command::Register {
-            session: SessionId::new(s),
-            spec
-        }),
+        (any::<u64>(), arb_ttl()).prop_map(|(s, ttl)| Command::CreateSession { session: SessionId::new(s), ttl }),
+        any::<u64>().prop_map(|s| Command::RevokeSession { session: SessionId::new(s) }),
+        prop::collection::vec(any::<u64>(), 0..6)
+            .prop_map(|ids| Command::ExpireSessions { sessions: ids.into_iter().map(SessionId::new).collect() }),
+        (any::<u64>(), arb_spec()).prop_map(|(s, spec)| Command::Register { session: SessionId::new(s), spec }),
         (pick(SERVICES), "[!-~]{1,128}").prop_map(|(service, id)| Command::Deregister {
             service: ServiceName::new(service).expect("name"),
             id: InstanceId::new(id).expect("printable id"),
@@ -291,23 +214,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
 fn assert_consistent(registry: &Registry) -> Result<(), TestCaseError> {
     let mut owned: BTreeMap<SessionId, Vec<(ServiceName, InstanceId)>> = BTreeMap::new();
     for (service, instances) in registry.services() {
-        prop_assert!(
-            !instances.is_empty(),
-            "service {service} listed without instances"
-        );
+        prop_assert!(!instances.is_empty(), "service {service} listed without instances");
         for (id, instance) in instances.iter() {
             prop_assert_eq!(instance.service(), service);
             prop_assert_eq!(instance.id(), id);
-            prop_assert!(
-                registry.sessions().contains_key(&instance.session),
-                "orphan instance {service}/{id}"
-            );
+            prop_assert!(registry.sessions().contains_key(&instance.session), "orphan instance {service}/{id}");
             prop_assert!(instance.create_revision <= instance.modify_revision);
             prop_assert!(instance.modify_revision <= registry.revision());
-            owned
-                .entry(instance.session)
-                .or_default()
-                .push((service.clone(), id.clone()));
+            owned.entry(instance.session).or_default().push((service.clone(), id.clone()));
         }
     }
     for (id, session) in registry.sessions() {
@@ -418,41 +332,28 @@ fn generated_histories_reach_every_path() {
     let strategy = arb_ops(60);
     let mut seen = Seen::default();
     for _ in 0..100 {
-        let ops = strategy
-            .new_tree(&mut runner)
-            .map_err(TestCaseError::fail)
-            .expect("tree")
-            .current();
+        let ops = strategy.new_tree(&mut runner).map_err(TestCaseError::fail).expect("tree").current();
         let mut registry = Registry::new();
         for op in &ops {
             let command = command_for(&registry, op);
             let previous_owner = match &command {
-                Command::Register { spec, .. } => registry
-                    .service(spec.service.as_str())
-                    .and_then(|s| s.get(&spec.id))
-                    .map(|i| i.session),
+                Command::Register { spec, .. } => {
+                    registry.service(spec.service.as_str()).and_then(|s| s.get(&spec.id)).map(|i| i.session)
+                }
                 _ => None,
             };
             let outcome = registry.apply(&command);
             match (&command, &outcome.response, outcome.effects.as_slice()) {
                 (Command::Register { .. }, Ok(_), []) => seen.idempotent += 1,
-                (
-                    Command::Register { session, .. },
-                    Ok(_),
-                    [Effect::InstanceUpserted { created, .. }],
-                ) => match (created, previous_owner) {
-                    (true, _) => seen.created += 1,
-                    (false, Some(owner)) if owner == *session => seen.updated += 1,
-                    (false, _) => seen.taken_over += 1,
-                },
-                (Command::Deregister { .. }, Ok(_), [Effect::InstanceRemoved { .. }]) => {
-                    seen.deregistered += 1
+                (Command::Register { session, .. }, Ok(_), [Effect::InstanceUpserted { created, .. }]) => {
+                    match (created, previous_owner) {
+                        (true, _) => seen.created += 1,
+                        (false, Some(owner)) if owner == *session => seen.updated += 1,
+                        (false, _) => seen.taken_over += 1,
+                    }
                 }
-                (
-                    Command::RevokeSession { .. } | Command::ExpireSessions { .. },
-                    Ok(_),
-                    effects,
-                ) => {
+                (Command::Deregister { .. }, Ok(_), [Effect::InstanceRemoved { .. }]) => seen.deregistered += 1,
+                (Command::RevokeSession { .. } | Command::ExpireSessions { .. }, Ok(_), effects) => {
                     for pair in effects.windows(2) {
                         match pair {
                             [Effect::InstanceRemoved { .. }, Effect::SessionClosed { .. }] => {
@@ -501,28 +402,13 @@ fn sample_commands() -> Vec<Command> {
         .expect("zone")
         .with_status(HealthStatus::Warning);
     vec![
-        Command::CreateSession {
-            session: SessionId::new(2),
-            ttl: Ttl::DEFAULT,
-        },
-        Command::RevokeSession {
-            session: SessionId::new(0),
-        },
-        Command::RevokeSession {
-            session: SessionId::new(7),
-        },
+        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT },
+        Command::RevokeSession { session: SessionId::new(0) },
+        Command::RevokeSession { session: SessionId::new(7) },
         Command::ExpireSessions { sessions: vec![] },
-        Command::ExpireSessions {
-            sessions: vec![SessionId::new(0), SessionId::new(u64::MAX)],
-        },
-        Command::Register {
-            session: SessionId::new(0),
-            spec: spec.clone(),
-        },
-        Command::Register {
-            session: SessionId::new(2),
-            spec,
-        },
+        Command::ExpireSessions { sessions: vec![SessionId::new(0), SessionId::new(u64::MAX)] },
+        Command::Register { session: SessionId::new(0), spec: spec.clone() },
+        Command::Register { session: SessionId::new(2), spec },
         Command::Deregister {
             service: ServiceName::new("web").expect("name"),
             id: InstanceId::new("10.0.0.1:8080").expect("id"),
@@ -533,15 +419,10 @@ fn sample_commands() -> Vec<Command> {
 fn sample_registry() -> Registry {
     let mut registry = Registry::new();
     for command in [
-        Command::CreateSession {
-            session: SessionId::new(2),
-            ttl: Ttl::DEFAULT,
-        },
+        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT },
         Command::Register {
             session: SessionId::new(2),
-            spec: InstanceSpec::new("web", "10.0.0.1", 8080)
-                .expect("spec")
-                .with_tag("blue"),
+            spec: InstanceSpec::new("web", "10.0.0.1", 8080).expect("spec").with_tag("blue"),
         },
     ] {
         registry.apply(&command).response.expect("applies");
@@ -552,11 +433,7 @@ fn sample_registry() -> Registry {
 /// Replaces the value of field 1 (the format version, a varint written first) with `version`.
 fn with_version(bytes: &[u8], version: u32) -> Vec<u8> {
     assert_eq!(bytes.first(), Some(&0x08), "field 1 (varint) comes first");
-    let old_len = bytes[1..]
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .expect("varint ends")
-        + 1;
+    let old_len = bytes[1..].iter().position(|b| b & 0x80 == 0).expect("varint ends") + 1;
     let mut out = vec![0x08];
     let mut v = version;
     loop {
@@ -574,16 +451,8 @@ fn with_version(bytes: &[u8], version: u32) -> Vec<u8> {
 
 #[test]
 fn current_version_is_written_first() {
-    const {
-        assert!(
-            FORMAT_VERSION >= 1 && FORMAT_VERSION < 0x80,
-            "a single-byte varint"
-        )
-    };
-    let command = codec::encode_command(&Command::CreateSession {
-        session: SessionId::new(2),
-        ttl: Ttl::DEFAULT,
-    });
+    const { assert!(FORMAT_VERSION >= 1 && FORMAT_VERSION < 0x80, "a single-byte varint") };
+    let command = codec::encode_command(&Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT });
     assert_eq!(command[..2], [0x08, FORMAT_VERSION as u8]);
     let snapshot = codec::encode_snapshot(&Registry::new());
     assert_eq!(snapshot[..2], [0x08, FORMAT_VERSION as u8]);
@@ -595,20 +464,11 @@ fn current_version_is_written_first() {
 #[test]
 fn sample_commands_and_snapshot_round_trip() {
     for command in sample_commands() {
-        assert_eq!(
-            codec::decode_command(&codec::encode_command(&command)).expect("decodes"),
-            command
-        );
+        assert_eq!(codec::decode_command(&codec::encode_command(&command)).expect("decodes"), command);
     }
     let registry = sample_registry();
-    assert_eq!(
-        codec::decode_snapshot(&codec::encode_snapshot(&registry)).expect("decodes"),
-        registry
-    );
-    assert_eq!(
-        codec::decode_snapshot(&codec::encode_snapshot(&Registry::new())).expect("decodes"),
-        Registry::new()
-    );
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&registry)).expect("decodes"), registry);
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&Registry::new())).expect("decodes"), Registry::new());
 }
 
 #[test]
@@ -617,28 +477,15 @@ fn newer_format_versions_are_rejected() {
     for command in sample_commands() {
         let bytes = codec::encode_command(&command);
         for version in newer {
-            let err = codec::decode_command(&with_version(&bytes, version))
-                .expect_err("newer command rejected");
-            assert!(
-                err.to_string()
-                    .contains(&format!("format version {version}")),
-                "{err}"
-            );
+            let err = codec::decode_command(&with_version(&bytes, version)).expect_err("newer command rejected");
+            assert!(err.to_string().contains(&format!("format version {version}")), "{err}");
         }
     }
-    let snapshots = [
-        codec::encode_snapshot(&Registry::new()),
-        codec::encode_snapshot(&sample_registry()),
-    ];
+    let snapshots = [codec::encode_snapshot(&Registry::new()), codec::encode_snapshot(&sample_registry())];
     for bytes in &snapshots {
         for version in newer {
-            let err = codec::decode_snapshot(&with_version(bytes, version))
-                .expect_err("newer snapshot rejected");
-            assert!(
-                err.to_string()
-                    .contains(&format!("format version {version}")),
-                "{err}"
-            );
+            let err = codec::decode_snapshot(&with_version(bytes, version)).expect_err("newer snapshot rejected");
+            assert!(err.to_string().contains(&format!("format version {version}")), "{err}");
         }
     }
     // Crafted by hand: field 1 = FORMAT_VERSION + 1 and nothing else.
@@ -652,38 +499,25 @@ fn missing_or_zero_version_is_rejected() {
     // An empty message has version 0 (the protobuf default).
     assert!(codec::decode_command(&[]).is_err());
     assert!(codec::decode_snapshot(&[]).is_err());
-    let command = codec::encode_command(&Command::RevokeSession {
-        session: SessionId::new(5),
-    });
+    let command = codec::encode_command(&Command::RevokeSession { session: SessionId::new(5) });
     assert!(codec::decode_command(&with_version(&command, 0)).is_err());
-    assert!(
-        codec::decode_command(&command[2..]).is_err(),
-        "version field dropped"
-    );
+    assert!(codec::decode_command(&command[2..]).is_err(), "version field dropped");
     let snapshot = codec::encode_snapshot(&sample_registry());
     assert!(codec::decode_snapshot(&with_version(&snapshot, 0)).is_err());
-    assert!(
-        codec::decode_snapshot(&snapshot[2..]).is_err(),
-        "version field dropped"
-    );
+    assert!(codec::decode_snapshot(&snapshot[2..]).is_err(), "version field dropped");
 }
 
 #[test]
 fn hand_crafted_minimal_messages() {
     let v = u8::try_from(FORMAT_VERSION).expect("small version");
     // A snapshot holding only the version is the empty registry (revision 0 reads as 1).
-    assert_eq!(
-        codec::decode_snapshot(&[0x08, v]).expect("minimal snapshot"),
-        Registry::new()
-    );
+    assert_eq!(codec::decode_snapshot(&[0x08, v]).expect("minimal snapshot"), Registry::new());
     // A command with a version but no kind is not a command.
     assert!(codec::decode_command(&[0x08, v]).is_err());
     // Field 3 (revoke session) = 9.
     assert_eq!(
         codec::decode_command(&[0x08, v, 0x18, 0x09]).expect("revoke"),
-        Command::RevokeSession {
-            session: SessionId::new(9)
-        }
+        Command::RevokeSession { session: SessionId::new(9) }
     );
     // Field 2 (create session) with a TTL below the minimum: 5 ms.
     assert!(codec::decode_command(&[0x08, v, 0x10, 0x05]).is_err());
@@ -724,10 +558,7 @@ fn garbage_is_rejected() {
     for command in sample_commands() {
         let bytes = codec::encode_command(&command);
         if bytes.len() > 3 {
-            assert!(
-                codec::decode_command(&bytes[..bytes.len() - 1]).is_err(),
-                "{command:?}"
-            );
+            assert!(codec::decode_command(&bytes[..bytes.len() - 1]).is_err(), "{command:?}");
         }
     }
     let snapshot = codec::encode_snapshot(&sample_registry());
@@ -743,8 +574,5 @@ fn invalid_fields_in_a_snapshot_are_rejected() {
     // The same with a valid TTL (1000 ms = varint e8 07) decodes.
     let bytes = [0x08, v, 0x1a, 0x05, 0x08, 0x02, 0x10, 0xe8, 0x07];
     let registry = codec::decode_snapshot(&bytes).expect("valid snapshot");
-    assert_eq!(
-        registry.sessions().keys().copied().collect::<Vec<_>>(),
-        vec![SessionId::new(2)]
-    );
+    assert_eq!(registry.sessions().keys().copied().collect::<Vec<_>>(), vec![SessionId::new(2)]);
 }

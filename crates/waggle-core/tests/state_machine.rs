@@ -4,8 +4,8 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use waggle_core::{
-    Applied, ApplyError, Command, Effect, HealthStatus, Instance, InstanceId, InstanceSpec,
-    Outcome, Registry, Response, Revision, ServiceName, SessionId, Ttl,
+    Applied, ApplyError, Command, Effect, HealthStatus, Instance, InstanceId, InstanceSpec, Outcome, Registry,
+    Response, Revision, ServiceName, SessionId, Ttl,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -20,10 +20,7 @@ fn run(commands: &[Command]) -> Vec<Outcome> {
 /// Like [`run`], but also returns the final registry.
 fn run_with_state(commands: &[Command]) -> (Registry, Vec<Outcome>) {
     let mut registry = Registry::new();
-    let outcomes = commands
-        .iter()
-        .map(|c| apply_cmd(&mut registry, c))
-        .collect();
+    let outcomes = commands.iter().map(|c| apply_cmd(&mut registry, c)).collect();
     (registry, outcomes)
 }
 
@@ -60,42 +57,29 @@ fn create() -> Command {
 }
 
 fn create_with(ms: u64) -> Command {
-    Command::CreateSession {
-        session: sid(0),
-        ttl: ttl(ms),
-    }
+    Command::CreateSession { session: sid(0), ttl: ttl(ms) }
 }
 
 /// Applies a command, first resolving a placeholder session id (see [`create`]).
 fn apply_cmd(registry: &mut Registry, command: &Command) -> Outcome {
     match command {
         Command::CreateSession { session, ttl } if session.get() == 0 => {
-            registry.apply(&Command::CreateSession {
-                session: sid(registry.revision().get() + 1),
-                ttl: *ttl,
-            })
+            registry.apply(&Command::CreateSession { session: sid(registry.revision().get() + 1), ttl: *ttl })
         }
         other => registry.apply(other),
     }
 }
 
 fn revoke(session: u64) -> Command {
-    Command::RevokeSession {
-        session: sid(session),
-    }
+    Command::RevokeSession { session: sid(session) }
 }
 
 fn expire(sessions: &[u64]) -> Command {
-    Command::ExpireSessions {
-        sessions: sessions.iter().copied().map(sid).collect(),
-    }
+    Command::ExpireSessions { sessions: sessions.iter().copied().map(sid).collect() }
 }
 
 fn register(session: u64, spec: &InstanceSpec) -> Command {
-    Command::Register {
-        session: sid(session),
-        spec: spec.clone(),
-    }
+    Command::Register { session: sid(session), spec: spec.clone() }
 }
 
 fn deregister(service: &str, id: &str) -> Command {
@@ -107,18 +91,10 @@ fn deregister(service: &str, id: &str) -> Command {
 
 /// A valid spec `service` / `id` at 10.0.0.1:8080.
 fn spec(service: &str, id: &str) -> InstanceSpec {
-    InstanceSpec::new(service, "10.0.0.1", 8080)
-        .expect("valid spec")
-        .with_id(id)
-        .expect("valid id")
+    InstanceSpec::new(service, "10.0.0.1", 8080).expect("valid spec").with_id(id).expect("valid id")
 }
 
-fn instance(
-    spec: &InstanceSpec,
-    session: u64,
-    create_revision: u64,
-    modify_revision: u64,
-) -> Arc<Instance> {
+fn instance(spec: &InstanceSpec, session: u64, create_revision: u64, modify_revision: u64) -> Arc<Instance> {
     Arc::new(Instance {
         spec: spec.clone(),
         session: sid(session),
@@ -128,24 +104,15 @@ fn instance(
 }
 
 fn ok(revision: u64) -> Response {
-    Ok(Applied {
-        revision: rev(revision),
-        session: None,
-    })
+    Ok(Applied { revision: rev(revision), session: None })
 }
 
 fn opened(revision: u64) -> Response {
-    Ok(Applied {
-        revision: rev(revision),
-        session: Some(sid(revision)),
-    })
+    Ok(Applied { revision: rev(revision), session: Some(sid(revision)) })
 }
 
 fn key(service: &str, id: &str) -> (ServiceName, InstanceId) {
-    (
-        ServiceName::new(service).expect("valid service"),
-        InstanceId::new(id).expect("valid id"),
-    )
+    (ServiceName::new(service).expect("valid service"), InstanceId::new(id).expect("valid id"))
 }
 
 /// The `(service, id)` keys of every instance in the registry.
@@ -153,20 +120,12 @@ fn instance_keys(registry: &Registry) -> BTreeSet<(ServiceName, InstanceId)> {
     registry
         .services()
         .iter()
-        .flat_map(|(service, instances)| {
-            instances
-                .keys()
-                .map(move |id| (service.clone(), id.clone()))
-        })
+        .flat_map(|(service, instances)| instances.keys().map(move |id| (service.clone(), id.clone())))
         .collect()
 }
 
 fn service_names(registry: &Registry) -> Vec<&str> {
-    registry
-        .services()
-        .keys()
-        .map(ServiceName::as_str)
-        .collect()
+    registry.services().keys().map(ServiceName::as_str).collect()
 }
 
 /// The expected answer to one command, for table-driven tests.
@@ -189,19 +148,11 @@ fn check(step: usize, response: &Response, expect: Expect) {
         (Expect::Ok(r), actual) => assert_eq!(actual, &ok(r), "step {step}"),
         (Expect::Opened(r), actual) => assert_eq!(actual, &opened(r), "step {step}"),
         (Expect::SessionNotFound(s), actual) => {
-            assert_eq!(
-                actual,
-                &Err(ApplyError::SessionNotFound(sid(s))),
-                "step {step}"
-            );
+            assert_eq!(actual, &Err(ApplyError::SessionNotFound(sid(s))), "step {step}");
         }
         (Expect::InstanceNotFound(service, id), actual) => {
             let (service, id) = key(service, id);
-            assert_eq!(
-                actual,
-                &Err(ApplyError::InstanceNotFound { service, id }),
-                "step {step}"
-            );
+            assert_eq!(actual, &Err(ApplyError::InstanceNotFound { service, id }), "step {step}");
         }
         (Expect::Invalid(field), Err(ApplyError::Invalid(e))) => {
             assert_eq!(e.field, field, "step {step}: {e}")
@@ -224,45 +175,22 @@ fn run_table(table: &[(Command, Expect)]) -> Registry {
         assert!(after.revision().get() >= 1, "step {i}: revision 0");
         match &outcome.response {
             Err(_) => {
-                assert_eq!(
-                    after, before,
-                    "step {i}: a refused command changed the state"
-                );
-                assert!(
-                    outcome.effects.is_empty(),
-                    "step {i}: a refused command emitted effects"
-                );
+                assert_eq!(after, before, "step {i}: a refused command changed the state");
+                assert!(outcome.effects.is_empty(), "step {i}: a refused command emitted effects");
             }
             Ok(applied) => {
-                assert_eq!(
-                    applied.revision,
-                    after.revision(),
-                    "step {i}: response revision"
-                );
+                assert_eq!(applied.revision, after.revision(), "step {i}: response revision");
                 if after == before {
                     assert_eq!(after.revision(), before.revision(), "step {i}");
-                    assert!(
-                        outcome.effects.is_empty(),
-                        "step {i}: a no-op emitted effects"
-                    );
+                    assert!(outcome.effects.is_empty(), "step {i}: a no-op emitted effects");
                 } else {
-                    assert_eq!(
-                        after.revision().get(),
-                        before.revision().get() + 1,
-                        "step {i}: not one revision"
-                    );
-                    assert!(
-                        !outcome.effects.is_empty(),
-                        "step {i}: a state change emitted no effect"
-                    );
+                    assert_eq!(after.revision().get(), before.revision().get() + 1, "step {i}: not one revision");
+                    assert!(!outcome.effects.is_empty(), "step {i}: a state change emitted no effect");
                 }
             }
         }
     }
-    steps
-        .into_iter()
-        .last()
-        .map_or_else(Registry::new, |(_, _, after)| after)
+    steps.into_iter().last().map_or_else(Registry::new, |(_, _, after)| after)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,13 +208,7 @@ fn revision_starts_at_one_and_is_never_zero() {
     assert_eq!(Revision::new(7).get(), 7);
 
     // Every revision reported by a script, in responses and effects, is at least 1.
-    let script = [
-        create(),
-        register(2, &spec("web", "a")),
-        deregister("web", "a"),
-        revoke(2),
-        expire(&[2]),
-    ];
+    let script = [create(), register(2, &spec("web", "a")), deregister("web", "a"), revoke(2), expire(&[2])];
     for outcome in run(&script) {
         if let Ok(applied) = &outcome.response {
             assert!(applied.revision.get() >= 1);
@@ -309,18 +231,9 @@ fn state_changes_consume_one_revision_and_refusals_none() {
         (register(2, &web_a), Expect::Ok(3)),
         (register(2, &web_a), Expect::Ok(3)), // idempotent
         (register(99, &spec("web", "b")), Expect::SessionNotFound(99)),
-        (
-            register(2, &web_a.clone().with_weight(0)),
-            Expect::Invalid("weight"),
-        ),
-        (
-            deregister("web", "nope"),
-            Expect::InstanceNotFound("web", "nope"),
-        ),
-        (
-            deregister("nope", "a"),
-            Expect::InstanceNotFound("nope", "a"),
-        ),
+        (register(2, &web_a.clone().with_weight(0)), Expect::Invalid("weight")),
+        (deregister("web", "nope"), Expect::InstanceNotFound("web", "nope")),
+        (deregister("nope", "a"), Expect::InstanceNotFound("nope", "a")),
         (revoke(99), Expect::SessionNotFound(99)),
         (expire(&[99, 100]), Expect::Ok(3)),
         (expire(&[]), Expect::Ok(3)),
@@ -363,19 +276,12 @@ fn applying_is_deterministic() {
 
 #[test]
 fn create_session_uses_the_new_revision_as_id() {
-    let (registry, outcomes) =
-        run_with_state(&[create_with(1_000), create(), create_with(86_400_000)]);
+    let (registry, outcomes) = run_with_state(&[create_with(1_000), create(), create_with(86_400_000)]);
     let expected = [(2, ttl(1_000)), (3, Ttl::DEFAULT), (4, ttl(86_400_000))];
     assert_eq!(outcomes.len(), expected.len());
     for (outcome, (id, ttl)) in outcomes.iter().zip(expected) {
         assert_eq!(outcome.response, opened(id));
-        assert_eq!(
-            outcome.effects,
-            vec![Effect::SessionOpened {
-                session: sid(id),
-                ttl
-            }]
-        );
+        assert_eq!(outcome.effects, vec![Effect::SessionOpened { session: sid(id), ttl }]);
         let session = registry.sessions().get(&sid(id)).expect("session recorded");
         assert_eq!(session.id, sid(id));
         assert_eq!(session.ttl, ttl);
@@ -383,10 +289,7 @@ fn create_session_uses_the_new_revision_as_id() {
         assert!(session.instances.is_empty());
     }
     assert_eq!(registry.revision(), rev(4));
-    assert_eq!(
-        registry.sessions().keys().copied().collect::<Vec<_>>(),
-        vec![sid(2), sid(3), sid(4)]
-    );
+    assert_eq!(registry.sessions().keys().copied().collect::<Vec<_>>(), vec![sid(2), sid(3), sid(4)]);
 }
 
 #[test]
@@ -399,23 +302,14 @@ fn register_under_an_unknown_session_is_refused() {
         ("session id 0", vec![create()], 0, 2),
         ("revoked", vec![create(), revoke(2)], 2, 3),
         ("expired", vec![create(), expire(&[2])], 2, 3),
-        (
-            "revoked after registering",
-            vec![create(), register(2, &web), revoke(2)],
-            2,
-            4,
-        ),
+        ("revoked after registering", vec![create(), register(2, &web), revoke(2)], 2, 4),
     ];
     for (name, script, session, revision) in cases {
         let mut script = script.clone();
         script.push(register(*session, &web));
         let (registry, outcomes) = run_with_state(&script);
         let last = outcomes.last().expect("one outcome per command");
-        assert_eq!(
-            last.response,
-            Err(ApplyError::SessionNotFound(sid(*session))),
-            "{name}"
-        );
+        assert_eq!(last.response, Err(ApplyError::SessionNotFound(sid(*session))), "{name}");
         assert!(last.effects.is_empty(), "{name}");
         assert_eq!(registry.revision(), rev(*revision), "{name}");
         assert!(registry.services().is_empty(), "{name}");
@@ -433,44 +327,26 @@ fn revoke_removes_all_session_instances_in_one_revision() {
     let (registry, outcomes) = run_with_state(&script);
 
     let last = outcomes.last().expect("outcome");
-    assert_eq!(
-        last.response,
-        ok(8),
-        "revoking consumes exactly one revision"
-    );
+    assert_eq!(last.response, ok(8), "revoking consumes exactly one revision");
     let (closed, removed) = last.effects.split_last().expect("effects");
-    assert_eq!(
-        closed,
-        &Effect::SessionClosed { session: sid(2) },
-        "SessionClosed comes last"
-    );
+    assert_eq!(closed, &Effect::SessionClosed { session: sid(2) }, "SessionClosed comes last");
     assert_eq!(removed.len(), owned.len());
     let mut removed_keys = BTreeSet::new();
     for effect in removed {
         let Effect::InstanceRemoved { instance, revision } = effect else {
             panic!("expected InstanceRemoved, got {effect:?}");
         };
-        assert_eq!(
-            *revision,
-            rev(8),
-            "every removal carries the revocation's revision"
-        );
+        assert_eq!(*revision, rev(8), "every removal carries the revocation's revision");
         assert_eq!(instance.session, sid(2));
         removed_keys.insert((instance.service().clone(), instance.id().clone()));
     }
-    assert_eq!(
-        removed_keys,
-        BTreeSet::from([key("web", "a"), key("web", "b"), key("api", "a")])
-    );
+    assert_eq!(removed_keys, BTreeSet::from([key("web", "a"), key("web", "b"), key("api", "a")]));
 
     assert_eq!(registry.revision(), rev(8));
     assert!(!registry.sessions().contains_key(&sid(2)));
     assert_eq!(instance_keys(&registry), BTreeSet::from([key("web", "c")]));
     assert_eq!(service_names(&registry), vec!["web"]);
-    assert_eq!(
-        registry.service("web").expect("web")[&InstanceId::new("c").expect("id")],
-        instance(&other, 3, 7, 7)
-    );
+    assert_eq!(registry.service("web").expect("web")[&InstanceId::new("c").expect("id")], instance(&other, 3, 7, 7));
 }
 
 #[test]
@@ -490,22 +366,13 @@ fn expiring_several_sessions_takes_one_revision() {
     assert_eq!(
         last.effects,
         vec![
-            Effect::InstanceRemoved {
-                instance: instance(&spec("web", "b"), 3, 6, 6),
-                revision: rev(8)
-            },
+            Effect::InstanceRemoved { instance: instance(&spec("web", "b"), 3, 6, 6), revision: rev(8) },
             Effect::SessionClosed { session: sid(3) },
-            Effect::InstanceRemoved {
-                instance: instance(&spec("web", "a"), 2, 5, 5),
-                revision: rev(8)
-            },
+            Effect::InstanceRemoved { instance: instance(&spec("web", "a"), 2, 5, 5), revision: rev(8) },
             Effect::SessionClosed { session: sid(2) },
         ]
     );
-    assert_eq!(
-        registry.sessions().keys().copied().collect::<Vec<_>>(),
-        vec![sid(4)]
-    );
+    assert_eq!(registry.sessions().keys().copied().collect::<Vec<_>>(), vec![sid(4)]);
     assert_eq!(instance_keys(&registry), BTreeSet::from([key("web", "c")]));
 }
 
@@ -525,35 +392,25 @@ fn expire_sessions_ignores_unknown_ids() {
         let (registry, outcomes) = run_with_state(&[create(), create(), expire(ids)]);
         let last = outcomes.last().expect("outcome");
         assert_eq!(last.response, ok(*revision), "{ids:?}");
-        let expected: Vec<Effect> = closed
-            .iter()
-            .map(|&s| Effect::SessionClosed { session: sid(s) })
-            .collect();
+        let expected: Vec<Effect> = closed.iter().map(|&s| Effect::SessionClosed { session: sid(s) }).collect();
         assert_eq!(last.effects, expected, "{ids:?}");
         assert_eq!(registry.revision(), rev(*revision), "{ids:?}");
         let live: BTreeSet<u64> = registry.sessions().keys().map(|s| s.get()).collect();
-        let expected_live: BTreeSet<u64> =
-            [2, 3].into_iter().filter(|s| !closed.contains(s)).collect();
+        let expected_live: BTreeSet<u64> = [2, 3].into_iter().filter(|s| !closed.contains(s)).collect();
         assert_eq!(live, expected_live, "{ids:?}");
     }
 }
 
 #[test]
 fn revoke_of_an_unknown_session_is_refused() {
-    for (script, session) in [
-        (vec![], 1),
-        (vec![create()], 3),
-        (vec![create(), revoke(2)], 2),
-        (vec![create(), expire(&[2])], 2),
-    ] {
+    for (script, session) in
+        [(vec![], 1), (vec![create()], 3), (vec![create(), revoke(2)], 2), (vec![create(), expire(&[2])], 2)]
+    {
         let mut script = script;
         script.push(revoke(session));
         let steps = trace(&script);
         let (before, outcome, after) = steps.last().expect("step");
-        assert_eq!(
-            outcome.response,
-            Err(ApplyError::SessionNotFound(sid(session)))
-        );
+        assert_eq!(outcome.response, Err(ApplyError::SessionNotFound(sid(session))));
         assert!(outcome.effects.is_empty());
         assert_eq!(after, before);
     }
@@ -568,41 +425,12 @@ fn register_creates_then_updates_keeping_create_revision() {
     let v1 = spec("web", "a");
     let v2 = v1.clone().with_weight(200).with_tag("canary");
     let v3 = v2.clone().with_status(HealthStatus::Warning);
-    let (registry, outcomes) = run_with_state(&[
-        create(),
-        register(2, &v1),
-        register(2, &v2),
-        register(2, &v3),
-    ]);
+    let (registry, outcomes) = run_with_state(&[create(), register(2, &v1), register(2, &v2), register(2, &v3)]);
     let expected: [(Response, Vec<Effect>); 4] = [
-        (
-            opened(2),
-            vec![Effect::SessionOpened {
-                session: sid(2),
-                ttl: Ttl::DEFAULT,
-            }],
-        ),
-        (
-            ok(3),
-            vec![Effect::InstanceUpserted {
-                instance: instance(&v1, 2, 3, 3),
-                created: true,
-            }],
-        ),
-        (
-            ok(4),
-            vec![Effect::InstanceUpserted {
-                instance: instance(&v2, 2, 3, 4),
-                created: false,
-            }],
-        ),
-        (
-            ok(5),
-            vec![Effect::InstanceUpserted {
-                instance: instance(&v3, 2, 3, 5),
-                created: false,
-            }],
-        ),
+        (opened(2), vec![Effect::SessionOpened { session: sid(2), ttl: Ttl::DEFAULT }]),
+        (ok(3), vec![Effect::InstanceUpserted { instance: instance(&v1, 2, 3, 3), created: true }]),
+        (ok(4), vec![Effect::InstanceUpserted { instance: instance(&v2, 2, 3, 4), created: false }]),
+        (ok(5), vec![Effect::InstanceUpserted { instance: instance(&v3, 2, 3, 5), created: false }]),
     ];
     assert_eq!(outcomes.len(), expected.len());
     for (i, (outcome, (response, effects))) in outcomes.iter().zip(expected).enumerate() {
@@ -612,37 +440,19 @@ fn register_creates_then_updates_keeping_create_revision() {
 
     let web = registry.service("web").expect("web registered");
     assert_eq!(web.len(), 1);
-    assert_eq!(
-        web[&InstanceId::new("a").expect("id")],
-        instance(&v3, 2, 3, 5)
-    );
-    assert_eq!(
-        registry.sessions()[&sid(2)].instances,
-        BTreeSet::from([key("web", "a")])
-    );
+    assert_eq!(web[&InstanceId::new("a").expect("id")], instance(&v3, 2, 3, 5));
+    assert_eq!(registry.sessions()[&sid(2)].instances, BTreeSet::from([key("web", "a")]));
 }
 
 #[test]
 fn same_id_in_another_service_is_another_instance() {
-    let (registry, outcomes) = run_with_state(&[
-        create(),
-        register(2, &spec("web", "a")),
-        register(2, &spec("api", "a")),
-    ]);
+    let (registry, outcomes) =
+        run_with_state(&[create(), register(2, &spec("web", "a")), register(2, &spec("api", "a"))]);
     for outcome in &outcomes[1..] {
-        assert!(
-            matches!(
-                outcome.effects.as_slice(),
-                [Effect::InstanceUpserted { created: true, .. }]
-            ),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome.effects.as_slice(), [Effect::InstanceUpserted { created: true, .. }]), "{outcome:?}");
     }
     assert_eq!(service_names(&registry), vec!["api", "web"]);
-    assert_eq!(
-        registry.sessions()[&sid(2)].instances,
-        BTreeSet::from([key("web", "a"), key("api", "a")])
-    );
+    assert_eq!(registry.sessions()[&sid(2)].instances, BTreeSet::from([key("web", "a"), key("api", "a")]));
 }
 
 #[test]
@@ -656,39 +466,21 @@ fn default_instance_id_is_address_and_port() {
         (register(2, &v6), Expect::Ok(4)),
         (register(2, &host), Expect::Ok(5)),
     ]);
-    let ids: Vec<&str> = registry
-        .service("web")
-        .expect("web")
-        .keys()
-        .map(InstanceId::as_str)
-        .collect();
-    assert_eq!(
-        ids,
-        vec!["10.0.0.1:8080", "[fe80::1]:443", "db-1.internal:5432"]
-    );
+    let ids: Vec<&str> = registry.service("web").expect("web").keys().map(InstanceId::as_str).collect();
+    assert_eq!(ids, vec!["10.0.0.1:8080", "[fe80::1]:443", "db-1.internal:5432"]);
 }
 
 #[test]
 fn identical_reregistration_is_idempotent() {
-    let base = spec("web", "a")
-        .with_tag("blue")
-        .with_meta("version", "1")
-        .with_zone("eu-1")
-        .expect("zone");
+    let base = spec("web", "a").with_tag("blue").with_meta("version", "1").with_zone("eu-1").expect("zone");
     // (description, re-registered spec, whether it changes the instance)
     let cases: Vec<(&str, InstanceSpec, bool)> = vec![
         ("identical", base.clone(), false),
         (
             "rebuilt identically",
             {
-                let s = InstanceSpec::new("web", "10.0.0.1", 8080)
-                    .expect("spec")
-                    .with_id("a")
-                    .expect("id");
-                s.with_tag("blue")
-                    .with_meta("version", "1")
-                    .with_zone("eu-1")
-                    .expect("zone")
+                let s = InstanceSpec::new("web", "10.0.0.1", 8080).expect("spec").with_id("a").expect("id");
+                s.with_tag("blue").with_meta("version", "1").with_zone("eu-1").expect("zone")
             },
             false,
         ),
@@ -697,11 +489,7 @@ fn identical_reregistration_is_idempotent() {
         ("meta key", base.clone().with_meta("owner", "team"), true),
         ("weight", base.clone().with_weight(1), true),
         ("zone", base.clone().with_zone("eu-2").expect("zone"), true),
-        (
-            "status",
-            base.clone().with_status(HealthStatus::Critical),
-            true,
-        ),
+        ("status", base.clone().with_status(HealthStatus::Critical), true),
         (
             "port",
             {
@@ -728,10 +516,7 @@ fn identical_reregistration_is_idempotent() {
             assert_eq!(outcome.response, ok(4), "{name}");
             assert_eq!(
                 outcome.effects,
-                vec![Effect::InstanceUpserted {
-                    instance: instance(&again, 2, 3, 4),
-                    created: false
-                }],
+                vec![Effect::InstanceUpserted { instance: instance(&again, 2, 3, 4), created: false }],
                 "{name}"
             );
         } else {
@@ -759,27 +544,17 @@ fn registration_from_another_session_takes_the_instance_over() {
     assert_eq!(outcomes[3].response, ok(5), "takeover is not idempotent");
     assert_eq!(
         outcomes[3].effects,
-        vec![Effect::InstanceUpserted {
-            instance: instance(&web_a, 3, 4, 5),
-            created: false
-        }]
+        vec![Effect::InstanceUpserted { instance: instance(&web_a, 3, 4, 5), created: false }]
     );
     let after_takeover = &steps[3].2;
     assert!(after_takeover.sessions()[&sid(2)].instances.is_empty());
-    assert_eq!(
-        after_takeover.sessions()[&sid(3)].instances,
-        BTreeSet::from([key("web", "a")])
-    );
+    assert_eq!(after_takeover.sessions()[&sid(3)].instances, BTreeSet::from([key("web", "a")]));
 
     assert_eq!(outcomes[4].response, ok(6));
-    assert_eq!(
-        outcomes[4].effects,
-        vec![Effect::SessionClosed { session: sid(2) }]
-    );
+    assert_eq!(outcomes[4].effects, vec![Effect::SessionClosed { session: sid(2) }]);
     let after_old_revoke = &steps[4].2;
     assert_eq!(
-        after_old_revoke.service("web").expect("still registered")
-            [&InstanceId::new("a").expect("id")],
+        after_old_revoke.service("web").expect("still registered")[&InstanceId::new("a").expect("id")],
         instance(&web_a, 3, 4, 5)
     );
 
@@ -787,10 +562,7 @@ fn registration_from_another_session_takes_the_instance_over() {
     assert_eq!(
         outcomes[5].effects,
         vec![
-            Effect::InstanceRemoved {
-                instance: instance(&web_a, 3, 4, 5),
-                revision: rev(7)
-            },
+            Effect::InstanceRemoved { instance: instance(&web_a, 3, 4, 5), revision: rev(7) },
             Effect::SessionClosed { session: sid(3) },
         ]
     );
@@ -807,15 +579,9 @@ fn takeover_then_expiry_of_the_old_session_keeps_the_instance() {
         register(3, &web_a.clone().with_weight(5)),
         expire(&[2]),
     ]);
-    assert_eq!(
-        outcomes[4].effects,
-        vec![Effect::SessionClosed { session: sid(2) }]
-    );
+    assert_eq!(outcomes[4].effects, vec![Effect::SessionClosed { session: sid(2) }]);
     assert_eq!(instance_keys(&registry), BTreeSet::from([key("web", "a")]));
-    assert_eq!(
-        registry.service("web").expect("web")[&InstanceId::new("a").expect("id")].session,
-        sid(3)
-    );
+    assert_eq!(registry.service("web").expect("web")[&InstanceId::new("a").expect("id")].session, sid(3));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -830,17 +596,9 @@ fn deregister_of_an_unknown_instance_is_refused() {
         (vec![], "web", "a"),
         (vec![create(), register(2, &web_a)], "web", "b"),
         (vec![create(), register(2, &web_a)], "api", "a"),
-        (
-            vec![create(), register(2, &web_a), deregister("web", "a")],
-            "web",
-            "a",
-        ),
+        (vec![create(), register(2, &web_a), deregister("web", "a")], "web", "a"),
         (vec![create(), register(2, &web_a), revoke(2)], "web", "a"),
-        (
-            vec![create(), register(2, &web_a), expire(&[2])],
-            "web",
-            "a",
-        ),
+        (vec![create(), register(2, &web_a), expire(&[2])], "web", "a"),
     ];
     for (script, service, id) in cases {
         let mut script = script.clone();
@@ -848,11 +606,7 @@ fn deregister_of_an_unknown_instance_is_refused() {
         let steps = trace(&script);
         let (before, outcome, after) = steps.last().expect("step");
         let (service, id) = key(service, id);
-        assert_eq!(
-            outcome.response,
-            Err(ApplyError::InstanceNotFound { service, id }),
-            "{script:?}"
-        );
+        assert_eq!(outcome.response, Err(ApplyError::InstanceNotFound { service, id }), "{script:?}");
         assert!(outcome.effects.is_empty());
         assert_eq!(after, before);
     }
@@ -862,29 +616,18 @@ fn deregister_of_an_unknown_instance_is_refused() {
 fn deregister_removes_the_instance_from_its_session() {
     let web_a = spec("web", "a");
     let web_b = spec("web", "b");
-    let (registry, outcomes) = run_with_state(&[
-        create(),
-        register(2, &web_a),
-        register(2, &web_b),
-        deregister("web", "a"),
-        revoke(2),
-    ]);
+    let (registry, outcomes) =
+        run_with_state(&[create(), register(2, &web_a), register(2, &web_b), deregister("web", "a"), revoke(2)]);
     assert_eq!(outcomes[3].response, ok(5));
     assert_eq!(
         outcomes[3].effects,
-        vec![Effect::InstanceRemoved {
-            instance: instance(&web_a, 2, 3, 3),
-            revision: rev(5)
-        }]
+        vec![Effect::InstanceRemoved { instance: instance(&web_a, 2, 3, 3), revision: rev(5) }]
     );
     assert_eq!(outcomes[4].response, ok(6));
     assert_eq!(
         outcomes[4].effects,
         vec![
-            Effect::InstanceRemoved {
-                instance: instance(&web_b, 2, 4, 4),
-                revision: rev(6)
-            },
+            Effect::InstanceRemoved { instance: instance(&web_b, 2, 4, 4), revision: rev(6) },
             Effect::SessionClosed { session: sid(2) },
         ],
         "the deregistered instance is not removed a second time"
@@ -909,21 +652,13 @@ fn a_service_disappears_with_its_last_instance() {
         (expire(&[2]), &[]),
     ];
     let commands: Vec<Command> = table.iter().map(|(c, _)| c.clone()).collect();
-    for (i, ((_, outcome, after), (_, services))) in trace(&commands).iter().zip(table).enumerate()
-    {
+    for (i, ((_, outcome, after), (_, services))) in trace(&commands).iter().zip(table).enumerate() {
         assert!(outcome.response.is_ok(), "step {i}: {:?}", outcome.response);
         assert_eq!(service_names(after), services.to_vec(), "step {i}");
         for name in ["web", "api", "db"] {
-            assert_eq!(
-                after.service(name).is_some(),
-                services.contains(&name),
-                "step {i}: {name}"
-            );
+            assert_eq!(after.service(name).is_some(), services.contains(&name), "step {i}: {name}");
             if let Some(instances) = after.service(name) {
-                assert!(
-                    !instances.is_empty(),
-                    "step {i}: {name} listed without instances"
-                );
+                assert!(!instances.is_empty(), "step {i}: {name} listed without instances");
             }
         }
     }
@@ -944,65 +679,19 @@ fn apply_validates_the_spec() {
     // (description, spec, rejected field)
     let cases: Vec<(&str, InstanceSpec, &str)> = vec![
         ("weight 0", base.clone().with_weight(0), "weight"),
-        (
-            "weight above max",
-            base.clone().with_weight(10_001),
-            "weight",
-        ),
-        (
-            "weight u32::MAX",
-            base.clone().with_weight(u32::MAX),
-            "weight",
-        ),
+        ("weight above max", base.clone().with_weight(10_001), "weight"),
+        ("weight u32::MAX", base.clone().with_weight(u32::MAX), "weight"),
         ("empty tag", base.clone().with_tag(""), "tags"),
-        (
-            "tag with control char",
-            base.clone().with_tag("a\nb"),
-            "tags",
-        ),
-        (
-            "tag too long",
-            base.clone().with_tag("t".repeat(256)),
-            "tags",
-        ),
-        (
-            "too many tags",
-            (0..65).fold(base.clone(), |s, i| s.with_tag(format!("t{i}"))),
-            "tags",
-        ),
-        (
-            "meta key with space",
-            base.clone().with_meta("bad key", "v"),
-            "meta",
-        ),
+        ("tag with control char", base.clone().with_tag("a\nb"), "tags"),
+        ("tag too long", base.clone().with_tag("t".repeat(256)), "tags"),
+        ("too many tags", (0..65).fold(base.clone(), |s, i| s.with_tag(format!("t{i}"))), "tags"),
+        ("meta key with space", base.clone().with_meta("bad key", "v"), "meta"),
         ("empty meta key", base.clone().with_meta("", "v"), "meta"),
-        (
-            "meta value with newline",
-            base.clone().with_meta("k", "a\nb"),
-            "meta",
-        ),
-        (
-            "meta too large",
-            base.clone()
-                .with_meta("a", "v".repeat(9000))
-                .with_meta("b", "v".repeat(9000)),
-            "meta",
-        ),
-        (
-            "too many meta pairs",
-            (0..65).fold(base.clone(), |s, i| s.with_meta(format!("k{i}"), "")),
-            "meta",
-        ),
-        (
-            "bad address",
-            with(|s| s.address = "under_score".to_string()),
-            "address",
-        ),
-        (
-            "empty address",
-            with(|s| s.address = String::new()),
-            "address",
-        ),
+        ("meta value with newline", base.clone().with_meta("k", "a\nb"), "meta"),
+        ("meta too large", base.clone().with_meta("a", "v".repeat(9000)).with_meta("b", "v".repeat(9000)), "meta"),
+        ("too many meta pairs", (0..65).fold(base.clone(), |s, i| s.with_meta(format!("k{i}"), "")), "meta"),
+        ("bad address", with(|s| s.address = "under_score".to_string()), "address"),
+        ("empty address", with(|s| s.address = String::new()), "address"),
         ("port 0", with(|s| s.port = 0), "port"),
     ];
     for (name, bad, field) in cases {
@@ -1021,25 +710,10 @@ fn apply_validates_the_spec() {
     let registry = run_table(&[
         (create(), Expect::Opened(2)),
         (register(2, &base.clone().with_weight(1)), Expect::Ok(3)),
-        (
-            register(2, &base.clone().with_weight(10_000)),
-            Expect::Ok(4),
-        ),
-        (
-            register(2, &base.clone().with_meta("k", "tab\tis fine")),
-            Expect::Ok(5),
-        ),
-        (
-            register(
-                2,
-                &(0..64).fold(base.clone(), |s, i| s.with_tag(format!("t{i}"))),
-            ),
-            Expect::Ok(6),
-        ),
-        (
-            register(2, &base.clone().with_weight(0)),
-            Expect::Invalid("weight"),
-        ),
+        (register(2, &base.clone().with_weight(10_000)), Expect::Ok(4)),
+        (register(2, &base.clone().with_meta("k", "tab\tis fine")), Expect::Ok(5)),
+        (register(2, &(0..64).fold(base.clone(), |s, i| s.with_tag(format!("t{i}")))), Expect::Ok(6)),
+        (register(2, &base.clone().with_weight(0)), Expect::Invalid("weight")),
     ]);
     assert_eq!(registry.revision(), rev(6));
 }
@@ -1047,21 +721,12 @@ fn apply_validates_the_spec() {
 #[test]
 fn session_ids_must_be_fresh_and_non_zero() {
     let mut registry = Registry::new();
-    let make = |id: u64| Command::CreateSession {
-        session: sid(id),
-        ttl: Ttl::DEFAULT,
-    };
-    assert_eq!(
-        registry.apply(&make(0)).response,
-        Err(ApplyError::SessionIdTaken(sid(0)))
-    );
+    let make = |id: u64| Command::CreateSession { session: sid(id), ttl: Ttl::DEFAULT };
+    assert_eq!(registry.apply(&make(0)).response, Err(ApplyError::SessionIdTaken(sid(0))));
     assert!(registry.apply(&make(0xfeed)).response.is_ok());
     let before = registry.clone();
     let outcome = registry.apply(&make(0xfeed));
-    assert_eq!(
-        outcome.response,
-        Err(ApplyError::SessionIdTaken(sid(0xfeed)))
-    );
+    assert_eq!(outcome.response, Err(ApplyError::SessionIdTaken(sid(0xfeed))));
     assert!(outcome.effects.is_empty());
     assert_eq!(registry, before, "a refused create changes nothing");
 }

@@ -14,12 +14,7 @@ pub fn instance_from_core(i: &Instance) -> v1::Instance {
         tags: i.spec.tags.clone(),
         meta: i.spec.meta.clone().into_iter().collect(),
         weight: Some(i.spec.weight),
-        zone: i
-            .spec
-            .zone
-            .as_ref()
-            .map(|z| z.to_string())
-            .unwrap_or_default(),
+        zone: i.spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
         status: status_from_core(i.spec.status) as i32,
         session_id: i.session.get(),
         create_revision: i.create_revision.get(),
@@ -46,10 +41,7 @@ pub fn spec_from_wire(w: &v1::Instance) -> Result<InstanceSpec, ValidationError>
         spec = spec.with_meta(k.clone(), v.clone());
     }
     let status = v1::HealthStatus::try_from(w.status).map_err(|_| {
-        ValidationError::new(
-            "status",
-            format!("must be passing, warning or critical (got {})", w.status),
-        )
+        ValidationError::new("status", format!("must be passing, warning or critical (got {})", w.status))
     })?;
     spec = spec.with_status(status_to_core(status));
     spec.validate()?;

@@ -102,12 +102,8 @@ impl ServerConfig {
         if self.watch_buffer == 0 || self.watch_history == 0 {
             return err("watch_buffer and watch_history must be at least 1");
         }
-        if self.raft.heartbeat_interval.is_zero()
-            || self.raft.election_timeout <= self.raft.heartbeat_interval
-        {
-            return err(
-                "election_timeout must be greater than heartbeat_interval (and both non-zero)",
-            );
+        if self.raft.heartbeat_interval.is_zero() || self.raft.election_timeout <= self.raft.heartbeat_interval {
+            return err("election_timeout must be greater than heartbeat_interval (and both non-zero)");
         }
         if self.raft.snapshot_every == 0 || self.raft.purge_batch == 0 {
             return err("snapshot_every and purge_batch must be at least 1");

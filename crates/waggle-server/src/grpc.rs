@@ -7,9 +7,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use waggle_core::{
-    Command, HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl, ValidationError,
-};
+use waggle_core::{Command, HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl, ValidationError};
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use crate::{
@@ -49,10 +47,7 @@ impl SessionIds {
 
     fn next(&self) -> SessionId {
         use rand::Rng;
-        let mut rng = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rng = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         SessionId::new(rng.random_range(1..=u64::MAX))
     }
 }
@@ -63,9 +58,7 @@ fn invalid(e: ValidationError) -> Status {
 
 fn session_id(raw: u64) -> Result<SessionId, Status> {
     if raw == 0 {
-        return Err(Status::invalid_argument(
-            "invalid session_id: required (create a session first)",
-        ));
+        return Err(Status::invalid_argument("invalid session_id: required (create a session first)"));
     }
     Ok(SessionId::new(raw))
 }
@@ -84,10 +77,7 @@ fn deltas_message(batch: &Batch) -> v1::WatchResponse {
         })
         .collect();
     v1::WatchResponse {
-        event: Some(v1::watch_response::Event::Deltas(v1::Deltas {
-            revision: batch.revision.get(),
-            deltas,
-        })),
+        event: Some(v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas })),
     }
 }
 
@@ -96,10 +86,7 @@ fn deltas_message(batch: &Batch) -> v1::WatchResponse {
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// A snapshot as one or more messages (see `Snapshot.continued`).
-fn snapshot_messages(
-    revision: Revision,
-    instances: &[Arc<waggle_core::Instance>],
-) -> Vec<v1::WatchResponse> {
+fn snapshot_messages(revision: Revision, instances: &[Arc<waggle_core::Instance>]) -> Vec<v1::WatchResponse> {
     let mut chunks = vec![Vec::new()];
     let mut size = 0;
     for instance in instances {
@@ -143,22 +130,12 @@ impl v1::registry_server::Registry for RegistryService {
         let mut attempts = 0;
         let applied = loop {
             let session = self.session_ids.next();
-            match self
-                .consensus
-                .propose(Command::CreateSession { session, ttl })
-                .await
-            {
-                Err(ProposeError::Refused(r))
-                    if r.kind == RefusalKind::Conflict && attempts < 3 =>
-                {
-                    attempts += 1
-                }
+            match self.consensus.propose(Command::CreateSession { session, ttl }).await {
+                Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
                 other => break other?,
             }
         };
-        let session = applied
-            .session
-            .ok_or_else(|| Status::internal("session was not created"))?;
+        let session = applied.session.ok_or_else(|| Status::internal("session was not created"))?;
         Ok(Response::new(v1::CreateSessionResponse {
             session_id: session.get(),
             ttl_ms: ttl.as_millis(),
@@ -213,30 +190,17 @@ impl v1::registry_server::Registry for RegistryService {
         request: Request<v1::RevokeSessionRequest>,
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
         let session = session_id(request.get_ref().session_id)?;
-        let applied = self
-            .consensus
-            .propose(Command::RevokeSession { session })
-            .await?;
-        Ok(Response::new(v1::RevokeSessionResponse {
-            revision: applied.revision.get(),
-        }))
+        let applied = self.consensus.propose(Command::RevokeSession { session }).await?;
+        Ok(Response::new(v1::RevokeSessionResponse { revision: applied.revision.get() }))
     }
 
-    async fn register(
-        &self,
-        request: Request<v1::RegisterRequest>,
-    ) -> Result<Response<v1::RegisterResponse>, Status> {
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
         let req = request.into_inner();
         let session = session_id(req.session_id)?;
-        let wire = req
-            .instance
-            .ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
+        let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
         let spec = spec_from_wire(&wire).map_err(invalid)?;
         let (service, id) = (spec.service.clone(), spec.id.clone());
-        let applied = self
-            .consensus
-            .propose(Command::Register { session, spec })
-            .await?;
+        let applied = self.consensus.propose(Command::Register { session, spec }).await?;
         let (_, instances) = self.hub.service(&service);
         Ok(Response::new(v1::RegisterResponse {
             revision: applied.revision.get(),
@@ -251,13 +215,8 @@ impl v1::registry_server::Registry for RegistryService {
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         let id = InstanceId::new(&req.id).map_err(invalid)?;
-        let applied = self
-            .consensus
-            .propose(Command::Deregister { service, id })
-            .await?;
-        Ok(Response::new(v1::DeregisterResponse {
-            revision: applied.revision.get(),
-        }))
+        let applied = self.consensus.propose(Command::Deregister { service, id }).await?;
+        Ok(Response::new(v1::DeregisterResponse { revision: applied.revision.get() }))
     }
 
     async fn list_services(
@@ -268,27 +227,18 @@ impl v1::registry_server::Registry for RegistryService {
         let services = services
             .into_iter()
             .map(|(name, instances)| {
-                let mut tags: Vec<String> = instances
-                    .values()
-                    .flat_map(|i| i.spec.tags.iter().cloned())
-                    .collect();
+                let mut tags: Vec<String> = instances.values().flat_map(|i| i.spec.tags.iter().cloned()).collect();
                 tags.sort();
                 tags.dedup();
                 v1::ServiceSummary {
                     name: name.to_string(),
                     instances: instances.len() as u32,
-                    passing: instances
-                        .values()
-                        .filter(|i| i.spec.status == HealthStatus::Passing)
-                        .count() as u32,
+                    passing: instances.values().filter(|i| i.spec.status == HealthStatus::Passing).count() as u32,
                     tags,
                 }
             })
             .collect();
-        Ok(Response::new(v1::ListServicesResponse {
-            revision: revision.get(),
-            services,
-        }))
+        Ok(Response::new(v1::ListServicesResponse { revision: revision.get(), services }))
     }
 
     async fn get_service(
@@ -303,24 +253,15 @@ impl v1::registry_server::Registry for RegistryService {
             .filter(|i| req.include_unhealthy || i.spec.status == HealthStatus::Passing)
             .map(|i| instance_from_core(i))
             .collect();
-        Ok(Response::new(v1::GetServiceResponse {
-            revision: revision.get(),
-            instances,
-        }))
+        Ok(Response::new(v1::GetServiceResponse { revision: revision.get(), instances }))
     }
 
     type WatchStream = BoxStream<v1::WatchResponse>;
 
-    async fn watch(
-        &self,
-        request: Request<v1::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.get_ref();
-        let service = if req.service.is_empty() {
-            None
-        } else {
-            Some(ServiceName::new(&req.service).map_err(invalid)?)
-        };
+        let service =
+            if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
         let from = (req.from_revision > 0).then(|| Revision::new(req.from_revision));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let hub = self.hub.clone();
@@ -346,10 +287,7 @@ async fn pump_watch(
         let sub = hub.subscribe(service.as_ref(), from);
         let mut rx = sub.rx;
         let mut last = match sub.start {
-            Start::Snapshot {
-                revision,
-                instances,
-            } => {
+            Start::Snapshot { revision, instances } => {
                 for message in snapshot_messages(revision, &instances) {
                     if tx.send(Ok(message)).await.is_err() {
                         return;
@@ -365,11 +303,7 @@ async fn pump_watch(
                 }
                 // Always end the start with a message at `current`, so a resumed watcher learns
                 // it is up to date even when nothing changed while it was away.
-                let up_to_date = Batch {
-                    revision: current,
-                    changes: Vec::new(),
-                    resync: false,
-                };
+                let up_to_date = Batch { revision: current, changes: Vec::new(), resync: false };
                 if batches.last().is_none_or(|b| b.revision < current)
                     && tx.send(Ok(deltas_message(&up_to_date))).await.is_err()
                 {

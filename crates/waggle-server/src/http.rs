@@ -14,9 +14,7 @@ struct AppState {
 }
 
 pub(crate) fn router(consensus: Arc<Consensus>, hub: Arc<WatchHub>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .with_state(AppState { consensus, hub })
+    Router::new().route("/health", get(health)).with_state(AppState { consensus, hub })
 }
 
 /// 200 with `{"status":"ok",...}` when the node knows a leader; 503 otherwise.
@@ -29,10 +27,6 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
         "revision": state.hub.revision().get(),
         "raft": status,
     });
-    let code = if leader.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if leader.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body))
 }

@@ -29,9 +29,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use waggle_core::Revision;
 
-pub use config::{
-    DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig,
-};
+pub use config::{DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig};
 pub use error::ServerError;
 
 use crate::{
@@ -79,9 +77,7 @@ pub struct Server {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
 impl Server {
@@ -90,30 +86,18 @@ impl Server {
         config.validate()?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        let grpc_addr = grpc_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                addr: config.grpc_addr,
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        let grpc_addr =
+            grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.grpc_addr, source })?;
+        let http_addr =
+            http_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
         let mut config = config;
         config.grpc_addr = grpc_addr;
         config.http_addr = http_addr;
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
-        let hub = Arc::new(WatchHub::new(HubLimits {
-            buffer: config.watch_buffer,
-            history: config.watch_history,
-        }));
+        let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
         let clock = Arc::new(SessionClock::new());
-        let consensus =
-            Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);
+        let consensus = Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);
         tracing::info!(data = %storage.path().display(), revision = %hub.revision(), "registry ready");
 
         let shutdown = CancellationToken::new();
@@ -133,13 +117,8 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         let grpc = tonic::transport::Server::builder()
-            .add_service(waggle_proto::v1::registry_server::RegistryServer::new(
-                service,
-            ))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                shutdown.clone().cancelled_owned(),
-            );
+            .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!("gRPC server failed: {e}");
@@ -154,15 +133,7 @@ impl Server {
             }
         }));
 
-        Ok(Server {
-            grpc_addr,
-            http_addr,
-            data_dir: config.data_dir,
-            consensus,
-            hub,
-            shutdown,
-            tasks,
-        })
+        Ok(Server { grpc_addr, http_addr, data_dir: config.data_dir, consensus, hub, shutdown, tasks })
     }
 
     /// The bound gRPC address.
@@ -194,9 +165,7 @@ impl Server {
     pub async fn snapshot(&self) -> Result<u64, ServerError> {
         let index = self.consensus.last_applied();
         self.consensus.trigger_snapshot().await?;
-        self.consensus
-            .wait_snapshot(index, std::time::Duration::from_secs(10))
-            .await?;
+        self.consensus.wait_snapshot(index, std::time::Duration::from_secs(10)).await?;
         Ok(self.consensus.snapshot_index().unwrap_or(0))
     }
 

@@ -37,13 +37,7 @@ impl SessionClock {
 
     /// Starts tracking a new session with a full TTL.
     pub(crate) fn track(&self, id: SessionId, ttl: Ttl) {
-        self.leases().insert(
-            id,
-            Lease {
-                ttl,
-                deadline: Instant::now() + ttl.as_duration(),
-            },
-        );
+        self.leases().insert(id, Lease { ttl, deadline: Instant::now() + ttl.as_duration() });
     }
 
     /// Stops tracking a session that ended.
@@ -56,15 +50,7 @@ impl SessionClock {
         let now = Instant::now();
         let mut leases = self.leases();
         leases.clear();
-        leases.extend(sessions.map(|(id, ttl)| {
-            (
-                id,
-                Lease {
-                    ttl,
-                    deadline: now + ttl.as_duration(),
-                },
-            )
-        }));
+        leases.extend(sessions.map(|(id, ttl)| (id, Lease { ttl, deadline: now + ttl.as_duration() })));
     }
 
     /// Gives every session a full TTL from now (after this node becomes leader).
@@ -85,12 +71,8 @@ impl SessionClock {
 
     /// Sessions whose deadline has passed.
     pub(crate) fn expired(&self, now: Instant) -> Vec<SessionId> {
-        let mut ids: Vec<SessionId> = self
-            .leases()
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids: Vec<SessionId> =
+            self.leases().iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids
     }
@@ -139,17 +121,11 @@ pub(crate) async fn run_expiry(
             continue;
         }
         if !consensus.confirm_leadership().await {
-            tracing::warn!(
-                n = expired.len(),
-                "could not confirm leadership with a quorum; not expiring sessions"
-            );
+            tracing::warn!(n = expired.len(), "could not confirm leadership with a quorum; not expiring sessions");
             continue;
         }
         tracing::info!(sessions = ?expired, "expiring sessions");
-        if let Err(e) = consensus
-            .propose(Command::ExpireSessions { sessions: expired })
-            .await
-        {
+        if let Err(e) = consensus.propose(Command::ExpireSessions { sessions: expired }).await {
             tracing::warn!("expiry proposal failed: {e}");
         }
     }
@@ -168,17 +144,11 @@ mod tests {
         tokio::time::advance(Duration::from_millis(900)).await;
         assert_eq!(clock.keepalive(a).map(Ttl::as_millis), Some(1_000));
         tokio::time::advance(Duration::from_millis(900)).await;
-        assert!(
-            clock.expired(Instant::now()).is_empty(),
-            "keepalive pushed a's deadline"
-        );
+        assert!(clock.expired(Instant::now()).is_empty(), "keepalive pushed a's deadline");
         tokio::time::advance(Duration::from_millis(200)).await;
         assert_eq!(clock.expired(Instant::now()), vec![a]);
         clock.grant_grace();
-        assert!(
-            clock.expired(Instant::now()).is_empty(),
-            "grace renews every session"
-        );
+        assert!(clock.expired(Instant::now()).is_empty(), "grace renews every session");
         tokio::time::advance(Duration::from_millis(5_000)).await;
         assert_eq!(clock.expired(Instant::now()), vec![a, b]);
         clock.forget(a);

@@ -39,16 +39,10 @@ pub(crate) struct Batch {
 /// How a subscription starts.
 pub(crate) enum Start {
     /// Everything the subscriber should know, at a revision.
-    Snapshot {
-        revision: Revision,
-        instances: Vec<Arc<Instance>>,
-    },
+    Snapshot { revision: Revision, instances: Vec<Arc<Instance>> },
     /// The batches after the subscriber's resume revision `from` (possibly none), and the
     /// revision the subscriber is up to date with once it has them.
-    Replay {
-        current: Revision,
-        batches: Vec<Arc<Batch>>,
-    },
+    Replay { current: Revision, batches: Vec<Arc<Batch>> },
 }
 
 /// A new subscription: its start and the receiver of later batches. Batches whose revision is
@@ -67,11 +61,7 @@ struct Topic {
 
 impl Topic {
     fn new(capacity: usize, revision: Revision) -> Self {
-        Topic {
-            tx: broadcast::channel(capacity).0,
-            history: VecDeque::new(),
-            floor: revision,
-        }
+        Topic { tx: broadcast::channel(capacity).0, history: VecDeque::new(), floor: revision }
     }
 
     fn send(&mut self, batch: Arc<Batch>, history_len: usize) {
@@ -88,11 +78,7 @@ impl Topic {
     fn resync(&mut self, revision: Revision) {
         self.history.clear();
         self.floor = revision;
-        let _ = self.tx.send(Arc::new(Batch {
-            revision,
-            changes: Vec::new(),
-            resync: true,
-        }));
+        let _ = self.tx.send(Arc::new(Batch { revision, changes: Vec::new(), resync: true }));
     }
 
     fn subscribe(
@@ -103,19 +89,10 @@ impl Topic {
     ) -> Subscription {
         let rx = self.tx.subscribe();
         let start = match from {
-            Some(from) if from >= self.floor && from <= current => Start::Replay {
-                current,
-                batches: self
-                    .history
-                    .iter()
-                    .filter(|b| b.revision > from)
-                    .cloned()
-                    .collect(),
-            },
-            _ => Start::Snapshot {
-                revision: current,
-                instances: snapshot(),
-            },
+            Some(from) if from >= self.floor && from <= current => {
+                Start::Replay { current, batches: self.history.iter().filter(|b| b.revision > from).cloned().collect() }
+            }
+            _ => Start::Snapshot { revision: current, instances: snapshot() },
         };
         Subscription { start, rx }
     }
@@ -172,14 +149,7 @@ impl WatchHub {
     /// One service's instances (empty if unknown) and the current revision.
     pub(crate) fn service(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>) {
         let state = self.state();
-        (
-            state.revision,
-            state
-                .services
-                .get(name)
-                .map(|v| v.instances.clone())
-                .unwrap_or_default(),
-        )
+        (state.revision, state.services.get(name).map(|v| v.instances.clone()).unwrap_or_default())
     }
 
     /// Every service with instances, sorted by name, and the current revision.
@@ -196,11 +166,7 @@ impl WatchHub {
     }
 
     /// Subscribes to one service (`Some`) or to all services (`None`).
-    pub(crate) fn subscribe(
-        &self,
-        service: Option<&ServiceName>,
-        from: Option<Revision>,
-    ) -> Subscription {
+    pub(crate) fn subscribe(&self, service: Option<&ServiceName>, from: Option<Revision>) -> Subscription {
         let mut guard = self.state();
         let state = &mut *guard;
         let current = state.revision;
@@ -208,10 +174,8 @@ impl WatchHub {
             None => {
                 let services = &state.services;
                 state.all.subscribe(from, current, || {
-                    let mut all: Vec<Arc<Instance>> = services
-                        .values()
-                        .flat_map(|v| v.instances.values().cloned())
-                        .collect();
+                    let mut all: Vec<Arc<Instance>> =
+                        services.values().flat_map(|v| v.instances.values().cloned()).collect();
                     all.sort_by(|a, b| (a.service(), a.id()).cmp(&(b.service(), b.id())));
                     all
                 })
@@ -220,9 +184,7 @@ impl WatchHub {
                 let buffer = self.limits.buffer;
                 let view = state.services.entry(name.clone()).or_default();
                 let instances = view.instances.clone();
-                let topic = view
-                    .topic
-                    .get_or_insert_with(|| Topic::new(buffer, current));
+                let topic = view.topic.get_or_insert_with(|| Topic::new(buffer, current));
                 topic.subscribe(from, current, || instances.values().cloned().collect())
             }
         }
@@ -234,23 +196,15 @@ impl WatchHub {
         for effect in effects {
             let change = match effect {
                 Effect::InstanceUpserted { instance, created } => Change {
-                    kind: if *created {
-                        ChangeKind::Added
-                    } else {
-                        ChangeKind::Updated
-                    },
+                    kind: if *created { ChangeKind::Added } else { ChangeKind::Updated },
                     instance: instance.clone(),
                 },
-                Effect::InstanceRemoved { instance, .. } => Change {
-                    kind: ChangeKind::Removed,
-                    instance: instance.clone(),
-                },
+                Effect::InstanceRemoved { instance, .. } => {
+                    Change { kind: ChangeKind::Removed, instance: instance.clone() }
+                }
                 Effect::SessionOpened { .. } | Effect::SessionClosed { .. } => continue,
             };
-            per_service
-                .entry(change.instance.service().clone())
-                .or_default()
-                .push(change);
+            per_service.entry(change.instance.service().clone()).or_default().push(change);
         }
         let revision = registry.revision();
         let history = self.limits.history;
@@ -266,31 +220,14 @@ impl WatchHub {
             let view = state.services.entry(name.clone()).or_default();
             view.instances = instances;
             if let Some(topic) = &mut view.topic {
-                topic.send(
-                    Arc::new(Batch {
-                        revision,
-                        changes,
-                        resync: false,
-                    }),
-                    history,
-                );
+                topic.send(Arc::new(Batch { revision, changes, resync: false }), history);
             }
-            let unwatched = view
-                .topic
-                .as_ref()
-                .is_none_or(|t| t.tx.receiver_count() == 0);
+            let unwatched = view.topic.as_ref().is_none_or(|t| t.tx.receiver_count() == 0);
             if view.instances.is_empty() && unwatched {
                 state.services.remove(&name);
             }
         }
-        state.all.send(
-            Arc::new(Batch {
-                revision,
-                changes: all_changes,
-                resync: false,
-            }),
-            history,
-        );
+        state.all.send(Arc::new(Batch { revision, changes: all_changes, resync: false }), history);
     }
 
     /// Replaces every view with the registry's state (startup, snapshot install) and tells every
@@ -300,9 +237,7 @@ impl WatchHub {
         let state = &mut *guard;
         let revision = registry.revision();
         state.revision = revision;
-        state
-            .services
-            .retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
+        state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {
             view.instances = Arc::default();
             if let Some(topic) = &mut view.topic {

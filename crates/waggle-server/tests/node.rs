@@ -20,66 +20,29 @@ async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
 }
 
 async fn rpc(server: &Server) -> RegistryClient<Channel> {
-    RegistryClient::connect(format!("http://{}", server.grpc_addr()))
-        .await
-        .expect("connects")
+    RegistryClient::connect(format!("http://{}", server.grpc_addr())).await.expect("connects")
 }
 
 fn instance(service: &str, address: &str, port: u32) -> v1::Instance {
-    v1::Instance {
-        service: service.into(),
-        address: address.into(),
-        port,
-        ..Default::default()
-    }
+    v1::Instance { service: service.into(), address: address.into(), port, ..Default::default() }
 }
 
 async fn session(client: &mut RegistryClient<Channel>, ttl_ms: u64) -> u64 {
-    client
-        .create_session(v1::CreateSessionRequest {
-            ttl_ms: Some(ttl_ms),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session_id
+    client.create_session(v1::CreateSessionRequest { ttl_ms: Some(ttl_ms) }).await.unwrap().into_inner().session_id
 }
 
-async fn register(
-    client: &mut RegistryClient<Channel>,
-    session_id: u64,
-    instance: v1::Instance,
-) -> u64 {
-    let req = v1::RegisterRequest {
-        session_id,
-        instance: Some(instance),
-    };
+async fn register(client: &mut RegistryClient<Channel>, session_id: u64, instance: v1::Instance) -> u64 {
+    let req = v1::RegisterRequest { session_id, instance: Some(instance) };
     client.register(req).await.unwrap().into_inner().revision
 }
 
 /// Everything a client can read, for comparing states.
 async fn dump(client: &mut RegistryClient<Channel>) -> BTreeMap<String, Vec<v1::Instance>> {
-    let services = client
-        .list_services(v1::ListServicesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .services;
+    let services = client.list_services(v1::ListServicesRequest {}).await.unwrap().into_inner().services;
     let mut out = BTreeMap::new();
     for s in services {
-        let req = v1::GetServiceRequest {
-            service: s.name.clone(),
-            include_unhealthy: true,
-        };
-        out.insert(
-            s.name,
-            client
-                .get_service(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .instances,
-        );
+        let req = v1::GetServiceRequest { service: s.name.clone(), include_unhealthy: true };
+        out.insert(s.name, client.get_service(req).await.unwrap().into_inner().instances);
     }
     out
 }
@@ -105,30 +68,13 @@ async fn restart_replays_to_the_same_state_through_snapshots_and_log() {
         i.weight = Some(1 + n);
         register(&mut client, sessions[n as usize % 4], i).await;
     }
-    client
-        .deregister(v1::DeregisterRequest {
-            service: "web".into(),
-            id: "10.0.0.1:1000".into(),
-        })
-        .await
-        .unwrap();
-    client
-        .revoke_session(v1::RevokeSessionRequest {
-            session_id: sessions[1],
-        })
-        .await
-        .unwrap();
+    client.deregister(v1::DeregisterRequest { service: "web".into(), id: "10.0.0.1:1000".into() }).await.unwrap();
+    client.revoke_session(v1::RevokeSessionRequest { session_id: sessions[1] }).await.unwrap();
     let before = dump(&mut client).await;
     let revision = server.revision();
     let status = server.status();
-    assert!(
-        status.snapshot_index.is_some(),
-        "snapshots were taken: {status:?}"
-    );
-    assert!(
-        status.log_entries() <= 25 + 5 + 1,
-        "the log was purged behind snapshots: {status:?}"
-    );
+    assert!(status.snapshot_index.is_some(), "snapshots were taken: {status:?}");
+    assert!(status.log_entries() <= 25 + 5 + 1, "the log was purged behind snapshots: {status:?}");
     server.shutdown().await;
 
     let server = start(dir.path(), small_snapshots).await;
@@ -138,22 +84,10 @@ async fn restart_replays_to_the_same_state_through_snapshots_and_log() {
     assert_eq!(before.values().map(Vec::len).sum::<usize>(), 60 - 1 - 15);
     // Sessions survive too: a keepalive for a live session finds it; the revoked one is gone.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut replies = client
-        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(v1::KeepAliveRequest {
-        session_id: sessions[0],
-    })
-    .await
-    .unwrap();
+    let mut replies = client.keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(v1::KeepAliveRequest { session_id: sessions[0] }).await.unwrap();
     assert!(replies.message().await.unwrap().unwrap().found);
-    tx.send(v1::KeepAliveRequest {
-        session_id: sessions[1],
-    })
-    .await
-    .unwrap();
+    tx.send(v1::KeepAliveRequest { session_id: sessions[1] }).await.unwrap();
     assert!(!replies.message().await.unwrap().unwrap().found);
     server.shutdown().await;
 }
@@ -167,32 +101,15 @@ async fn an_expired_session_takes_its_instances_in_one_revision() {
     for port in 1..=3 {
         register(&mut client, sid, instance("web", "10.0.0.1", port)).await;
     }
-    let mut watch = client
-        .watch(v1::WatchRequest {
-            service: "web".into(),
-            from_revision: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch(v1::WatchRequest { service: "web".into(), from_revision: 0 }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(Event::Snapshot(ref s)) if s.instances.len() == 3));
     // No keepalives: the session expires after its TTL and all three go in one batch.
-    let next = timeout(WAIT, watch.message())
-        .await
-        .expect("expiry within the TTL")
-        .unwrap()
-        .unwrap();
-    let Some(Event::Deltas(batch)) = next.event else {
-        panic!("expected deltas, got {next:?}")
-    };
+    let next = timeout(WAIT, watch.message()).await.expect("expiry within the TTL").unwrap().unwrap();
+    let Some(Event::Deltas(batch)) = next.event else { panic!("expected deltas, got {next:?}") };
     assert_eq!(batch.deltas.len(), 3);
-    assert!(
-        batch
-            .deltas
-            .iter()
-            .all(|d| d.kind == v1::DeltaKind::Removed as i32)
-    );
+    assert!(batch.deltas.iter().all(|d| d.kind == v1::DeltaKind::Removed as i32));
     assert_eq!(batch.revision, server.revision().get());
     server.shutdown().await;
 }
@@ -203,14 +120,8 @@ async fn a_lagging_watcher_is_resynced_with_a_snapshot() {
     let server = start(dir.path(), |c| c.watch_buffer = 4).await;
     let mut client = rpc(&server).await;
     let sid = session(&mut client, 60_000).await;
-    let mut watch = client
-        .watch(v1::WatchRequest {
-            service: "big".into(),
-            from_revision: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch(v1::WatchRequest { service: "big".into(), from_revision: 0 }).await.unwrap().into_inner();
     // Large instances (~5 MB in all) overflow the HTTP/2 windows (2 MB per stream in hyper)
     // and the per-watcher queue while the watcher does not read.
     let n = 250u32;
@@ -225,11 +136,7 @@ async fn a_lagging_watcher_is_resynced_with_a_snapshot() {
     let mut snapshots = 0;
     let mut revision = 0;
     while revision < final_revision {
-        let msg = timeout(WAIT, watch.message())
-            .await
-            .expect("watch makes progress")
-            .unwrap()
-            .unwrap();
+        let msg = timeout(WAIT, watch.message()).await.expect("watch makes progress").unwrap().unwrap();
         match msg.event {
             Some(Event::Snapshot(s)) => {
                 // Chunks accumulate; the last one (continued = false) completes the snapshot.
@@ -251,10 +158,7 @@ async fn a_lagging_watcher_is_resynced_with_a_snapshot() {
             None => {}
         }
     }
-    assert!(
-        snapshots >= 2,
-        "the watcher fell behind and was resynced ({snapshots} snapshots)"
-    );
+    assert!(snapshots >= 2, "the watcher fell behind and was resynced ({snapshots} snapshots)");
     assert_eq!(state.len(), n as usize, "the resynced view is complete");
     server.shutdown().await;
 }
@@ -266,56 +170,26 @@ async fn a_watch_resumes_from_its_revision_without_gap_or_duplicate() {
     let mut client = rpc(&server).await;
     let sid = session(&mut client, 60_000).await;
     let r1 = register(&mut client, sid, instance("web", "10.0.0.1", 1)).await;
-    let mut watch = client
-        .watch(v1::WatchRequest {
-            service: "web".into(),
-            from_revision: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch =
+        client.watch(v1::WatchRequest { service: "web".into(), from_revision: 0 }).await.unwrap().into_inner();
     watch.message().await.unwrap().unwrap();
     drop(watch);
     let r2 = register(&mut client, sid, instance("web", "10.0.0.1", 2)).await;
     let r3 = register(&mut client, sid, instance("web", "10.0.0.1", 3)).await;
-    let mut resumed = client
-        .watch(v1::WatchRequest {
-            service: "web".into(),
-            from_revision: r1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed =
+        client.watch(v1::WatchRequest { service: "web".into(), from_revision: r1 }).await.unwrap().into_inner();
     let mut seen = Vec::new();
     while seen.last() != Some(&r3) {
-        let msg = timeout(WAIT, resumed.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Some(Event::Deltas(d)) = msg.event else {
-            panic!("a resume within history replays deltas: {msg:?}")
-        };
+        let msg = timeout(WAIT, resumed.message()).await.unwrap().unwrap().unwrap();
+        let Some(Event::Deltas(d)) = msg.event else { panic!("a resume within history replays deltas: {msg:?}") };
         seen.push(d.revision);
     }
     assert_eq!(seen, vec![r2, r3]);
     // Resuming when nothing changed still answers, so the watcher knows it is current.
-    let mut current = client
-        .watch(v1::WatchRequest {
-            service: "web".into(),
-            from_revision: r3,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let msg = timeout(WAIT, current.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(msg.event, Some(Event::Deltas(ref d)) if d.deltas.is_empty() && d.revision == r3)
-    );
+    let mut current =
+        client.watch(v1::WatchRequest { service: "web".into(), from_revision: r3 }).await.unwrap().into_inner();
+    let msg = timeout(WAIT, current.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(msg.event, Some(Event::Deltas(ref d)) if d.deltas.is_empty() && d.revision == r3));
     server.shutdown().await;
 }
 
@@ -324,10 +198,7 @@ async fn bad_requests_get_clear_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), |_| {}).await;
     let mut client = rpc(&server).await;
-    let status = client
-        .create_session(v1::CreateSessionRequest { ttl_ms: Some(500) })
-        .await
-        .unwrap_err();
+    let status = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(500) }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("ttl"), "{}", status.message());
 
@@ -337,91 +208,28 @@ async fn bad_requests_get_clear_statuses() {
         (instance("web", "10.0.0.1", 0), "port"),
         (instance("web", "10.0.0.1", 70_000), "port"),
         (instance("web", "not_a_host", 80), "address"),
-        (
-            v1::Instance {
-                weight: Some(0),
-                ..instance("web", "10.0.0.1", 80)
-            },
-            "weight",
-        ),
-        (
-            v1::Instance {
-                status: 42,
-                ..instance("web", "10.0.0.1", 80)
-            },
-            "status",
-        ),
-        (
-            v1::Instance {
-                tags: vec!["t".into(); 65],
-                ..instance("web", "10.0.0.1", 80)
-            },
-            "tags",
-        ),
-        (
-            v1::Instance {
-                zone: "bad zone".into(),
-                ..instance("web", "10.0.0.1", 80)
-            },
-            "zone",
-        ),
+        (v1::Instance { weight: Some(0), ..instance("web", "10.0.0.1", 80) }, "weight"),
+        (v1::Instance { status: 42, ..instance("web", "10.0.0.1", 80) }, "status"),
+        (v1::Instance { tags: vec!["t".into(); 65], ..instance("web", "10.0.0.1", 80) }, "tags"),
+        (v1::Instance { zone: "bad zone".into(), ..instance("web", "10.0.0.1", 80) }, "zone"),
     ];
     let mut big = instance("web", "10.0.0.1", 80);
     big.meta.insert("k".into(), "v".repeat(17_000));
     cases.push((big, "meta"));
     for (wire, field) in cases {
-        let req = v1::RegisterRequest {
-            session_id: sid,
-            instance: Some(wire),
-        };
+        let req = v1::RegisterRequest { session_id: sid, instance: Some(wire) };
         let status = client.register(req).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(
-            status.message().contains(field),
-            "{field}: {}",
-            status.message()
-        );
+        assert!(status.message().contains(field), "{field}: {}", status.message());
     }
-    let req = v1::RegisterRequest {
-        session_id: 0,
-        instance: Some(instance("web", "10.0.0.1", 80)),
-    };
-    assert!(
-        client
-            .register(req)
-            .await
-            .unwrap_err()
-            .message()
-            .contains("session_id")
-    );
-    let req = v1::RegisterRequest {
-        session_id: sid ^ 1,
-        instance: Some(instance("web", "10.0.0.1", 80)),
-    };
-    assert_eq!(
-        client.register(req).await.unwrap_err().code(),
-        Code::NotFound
-    );
-    let req = v1::DeregisterRequest {
-        service: "web".into(),
-        id: "nope".into(),
-    };
-    assert_eq!(
-        client.deregister(req).await.unwrap_err().code(),
-        Code::NotFound
-    );
-    let req = v1::GetServiceRequest {
-        service: "-x".into(),
-        include_unhealthy: false,
-    };
-    assert_eq!(
-        client.get_service(req).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        server.revision().get(),
-        2,
-        "nothing but the session was written"
-    );
+    let req = v1::RegisterRequest { session_id: 0, instance: Some(instance("web", "10.0.0.1", 80)) };
+    assert!(client.register(req).await.unwrap_err().message().contains("session_id"));
+    let req = v1::RegisterRequest { session_id: sid ^ 1, instance: Some(instance("web", "10.0.0.1", 80)) };
+    assert_eq!(client.register(req).await.unwrap_err().code(), Code::NotFound);
+    let req = v1::DeregisterRequest { service: "web".into(), id: "nope".into() };
+    assert_eq!(client.deregister(req).await.unwrap_err().code(), Code::NotFound);
+    let req = v1::GetServiceRequest { service: "-x".into(), include_unhealthy: false };
+    assert_eq!(client.get_service(req).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(server.revision().get(), 2, "nothing but the session was written");
     server.shutdown().await;
 }

@@ -9,12 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "waggle", version, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// Server URL for client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "WAGGLE_SERVER",
-        default_value = "http://127.0.0.1:8502"
-    )]
+    #[arg(long, global = true, env = "WAGGLE_SERVER", default_value = "http://127.0.0.1:8502")]
     pub(crate) server: String,
 
     #[command(subcommand)]

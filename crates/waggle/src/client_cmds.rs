@@ -3,9 +3,7 @@
 use std::io::Write;
 
 use futures_util::StreamExt;
-use waggle_client::{
-    ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl,
-};
+use waggle_client::{ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl};
 
 use crate::{
     Failure,
@@ -16,21 +14,18 @@ use crate::{
 
 /// Splits `ADDRESS:PORT` (IPv6 in brackets).
 fn parse_endpoint(s: &str) -> Result<(String, u32), Failure> {
-    let usage = || {
-        Failure::Usage(format!(
-            "invalid endpoint {s:?}: expected ADDRESS:PORT, e.g. 10.0.0.1:8080 or [::1]:8080"
-        ))
-    };
+    let usage =
+        || Failure::Usage(format!("invalid endpoint {s:?}: expected ADDRESS:PORT, e.g. 10.0.0.1:8080 or [::1]:8080"));
     let (host, port) = s.rsplit_once(':').ok_or_else(usage)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port: u32 = port.parse().map_err(|_| {
-        Failure::Usage(format!(
-            "invalid port: must be between 1 and 65535 (got {port:?})"
-        ))
-    })?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6,
+        // An unbracketed IPv6 address is ambiguous (is the last group the port?).
+        None if host.contains(':') => return Err(usage()),
+        None => host,
+    };
+    let port: u32 = port
+        .parse()
+        .map_err(|_| Failure::Usage(format!("invalid port: must be between 1 and 65535 (got {port:?})")))?;
     Ok((host.to_string(), port))
 }
 
@@ -47,9 +42,9 @@ fn build_spec(args: &RegisterArgs) -> Result<InstanceSpec, Failure> {
         spec = spec.with_tag(tag.clone());
     }
     for pair in &args.meta {
-        let (k, v) = pair.split_once('=').ok_or_else(|| {
-            Failure::Usage(format!("invalid meta: expected KEY=VALUE (got {pair:?})"))
-        })?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("invalid meta: expected KEY=VALUE (got {pair:?})")))?;
         spec = spec.with_meta(k, v);
     }
     spec = spec.with_status(args.status.parse::<HealthStatus>()?);
@@ -69,11 +64,10 @@ pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Fai
     let registration = client.register(spec).await?;
     let instance = registration.instance();
     println!(
-        "registered {}/{} at {}:{} (session {}, revision {}); press Ctrl-C to deregister",
+        "registered {}/{} at {} (session {}, revision {}); press Ctrl-C to deregister",
         instance.service(),
         instance.id(),
-        instance.spec.address,
-        instance.spec.port,
+        waggle_core::default_id(&instance.spec.address, instance.spec.port),
         instance.session,
         instance.modify_revision,
     );
@@ -99,31 +93,16 @@ pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Fai
     let client = connect(server, ClientConfig::default()).await?;
     let services = client.services().await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&services).map_err(anyhow::Error::from)?
-        );
+        println!("{}", serde_json::to_string_pretty(&services).map_err(anyhow::Error::from)?);
     } else {
         let rows: Vec<Vec<String>> = services
             .iter()
             .map(|s| {
-                let tags = if s.tags.is_empty() {
-                    "-".to_string()
-                } else {
-                    s.tags.join(",")
-                };
-                vec![
-                    s.name.clone(),
-                    s.instances.to_string(),
-                    s.passing.to_string(),
-                    tags,
-                ]
+                let tags = if s.tags.is_empty() { "-".to_string() } else { s.tags.join(",") };
+                vec![s.name.clone(), s.instances.to_string(), s.passing.to_string(), tags]
             })
             .collect();
-        print!(
-            "{}",
-            output::table(&["SERVICE", "INSTANCES", "PASSING", "TAGS"], &rows)
-        );
+        print!("{}", output::table(&["SERVICE", "INSTANCES", "PASSING", "TAGS"], &rows));
     }
     Ok(())
 }
@@ -131,18 +110,11 @@ pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Fai
 pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), Failure> {
     waggle_core::ServiceName::new(&args.service)?;
     let client = connect(server, ClientConfig::default()).await?;
-    let filter = if args.all {
-        HealthFilter::All
-    } else {
-        HealthFilter::Passing
-    };
+    let filter = if args.all { HealthFilter::All } else { HealthFilter::Passing };
     let instances = client.instances(&args.service, filter).await?;
     if args.json {
         let list: Vec<_> = instances.iter().map(output::instance_json).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
-        );
+        println!("{}", serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?);
     } else {
         let rows: Vec<Vec<String>> = instances.iter().map(output::instance_row).collect();
         print!("{}", output::table(output::INSTANCE_HEADER, &rows));
@@ -194,8 +166,7 @@ mod tests {
         assert!(matches!(parse_endpoint("10.0.0.1:80"), Ok((ref h, 80)) if h == "10.0.0.1"));
         assert!(matches!(parse_endpoint("[::1]:8080"), Ok((ref h, 8080)) if h == "::1"));
         assert!(matches!(parse_endpoint("nohost"), Err(Failure::Usage(_))));
-        assert!(
-            matches!(parse_endpoint("h:99999999999"), Err(Failure::Usage(m)) if m.contains("port"))
-        );
+        assert!(matches!(parse_endpoint("fe80::1:8080"), Err(Failure::Usage(_))));
+        assert!(matches!(parse_endpoint("h:99999999999"), Err(Failure::Usage(m)) if m.contains("port")));
     }
 }

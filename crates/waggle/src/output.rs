@@ -47,40 +47,23 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// One instance as a table row for `waggle instances`.
 pub(crate) fn instance_row(i: &Instance) -> Vec<String> {
-    let meta: Vec<String> = i
-        .spec
-        .meta
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let meta: Vec<String> = i.spec.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
     vec![
         i.spec.id.to_string(),
         i.spec.address.clone(),
         i.spec.port.to_string(),
         i.spec.status.to_string(),
         i.spec.weight.to_string(),
-        i.spec
-            .zone
-            .as_ref()
-            .map_or_else(|| "-".to_string(), |z| z.to_string()),
-        if i.spec.tags.is_empty() {
-            "-".to_string()
-        } else {
-            i.spec.tags.join(",")
-        },
-        if meta.is_empty() {
-            "-".to_string()
-        } else {
-            meta.join(",")
-        },
+        i.spec.zone.as_ref().map_or_else(|| "-".to_string(), |z| z.to_string()),
+        if i.spec.tags.is_empty() { "-".to_string() } else { i.spec.tags.join(",") },
+        if meta.is_empty() { "-".to_string() } else { meta.join(",") },
         i.modify_revision.to_string(),
     ]
 }
 
 /// The header matching [`instance_row`].
-pub(crate) const INSTANCE_HEADER: &[&str] = &[
-    "ID", "ADDRESS", "PORT", "STATUS", "WEIGHT", "ZONE", "TAGS", "META", "REVISION",
-];
+pub(crate) const INSTANCE_HEADER: &[&str] =
+    &["ID", "ADDRESS", "PORT", "STATUS", "WEIGHT", "ZONE", "TAGS", "META", "REVISION"];
 
 #[cfg(test)]
 mod tests {
@@ -88,13 +71,7 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let out = table(
-            &["A", "LONGER"],
-            &[
-                vec!["xyz".into(), "1".into()],
-                vec!["q".into(), "22".into()],
-            ],
-        );
+        let out = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
         assert_eq!(out, "A    LONGER\nxyz  1\nq    22\n");
     }
 }

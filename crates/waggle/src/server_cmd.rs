@@ -10,25 +10,16 @@ use crate::{Failure, cli::ServerArgs};
 pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     // In --dev mode the temporary dir lives as long as this function (deleted on clean exit).
     let dev_dir = if args.dev {
-        Some(
-            tempfile::Builder::new()
-                .prefix("waggle-dev-")
-                .tempdir()
-                .context("cannot create a temporary data dir")?,
-        )
+        Some(tempfile::Builder::new().prefix("waggle-dev-").tempdir().context("cannot create a temporary data dir")?)
     } else {
         None
     };
-    let data_dir = dev_dir
-        .as_ref()
-        .map_or_else(|| args.data_dir.clone(), |d| d.path().to_path_buf());
+    let data_dir = dev_dir.as_ref().map_or_else(|| args.data_dir.clone(), |d| d.path().to_path_buf());
     let mut config = ServerConfig::new(data_dir);
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.raft.snapshot_every = args.snapshot_every;
-    let server = Server::start(config)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let server = Server::start(config).await.map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "waggle server ready grpc={} http={} data-dir={} revision={}",
         server.grpc_addr(),

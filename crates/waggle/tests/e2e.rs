@@ -33,9 +33,7 @@ fn start_register(url: &str, args: &[&str]) -> (Proc, String) {
     let mut full = vec!["--server", url, "register"];
     full.extend_from_slice(args);
     let mut proc = Proc::spawn(&format!("register {}", args.join(" ")), &full);
-    let line = proc.expect_line("'registered ...'", PATIENCE, |l| {
-        l.starts_with("registered ")
-    });
+    let line = proc.expect_line("'registered ...'", PATIENCE, |l| l.starts_with("registered "));
     (proc, line)
 }
 
@@ -45,8 +43,7 @@ fn watch_event(line: &str) -> Value {
 }
 
 fn is_event(line: &str, kind: &str, id: &str) -> bool {
-    serde_json::from_str::<Value>(line)
-        .is_ok_and(|v| v["event"] == kind && v["instance"]["id"] == id)
+    serde_json::from_str::<Value>(line).is_ok_and(|v| v["event"] == kind && v["instance"]["id"] == id)
 }
 
 #[test]
@@ -60,23 +57,9 @@ fn register_instances_watch_roundtrip() {
 
     let (mut register, line) = start_register(
         &url,
-        &[
-            "web",
-            "127.0.0.1:9001",
-            "--tag",
-            "v1",
-            "--meta",
-            "version=2",
-            "--weight",
-            "7",
-            "--zone",
-            "z1",
-        ],
+        &["web", "127.0.0.1:9001", "--tag", "v1", "--meta", "version=2", "--weight", "7", "--zone", "z1"],
     );
-    assert!(
-        line.starts_with("registered web/127.0.0.1:9001 at 127.0.0.1:9001 "),
-        "registered line: {line}"
-    );
+    assert!(line.starts_with("registered web/127.0.0.1:9001 at 127.0.0.1:9001 "), "registered line: {line}");
 
     // The registration is durable and visible as soon as `registered` is printed.
     let list = instances(&url, "web");
@@ -111,25 +94,15 @@ fn register_instances_watch_roundtrip() {
     let create = inst["create_revision"].as_u64().unwrap();
     let modify = inst["modify_revision"].as_u64().unwrap();
     assert!(create >= 2, "create_revision {create}");
-    assert!(
-        modify >= create,
-        "modify_revision {modify} < create {create}"
-    );
+    assert!(modify >= create, "modify_revision {modify} < create {create}");
 
     let services = client(&url, &["services", "--json"]);
     assert_eq!(services.code, Some(0), "services: {services:?}");
     let services: Value = serde_json::from_str(&services.stdout).unwrap();
-    let names: Vec<&str> = services
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = services.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["web"], "services: {services}");
 
-    let added = watch.expect_line("'added 127.0.0.1:9001'", PATIENCE, |l| {
-        is_event(l, "added", "127.0.0.1:9001")
-    });
+    let added = watch.expect_line("'added 127.0.0.1:9001'", PATIENCE, |l| is_event(l, "added", "127.0.0.1:9001"));
     let added = watch_event(&added);
     assert_eq!(added["instance"]["port"], 9001);
     assert_eq!(added["instance"]["weight"], 7);
@@ -138,18 +111,10 @@ fn register_instances_watch_roundtrip() {
     // SIGTERM: the registrar deregisters, then exits 0; the instance is gone at once.
     let status = register.terminate(PATIENCE);
     register.assert_success(status);
-    let gone = poll(Duration::from_secs(1), TICK, || {
-        instances(&url, "web").is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "instance still listed after the registrar exited: {:?}",
-        instances(&url, "web")
-    );
+    let gone = poll(Duration::from_secs(1), TICK, || instances(&url, "web").is_empty().then_some(()));
+    assert!(gone.is_some(), "instance still listed after the registrar exited: {:?}", instances(&url, "web"));
 
-    let removed = watch.expect_line("'removed 127.0.0.1:9001'", PATIENCE, |l| {
-        is_event(l, "removed", "127.0.0.1:9001")
-    });
+    let removed = watch.expect_line("'removed 127.0.0.1:9001'", PATIENCE, |l| is_event(l, "removed", "127.0.0.1:9001"));
     let removed = watch_event(&removed);
     assert!(removed["revision"].as_u64().unwrap() > added["revision"].as_u64().unwrap());
 
@@ -191,10 +156,7 @@ fn server_kill9_restart_keeps_registrations_and_session() {
 
     let (mut live, _) = start_register(&url, &["web", "127.0.0.1:9002", "--ttl", "3s"]);
     let (mut gone, _) = start_register(&url, &["web", "127.0.0.1:9003"]);
-    assert_eq!(
-        ids(&instances(&url, "web")),
-        ["127.0.0.1:9002", "127.0.0.1:9003"]
-    );
+    assert_eq!(ids(&instances(&url, "web")), ["127.0.0.1:9002", "127.0.0.1:9003"]);
     let status = gone.terminate(PATIENCE);
     gone.assert_success(status);
     let before = instances(&url, "web");
@@ -207,10 +169,7 @@ fn server_kill9_restart_keeps_registrations_and_session() {
     let server = Server::start(&data, &grpc);
     assert_eq!(server.url(), url);
     let after = instances(&url, "web");
-    assert_eq!(
-        after, before,
-        "the registry must come back from disk exactly as it was"
-    );
+    assert_eq!(after, before, "the registry must come back from disk exactly as it was");
 
     // Across two TTLs the live session is kept alive by the registrar's keepalives (which
     // reach the restarted server) and nothing expires or re-registers it.
@@ -224,29 +183,17 @@ fn server_kill9_restart_keeps_registrations_and_session() {
             "after restart the live instance must stay, unchanged, and the deregistered one stay gone\nregistrar stderr:\n{}",
             live.stderr()
         );
-        assert!(
-            live.try_status().is_none(),
-            "registrar exited: {}",
-            live.stderr()
-        );
+        assert!(live.try_status().is_none(), "registrar exited: {}", live.stderr());
         thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(
-        after[0]["create_revision"], before[0]["create_revision"],
-        "nothing re-registered the live instance"
-    );
+    assert_eq!(after[0]["create_revision"], before[0]["create_revision"], "nothing re-registered the live instance");
 
     // The restarted server does track the restored session: once its keepalives stop, it
     // expires (so the instance staying above was the keepalives' doing, not a forgotten
     // session).
     live.sigkill();
-    let expired = poll(PATIENCE, Duration::from_millis(100), || {
-        instances(&url, "web").is_empty().then_some(())
-    });
-    assert!(
-        expired.is_some(),
-        "the restored session never expired after its registrar was killed"
-    );
+    let expired = poll(PATIENCE, Duration::from_millis(100), || instances(&url, "web").is_empty().then_some(()));
+    assert!(expired.is_some(), "the restored session never expired after its registrar was killed");
     drop(server);
 }
 
@@ -258,23 +205,11 @@ fn invalid_input_is_rejected_naming_the_field() {
         (&["register", "Web", "127.0.0.1:80"], "service"),
         (&["register", "web", "127.0.0.1:0"], "port"),
         (&["register", "web", "127.0.0.1:70000"], "port"),
-        (
-            &["register", "web", "127.0.0.1:80", "--meta", "bad key=1"],
-            "meta",
-        ),
-        (
-            &["register", "web", "127.0.0.1:80", "--meta", "novalue"],
-            "meta",
-        ),
-        (
-            &["register", "web", "127.0.0.1:80", "--ttl", "500ms"],
-            "ttl",
-        ),
+        (&["register", "web", "127.0.0.1:80", "--meta", "bad key=1"], "meta"),
+        (&["register", "web", "127.0.0.1:80", "--meta", "novalue"], "meta"),
+        (&["register", "web", "127.0.0.1:80", "--ttl", "500ms"], "ttl"),
         (&["register", "web", "127.0.0.1:80", "--ttl", "25h"], "ttl"),
-        (
-            &["register", "web", "127.0.0.1:80", "--weight", "0"],
-            "weight",
-        ),
+        (&["register", "web", "127.0.0.1:80", "--weight", "0"], "weight"),
         (&["register", "web", "bad_host:80"], "address"),
         (&["instances", "UPPER"], "service"),
     ];
@@ -307,10 +242,7 @@ fn deregister_command_and_not_found() {
 
     let out = client(&url, &["deregister", "web", "127.0.0.1:9005"]);
     assert_eq!(out.code, Some(0), "deregister: {out:?}");
-    assert!(
-        out.stdout.contains("deregistered web/127.0.0.1:9005"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("deregistered web/127.0.0.1:9005"), "{out:?}");
     assert!(instances(&url, "web").is_empty());
 
     let out = client(&url, &["deregister", "web", "127.0.0.1:9005"]);
@@ -328,27 +260,14 @@ fn dev_mode_and_health() {
     let cwd = TempDir::new().unwrap();
     let mut proc = Proc::spawn_in(
         "dev server",
-        &[
-            "server",
-            "--dev",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ],
+        &["server", "--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
         Some(cwd.path()),
     );
-    let line = proc.expect_line("'waggle server ready'", PATIENCE, |l| {
-        l.starts_with("waggle server ready ")
-    });
+    let line = proc.expect_line("'waggle server ready'", PATIENCE, |l| l.starts_with("waggle server ready "));
     let ready = support::parse_ready(&line);
     assert_ne!(ready.grpc.port(), 0);
     assert_ne!(ready.http.port(), 0);
-    assert!(
-        ready.data_dir.is_dir(),
-        "dev data dir {:?} exists while running",
-        ready.data_dir
-    );
+    assert!(ready.data_dir.is_dir(), "dev data dir {:?} exists while running", ready.data_dir);
 
     let (code, body) = http_get(ready.http, "/health");
     assert_eq!(code, 200, "GET /health: {body}");
@@ -362,14 +281,7 @@ fn dev_mode_and_health() {
 
     let status = proc.terminate(PATIENCE);
     proc.assert_success(status);
-    assert!(
-        !ready.data_dir.exists(),
-        "dev data dir {:?} must be deleted on exit",
-        ready.data_dir
-    );
+    assert!(!ready.data_dir.exists(), "dev data dir {:?} must be deleted on exit", ready.data_dir);
     // --dev must not create the default ./waggle-data either.
-    assert!(
-        std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
-        "dev mode wrote into its working directory"
-    );
+    assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none(), "dev mode wrote into its working directory");
 }

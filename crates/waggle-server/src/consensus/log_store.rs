@@ -28,33 +28,16 @@ impl LogStore {
         LogStore { storage }
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StorageError<u64>> {
-        let bytes = self
-            .storage
-            .read_meta(key)
-            .map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
+    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
+        let bytes = self.storage.read_meta(key).map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
         bytes
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| StorageIOError::read(AnyError::new(&e)).into())
-            })
+            .map(|b| serde_json::from_slice(&b).map_err(|e| StorageIOError::read(AnyError::new(&e)).into()))
             .transpose()
     }
 
-    fn write_json<T: serde::Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), StorageError<u64>> {
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        self.storage
-            .write_meta(key, &bytes, durable)
-            .map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
+    fn write_json<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StorageError<u64>> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        self.storage.write_meta(key, &bytes, durable).map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
     }
 
     /// Runs a blocking redb operation off the async worker threads.
@@ -104,10 +87,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(bytes) => Some(record::decode_entry(&bytes).map_err(io_read)?.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -122,10 +102,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_json("vote")
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<u64>>,
-    ) -> Result<(), StorageError<u64>> {
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
         // A hint for faster restart; losing it is safe (Raft re-learns the commit index), so it
         // is not fsynced on its own: it becomes durable with the next log append.
         self.write_json("committed", &committed, false)
@@ -135,19 +112,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_json::<Option<LogId<u64>>>("committed")?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<u64>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| (e.log_id.index, record::encode_entry(&e)))
-            .collect();
+        let encoded: Vec<(u64, Vec<u8>)> =
+            entries.into_iter().map(|e| (e.log_id.index, record::encode_entry(&e))).collect();
         let result = self
             .blocking(move |s| {
                 let txn = s.db().begin_write().map_err(io_write)?;
@@ -171,10 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.blocking(move |s| {
             let txn = s.db().begin_write().map_err(io_write)?;
-            txn.open_table(LOG)
-                .map_err(io_write)?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(io_write)?;
+            txn.open_table(LOG).map_err(io_write)?.retain_in(log_id.index.., |_, _| false).map_err(io_write)?;
             txn.commit().map_err(io_write)
         })
         .await
@@ -188,10 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(io_write)?
                 .insert("last_purged", purged.as_slice())
                 .map_err(io_write)?;
-            txn.open_table(LOG)
-                .map_err(io_write)?
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(io_write)?;
+            txn.open_table(LOG).map_err(io_write)?.retain_in(..=log_id.index, |_, _| false).map_err(io_write)?;
             txn.commit().map_err(io_write)
         })
         .await

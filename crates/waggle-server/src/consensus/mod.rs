@@ -65,15 +65,10 @@ impl From<ApplyError> for Refusal {
         let kind = match e {
             ApplyError::Invalid(_) => RefusalKind::Invalid,
             ApplyError::SessionIdTaken(_) => RefusalKind::Conflict,
-            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } => {
-                RefusalKind::NotFound
-            }
+            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } => RefusalKind::NotFound,
             _ => RefusalKind::Invalid,
         };
-        Refusal {
-            kind,
-            message: e.to_string(),
-        }
+        Refusal { kind, message: e.to_string() }
     }
 }
 
@@ -106,22 +101,10 @@ impl Consensus {
         .validate()?;
         let log_store = LogStore::new(storage.clone());
         let state_machine = StateMachine::open(storage, hub, clock)?;
-        let raft = Raft::new(
-            node_id,
-            Arc::new(raft_config),
-            network::Network,
-            log_store,
-            state_machine,
-        )
-        .await?;
+        let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         if !raft.is_initialized().await? {
             let mut members = BTreeMap::new();
-            members.insert(
-                node_id,
-                BasicNode {
-                    addr: config.grpc_addr.to_string(),
-                },
-            );
+            members.insert(node_id, BasicNode { addr: config.grpc_addr.to_string() });
             raft.initialize(members).await?;
         }
         raft.wait(Some(config.raft.startup_timeout))
@@ -130,9 +113,7 @@ impl Consensus {
             .map_err(|e| anyhow::anyhow!("node did not become leader: {e}"))?;
         // Apply everything committed before serving, so that sessions and instances from the
         // log's tail are known to the clock and the hub when the first client arrives.
-        raft.ensure_linearizable()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
+        raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
         Ok(Consensus { raft, node_id })
     }
 
@@ -142,13 +123,11 @@ impl Consensus {
             Ok(resp) => match resp.data {
                 CommandResult::Applied(applied) => Ok(applied),
                 CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
-                CommandResult::NoCommand => {
-                    Err(ProposeError::Unavailable("entry carried no command".into()))
-                }
+                CommandResult::NoCommand => Err(ProposeError::Unavailable("entry carried no command".into())),
             },
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(_),
-            )) => Err(ProposeError::NotLeader),
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader)
+            }
             Err(e) => Err(ProposeError::Unavailable(e.to_string())),
         }
     }
@@ -200,11 +179,7 @@ impl Consensus {
 
     /// The index of the last applied log entry.
     pub(crate) fn last_applied(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index)
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
     }
 
     /// Asks Raft to build a snapshot now (and purge the log behind it).
@@ -220,10 +195,7 @@ impl Consensus {
 
     /// Waits until the snapshot index reaches `index`.
     pub(crate) async fn wait_snapshot(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
-        self.raft
-            .wait(Some(timeout))
-            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "snapshot")
-            .await?;
+        self.raft.wait(Some(timeout)).metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "snapshot").await?;
         Ok(())
     }
 

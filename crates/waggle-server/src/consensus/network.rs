@@ -6,8 +6,8 @@ use openraft::{
     error::{InstallSnapshotError, RPCError, RaftError, Unreachable},
     network::RPCOption,
     raft::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-        InstallSnapshotResponse, VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+        VoteResponse,
     },
 };
 
@@ -25,10 +25,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    let io = std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "this node runs as a single-member cluster",
-    );
+    let io = std::io::Error::new(std::io::ErrorKind::Unsupported, "this node runs as a single-member cluster");
     RPCError::Unreachable(Unreachable::new(&io))
 }
 
@@ -45,10 +42,7 @@ impl RaftNetwork<TypeConfig> for Network {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
         Err(unreachable())
     }
 

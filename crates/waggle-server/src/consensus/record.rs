@@ -53,19 +53,14 @@ pub(super) struct RecordError {
 }
 
 fn err(what: &'static str, reason: impl ToString) -> RecordError {
-    RecordError {
-        what,
-        reason: reason.to_string(),
-    }
+    RecordError { what, reason: reason.to_string() }
 }
 
 pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank(true),
         EntryPayload::Normal(cmd) => Payload::Command(codec::encode_command(cmd)),
-        EntryPayload::Membership(m) => {
-            Payload::MembershipJson(serde_json::to_vec(m).unwrap_or_default())
-        }
+        EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_vec(m).unwrap_or_default()),
     };
     prost::Message::encode_to_vec(&LogRecord {
         version: VERSION,
@@ -79,32 +74,17 @@ pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, RecordError> {
     let r: LogRecord = prost::Message::decode(bytes).map_err(|e| err("log entry", e))?;
     if r.version == 0 || r.version > VERSION {
-        return Err(err(
-            "log entry",
-            format!("unsupported version {}", r.version),
-        ));
+        return Err(err("log entry", format!("unsupported version {}", r.version)));
     }
     let payload = match r.payload.ok_or_else(|| err("log entry", "no payload"))? {
         Payload::Blank(_) => EntryPayload::Blank,
-        Payload::Command(b) => {
-            EntryPayload::Normal(codec::decode_command(&b).map_err(|e| err("log entry", e))?)
-        }
+        Payload::Command(b) => EntryPayload::Normal(codec::decode_command(&b).map_err(|e| err("log entry", e))?),
         Payload::MembershipJson(b) => {
-            let m: Membership<u64, BasicNode> =
-                serde_json::from_slice(&b).map_err(|e| err("log entry", e))?;
+            let m: Membership<u64, BasicNode> = serde_json::from_slice(&b).map_err(|e| err("log entry", e))?;
             EntryPayload::Membership(m)
         }
     };
-    Ok(Entry {
-        log_id: LogId::new(
-            LeaderId {
-                term: r.term,
-                node_id: r.leader_node,
-            },
-            r.index,
-        ),
-        payload,
-    })
+    Ok(Entry { log_id: LogId::new(LeaderId { term: r.term, node_id: r.leader_node }, r.index), payload })
 }
 
 pub(super) fn encode_snapshot(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> Vec<u8> {
@@ -115,15 +95,10 @@ pub(super) fn encode_snapshot(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) 
     })
 }
 
-pub(super) fn decode_snapshot(
-    bytes: &[u8],
-) -> Result<(SnapshotMeta<u64, BasicNode>, Vec<u8>), RecordError> {
+pub(super) fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta<u64, BasicNode>, Vec<u8>), RecordError> {
     let r: SnapshotRecord = prost::Message::decode(bytes).map_err(|e| err("snapshot", e))?;
     if r.version == 0 || r.version > VERSION {
-        return Err(err(
-            "snapshot",
-            format!("unsupported version {}", r.version),
-        ));
+        return Err(err("snapshot", format!("unsupported version {}", r.version)));
     }
     let meta = serde_json::from_slice(&r.meta_json).map_err(|e| err("snapshot", e))?;
     Ok((meta, r.data))

@@ -6,8 +6,8 @@
 use std::{io::Cursor, sync::Arc};
 
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 use waggle_core::{Effect, Registry, codec};
 
@@ -30,11 +30,7 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
 
 impl StateMachine {
     /// Restores from the data dir's latest snapshot (if any) and seeds the hub and clock.
-    pub(crate) fn open(
-        storage: Arc<Storage>,
-        hub: Arc<WatchHub>,
-        clock: Arc<SessionClock>,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn open(storage: Arc<Storage>, hub: Arc<WatchHub>, clock: Arc<SessionClock>) -> anyhow::Result<Self> {
         let mut sm = StateMachine {
             storage,
             registry: Registry::new(),
@@ -52,11 +48,7 @@ impl StateMachine {
         Ok(sm)
     }
 
-    fn restore(
-        &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
-        data: &[u8],
-    ) -> Result<(), codec::CodecError> {
+    fn restore(&mut self, meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> Result<(), codec::CodecError> {
         self.registry = codec::decode_snapshot(data)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -68,8 +60,7 @@ impl StateMachine {
     /// session a full TTL from now.
     fn reseed(&self) {
         self.hub.reset(&self.registry);
-        self.clock
-            .reset(self.registry.sessions().values().map(|s| (s.id, s.ttl)));
+        self.clock.reset(self.registry.sessions().values().map(|s| (s.id, s.ttl)));
     }
 
     fn publish(&self, effects: &[Effect]) {
@@ -130,9 +121,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -149,17 +138,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         let Some(bytes) = self.storage.read_snapshot().map_err(snap_err)? else {
             return Ok(None);
         };
         let (meta, data) = record::decode_snapshot(&bytes).map_err(snap_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
@@ -175,28 +159,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let data = codec::encode_snapshot(&self.registry);
         let snapshot_id = match self.last_applied {
-            Some(l) => format!(
-                "{}-{}-{}",
-                l.leader_id.term,
-                l.index,
-                self.registry.revision()
-            ),
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.registry.revision()),
             None => format!("0-0-{}", self.registry.revision()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let bytes = record::encode_snapshot(&meta, &data);
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || storage.write_snapshot(&bytes))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?
             .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

@@ -29,8 +29,7 @@ impl Storage {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let db = Database::create(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
@@ -51,12 +50,7 @@ impl Storage {
     }
 
     /// Writes one metadata key; `durable` selects an fsynced commit.
-    pub(super) fn write_meta(
-        &self,
-        key: &str,
-        value: &[u8],
-        durable: bool,
-    ) -> Result<(), redb::Error> {
+    pub(super) fn write_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
         if !durable {
             txn.set_durability(Durability::None)?;

@@ -65,9 +65,7 @@ impl Proc {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: cannot spawn {} {args:?}: {e}", bin()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: cannot spawn {} {args:?}: {e}", bin()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
@@ -87,21 +85,13 @@ impl Proc {
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Ok(n) => {
+                        sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]))
+                    }
                 }
             }
         });
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr: collected,
-            status: None,
-        }
+        Proc { name: name.to_string(), child, lines, seen: Vec::new(), stderr: collected, status: None }
     }
 
     /// The process id.
@@ -111,44 +101,23 @@ impl Proc {
 
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn diagnostics(&self) -> String {
-        format!(
-            "{}: stdout so far:\n{}\nstderr so far:\n{}",
-            self.name,
-            self.seen.join("\n"),
-            self.stderr()
-        )
+        format!("{}: stdout so far:\n{}\nstderr so far:\n{}", self.name, self.seen.join("\n"), self.stderr())
     }
 
     /// Waits for the next stdout line matching `pred` (skipping others); panics after `timeout`.
-    pub fn expect_line(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
+    pub fn expect_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         match self.try_expect_line(timeout, pred) {
             Some(line) => line,
-            None => panic!(
-                "{}: no stdout line {what} within {timeout:?}\n{}",
-                self.name,
-                self.diagnostics()
-            ),
+            None => panic!("{}: no stdout line {what} within {timeout:?}\n{}", self.name, self.diagnostics()),
         }
     }
 
     /// Waits for the next stdout line matching `pred` (skipping others), up to `timeout`.
-    pub fn try_expect_line(
-        &mut self,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Option<String> {
+    pub fn try_expect_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -198,11 +167,7 @@ impl Proc {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{}: still running after {timeout:?}\n{}",
-                    self.name,
-                    self.diagnostics()
-                );
+                panic!("{}: still running after {timeout:?}\n{}", self.name, self.diagnostics());
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -216,12 +181,7 @@ impl Proc {
 
     /// Asserts the process exited with status 0.
     pub fn assert_success(&self, status: ExitStatus) {
-        assert!(
-            status.success(),
-            "{}: exited with {status}\n{}",
-            self.name,
-            self.diagnostics()
-        );
+        assert!(status.success(), "{}: exited with {status}\n{}", self.name, self.diagnostics());
     }
 }
 
@@ -236,10 +196,7 @@ impl Drop for Proc {
 
 /// Sends a signal (e.g. `-TERM`) with `kill(1)`.
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
+    let status = Command::new("kill").args([sig, &pid.to_string()]).status().expect("run kill");
     assert!(status.success(), "kill {sig} {pid} failed: {status}");
 }
 
@@ -254,15 +211,10 @@ pub struct Ready {
 
 /// Parses `waggle server ready grpc=A http=B data-dir=D revision=N`.
 pub fn parse_ready(line: &str) -> Ready {
-    let rest = line
-        .strip_prefix("waggle server ready ")
-        .unwrap_or_else(|| panic!("not a ready line: {line:?}"));
+    let rest = line.strip_prefix("waggle server ready ").unwrap_or_else(|| panic!("not a ready line: {line:?}"));
     let field = |key: &str| -> &str {
-        let start = rest
-            .find(&format!("{key}="))
-            .unwrap_or_else(|| panic!("no {key}= in ready line {line:?}"))
-            + key.len()
-            + 1;
+        let start =
+            rest.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in ready line {line:?}")) + key.len() + 1;
         let tail = &rest[start..];
         // data-dir may contain spaces in theory; it is followed by " revision=".
         let end = if key == "data-dir" {
@@ -291,23 +243,13 @@ impl Server {
     /// waits for its ready line.
     pub fn start(data_dir: &Path, grpc_addr: &str) -> Server {
         let dir = data_dir.to_str().expect("utf-8 data dir");
-        Self::start_with(&[
-            "server",
-            "--data-dir",
-            dir,
-            "--grpc-addr",
-            grpc_addr,
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+        Self::start_with(&["server", "--data-dir", dir, "--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0"])
     }
 
     /// Starts `waggle ARGS...` (a server command line) and waits for its ready line.
     pub fn start_with(args: &[&str]) -> Server {
         let mut proc = Proc::spawn("server", args);
-        let line = proc.expect_line("'waggle server ready'", PATIENCE, |l| {
-            l.starts_with("waggle server ready ")
-        });
+        let line = proc.expect_line("'waggle server ready'", PATIENCE, |l| l.starts_with("waggle server ready "));
         let ready = parse_ready(&line);
         Server { proc, ready }
     }
@@ -339,10 +281,7 @@ pub fn run(args: &[&str]) -> Output {
     // The reader threads finish at EOF, right after the exit.
     let mut stdout = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while let Ok(line) = proc
-        .lines
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
+    while let Ok(line) = proc.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         stdout.push(line);
     }
     // Give the stderr thread a moment to drain the pipe after the exit.
@@ -352,11 +291,7 @@ pub fn run(args: &[&str]) -> Output {
         thread::sleep(Duration::from_millis(5));
         stderr = proc.stderr();
     }
-    Output {
-        code: status.code(),
-        stdout: stdout.join("\n"),
-        stderr,
-    }
+    Output { code: status.code(), stdout: stdout.join("\n"), stderr }
 }
 
 /// Runs a client command against `server` (prefixing `--server URL`).
@@ -378,9 +313,7 @@ pub fn instances(server: &str, service: &str) -> Vec<Value> {
 
 /// The ids in an `instances --json` answer.
 pub fn ids(list: &[Value]) -> Vec<String> {
-    list.iter()
-        .map(|i| i["id"].as_str().expect("id is a string").to_string())
-        .collect()
+    list.iter().map(|i| i["id"].as_str().expect("id is a string").to_string()).collect()
 }
 
 /// Calls `f` every `every` until it returns `Some`, or gives up after `timeout`.
@@ -400,20 +333,13 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option
 /// A plain HTTP/1.1 GET with `Connection: close`; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-    )
-    .expect("send request");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
+        .expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("malformed HTTP response: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("malformed HTTP response: {text:?}"));
     let status_line = head.lines().next().unwrap_or_default();
     let code = status_line
         .split_whitespace()
@@ -421,14 +347,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let chunked = head.lines().any(|h| {
-        h.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && h.to_ascii_lowercase().contains("chunked")
+        h.to_ascii_lowercase().starts_with("transfer-encoding:") && h.to_ascii_lowercase().contains("chunked")
     });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let body = if chunked { dechunk(body) } else { body.to_string() };
     (code, body)
 }
 
