@@ -12,6 +12,9 @@ use crate::{
     session::{Keeper, KeeperCmd},
 };
 
+/// The largest message the SDK accepts from the server.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A connection to a Waggle server. Cheap to clone; all clones share one session, which is
 /// created on the first registration and kept alive in the background (one session per client
 /// process: keepalive cost scales with processes, not instances).
@@ -24,7 +27,7 @@ struct Inner {
     url: String,
     rpc: RegistryClient<Channel>,
     config: ClientConfig,
-    keeper: mpsc::Sender<KeeperCmd>,
+    keeper: mpsc::UnboundedSender<KeeperCmd>,
     session: watch::Receiver<Option<SessionId>>,
 }
 
@@ -76,8 +79,10 @@ impl Client {
         if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
             return Err(Error::InvalidUrl { url, reason: "the scheme must be http or https".into() });
         }
-        let rpc = RegistryClient::new(endpoint.connect_lazy());
-        let (keeper_tx, keeper_rx) = mpsc::channel(64);
+        // Large services exceed tonic's default 4 MiB message limit; allow 64 MiB.
+        let rpc = RegistryClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        // Unbounded: a dropped Registration must never lose its deregistration to a full queue.
+        let (keeper_tx, keeper_rx) = mpsc::unbounded_channel();
         let (session_tx, session_rx) = watch::channel(None);
         tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx).run());
         Ok(Client { inner: Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx }) })
@@ -116,7 +121,7 @@ impl Client {
     pub async fn register(&self, spec: InstanceSpec) -> Result<Registration, Error> {
         spec.validate()?;
         let (reply, rx) = oneshot::channel();
-        self.inner.keeper.send(KeeperCmd::Register { spec, reply }).await.map_err(|_| Error::Closed)?;
+        self.inner.keeper.send(KeeperCmd::Register { spec, reply }).map_err(|_| Error::Closed)?;
         let instance = rx.await.map_err(|_| Error::Closed)??;
         Ok(Registration { client: self.clone(), instance, active: true })
     }
@@ -127,11 +132,7 @@ impl Client {
         let service = ServiceName::new(service)?;
         let id = InstanceId::new(id)?;
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .keeper
-            .send(KeeperCmd::Deregister { service, id, reply: Some(reply) })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.inner.keeper.send(KeeperCmd::Deregister { service, id, reply: Some(reply) }).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -166,7 +167,7 @@ impl Client {
     /// Best effort: if the server is unreachable the session expires after its TTL.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.inner.keeper.send(KeeperCmd::Shutdown { reply }).await.is_ok() {
+        if self.inner.keeper.send(KeeperCmd::Shutdown { reply }).is_ok() {
             let _ = rx.await;
         }
     }
@@ -235,7 +236,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if self.active {
-            let _ = self.client.inner.keeper.try_send(KeeperCmd::Deregister {
+            let _ = self.client.inner.keeper.send(KeeperCmd::Deregister {
                 service: self.instance.service().clone(),
                 id: self.instance.id().clone(),
                 reply: None,

@@ -144,13 +144,13 @@ impl Discovery {
     /// `Added` event for each instance already known, then follows updates. A slow consumer
     /// never buffers: it sees the net difference since it last looked.
     pub fn changes(&self) -> DiscoveryChanges {
-        DiscoveryChanges(Differ::new(self.shared.clone(), false))
+        DiscoveryChanges(Differ::new(self, false))
     }
 
     /// A [`tower::discover::Discover`] of the passing instances, keyed by instance id: an
     /// instance that stops passing is removed, and inserted again when it recovers.
     pub fn discover(&self) -> DiscoverStream {
-        DiscoverStream(Differ::new(self.shared.clone(), true))
+        DiscoverStream(Differ::new(self, true))
     }
 }
 
@@ -188,6 +188,8 @@ fn publish(shared: &Shared, map: &BTreeMap<InstanceId, Instance>, revision: u64)
 struct Follower {
     map: BTreeMap<InstanceId, Instance>,
     revision: u64,
+    /// The server's history id; sent back when resuming so a wiped server re-snapshots.
+    incarnation: u64,
     partial: Option<BTreeMap<InstanceId, Instance>>,
 }
 
@@ -241,13 +243,18 @@ async fn run(client: Client, shared: Arc<Shared>) {
     let mut follower = Follower::default();
     loop {
         follower.partial = None;
-        let req = v1::WatchRequest { service: shared.service.to_string(), from_revision: follower.revision };
+        let req = v1::WatchRequest {
+            service: shared.service.to_string(),
+            from_revision: follower.revision,
+            incarnation: follower.incarnation,
+        };
         match client.rpc().watch(req).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 loop {
                     match stream.message().await {
-                        Ok(Some(v1::WatchResponse { event: Some(event) })) => {
+                        Ok(Some(v1::WatchResponse { event: Some(event), incarnation })) => {
+                            follower.incarnation = incarnation;
                             match follower.apply(event) {
                                 Ok(true) => {
                                     publish(&shared, &follower.map, follower.revision);
@@ -282,6 +289,9 @@ async fn run(client: Client, shared: Arc<Shared>) {
 /// has already seen.
 struct Differ {
     shared: Arc<Shared>,
+    /// Keeps the background watch alive while the stream exists, even if every `Discovery`
+    /// handle was dropped.
+    _task: Arc<AbortOnDrop>,
     generations: WatchStream<u64>,
     known: HashMap<InstanceId, Instance>,
     pending: VecDeque<DiscoveryEvent>,
@@ -289,9 +299,17 @@ struct Differ {
 }
 
 impl Differ {
-    fn new(shared: Arc<Shared>, passing_only: bool) -> Self {
+    fn new(discovery: &Discovery, passing_only: bool) -> Self {
+        let shared = discovery.shared.clone();
         let generations = WatchStream::new(shared.generation.subscribe());
-        Differ { shared, generations, known: HashMap::new(), pending: VecDeque::new(), passing_only }
+        Differ {
+            shared,
+            _task: discovery._task.clone(),
+            generations,
+            known: HashMap::new(),
+            pending: VecDeque::new(),
+            passing_only,
+        }
     }
 
     fn diff(&mut self) {

@@ -2,7 +2,12 @@
 //! (a keepalive every TTL/3 on one stream), reconnects with jittered back-off, and when the
 //! session is lost creates a new one and registers every instance again.
 
-use std::{collections::BTreeMap, ops::ControlFlow};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::ControlFlow,
+};
+
+use futures_util::StreamExt;
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -40,22 +45,37 @@ type Key = (ServiceName, InstanceId);
 pub(crate) struct Keeper {
     rpc: RegistryClient<Channel>,
     config: ClientConfig,
-    commands: mpsc::Receiver<KeeperCmd>,
+    commands: mpsc::UnboundedReceiver<KeeperCmd>,
     session: Option<SessionId>,
     session_tx: watch::Sender<Option<SessionId>>,
     registered: BTreeMap<Key, InstanceSpec>,
+    /// Deregistrations that failed (server unreachable): retried after every reconnect, so an
+    /// instance the application gave up is never kept alive by our session.
+    unregistered: BTreeSet<Key>,
     backoff: Backoff,
 }
+
+/// Re-registrations in flight at once after a session loss.
+const REREGISTER_CONCURRENCY: usize = 32;
 
 impl Keeper {
     pub(crate) fn new(
         rpc: RegistryClient<Channel>,
         config: ClientConfig,
-        commands: mpsc::Receiver<KeeperCmd>,
+        commands: mpsc::UnboundedReceiver<KeeperCmd>,
         session_tx: watch::Sender<Option<SessionId>>,
     ) -> Self {
         let backoff = config.backoff();
-        Keeper { rpc, config, commands, session: None, session_tx, registered: BTreeMap::new(), backoff }
+        Keeper {
+            rpc,
+            config,
+            commands,
+            session: None,
+            session_tx,
+            registered: BTreeMap::new(),
+            unregistered: BTreeSet::new(),
+            backoff,
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -119,9 +139,19 @@ impl Keeper {
         let session = SessionId::new(resp.session_id);
         self.set_session(Some(session));
         tracing::debug!(%session, "session created");
+        // Concurrently, so that many instances are back well within one TTL.
         let specs: Vec<InstanceSpec> = self.registered.values().cloned().collect();
-        for spec in specs {
-            match self.register_rpc(session, &spec).await {
+        let this = &*self;
+        let results: Vec<(InstanceSpec, Result<Instance, Error>)> = futures_util::stream::iter(specs)
+            .map(|spec| async move {
+                let result = this.register_rpc(session, &spec).await;
+                (spec, result)
+            })
+            .buffer_unordered(REREGISTER_CONCURRENCY)
+            .collect()
+            .await;
+        for (spec, result) in results {
+            match result {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(tonic::Code::NotFound) => {
                     self.set_session(None);
@@ -169,7 +199,9 @@ impl Keeper {
             other => other,
         };
         if result.is_ok() {
-            self.registered.insert((spec.service.clone(), spec.id.clone()), spec);
+            let key = (spec.service.clone(), spec.id.clone());
+            self.unregistered.remove(&key);
+            self.registered.insert(key, spec);
         }
         result
     }
@@ -181,9 +213,15 @@ impl Keeper {
                 let _ = reply.send(result);
             }
             KeeperCmd::Deregister { service, id, reply } => {
-                self.registered.remove(&(service.clone(), id.clone()));
-                let req = v1::DeregisterRequest { service: service.to_string(), id: id.to_string() };
-                let result = self.call(self.rpc.clone().deregister(req)).await.map(|_| ());
+                let key = (service.clone(), id.clone());
+                self.registered.remove(&key);
+                let result = self.deregister_rpc(&key).await;
+                if let Err(e) = &result
+                    && !matches!(e.code(), Some(tonic::Code::NotFound | tonic::Code::InvalidArgument))
+                {
+                    // Unreachable: retry after reconnecting (the instance must not outlive us).
+                    self.unregistered.insert(key);
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
@@ -199,9 +237,28 @@ impl Keeper {
         ControlFlow::Continue(())
     }
 
+    async fn deregister_rpc(&self, (service, id): &Key) -> Result<(), Error> {
+        let req = v1::DeregisterRequest { service: service.to_string(), id: id.to_string() };
+        self.call(self.rpc.clone().deregister(req)).await.map(|_| ())
+    }
+
+    /// Retries deregistrations that failed while the server was unreachable.
+    async fn retry_deregistrations(&mut self) {
+        let keys: Vec<Key> = self.unregistered.iter().cloned().collect();
+        for key in keys {
+            match self.deregister_rpc(&key).await {
+                Ok(()) => {}
+                Err(e) if matches!(e.code(), Some(tonic::Code::NotFound | tonic::Code::InvalidArgument)) => {}
+                Err(_) => continue,
+            }
+            self.unregistered.remove(&key);
+        }
+    }
+
     /// Revokes the session, if any (best effort).
     async fn close(&mut self) {
         self.registered.clear();
+        self.unregistered.clear();
         if let Some(session) = self.session.take() {
             let req = v1::RevokeSessionRequest { session_id: session.get() };
             if let Err(e) = self.call(self.rpc.clone().revoke_session(req)).await {
@@ -213,7 +270,10 @@ impl Keeper {
 
     /// Waits one back-off delay while still serving commands.
     async fn pause(&mut self) -> ControlFlow<()> {
-        let until = Instant::now() + self.backoff.next_delay();
+        // Never wait longer than a keepalive period: after a server restart the session has one
+        // TTL of grace, and reconnecting late would waste it.
+        let delay = self.backoff.next_delay().min(self.config.session_ttl.as_duration() / 3);
+        let until = Instant::now() + delay;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return ControlFlow::Continue(()),
@@ -263,6 +323,9 @@ impl Keeper {
                     Ok(Some(resp)) if resp.found => {
                         self.backoff.reset();
                         answered_by = Instant::now() + ttl;
+                        if !self.unregistered.is_empty() {
+                            self.retry_deregistrations().await;
+                        }
                     }
                     Ok(Some(_)) => return ControlFlow::Continue(Ended::SessionLost),
                     Ok(None) | Err(_) => return ControlFlow::Continue(Ended::Disconnected),

@@ -199,3 +199,39 @@ async fn an_unreachable_server_is_an_error_and_bad_input_is_rejected_locally() {
     assert_eq!(err.code(), Some(tonic::Code::NotFound));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_discover_stream_outlives_its_discovery_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = Client::connect(url(&server)).await.unwrap();
+    // The Discovery handle is a temporary: the stream alone must keep the watch running.
+    let mut discover = client.discover("api").unwrap().discover();
+    let _r = client.register(InstanceSpec::new("api", "10.0.0.7", 7).unwrap()).await.unwrap();
+    let change = timeout(WAIT, discover.next()).await.expect("stream is alive").unwrap().unwrap();
+    assert!(matches!(change, tower::discover::Change::Insert(ref id, _) if id.as_str() == "10.0.0.7:7"));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deregistration_that_failed_during_an_outage_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let server = start_server(dir.path(), addr).await;
+    let client = Client::connect_with(url(&server), fast_config(2_000)).await.unwrap();
+    let gone = client.register(InstanceSpec::new("web", "10.0.0.1", 1).unwrap()).await.unwrap();
+    let _kept = client.register(InstanceSpec::new("web", "10.0.0.2", 2).unwrap()).await.unwrap();
+    server.shutdown().await;
+
+    // The server is down: the deregistration fails, but the SDK remembers it.
+    assert!(gone.shutdown().await.is_err());
+    let server = start_server(dir.path(), addr).await;
+    let observer = Client::connect(url(&server)).await.unwrap();
+    let web = observer.discover("web").unwrap();
+    timeout(WAIT, web.wait_until(|i| i.len() == 1 && i[0].id().as_str() == "10.0.0.2:2"))
+        .await
+        .expect("the failed deregistration is retried once the server is back");
+    client.shutdown().await;
+    server.shutdown().await;
+}

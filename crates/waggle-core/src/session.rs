@@ -4,7 +4,8 @@ use std::{collections::BTreeSet, fmt, time::Duration};
 
 use crate::{InstanceId, Revision, ServiceName, ValidationError, validate::limits};
 
-/// Identifies a session. Assigned by the state machine: the revision at which it was created.
+/// Identifies a session: a random non-zero 64-bit number chosen by the proposer (the leader),
+/// so ids are not reused even across a wiped or restored data dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct SessionId(u64);

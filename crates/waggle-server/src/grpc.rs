@@ -28,6 +28,7 @@ pub(crate) struct RegistryService {
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<SessionClock>,
     pub(crate) session_ids: SessionIds,
+    pub(crate) incarnation: u64,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -78,6 +79,7 @@ fn deltas_message(batch: &Batch) -> v1::WatchResponse {
         .collect();
     v1::WatchResponse {
         event: Some(v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas })),
+        incarnation: 0,
     }
 }
 
@@ -111,6 +113,7 @@ fn snapshot_messages(revision: Revision, instances: &[Arc<waggle_core::Instance>
                 instances,
                 continued: idx + 1 < n,
             })),
+            incarnation: 0,
         })
         .collect()
 }
@@ -155,6 +158,7 @@ impl v1::registry_server::Registry for RegistryService {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let clock = self.clock.clone();
+        let consensus = self.consensus.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -167,6 +171,12 @@ impl v1::registry_server::Registry for RegistryService {
                     Some(Err(_)) => return,
                     Some(Ok(req)) if req.session_id == 0 => {
                         Err(Status::invalid_argument("invalid session_id: required"))
+                    }
+                    // Only a running leader holds deadlines; a deposed or failed node must not
+                    // pretend to renew.
+                    Some(Ok(_)) if !consensus.is_leader() => {
+                        let _ = tx.send(Err(Status::unavailable("this node is not the leader"))).await;
+                        return;
                     }
                     Some(Ok(req)) => {
                         let ttl = clock.keepalive(SessionId::new(req.session_id));
@@ -262,34 +272,49 @@ impl v1::registry_server::Registry for RegistryService {
         let req = request.get_ref();
         let service =
             if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
-        let from = (req.from_revision > 0).then(|| Revision::new(req.from_revision));
+        // Revisions of another incarnation (a wiped or restored data dir) mean nothing here.
+        let same_history = req.incarnation == 0 || req.incarnation == self.incarnation;
+        let from = (req.from_revision > 0 && same_history).then(|| Revision::new(req.from_revision));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let hub = self.hub.clone();
         let shutdown = self.shutdown.clone();
+        let incarnation = self.incarnation;
         tokio::spawn(async move {
+            let closed = tx.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = pump_watch(hub, service, from, tx) => {}
+                // A quiet watch notices a departed client only here.
+                _ = closed.closed() => {}
+                _ = pump_watch(hub, service, from, WatchSink { tx, incarnation }) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Feeds one watcher: its start, then batches, re-snapshotting whenever it lags behind.
-async fn pump_watch(
-    hub: Arc<WatchHub>,
-    service: Option<ServiceName>,
-    mut from: Option<Revision>,
+/// One watcher's outbound queue; stamps every message with the registry's incarnation.
+struct WatchSink {
     tx: mpsc::Sender<Result<v1::WatchResponse, Status>>,
-) {
+    incarnation: u64,
+}
+
+impl WatchSink {
+    /// False once the watcher is gone.
+    async fn send(&self, mut message: v1::WatchResponse) -> bool {
+        message.incarnation = self.incarnation;
+        self.tx.send(Ok(message)).await.is_ok()
+    }
+}
+
+/// Feeds one watcher: its start, then batches, re-snapshotting whenever it lags behind.
+async fn pump_watch(hub: Arc<WatchHub>, service: Option<ServiceName>, mut from: Option<Revision>, sink: WatchSink) {
     loop {
         let sub = hub.subscribe(service.as_ref(), from);
         let mut rx = sub.rx;
         let mut last = match sub.start {
             Start::Snapshot { revision, instances } => {
                 for message in snapshot_messages(revision, &instances) {
-                    if tx.send(Ok(message)).await.is_err() {
+                    if !sink.send(message).await {
                         return;
                     }
                 }
@@ -297,15 +322,14 @@ async fn pump_watch(
             }
             Start::Replay { current, batches } => {
                 for batch in &batches {
-                    if tx.send(Ok(deltas_message(batch))).await.is_err() {
+                    if !sink.send(deltas_message(batch)).await {
                         return;
                     }
                 }
                 // Always end the start with a message at `current`, so a resumed watcher learns
                 // it is up to date even when nothing changed while it was away.
                 let up_to_date = Batch { revision: current, changes: Vec::new(), resync: false };
-                if batches.last().is_none_or(|b| b.revision < current)
-                    && tx.send(Ok(deltas_message(&up_to_date))).await.is_err()
+                if batches.last().is_none_or(|b| b.revision < current) && !sink.send(deltas_message(&up_to_date)).await
                 {
                     return;
                 }
@@ -319,7 +343,7 @@ async fn pump_watch(
                     break;
                 }
                 Ok(batch) if batch.revision > last => {
-                    if tx.send(Ok(deltas_message(&batch))).await.is_err() {
+                    if !sink.send(deltas_message(&batch)).await {
                         return;
                     }
                     last = batch.revision;

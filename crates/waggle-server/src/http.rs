@@ -20,9 +20,10 @@ pub(crate) fn router(consensus: Arc<Consensus>, hub: Arc<WatchHub>) -> Router {
 /// 200 with `{"status":"ok",...}` when the node knows a leader; 503 otherwise.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let status = state.consensus.status();
-    let leader = status.leader;
+    let running = state.consensus.running();
+    let leader = status.leader.filter(|_| running);
     let body = serde_json::json!({
-        "status": if leader.is_some() { "ok" } else { "no-leader" },
+        "status": if !running { "stopped" } else if leader.is_some() { "ok" } else { "no-leader" },
         "is_leader": state.consensus.is_leader(),
         "revision": state.hub.revision().get(),
         "raft": status,

@@ -102,9 +102,12 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        // Grace starts now, when clients can reach us, not when the data dir was opened.
+        clock.grant_grace();
         tasks.push(tokio::spawn(sessions::run_expiry(
             clock.clone(),
             consensus.clone(),
+            hub.clone(),
             config.session_tick,
             shutdown.clone(),
         )));
@@ -114,6 +117,7 @@ impl Server {
             hub: hub.clone(),
             clock,
             session_ids: grpc::SessionIds::new(config.seed),
+            incarnation: storage.incarnation(),
             shutdown: shutdown.clone(),
         };
         let grpc = tonic::transport::Server::builder()
@@ -169,11 +173,20 @@ impl Server {
         Ok(self.consensus.snapshot_index().unwrap_or(0))
     }
 
-    /// Stops serving, ends open streams and stops Raft.
+    /// Resolves if the consensus engine stops on its own (a fatal storage error): the node
+    /// can no longer accept writes and should exit.
+    pub async fn failed(&self) -> String {
+        self.consensus.failed().await
+    }
+
+    /// Stops serving, ends open streams and stops Raft. Connections that do not close within
+    /// five seconds (for example a client that stopped reading) are dropped.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+            }
         }
         self.consensus.shutdown().await;
     }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use waggle_core::{Command, SessionId, Ttl};
 
-use crate::consensus::Consensus;
+use crate::{consensus::Consensus, watch::WatchHub};
 
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -84,18 +84,25 @@ impl SessionClock {
 }
 
 /// Expires sessions while this node leads. Every `tick` it collects overdue sessions, confirms
-/// leadership with a quorum, and only then proposes their expiry. On becoming leader it first
-/// grants every session a full TTL, so a failover never mass-expires healthy clients.
+/// leadership with a quorum, checks again which are still overdue (a keepalive may have
+/// arrived meanwhile), and only then proposes their expiry. On becoming leader it first grants
+/// every session a full TTL, so a failover never mass-expires healthy clients. If the loop
+/// itself was stalled (process paused, machine overloaded) it grants grace instead of
+/// expiring: a stalled node cannot tell whether clients kept sending keepalives.
 pub(crate) async fn run_expiry(
     clock: Arc<SessionClock>,
     consensus: Arc<Consensus>,
+    hub: Arc<WatchHub>,
     tick: Duration,
     shutdown: CancellationToken,
 ) {
     let mut leadership = consensus.leadership();
     let mut leading = *leadership.borrow_and_update();
-    let mut interval = tokio::time::interval(tick);
+    let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stall = (tick * 10).max(Duration::from_secs(1));
+    let mut last_tick = Instant::now();
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -113,15 +120,30 @@ pub(crate) async fn run_expiry(
             }
             _ = interval.tick() => {}
         }
+        let now = Instant::now();
+        let gap = now.duration_since(last_tick);
+        last_tick = now;
+        ticks += 1;
+        if ticks.is_multiple_of(100) {
+            hub.prune();
+        }
         if !leading {
+            continue;
+        }
+        if gap > stall {
+            tracing::warn!(?gap, "session clock stalled; granting every session a full TTL instead of expiring");
+            clock.grant_grace();
+            continue;
+        }
+        if clock.expired(now).is_empty() {
+            continue;
+        }
+        if !consensus.confirm_leadership().await {
+            tracing::warn!("could not confirm leadership with a quorum; not expiring sessions");
             continue;
         }
         let expired = clock.expired(Instant::now());
         if expired.is_empty() {
-            continue;
-        }
-        if !consensus.confirm_leadership().await {
-            tracing::warn!(n = expired.len(), "could not confirm leadership with a quorum; not expiring sessions");
             continue;
         }
         tracing::info!(sessions = ?expired, "expiring sessions");

@@ -230,6 +230,14 @@ impl WatchHub {
         state.all.send(Arc::new(Batch { revision, changes: all_changes, resync: false }), history);
     }
 
+    /// Drops views that neither hold instances nor have subscribers (a watch of a service that
+    /// never existed leaves one behind when the watcher goes).
+    pub(crate) fn prune(&self) {
+        self.state()
+            .services
+            .retain(|_, v| !v.instances.is_empty() || v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
+    }
+
     /// Replaces every view with the registry's state (startup, snapshot install) and tells every
     /// subscriber to re-snapshot.
     pub(crate) fn reset(&self, registry: &Registry) {

@@ -101,8 +101,11 @@ async fn an_expired_session_takes_its_instances_in_one_revision() {
     for port in 1..=3 {
         register(&mut client, sid, instance("web", "10.0.0.1", port)).await;
     }
-    let mut watch =
-        client.watch(v1::WatchRequest { service: "web".into(), from_revision: 0 }).await.unwrap().into_inner();
+    let mut watch = client
+        .watch(v1::WatchRequest { service: "web".into(), from_revision: 0, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(Event::Snapshot(ref s)) if s.instances.len() == 3));
     // No keepalives: the session expires after its TTL and all three go in one batch.
@@ -120,8 +123,11 @@ async fn a_lagging_watcher_is_resynced_with_a_snapshot() {
     let server = start(dir.path(), |c| c.watch_buffer = 4).await;
     let mut client = rpc(&server).await;
     let sid = session(&mut client, 60_000).await;
-    let mut watch =
-        client.watch(v1::WatchRequest { service: "big".into(), from_revision: 0 }).await.unwrap().into_inner();
+    let mut watch = client
+        .watch(v1::WatchRequest { service: "big".into(), from_revision: 0, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     // Large instances (~5 MB in all) overflow the HTTP/2 windows (2 MB per stream in hyper)
     // and the per-watcher queue while the watcher does not read.
     let n = 250u32;
@@ -170,14 +176,20 @@ async fn a_watch_resumes_from_its_revision_without_gap_or_duplicate() {
     let mut client = rpc(&server).await;
     let sid = session(&mut client, 60_000).await;
     let r1 = register(&mut client, sid, instance("web", "10.0.0.1", 1)).await;
-    let mut watch =
-        client.watch(v1::WatchRequest { service: "web".into(), from_revision: 0 }).await.unwrap().into_inner();
+    let mut watch = client
+        .watch(v1::WatchRequest { service: "web".into(), from_revision: 0, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     watch.message().await.unwrap().unwrap();
     drop(watch);
     let r2 = register(&mut client, sid, instance("web", "10.0.0.1", 2)).await;
     let r3 = register(&mut client, sid, instance("web", "10.0.0.1", 3)).await;
-    let mut resumed =
-        client.watch(v1::WatchRequest { service: "web".into(), from_revision: r1 }).await.unwrap().into_inner();
+    let mut resumed = client
+        .watch(v1::WatchRequest { service: "web".into(), from_revision: r1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = Vec::new();
     while seen.last() != Some(&r3) {
         let msg = timeout(WAIT, resumed.message()).await.unwrap().unwrap().unwrap();
@@ -186,10 +198,22 @@ async fn a_watch_resumes_from_its_revision_without_gap_or_duplicate() {
     }
     assert_eq!(seen, vec![r2, r3]);
     // Resuming when nothing changed still answers, so the watcher knows it is current.
-    let mut current =
-        client.watch(v1::WatchRequest { service: "web".into(), from_revision: r3 }).await.unwrap().into_inner();
+    let mut current = client
+        .watch(v1::WatchRequest { service: "web".into(), from_revision: r3, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let msg = timeout(WAIT, current.message()).await.unwrap().unwrap().unwrap();
     assert!(matches!(msg.event, Some(Event::Deltas(ref d)) if d.deltas.is_empty() && d.revision == r3));
+    // A revision from another history (a wiped or restored data dir) is not trusted: the
+    // watcher gets a snapshot.
+    let incarnation = msg.incarnation;
+    assert_ne!(incarnation, 0);
+    let req = v1::WatchRequest { service: "web".into(), from_revision: r1, incarnation: incarnation ^ 1 };
+    let mut foreign = client.watch(req).await.unwrap().into_inner();
+    let msg = timeout(WAIT, foreign.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(msg.event, Some(Event::Snapshot(ref s)) if s.instances.len() == 3 && s.revision == r3));
+    assert_eq!(msg.incarnation, incarnation);
     server.shutdown().await;
 }
 

@@ -30,6 +30,69 @@ pub(crate) enum Command {
     Instances(InstancesArgs),
     /// Follow a service's changes, one line per change.
     Watch(WatchArgs),
+    /// Measure throughput and latency against Waggle, etcd or ZooKeeper.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BenchWorkload {
+    /// Durable registrations under sessions.
+    Register,
+    /// Session keepalives.
+    Keepalive,
+    /// Get-service reads.
+    Discover,
+    /// One change at a time fanned out to N watchers (acknowledgement to receipt).
+    Watch,
+    /// Instances joining and leaving while M watchers follow.
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BenchTarget {
+    /// Waggle (the --server URL).
+    Waggle,
+    /// etcd v3 (default endpoint http://127.0.0.1:2379).
+    Etcd,
+    /// ZooKeeper (default endpoint 127.0.0.1:2181; register only).
+    Zookeeper,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub(crate) workload: BenchWorkload,
+    /// The system under test.
+    #[arg(long, value_enum, default_value = "waggle")]
+    pub(crate) target: BenchTarget,
+    /// Endpoint of an etcd or ZooKeeper target (Waggle uses --server).
+    #[arg(long)]
+    pub(crate) endpoint: Option<String>,
+    /// Connections.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) clients: usize,
+    /// Outstanding requests per connection.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) in_flight: usize,
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, conflicts_with = "total")]
+    pub(crate) duration: Duration,
+    /// Stop after this many operations (watch: changes) instead of a duration.
+    #[arg(long)]
+    pub(crate) total: Option<u64>,
+    /// Register: key space; discover: instances in the service read.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) instances: usize,
+    /// Watchers for watch (default 1000) and churn (default 100).
+    #[arg(long)]
+    pub(crate) watchers: Option<usize>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress output.
+    #[arg(long)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Args)]

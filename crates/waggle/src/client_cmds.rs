@@ -9,7 +9,7 @@ use crate::{
     Failure,
     cli::{DeregisterArgs, InstancesArgs, RegisterArgs, ServicesArgs, WatchArgs},
     output,
-    server_cmd::wait_for_signal,
+    server_cmd::Signals,
 };
 
 /// Splits `ADDRESS:PORT` (IPv6 in brackets).
@@ -60,6 +60,7 @@ pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Fai
     let spec = build_spec(&args)?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
+    let mut signals = Signals::install()?;
     let client = connect(server, config).await?;
     let registration = client.register(spec).await?;
     let instance = registration.instance();
@@ -72,11 +73,14 @@ pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Fai
         instance.modify_revision,
     );
     let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
+    signals.recv().await;
     let result = registration.shutdown().await;
     client.shutdown().await;
-    result?;
-    eprintln!("deregistered");
+    match result {
+        Ok(()) => eprintln!("deregistered"),
+        // Best effort, as documented: the session expires within its TTL anyway.
+        Err(e) => eprintln!("warning: could not deregister ({e}); the instance expires within the session TTL"),
+    }
     Ok(())
 }
 
@@ -125,12 +129,13 @@ pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), F
 pub(crate) async fn watch(server: &str, args: WatchArgs) -> Result<(), Failure> {
     waggle_core::ServiceName::new(&args.service)?;
     let client = connect(server, ClientConfig::default()).await?;
+    let mut signals = Signals::install()?;
     let discovery = client.discover(&args.service)?;
     let mut changes = discovery.changes();
     loop {
         let event = tokio::select! {
             event = changes.next() => event,
-            signal = wait_for_signal() => return signal,
+            _ = signals.recv() => return Ok(()),
         };
         let Some(event) = event else { return Ok(()) };
         let kind = match event.kind {

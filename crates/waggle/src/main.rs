@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 runtime failure (server unreachable, request refused); 2 usage
 //! error (bad flags or argument values, detected before anything is sent).
 
+mod bench_cmd;
 mod cli;
 mod client_cmds;
 mod output;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             Command::Services(args) => client_cmds::services(&cli.server, args).await,
             Command::Instances(args) => client_cmds::instances(&cli.server, args).await,
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
+            Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
         }
     });
     match result {

@@ -19,6 +19,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.raft.snapshot_every = args.snapshot_every;
+    let mut signals = Signals::install()?;
     let server = Server::start(config).await.map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "waggle server ready grpc={} http={} data-dir={} revision={}",
@@ -28,20 +29,39 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
         server.revision()
     );
     let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
+    let failure = tokio::select! {
+        _ = signals.recv() => None,
+        reason = server.failed() => Some(reason),
+    };
     tracing::info!("shutting down");
     server.shutdown().await;
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => Err(Failure::Runtime(anyhow::anyhow!("consensus stopped: {reason}"))),
+    }
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub(crate) async fn wait_for_signal() -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGINT / SIGTERM handlers, installed before anything is announced so that a signal sent
+/// right after a ready line is never lost (tokio drops signals nobody listens for).
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -72,10 +72,32 @@ impl From<ApplyError> for Refusal {
     }
 }
 
+/// Follows Raft metrics and publishes whether `node_id` leads with a running core.
+fn leadership(raft: &Raft, node_id: u64) -> tokio::sync::watch::Receiver<bool> {
+    let leads = move |m: &openraft::RaftMetrics<u64, BasicNode>| {
+        m.running_state.is_ok() && m.state == ServerState::Leader && m.current_leader == Some(node_id)
+    };
+    let mut metrics = raft.metrics();
+    let (tx, rx) = tokio::sync::watch::channel(leads(&metrics.borrow()));
+    tokio::spawn(async move {
+        loop {
+            let now = leads(&metrics.borrow_and_update());
+            tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+            if metrics.changed().await.is_err() {
+                tx.send_replace(false);
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// A running Raft node (one member by default) with the registry as its state machine.
 pub(crate) struct Consensus {
     raft: Raft,
     node_id: u64,
+    /// True while this node leads and its Raft core runs; read on every keepalive.
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Consensus {
@@ -114,7 +136,8 @@ impl Consensus {
         // Apply everything committed before serving, so that sessions and instances from the
         // log's tail are known to the clock and the hub when the first client arrives.
         raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
-        Ok(Consensus { raft, node_id })
+        let leading = leadership(&raft, node_id);
+        Ok(Consensus { raft, node_id, leading })
     }
 
     /// Proposes a command and waits until it is durable and applied.
@@ -132,10 +155,10 @@ impl Consensus {
         }
     }
 
-    /// True when this node currently believes it leads (no quorum round trip).
+    /// True when this node currently believes it leads and its Raft core runs (no quorum
+    /// round trip; cheap enough for every keepalive).
     pub(crate) fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+        *self.leading.borrow()
     }
 
     /// Confirms with a quorum that this node still leads (a read-index round).
@@ -143,24 +166,27 @@ impl Consensus {
         self.raft.ensure_linearizable().await.is_ok()
     }
 
-    /// A stream of leadership changes: yields `true` when this node leads.
+    /// Leadership changes: `true` while this node leads.
     pub(crate) fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
-        let (tx, rx) = tokio::sync::watch::channel(self.is_leader());
+        self.leading.clone()
+    }
+
+    /// Resolves with the reason if the Raft core stops running (fatal error or shutdown).
+    pub(crate) async fn failed(&self) -> String {
         let mut metrics = self.raft.metrics();
-        let node_id = self.node_id;
-        tokio::spawn(async move {
-            loop {
-                let leads = {
-                    let m = metrics.borrow_and_update();
-                    m.state == ServerState::Leader && m.current_leader == Some(node_id)
-                };
-                tx.send_if_modified(|v| std::mem::replace(v, leads) != leads);
-                if metrics.changed().await.is_err() || tx.is_closed() {
-                    return;
-                }
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
             }
-        });
-        rx
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
+    /// True while the Raft core runs.
+    pub(crate) fn running(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_ok()
     }
 
     /// A consistent reading of this node's Raft progress.
