@@ -72,9 +72,14 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
             for channel in &channels {
                 let lease = grant(channel).await?;
                 for _ in 0..config.in_flight {
+                    // etcd (grpc-go) sends response headers with the first reply, so the stream
+                    // call only returns once a first request has been answered.
                     let (tx, rx) = mpsc::channel(1);
-                    let replies = LeaseClient::new(channel.clone()).lease_keep_alive(ReceiverStream::new(rx)).await?;
-                    workers.push(KeepAliveWorker { tx, replies: replies.into_inner(), lease });
+                    tx.send(pb::LeaseKeepAliveRequest { id: lease }).await?;
+                    let mut replies =
+                        LeaseClient::new(channel.clone()).lease_keep_alive(ReceiverStream::new(rx)).await?.into_inner();
+                    replies.message().await?.context("keepalive stream ended")?;
+                    workers.push(KeepAliveWorker { tx, replies, lease });
                 }
             }
             let (recorder, elapsed) = drive(config, workers).await?;

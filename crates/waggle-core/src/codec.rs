@@ -50,6 +50,16 @@ enum CommandKind {
     Deregister(InstanceKey),
 }
 
+/// Several commands proposed together as one log entry (group commit). Each still consumes
+/// its own revision when applied, in order.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CommandBatchRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(message, repeated, tag = "2")]
+    commands: Vec<CommandRecord>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct CreateSessionRecord {
     #[prost(uint64, tag = "1")]
@@ -130,8 +140,26 @@ struct SessionRecord {
     create_revision: u64,
 }
 
+/// Encodes a batch of commands (one log entry).
+pub fn encode_commands(commands: &[Command]) -> Vec<u8> {
+    let record =
+        CommandBatchRecord { version: FORMAT_VERSION, commands: commands.iter().map(command_record).collect() };
+    prost::Message::encode_to_vec(&record)
+}
+
+/// Decodes a batch written by [`encode_commands`] (this or an older version).
+pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, CodecError> {
+    let record: CommandBatchRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("command batch", e))?;
+    check_version("command batch", record.version)?;
+    record.commands.into_iter().map(command_from_record).collect()
+}
+
 /// Encodes a command for the log.
 pub fn encode_command(command: &Command) -> Vec<u8> {
+    prost::Message::encode_to_vec(&command_record(command))
+}
+
+fn command_record(command: &Command) -> CommandRecord {
     let kind = match command {
         Command::CreateSession { session, ttl } => {
             CommandKind::CreateSession(CreateSessionRecord { id: session.get(), ttl_ms: ttl.as_millis() })
@@ -147,12 +175,16 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             CommandKind::Deregister(InstanceKey { service: service.to_string(), id: id.to_string() })
         }
     };
-    prost::Message::encode_to_vec(&CommandRecord { version: FORMAT_VERSION, kind: Some(kind) })
+    CommandRecord { version: FORMAT_VERSION, kind: Some(kind) }
 }
 
 /// Decodes a command written by [`encode_command`] (this or an older version).
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
     let record: CommandRecord = prost::Message::decode(bytes).map_err(|e| CodecError::new("command", e))?;
+    command_from_record(record)
+}
+
+fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
     check_version("command", record.version)?;
     let invalid = |e: ValidationError| CodecError::new("command", e);
     Ok(match record.kind.ok_or_else(|| CodecError::new("command", "unknown command kind"))? {

@@ -3,7 +3,7 @@
 use crate::consensus::{Refusal, RefusalKind};
 
 /// Why a proposal did not apply.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ProposeError {
     /// The state machine refused it (bad input or unknown object).
     #[error("{}", .0.message)]

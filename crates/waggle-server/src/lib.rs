@@ -72,6 +72,7 @@ pub struct Server {
     data_dir: PathBuf,
     consensus: Arc<Consensus>,
     hub: Arc<WatchHub>,
+    storage: Arc<Storage>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -137,7 +138,7 @@ impl Server {
             }
         }));
 
-        Ok(Server { grpc_addr, http_addr, data_dir: config.data_dir, consensus, hub, shutdown, tasks })
+        Ok(Server { grpc_addr, http_addr, data_dir: config.data_dir, consensus, hub, storage, shutdown, tasks })
     }
 
     /// The bound gRPC address.
@@ -189,5 +190,11 @@ impl Server {
             }
         }
         self.consensus.shutdown().await;
+        // The data dir is released once the Raft tasks and the log writer thread have let go of
+        // it; wait for that, so a restart in the same process can open it again.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.storage) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

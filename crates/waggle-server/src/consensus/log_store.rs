@@ -1,10 +1,19 @@
 //! The Raft log on redb: entries by index plus vote / committed / purged metadata.
+//!
+//! Writes go through the group-commit thread (`log_writer`). Entries are readable from an
+//! in-memory cache from the moment `append` returns, and stay cached (up to `CACHE_ENTRIES`)
+//! so the state machine and replication rarely read them back from disk.
 
 // openraft's trait signatures fix the error type (`StorageError`, ~224 bytes); boxing it in
 // helpers would only add conversions at every call.
 #![allow(clippy::result_large_err)]
 
-use std::{fmt::Debug, ops::RangeBounds, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    ops::{Bound, RangeBounds},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc},
+};
 
 use openraft::{
     AnyError, Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -13,44 +22,21 @@ use openraft::{
 use redb::ReadableDatabase;
 
 use super::{
-    TypeConfig, record,
+    TypeConfig,
+    log_writer::{self, WriteOp},
+    record,
     storage::{self, LOG, Storage},
 };
 
-/// The log store. Cheap to clone: readers share the database.
+/// Recent entries kept in memory.
+const CACHE_ENTRIES: usize = 16_384;
+
+/// The log store. Cheap to clone: readers share the cache and the database.
 #[derive(Clone)]
 pub(crate) struct LogStore {
     storage: Arc<Storage>,
-}
-
-impl LogStore {
-    pub(crate) fn new(storage: Arc<Storage>) -> Self {
-        LogStore { storage }
-    }
-
-    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
-        let bytes = self.storage.read_meta(key).map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
-        bytes
-            .map(|b| serde_json::from_slice(&b).map_err(|e| StorageIOError::read(AnyError::new(&e)).into()))
-            .transpose()
-    }
-
-    fn write_json<T: serde::Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StorageError<u64>> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        self.storage.write_meta(key, &bytes, durable).map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
-    }
-
-    /// Runs a blocking redb operation off the async worker threads.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError<u64>>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Storage) -> Result<T, StorageError<u64>> + Send + 'static,
-    {
-        let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || f(&storage))
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::write(AnyError::new(&e))))?
-    }
+    cache: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    writer: mpsc::Sender<WriteOp>,
 }
 
 fn io_read(e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -61,18 +47,86 @@ fn io_write(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
 
+fn io_write_msg(e: String) -> StorageError<u64> {
+    io_write(std::io::Error::other(e))
+}
+
+impl LogStore {
+    pub(crate) fn new(storage: Arc<Storage>) -> std::io::Result<Self> {
+        let writer = log_writer::spawn(storage.clone())?;
+        Ok(LogStore { storage, cache: Arc::default(), writer })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError<u64>> {
+        let bytes = self.storage.read_meta(key).map_err(io_read)?;
+        bytes.map(|b| serde_json::from_slice(&b).map_err(io_read)).transpose()
+    }
+
+    fn submit(&self, op: WriteOp) -> Result<(), StorageError<u64>> {
+        self.writer.send(op).map_err(|_| io_write_msg("the log writer thread stopped".into()))
+    }
+
+    /// Submits an operation and waits until it is durable.
+    async fn submit_and_wait(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> WriteOp,
+    ) -> Result<(), StorageError<u64>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(make(tx))?;
+        rx.await.map_err(|_| io_write_msg("the log writer thread stopped".into()))?.map_err(io_write_msg)
+    }
+
+    async fn write_json<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), StorageError<u64>> {
+        let value = serde_json::to_vec(value).map_err(io_write)?;
+        self.submit_and_wait(|done| WriteOp::Meta { key, value, done: Some(done) }).await
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        // The cache holds a contiguous suffix of the log; read from disk only what precedes it.
+        let (cached, cache_start) = {
+            let cache = self.cache();
+            let cached: Vec<Entry<TypeConfig>> = cache.range(range.clone()).map(|(_, e)| e.clone()).collect();
+            (cached, cache.keys().next().copied())
+        };
+        if cache_start.is_some_and(|first| first <= start) {
+            return Ok(cached);
+        }
+        let disk_end = cache_start.map_or(Bound::Unbounded, Bound::Excluded);
+        let end = match (range.end_bound(), disk_end) {
+            (Bound::Unbounded, b) => b,
+            (b, Bound::Unbounded) => b.cloned(),
+            (Bound::Included(&a), Bound::Excluded(b)) => {
+                if a < b {
+                    Bound::Included(a)
+                } else {
+                    Bound::Excluded(b)
+                }
+            }
+            (Bound::Excluded(&a), Bound::Excluded(b)) => Bound::Excluded(a.min(b)),
+            (_, Bound::Included(b)) => Bound::Included(b),
+        };
         let txn = self.storage.db().begin_read().map_err(io_read)?;
         let table = txn.open_table(LOG).map_err(io_read)?;
         let mut entries = Vec::new();
-        for item in table.range(range).map_err(io_read)? {
+        for item in table.range::<u64>((Bound::Included(start), end)).map_err(io_read)? {
             let (_, value) = item.map_err(io_read)?;
             entries.push(record::decode_entry(value.value()).map_err(io_read)?);
         }
+        entries.extend(cached);
         Ok(entries)
     }
 }
@@ -82,10 +136,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let last_purged_log_id: Option<LogId<u64>> = self.read_json("last_purged")?;
-        let last = storage::last_log(self.storage.db()).map_err(io_read)?;
-        let last_log_id = match last {
-            Some(bytes) => Some(record::decode_entry(&bytes).map_err(io_read)?.log_id),
-            None => last_purged_log_id,
+        let cached_last = self.cache().values().next_back().map(|e| e.log_id);
+        let last_log_id = match cached_last {
+            Some(id) => Some(id),
+            None => match storage::last_log(self.storage.db()).map_err(io_read)? {
+                Some(bytes) => Some(record::decode_entry(&bytes).map_err(io_read)?.log_id),
+                None => last_purged_log_id,
+            },
         };
         Ok(LogState { last_purged_log_id, last_log_id })
     }
@@ -95,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.write_json("vote", vote, true)
+        self.write_json("vote", vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -104,8 +161,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
         // A hint for faster restart; losing it is safe (Raft re-learns the commit index), so it
-        // is not fsynced on its own: it becomes durable with the next log append.
-        self.write_json("committed", &committed, false)
+        // is not waited for and becomes durable with the next fsynced batch.
+        let value = serde_json::to_vec(&committed).map_err(io_write)?;
+        self.submit(WriteOp::Meta { key: "committed", value, done: None })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -117,48 +175,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> =
-            entries.into_iter().map(|e| (e.log_id.index, record::encode_entry(&e))).collect();
-        let result = self
-            .blocking(move |s| {
-                let txn = s.db().begin_write().map_err(io_write)?;
-                {
-                    let mut table = txn.open_table(LOG).map_err(io_write)?;
-                    for (index, bytes) in &encoded {
-                        table.insert(index, bytes.as_slice()).map_err(io_write)?;
-                    }
-                }
-                // Default durability is Immediate: commit returns after fsync.
-                txn.commit().map_err(io_write)
-            })
-            .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let encoded = entries.iter().map(|e| (e.log_id.index, record::encode_entry(e))).collect();
+        {
+            let mut cache = self.cache();
+            for entry in entries {
+                cache.insert(entry.log_id.index, entry);
+            }
+            while cache.len() > CACHE_ENTRIES {
+                cache.pop_first();
+            }
         }
-        result
+        self.submit(WriteOp::Append { entries: encoded, done: log_writer::flushed(callback) })
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.blocking(move |s| {
-            let txn = s.db().begin_write().map_err(io_write)?;
-            txn.open_table(LOG).map_err(io_write)?.retain_in(log_id.index.., |_, _| false).map_err(io_write)?;
-            txn.commit().map_err(io_write)
-        })
-        .await
+        self.cache().retain(|&i, _| i < log_id.index);
+        self.submit_and_wait(|done| WriteOp::Truncate { from: log_id.index, done }).await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let purged = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
-        self.blocking(move |s| {
-            let txn = s.db().begin_write().map_err(io_write)?;
-            txn.open_table(storage::META)
-                .map_err(io_write)?
-                .insert("last_purged", purged.as_slice())
-                .map_err(io_write)?;
-            txn.open_table(LOG).map_err(io_write)?.retain_in(..=log_id.index, |_, _| false).map_err(io_write)?;
-            txn.commit().map_err(io_write)
-        })
-        .await
+        let last_purged = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
+        self.cache().retain(|&i, _| i > log_id.index);
+        self.submit_and_wait(|done| WriteOp::Purge { upto: log_id.index, last_purged, done }).await
     }
 }

@@ -3,6 +3,7 @@
 //! migration should touch nothing else).
 
 mod log_store;
+mod log_writer;
 mod network;
 mod record;
 mod state_machine;
@@ -23,9 +24,30 @@ use crate::{ServerConfig, error::ProposeError, sessions::SessionClock, watch::Wa
 openraft::declare_raft_types!(
     /// Waggle's openraft type configuration.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = CommandBatch,
+        R = BatchResult,
 );
+
+/// The payload of one log entry: commands proposed together (group commit). openraft 0.9
+/// waits for each append's fsync inside its core loop, so batching above it is what lets many
+/// concurrent writes share one fsync.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommandBatch(pub Vec<Command>);
+
+/// The answers to one entry's commands, in order.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BatchResult(pub Vec<CommandResult>);
+
+/// Most commands in one log entry.
+const MAX_BATCH: usize = 1024;
+/// Batches proposed and not yet applied at once: one commits while the next fills up.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A command waiting to be batched, and where its answer goes.
+struct Proposal {
+    command: Command,
+    reply: tokio::sync::oneshot::Sender<Result<Applied, ProposeError>>,
+}
 
 type Raft = openraft::Raft<TypeConfig>;
 
@@ -36,8 +58,6 @@ pub enum CommandResult {
     Applied(Applied),
     /// The command was refused; state is unchanged.
     Refused(Refusal),
-    /// The entry carried no command (a leader's blank entry or a membership change).
-    NoCommand,
 }
 
 /// Why the state machine refused a command, in a form that crosses the Raft boundary.
@@ -72,6 +92,46 @@ impl From<ApplyError> for Refusal {
     }
 }
 
+/// Collects concurrent proposals into batches (up to `MAX_BATCH`), keeps up to
+/// `BATCHES_IN_FLIGHT` batches in Raft, and hands each command its own answer.
+async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // Everything that queued up while the previous batch was committing goes in this one.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(p) = queue.try_recv()
+        {
+            batch.push(p);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let n = commands.len();
+            let results = match raft.client_write(CommandBatch(commands)).await {
+                Ok(resp) if resp.data.0.len() == n => resp.data.0.into_iter().map(Ok).collect(),
+                Ok(resp) => {
+                    let e = format!("{} results for {n} commands", resp.data.0.len());
+                    vec![Err(ProposeError::Unavailable(e)); n]
+                }
+                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                    vec![Err(ProposeError::NotLeader); n]
+                }
+                Err(e) => vec![Err(ProposeError::Unavailable(e.to_string())); n],
+            };
+            drop(slot);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let answer = result.and_then(|r| match r {
+                    CommandResult::Applied(applied) => Ok(applied),
+                    CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
+                });
+                let _ = reply.send(answer);
+            }
+        });
+    }
+}
+
 /// Follows Raft metrics and publishes whether `node_id` leads with a running core.
 fn leadership(raft: &Raft, node_id: u64) -> tokio::sync::watch::Receiver<bool> {
     let leads = move |m: &openraft::RaftMetrics<u64, BasicNode>| {
@@ -98,6 +158,7 @@ pub(crate) struct Consensus {
     node_id: u64,
     /// True while this node leads and its Raft core runs; read on every keepalive.
     leading: tokio::sync::watch::Receiver<bool>,
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
 }
 
 impl Consensus {
@@ -121,7 +182,7 @@ impl Consensus {
             ..Default::default()
         }
         .validate()?;
-        let log_store = LogStore::new(storage.clone());
+        let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage, hub, clock)?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         if !raft.is_initialized().await? {
@@ -137,22 +198,18 @@ impl Consensus {
         // log's tail are known to the clock and the hub when the first client arrives.
         raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
         let leading = leadership(&raft, node_id);
-        Ok(Consensus { raft, node_id, leading })
+        let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_batcher(raft.clone(), queue));
+        Ok(Consensus { raft, node_id, leading, proposals })
     }
 
     /// Proposes a command and waits until it is durable and applied.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
-        match self.raft.client_write(command).await {
-            Ok(resp) => match resp.data {
-                CommandResult::Applied(applied) => Ok(applied),
-                CommandResult::Refused(refusal) => Err(ProposeError::Refused(refusal)),
-                CommandResult::NoCommand => Err(ProposeError::Unavailable("entry carried no command".into())),
-            },
-            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
-                Err(ProposeError::NotLeader)
-            }
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send(Proposal { command, reply })
+            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?;
+        answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
     }
 
     /// True when this node currently believes it leads and its Raft core runs (no quorum

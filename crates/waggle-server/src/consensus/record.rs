@@ -6,7 +6,7 @@
 use openraft::{BasicNode, Entry, EntryPayload, LeaderId, LogId, Membership, SnapshotMeta};
 use waggle_core::codec;
 
-use super::TypeConfig;
+use super::{CommandBatch, TypeConfig};
 
 const VERSION: u32 = 1;
 
@@ -28,8 +28,9 @@ struct LogRecord {
 enum Payload {
     #[prost(bool, tag = "5")]
     Blank(bool),
+    /// A `waggle_core::codec` command batch.
     #[prost(bytes, tag = "6")]
-    Command(Vec<u8>),
+    Commands(Vec<u8>),
     #[prost(bytes, tag = "7")]
     MembershipJson(Vec<u8>),
 }
@@ -59,7 +60,7 @@ fn err(what: &'static str, reason: impl ToString) -> RecordError {
 pub(super) fn encode_entry(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank(true),
-        EntryPayload::Normal(cmd) => Payload::Command(codec::encode_command(cmd)),
+        EntryPayload::Normal(batch) => Payload::Commands(codec::encode_commands(&batch.0)),
         EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_vec(m).unwrap_or_default()),
     };
     prost::Message::encode_to_vec(&LogRecord {
@@ -78,7 +79,9 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, RecordErro
     }
     let payload = match r.payload.ok_or_else(|| err("log entry", "no payload"))? {
         Payload::Blank(_) => EntryPayload::Blank,
-        Payload::Command(b) => EntryPayload::Normal(codec::decode_command(&b).map_err(|e| err("log entry", e))?),
+        Payload::Commands(b) => {
+            EntryPayload::Normal(CommandBatch(codec::decode_commands(&b).map_err(|e| err("log entry", e))?))
+        }
         Payload::MembershipJson(b) => {
             let m: Membership<u64, BasicNode> = serde_json::from_slice(&b).map_err(|e| err("log entry", e))?;
             EntryPayload::Membership(m)

@@ -11,7 +11,7 @@ use openraft::{
 };
 use waggle_core::{Effect, Registry, codec};
 
-use super::{CommandResult, Refusal, TypeConfig, record, storage::Storage};
+use super::{BatchResult, CommandBatch, CommandResult, Refusal, TypeConfig, record, storage::Storage};
 use crate::{sessions::SessionClock, watch::WatchHub};
 
 /// The registry as a Raft state machine.
@@ -84,7 +84,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -93,19 +93,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let result = match entry.payload {
-                EntryPayload::Blank => CommandResult::NoCommand,
+                EntryPayload::Blank => BatchResult(Vec::new()),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    CommandResult::NoCommand
+                    BatchResult(Vec::new())
                 }
-                EntryPayload::Normal(command) => {
-                    let outcome = self.registry.apply(&command);
-                    self.publish(&outcome.effects);
-                    match outcome.response {
-                        Ok(applied) => CommandResult::Applied(applied),
-                        Err(e) => CommandResult::Refused(Refusal::from(e)),
-                    }
-                }
+                EntryPayload::Normal(CommandBatch(commands)) => BatchResult(
+                    commands
+                        .iter()
+                        .map(|command| {
+                            let outcome = self.registry.apply(command);
+                            self.publish(&outcome.effects);
+                            match outcome.response {
+                                Ok(applied) => CommandResult::Applied(applied),
+                                Err(e) => CommandResult::Refused(Refusal::from(e)),
+                            }
+                        })
+                        .collect(),
+                ),
             };
             results.push(result);
         }

@@ -1,0 +1,113 @@
+//! Group commit for the Raft log: one thread owns every write to the log and its metadata,
+//! and commits everything queued since its last commit in one redb transaction with one
+//! fsync. Appends return as soon as their entries are queued (and readable from the cache in
+//! `log_store`); openraft is told they are durable when the batch's commit returns.
+
+use std::{
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use openraft::storage::LogFlushed;
+use redb::Durability;
+
+use super::{
+    TypeConfig,
+    storage::{LOG, META, Storage},
+};
+
+/// Most operations folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// A write the thread performs, in submission order.
+pub(super) enum WriteOp {
+    /// Log entries (index, encoded record); `done` is called once they are durable.
+    Append { entries: Vec<(u64, Vec<u8>)>, done: Box<dyn FnOnce(Result<(), String>) + Send> },
+    /// Remove entries with index ≥ `from`.
+    Truncate { from: u64, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    /// Remove entries with index ≤ `upto` and record the purge point.
+    Purge { upto: u64, last_purged: Vec<u8>, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    /// Write a metadata key. `done` (if any) is told once durable.
+    Meta { key: &'static str, value: Vec<u8>, done: Option<tokio::sync::oneshot::Sender<Result<(), String>>> },
+}
+
+impl WriteOp {
+    fn complete(self, result: Result<(), String>) {
+        match self {
+            WriteOp::Append { done, .. } => done(result),
+            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
+                let _ = done.send(result);
+            }
+            WriteOp::Meta { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Wraps openraft's flush callback.
+pub(super) fn flushed(callback: LogFlushed<TypeConfig>) -> Box<dyn FnOnce(Result<(), String>) + Send> {
+    Box::new(move |result| callback.log_io_completed(result.map_err(std::io::Error::other)))
+}
+
+/// Starts the writer thread; it ends when every sender is dropped.
+pub(super) fn spawn(storage: Arc<Storage>) -> std::io::Result<mpsc::Sender<WriteOp>> {
+    let (tx, rx) = mpsc::channel::<WriteOp>();
+    thread::Builder::new().name("waggle-log-writer".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            tracing::trace!(ops = batch.len(), "log batch");
+            let result = commit(&storage, &batch).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!("log write failed: {e}");
+            }
+            for op in batch {
+                op.complete(result.clone());
+            }
+        }
+    })?;
+    Ok(tx)
+}
+
+/// Applies a batch in order in one transaction. It is fsynced unless it holds nothing but
+/// non-durable metadata (the committed-index hint), which then rides on the next fsync.
+fn commit(storage: &Storage, batch: &[WriteOp]) -> Result<(), redb::Error> {
+    let mut txn = storage.db().begin_write()?;
+    let needs_sync = batch.iter().any(|op| !matches!(op, WriteOp::Meta { done: None, .. }));
+    if !needs_sync {
+        txn.set_durability(Durability::None)?;
+    }
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                WriteOp::Append { entries, .. } => {
+                    for (index, bytes) in entries {
+                        log.insert(index, bytes.as_slice())?;
+                    }
+                }
+                WriteOp::Truncate { from, .. } => {
+                    log.retain_in(*from.., |_, _| false)?;
+                }
+                WriteOp::Purge { upto, last_purged, .. } => {
+                    meta.insert("last_purged", last_purged.as_slice())?;
+                    log.retain_in(..=*upto, |_, _| false)?;
+                }
+                WriteOp::Meta { key, value, .. } => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
