@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = root.join("waggle/v1/registry.proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile([&file], [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        // Hand-written, so the server can answer with pre-encoded instances (see encoded.rs).
+        .extern_path(".waggle.v1.GetServiceResponse", "crate::GetServiceResponse")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -154,7 +154,7 @@ impl Client {
             include_unhealthy: matches!(filter, HealthFilter::All),
         };
         let resp = self.call(self.rpc().get_service(req)).await?;
-        resp.instances.iter().map(instance_from_wire).collect()
+        resp.into_instances().iter().map(instance_from_wire).collect()
     }
 
     /// A live cache of one service's instances, fed by a watch stream.

@@ -7,9 +7,10 @@ use crate::{
     SessionId, Ttl,
 };
 
-/// The instances of one service, by id. Shared by reference with readers (the watch hub keeps
-/// an `Arc` of it), and copied on write.
-pub type ServiceInstances = BTreeMap<InstanceId, Arc<Instance>>;
+/// The instances of one service, by id: a persistent (structurally shared) ordered map, so
+/// readers (the watch hub, snapshot builders) keep an old version for the price of a pointer
+/// and a write copies only the O(log n) path it changes.
+pub type ServiceInstances = imbl::OrdMap<InstanceId, Arc<Instance>>;
 
 /// The whole replicated registry state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

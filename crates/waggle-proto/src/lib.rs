@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod convert;
+mod encoded;
 
 /// Generated code for `waggle.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -18,3 +19,4 @@ pub mod v1 {
 }
 
 pub use convert::{instance_from_core, spec_from_wire, status_from_core, status_to_core};
+pub use encoded::{EncodedInstances, GetServiceResponse};

@@ -254,16 +254,22 @@ impl v1::registry_server::Registry for RegistryService {
     async fn get_service(
         &self,
         request: Request<v1::GetServiceRequest>,
-    ) -> Result<Response<v1::GetServiceResponse>, Status> {
+    ) -> Result<Response<waggle_proto::GetServiceResponse>, Status> {
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
-        let (revision, instances) = self.hub.service(&service);
-        let instances = instances
-            .values()
-            .filter(|i| req.include_unhealthy || i.spec.status == HealthStatus::Passing)
-            .map(|i| instance_from_core(i))
-            .collect();
-        Ok(Response::new(v1::GetServiceResponse { revision: revision.get(), instances }))
+        // Encoded once per version of the service, then shared by every read.
+        let (revision, instances, reads) = self.hub.service_read(&service);
+        let include_unhealthy = req.include_unhealthy;
+        let cell = if include_unhealthy { &reads.all } else { &reads.passing };
+        let encoded = cell.get_or_init(|| {
+            let wire: Vec<v1::Instance> = instances
+                .values()
+                .filter(|i| include_unhealthy || i.spec.status == HealthStatus::Passing)
+                .map(|i| instance_from_core(i))
+                .collect();
+            waggle_proto::EncodedInstances::encode(&wire)
+        });
+        Ok(Response::new(waggle_proto::GetServiceResponse::pre_encoded(revision.get(), encoded.clone())))
     }
 
     type WatchStream = BoxStream<v1::WatchResponse>;

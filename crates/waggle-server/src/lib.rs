@@ -25,7 +25,6 @@ mod watch;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use waggle_core::Revision;
 
@@ -121,9 +120,11 @@ impl Server {
             incarnation: storage.incarnation(),
             shutdown: shutdown.clone(),
         };
+        // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.clone().cancelled_owned());
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!("gRPC server failed: {e}");

@@ -102,6 +102,18 @@ impl Topic {
 struct View {
     instances: Arc<ServiceInstances>,
     topic: Option<Topic>,
+    /// Encodings of `instances` for discovery reads, filled on first read, replaced (empty)
+    /// whenever `instances` changes.
+    reads: Arc<ReadCache>,
+}
+
+/// Discovery reads of one version of a service, encoded once and shared by every reader.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    /// Passing instances only.
+    pub(crate) passing: std::sync::OnceLock<waggle_proto::EncodedInstances>,
+    /// Every instance.
+    pub(crate) all: std::sync::OnceLock<waggle_proto::EncodedInstances>,
 }
 
 struct HubState {
@@ -150,6 +162,15 @@ impl WatchHub {
     pub(crate) fn service(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>) {
         let state = self.state();
         (state.revision, state.services.get(name).map(|v| v.instances.clone()).unwrap_or_default())
+    }
+
+    /// One service's instances, their read cache, and the current revision.
+    pub(crate) fn service_read(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>, Arc<ReadCache>) {
+        let state = self.state();
+        match state.services.get(name) {
+            Some(v) => (state.revision, v.instances.clone(), v.reads.clone()),
+            None => (state.revision, Arc::default(), Arc::default()),
+        }
     }
 
     /// Every service with instances, sorted by name, and the current revision.
@@ -219,6 +240,7 @@ impl WatchHub {
             let instances = registry.service(name.as_str()).cloned().unwrap_or_default();
             let view = state.services.entry(name.clone()).or_default();
             view.instances = instances;
+            view.reads = Arc::default();
             if let Some(topic) = &mut view.topic {
                 topic.send(Arc::new(Batch { revision, changes, resync: false }), history);
             }
@@ -248,12 +270,15 @@ impl WatchHub {
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {
             view.instances = Arc::default();
+            view.reads = Arc::default();
             if let Some(topic) = &mut view.topic {
                 topic.resync(revision);
             }
         }
         for (name, instances) in registry.services() {
-            state.services.entry(name.clone()).or_default().instances = instances.clone();
+            let view = state.services.entry(name.clone()).or_default();
+            view.instances = instances.clone();
+            view.reads = Arc::default();
         }
         state.all.resync(revision);
     }

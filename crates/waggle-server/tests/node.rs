@@ -42,7 +42,7 @@ async fn dump(client: &mut RegistryClient<Channel>) -> BTreeMap<String, Vec<v1::
     let mut out = BTreeMap::new();
     for s in services {
         let req = v1::GetServiceRequest { service: s.name.clone(), include_unhealthy: true };
-        out.insert(s.name, client.get_service(req).await.unwrap().into_inner().instances);
+        out.insert(s.name, client.get_service(req).await.unwrap().into_inner().into_instances());
     }
     out
 }

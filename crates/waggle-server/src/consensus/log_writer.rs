@@ -64,8 +64,9 @@ pub(super) fn spawn(storage: Arc<Storage>) -> std::io::Result<mpsc::Sender<Write
                     Err(_) => break,
                 }
             }
-            tracing::trace!(ops = batch.len(), "log batch");
+            let started = std::time::Instant::now();
             let result = commit(&storage, &batch).map_err(|e| e.to_string());
+            tracing::trace!(ops = batch.len(), micros = started.elapsed().as_micros() as u64, "log batch");
             if let Err(e) = &result {
                 tracing::error!("log write failed: {e}");
             }

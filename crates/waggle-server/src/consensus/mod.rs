@@ -32,7 +32,9 @@ openraft::declare_raft_types!(
 /// waits for each append's fsync inside its core loop, so batching above it is what lets many
 /// concurrent writes share one fsync.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CommandBatch(pub Vec<Command>);
+/// Shared, because openraft clones entries (log cache → state machine) and a batch can hold a
+/// thousand commands.
+pub struct CommandBatch(pub Arc<[Command]>);
 
 /// The answers to one entry's commands, in order.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -109,7 +111,10 @@ async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver
         tokio::spawn(async move {
             let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             let n = commands.len();
-            let results = match raft.client_write(CommandBatch(commands)).await {
+            let started = std::time::Instant::now();
+            let written = raft.client_write(CommandBatch(commands.into())).await;
+            tracing::trace!(commands = n, micros = started.elapsed().as_micros() as u64, "batch applied");
+            let results = match written {
                 Ok(resp) if resp.data.0.len() == n => resp.data.0.into_iter().map(Ok).collect(),
                 Ok(resp) => {
                     let e = format!("{} results for {n} commands", resp.data.0.len());

@@ -80,7 +80,7 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, RecordErro
     let payload = match r.payload.ok_or_else(|| err("log entry", "no payload"))? {
         Payload::Blank(_) => EntryPayload::Blank,
         Payload::Commands(b) => {
-            EntryPayload::Normal(CommandBatch(codec::decode_commands(&b).map_err(|e| err("log entry", e))?))
+            EntryPayload::Normal(CommandBatch(codec::decode_commands(&b).map_err(|e| err("log entry", e))?.into()))
         }
         Payload::MembershipJson(b) => {
             let m: Membership<u64, BasicNode> = serde_json::from_slice(&b).map_err(|e| err("log entry", e))?;

@@ -13,6 +13,9 @@ pub(super) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("
 /// The current snapshot under the key `current`.
 pub(super) const SNAPSHOT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshot");
 
+/// redb's page cache.
+const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The database file inside the data dir.
 pub(crate) const DB_FILE: &str = "waggle.redb";
 
@@ -30,7 +33,12 @@ impl Storage {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        // redb caches up to 1 GiB by default; the registry lives in memory anyway and the log is
+        // written sequentially, so a small cache is enough.
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
