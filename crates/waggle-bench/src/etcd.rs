@@ -100,6 +100,7 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         }
         Workload::Watch => watch(config, &channels).await,
         Workload::Churn => churn(config, &channels).await,
+        Workload::Populate => anyhow::bail!("the populate workload is for Waggle only"),
     }
 }
 

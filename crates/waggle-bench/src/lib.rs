@@ -46,6 +46,10 @@ pub enum Workload {
     Watch,
     /// Instances joining and leaving while M watchers follow.
     Churn,
+    /// Footprint set-up: `instances` instances over 1,000 services in `sessions` sessions
+    /// (TTL 10 min), with `watchers` watchers attached (one per service, round robin); leaves
+    /// everything in place so the server's memory and restart time can be measured.
+    Populate,
 }
 
 impl Workload {
@@ -57,6 +61,7 @@ impl Workload {
             Workload::Discover => "discover",
             Workload::Watch => "watch",
             Workload::Churn => "churn",
+            Workload::Populate => "populate",
         }
     }
 }
@@ -97,14 +102,16 @@ pub struct BenchConfig {
     pub clients: usize,
     /// Outstanding requests per connection (default 16).
     pub in_flight: usize,
-    /// Run for this long (default 10 s) ...
+    /// Run for this long (default 10 s; populate: how long to keep its watchers attached) ...
     pub duration: Duration,
     /// ... or stop after this many operations (for watch: changes).
     pub total: Option<u64>,
     /// Register: key space; discover: instances in the service read (default 100).
     pub instances: usize,
-    /// Watch / churn: watchers (default 1000 for watch, 100 for churn).
+    /// Watch / churn / populate: watchers (default 1000 for watch and populate, 100 for churn).
     pub watchers: usize,
+    /// Populate: sessions the instances are spread over (default 1000).
+    pub sessions: usize,
     /// No progress output.
     pub quiet: bool,
 }
@@ -122,6 +129,7 @@ impl BenchConfig {
             total: None,
             instances: 100,
             watchers: if workload == Workload::Churn { 100 } else { 1000 },
+            sessions: 1000,
             quiet: false,
         }
     }
@@ -132,6 +140,7 @@ impl BenchConfig {
         anyhow::ensure!(self.in_flight >= 1 && self.in_flight <= 4096, "--in-flight must be 1-4096");
         anyhow::ensure!(self.instances >= 1 && self.instances <= 1_000_000, "--instances must be 1-1000000");
         anyhow::ensure!(self.watchers <= 100_000, "--watchers must be at most 100000");
+        anyhow::ensure!(self.sessions >= 1 && self.sessions <= 100_000, "--sessions must be 1-100000");
         anyhow::ensure!(self.total != Some(0), "--total must be at least 1");
         anyhow::ensure!(self.duration >= Duration::from_millis(100), "--duration must be at least 100ms");
         anyhow::ensure!(self.duration <= Duration::from_secs(3600), "--duration must be at most 1h");

@@ -92,6 +92,65 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         }
         Workload::Watch => watch(config, clients).await,
         Workload::Churn => churn(config, clients).await,
+        Workload::Populate => populate(config, clients).await,
+    }
+}
+
+/// Services the populate workload spreads instances over.
+const POPULATE_SERVICES: u64 = 1_000;
+
+async fn populate(config: &BenchConfig, clients: Vec<Rpc>) -> anyhow::Result<Report> {
+    // Watchers first, so that every registration also fans out.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<()>(config.watchers.max(1));
+    for w in 0..config.watchers {
+        let mut rpc = clients[w % clients.len()].clone();
+        let service = format!("svc-{}", w as u64 % POPULATE_SERVICES);
+        let ready = ready_tx.clone();
+        tokio::spawn(async move {
+            let req = v1::WatchRequest { service, from_revision: 0, incarnation: 0 };
+            let Ok(stream) = rpc.watch(req).await else { return };
+            let mut stream = stream.into_inner();
+            let _ = ready.send(()).await;
+            // Keep the stream open and drained until the process exits.
+            while let Ok(Some(_)) = stream.message().await {}
+        });
+    }
+    for _ in 0..config.watchers {
+        ready_rx.recv().await.context("a watcher failed to start")?;
+    }
+    let mut sessions = Vec::with_capacity(config.sessions);
+    for s in 0..config.sessions {
+        let rpc = &mut clients[s % clients.len()].clone();
+        let resp = rpc.create_session(v1::CreateSessionRequest { ttl_ms: Some(600_000) }).await?;
+        sessions.push(resp.into_inner().session_id);
+    }
+    let sessions = std::sync::Arc::new(sessions);
+    let mut workers = Vec::new();
+    for rpc in &clients {
+        for _ in 0..config.in_flight {
+            workers.push(PopulateWorker { rpc: rpc.clone(), sessions: sessions.clone() });
+        }
+    }
+    let hold = config.duration;
+    let mut config = config.clone();
+    config.total = Some(config.instances as u64);
+    let (recorder, elapsed) = drive(&config, workers).await?;
+    // Keep the watchers attached while the server is measured.
+    eprintln!("populated {} instances; holding {} watchers for {:?}", recorder.count(), config.watchers, hold);
+    tokio::time::sleep(hold).await;
+    Ok(report(&config, &recorder, elapsed))
+}
+
+struct PopulateWorker {
+    rpc: Rpc,
+    sessions: std::sync::Arc<Vec<u64>>,
+}
+
+impl Worker for PopulateWorker {
+    async fn op(&mut self, seq: u64) -> anyhow::Result<()> {
+        let session = self.sessions[(seq % self.sessions.len() as u64) as usize];
+        let service = format!("svc-{}", seq % POPULATE_SERVICES);
+        register(&mut self.rpc, session, instance(&service, seq, format!("i{seq}"))).await.map(|_| ())
     }
 }
 

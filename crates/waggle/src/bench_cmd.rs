@@ -14,6 +14,7 @@ pub(crate) async fn run(server: &str, args: BenchArgs) -> Result<(), Failure> {
         BenchWorkload::Discover => Workload::Discover,
         BenchWorkload::Watch => Workload::Watch,
         BenchWorkload::Churn => Workload::Churn,
+        BenchWorkload::Populate => Workload::Populate,
     };
     let (target, default_endpoint) = match args.target {
         BenchTarget::Waggle => (Target::Waggle, server.to_string()),
@@ -36,6 +37,7 @@ pub(crate) async fn run(server: &str, args: BenchArgs) -> Result<(), Failure> {
     if let Some(w) = args.watchers {
         config.watchers = w;
     }
+    config.sessions = args.sessions;
     config.quiet = args.quiet;
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let report = waggle_bench::run(config).await?;

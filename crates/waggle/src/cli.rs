@@ -46,6 +46,9 @@ pub(crate) enum BenchWorkload {
     Watch,
     /// Instances joining and leaving while M watchers follow.
     Churn,
+    /// Load --instances instances over 1,000 services in --sessions sessions with --watchers
+    /// watchers, and leave them in place (for footprint and restart measurements).
+    Populate,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -84,9 +87,12 @@ pub(crate) struct BenchArgs {
     /// Register: key space; discover: instances in the service read.
     #[arg(long, default_value_t = 100)]
     pub(crate) instances: usize,
-    /// Watchers for watch (default 1000) and churn (default 100).
+    /// Watchers for watch and populate (default 1000) and churn (default 100).
     #[arg(long)]
     pub(crate) watchers: Option<usize>,
+    /// Sessions for populate.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) sessions: usize,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
