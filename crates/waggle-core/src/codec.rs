@@ -299,7 +299,7 @@ fn spec_record(spec: &InstanceSpec) -> InstanceRecord {
         address: spec.address.clone(),
         port: u32::from(spec.port),
         tags: spec.tags.clone(),
-        meta: spec.meta.clone(),
+        meta: spec.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         weight: spec.weight,
         zone: spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
         status: match spec.status {
@@ -328,7 +328,7 @@ fn record_spec(r: InstanceRecord) -> Result<InstanceSpec, ValidationError> {
         address: r.address,
         port: u16::try_from(r.port).map_err(|_| ValidationError::new("port", format!("{} is out of range", r.port)))?,
         tags: r.tags,
-        meta: r.meta,
+        meta: r.meta.into_iter().collect(),
         weight: r.weight,
         zone: if r.zone.is_empty() { None } else { Some(Zone::new(&r.zone)?) },
         status,

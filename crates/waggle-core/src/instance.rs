@@ -1,11 +1,10 @@
 //! Instances: one reachable endpoint of a service.
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{fmt, str::FromStr};
 
-use crate::{InstanceId, Revision, ServiceName, SessionId, ValidationError, Zone, validate, validate::limits};
-
-/// Free-form key/value metadata of an instance (≤ 64 pairs, ≤ 16 KiB in total).
-pub type Metadata = BTreeMap<String, String>;
+use crate::{
+    InstanceId, Metadata, Revision, ServiceName, SessionId, ValidationError, Zone, validate, validate::limits,
+};
 
 /// The health of an instance. Discovery returns `Passing` instances unless asked for all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]

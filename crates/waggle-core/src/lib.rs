@@ -21,6 +21,7 @@ pub mod codec;
 mod command;
 mod error;
 mod instance;
+mod metadata;
 mod name;
 mod registry;
 mod revision;
@@ -29,7 +30,8 @@ mod validate;
 
 pub use command::{Applied, Command, Effect, Outcome, Response};
 pub use error::{ApplyError, ValidationError};
-pub use instance::{HealthStatus, Instance, InstanceSpec, Metadata, default_id};
+pub use instance::{HealthStatus, Instance, InstanceSpec, default_id};
+pub use metadata::Metadata;
 pub use name::{InstanceId, ServiceName, Zone};
 pub use registry::{Registry, ServiceInstances};
 pub use revision::Revision;

@@ -135,8 +135,13 @@ impl Registry {
             // session of its previous incarnation, which may not have expired yet.
             old_owner.instances.remove(&key);
         }
+        let mut stored = spec.clone();
+        if let Some((name, _)) = self.services.get_key_value(&stored.service) {
+            // Share one allocation of the service name among all its instances.
+            stored.service = name.clone();
+        }
         let instance = Arc::new(Instance {
-            spec: spec.clone(),
+            spec: stored,
             session: session_id,
             create_revision: previous.as_ref().map_or(self.revision, |p| p.create_revision),
             modify_revision: self.revision,

@@ -29,7 +29,7 @@ use super::{
 };
 
 /// Recent entries kept in memory.
-const CACHE_ENTRIES: usize = 1_024;
+const CACHE_ENTRIES: usize = 256;
 
 /// The log store. Cheap to clone: readers share the cache and the database.
 #[derive(Clone)]

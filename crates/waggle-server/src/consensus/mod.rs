@@ -43,7 +43,7 @@ pub struct BatchResult(pub Vec<CommandResult>);
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 1024;
 /// Batches proposed and not yet applied at once: one commits while the next fills up.
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCHES_IN_FLIGHT: usize = 1;
 
 /// A command waiting to be batched, and where its answer goes.
 struct Proposal {
