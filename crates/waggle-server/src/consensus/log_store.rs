@@ -159,16 +159,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_json("vote")
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        // A hint for faster restart; losing it is safe (Raft re-learns the commit index), so it
-        // is not waited for and becomes durable with the next fsynced batch.
-        let value = serde_json::to_vec(&committed).map_err(io_write)?;
-        self.submit(WriteOp::Meta { key: "committed", value, done: None })
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.read_json::<Option<LogId<u64>>>("committed")?.flatten())
-    }
+    // `save_committed` / `read_committed` keep openraft's defaults (not stored): writing the
+    // commit index costs a B-tree page per commit, and on restart the node learns it again by
+    // committing its first entry as leader, which start-up waits for anyway.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
     where
