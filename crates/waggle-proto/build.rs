@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Hand-written, so the server can answer with pre-encoded instances (see encoded.rs).
         .extern_path(".waggle.v1.GetServiceResponse", "crate::GetServiceResponse")
+        .extern_path(".waggle.v1.WatchResponse", "crate::WatchResponse")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -253,7 +253,7 @@ async fn run(client: Client, shared: Arc<Shared>) {
                 let mut stream = resp.into_inner();
                 loop {
                     match stream.message().await {
-                        Ok(Some(v1::WatchResponse { event: Some(event), incarnation })) => {
+                        Ok(Some(v1::WatchResponse { event: Some(event), incarnation, .. })) => {
                             follower.incarnation = incarnation;
                             match follower.apply(event) {
                                 Ok(true) => {

@@ -1,7 +1,8 @@
-//! `GetServiceResponse`, written by hand so that a server can answer discovery reads with
-//! instances encoded once per change of the service rather than once per read. On the wire it
-//! is exactly the message declared in `registry.proto` (field 1 `revision`, field 2 repeated
-//! `instances`); decoding always produces the plain fields.
+//! `GetServiceResponse` and `WatchResponse`, written by hand so that a server can send parts
+//! encoded once to many readers: a service's instances once per change of the service rather
+//! than once per read, a watch event once per change rather than once per watcher. On the
+//! wire they are exactly the messages declared in `registry.proto`; decoding always produces
+//! the plain fields.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
@@ -125,6 +126,95 @@ impl Message for GetServiceResponse {
     }
 }
 
+/// The `event` oneof of `waggle.v1.WatchResponse`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Event {
+    /// A snapshot (or one chunk of it).
+    #[prost(message, tag = "1")]
+    Snapshot(v1::Snapshot),
+    /// The changes of one revision.
+    #[prost(message, tag = "2")]
+    Deltas(v1::Deltas),
+}
+
+/// A watch event already encoded (field tag, length and message), shareable by any number of
+/// watchers.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct EncodedEvent(Bytes);
+
+impl EncodedEvent {
+    /// Encodes an event once.
+    pub fn encode(event: &Event) -> Self {
+        let mut buf = Vec::with_capacity(event.encoded_len());
+        event.encode(&mut buf);
+        EncodedEvent(Bytes::from(buf))
+    }
+}
+
+/// `waggle.v1.WatchResponse`: one event, stamped with the registry's incarnation.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct WatchResponse {
+    /// The event (always `None` on a response built with [`WatchResponse::pre_encoded`]).
+    pub event: Option<Event>,
+    /// The registry's history id.
+    pub incarnation: u64,
+    pre_encoded: Option<EncodedEvent>,
+}
+
+impl WatchResponse {
+    /// A response carrying `event`.
+    pub fn new(event: Event) -> Self {
+        WatchResponse { event: Some(event), incarnation: 0, pre_encoded: None }
+    }
+
+    /// A response carrying an event encoded earlier (shared, not copied).
+    pub fn pre_encoded(event: EncodedEvent) -> Self {
+        WatchResponse { event: None, incarnation: 0, pre_encoded: Some(event) }
+    }
+}
+
+impl Message for WatchResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        match (&self.pre_encoded, &self.event) {
+            (Some(encoded), _) => buf.put_slice(&encoded.0),
+            (None, Some(event)) => event.encode(buf),
+            (None, None) => {}
+        }
+        if self.incarnation != 0 {
+            prost::encoding::uint64::encode(3, &self.incarnation, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 | 2 => Event::merge(&mut self.event, tag, wire_type, buf, ctx),
+            3 => prost::encoding::uint64::merge(wire_type, &mut self.incarnation, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let event = match (&self.pre_encoded, &self.event) {
+            (Some(encoded), _) => encoded.0.len(),
+            (None, Some(event)) => event.encoded_len(),
+            (None, None) => 0,
+        };
+        let incarnation =
+            if self.incarnation != 0 { prost::encoding::uint64::encoded_len(3, &self.incarnation) } else { 0 };
+        event + incarnation
+    }
+
+    fn clear(&mut self) {
+        *self = WatchResponse::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +232,20 @@ mod tests {
         let decoded = GetServiceResponse::decode(fast.as_slice()).expect("decodes");
         assert_eq!(decoded.revision(), 7);
         assert_eq!(decoded.into_instances(), instances);
+    }
+
+    #[test]
+    fn pre_encoded_watch_events_decode_to_the_event() {
+        let event = Event::Deltas(v1::Deltas {
+            revision: 9,
+            deltas: vec![v1::Delta { kind: v1::DeltaKind::Added as i32, instance: Some(instance(1)) }],
+        });
+        let mut plain = WatchResponse::new(event.clone());
+        plain.incarnation = 42;
+        let mut fast = WatchResponse::pre_encoded(EncodedEvent::encode(&event));
+        fast.incarnation = 42;
+        assert_eq!(plain.encode_to_vec(), fast.encode_to_vec());
+        let decoded = WatchResponse::decode(fast.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!((decoded.event, decoded.incarnation), (Some(event), 42));
     }
 }

@@ -16,7 +16,15 @@ mod encoded;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("waggle.v1");
+
+    // Hand-written messages (see `encoded.rs`), re-exported where the generated ones would be.
+    pub use crate::encoded::{GetServiceResponse, WatchResponse};
+
+    /// The `event` oneof of `WatchResponse`.
+    pub mod watch_response {
+        pub use crate::encoded::Event;
+    }
 }
 
 pub use convert::{instance_from_core, spec_from_wire, status_from_core, status_to_core};
-pub use encoded::{EncodedInstances, GetServiceResponse};
+pub use encoded::{EncodedEvent, EncodedInstances, GetServiceResponse, WatchResponse};

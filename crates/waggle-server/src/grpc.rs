@@ -64,23 +64,26 @@ fn session_id(raw: u64) -> Result<SessionId, Status> {
     Ok(SessionId::new(raw))
 }
 
+/// A batch as a watch message. The event is encoded once per batch and shared by every
+/// watcher of the topic (zero-copy fan-out).
 fn deltas_message(batch: &Batch) -> v1::WatchResponse {
-    let deltas = batch
-        .changes
-        .iter()
-        .map(|c| v1::Delta {
-            kind: match c.kind {
-                ChangeKind::Added => v1::DeltaKind::Added,
-                ChangeKind::Updated => v1::DeltaKind::Updated,
-                ChangeKind::Removed => v1::DeltaKind::Removed,
-            } as i32,
-            instance: Some(instance_from_core(&c.instance)),
-        })
-        .collect();
-    v1::WatchResponse {
-        event: Some(v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas })),
-        incarnation: 0,
-    }
+    let encoded = batch.wire.get_or_init(|| {
+        let deltas = batch
+            .changes
+            .iter()
+            .map(|c| v1::Delta {
+                kind: match c.kind {
+                    ChangeKind::Added => v1::DeltaKind::Added,
+                    ChangeKind::Updated => v1::DeltaKind::Updated,
+                    ChangeKind::Removed => v1::DeltaKind::Removed,
+                } as i32,
+                instance: Some(instance_from_core(&c.instance)),
+            })
+            .collect();
+        let event = v1::watch_response::Event::Deltas(v1::Deltas { revision: batch.revision.get(), deltas });
+        waggle_proto::EncodedEvent::encode(&event)
+    });
+    v1::WatchResponse::pre_encoded(encoded.clone())
 }
 
 /// Target size of one snapshot message; instances are at most ~20 KiB, so no message comes
@@ -107,13 +110,12 @@ fn snapshot_messages(revision: Revision, instances: &[Arc<waggle_core::Instance>
     chunks
         .into_iter()
         .enumerate()
-        .map(|(idx, instances)| v1::WatchResponse {
-            event: Some(v1::watch_response::Event::Snapshot(v1::Snapshot {
+        .map(|(idx, instances)| {
+            v1::WatchResponse::new(v1::watch_response::Event::Snapshot(v1::Snapshot {
                 revision: revision.get(),
                 instances,
                 continued: idx + 1 < n,
-            })),
-            incarnation: 0,
+            }))
         })
         .collect()
 }
@@ -334,7 +336,7 @@ async fn pump_watch(hub: Arc<WatchHub>, service: Option<ServiceName>, mut from: 
                 }
                 // Always end the start with a message at `current`, so a resumed watcher learns
                 // it is up to date even when nothing changed while it was away.
-                let up_to_date = Batch { revision: current, changes: Vec::new(), resync: false };
+                let up_to_date = Batch::new(current, Vec::new(), false);
                 if batches.last().is_none_or(|b| b.revision < current) && !sink.send(deltas_message(&up_to_date)).await
                 {
                     return;

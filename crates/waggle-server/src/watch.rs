@@ -34,6 +34,14 @@ pub(crate) struct Batch {
     pub(crate) revision: Revision,
     pub(crate) changes: Vec<Change>,
     pub(crate) resync: bool,
+    /// The batch as a wire event, encoded by the first watcher that sends it.
+    pub(crate) wire: std::sync::OnceLock<waggle_proto::EncodedEvent>,
+}
+
+impl Batch {
+    pub(crate) fn new(revision: Revision, changes: Vec<Change>, resync: bool) -> Self {
+        Batch { revision, changes, resync, wire: std::sync::OnceLock::new() }
+    }
 }
 
 /// How a subscription starts.
@@ -78,7 +86,7 @@ impl Topic {
     fn resync(&mut self, revision: Revision) {
         self.history.clear();
         self.floor = revision;
-        let _ = self.tx.send(Arc::new(Batch { revision, changes: Vec::new(), resync: true }));
+        let _ = self.tx.send(Arc::new(Batch::new(revision, Vec::new(), true)));
     }
 
     fn subscribe(
@@ -242,14 +250,14 @@ impl WatchHub {
             view.instances = instances;
             view.reads = Arc::default();
             if let Some(topic) = &mut view.topic {
-                topic.send(Arc::new(Batch { revision, changes, resync: false }), history);
+                topic.send(Arc::new(Batch::new(revision, changes, false)), history);
             }
             let unwatched = view.topic.as_ref().is_none_or(|t| t.tx.receiver_count() == 0);
             if view.instances.is_empty() && unwatched {
                 state.services.remove(&name);
             }
         }
-        state.all.send(Arc::new(Batch { revision, changes: all_changes, resync: false }), history);
+        state.all.send(Arc::new(Batch::new(revision, all_changes, false)), history);
     }
 
     /// Drops views that neither hold instances nor have subscribers (a watch of a service that
