@@ -1,6 +1,6 @@
 //! The native gRPC API (`waggle.v1.Registry`).
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::VecDeque, pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc};
@@ -283,87 +283,88 @@ impl v1::registry_server::Registry for RegistryService {
         // Revisions of another incarnation (a wiped or restored data dir) mean nothing here.
         let same_history = req.incarnation == 0 || req.incarnation == self.incarnation;
         let from = (req.from_revision > 0 && same_history).then(|| Revision::new(req.from_revision));
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let hub = self.hub.clone();
-        let shutdown = self.shutdown.clone();
-        let incarnation = self.incarnation;
-        tokio::spawn(async move {
-            let closed = tx.clone();
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                // A quiet watch notices a departed client only here.
-                _ = closed.closed() => {}
-                _ = pump_watch(hub, service, from, WatchSink { tx, incarnation }) => {}
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = watch_stream(self.hub.clone(), service, from, self.incarnation);
+        Ok(Response::new(Box::pin(stream.take_until(self.shutdown.clone().cancelled_owned()))))
     }
 }
 
-/// One watcher's outbound queue; stamps every message with the registry's incarnation.
-struct WatchSink {
-    tx: mpsc::Sender<Result<v1::WatchResponse, Status>>,
+/// One watcher's position: its subscription, the revision it is up to date with, and the
+/// messages ready to go.
+struct Watcher {
+    hub: Arc<WatchHub>,
+    service: Option<ServiceName>,
+    /// Where to resume on the next (re)subscription; `None` means start with a snapshot.
+    from: Option<Revision>,
     incarnation: u64,
+    rx: Option<broadcast::Receiver<Arc<Batch>>>,
+    last: Revision,
+    ready: VecDeque<v1::WatchResponse>,
 }
 
-impl WatchSink {
-    /// False once the watcher is gone.
-    async fn send(&self, mut message: v1::WatchResponse) -> bool {
-        message.incarnation = self.incarnation;
-        self.tx.send(Ok(message)).await.is_ok()
-    }
-}
-
-/// Feeds one watcher: its start, then batches, re-snapshotting whenever it lags behind.
-async fn pump_watch(hub: Arc<WatchHub>, service: Option<ServiceName>, mut from: Option<Revision>, sink: WatchSink) {
-    loop {
-        let sub = hub.subscribe(service.as_ref(), from);
-        let mut rx = sub.rx;
-        let mut last = match sub.start {
+impl Watcher {
+    /// Subscribes and queues the start: a snapshot, or the missed batches plus one message at
+    /// the current revision (so a resumed watcher learns it is up to date even if nothing
+    /// changed while it was away).
+    fn subscribe(&mut self) {
+        let sub = self.hub.subscribe(self.service.as_ref(), self.from);
+        self.rx = Some(sub.rx);
+        self.last = match sub.start {
             Start::Snapshot { revision, instances } => {
-                for message in snapshot_messages(revision, &instances) {
-                    if !sink.send(message).await {
-                        return;
-                    }
-                }
+                self.ready.extend(snapshot_messages(revision, &instances));
                 revision
             }
             Start::Replay { current, batches } => {
-                for batch in &batches {
-                    if !sink.send(deltas_message(batch)).await {
-                        return;
-                    }
-                }
-                // Always end the start with a message at `current`, so a resumed watcher learns
-                // it is up to date even when nothing changed while it was away.
-                let up_to_date = Batch::new(current, Vec::new(), false);
-                if batches.last().is_none_or(|b| b.revision < current) && !sink.send(deltas_message(&up_to_date)).await
-                {
-                    return;
+                self.ready.extend(batches.iter().map(|b| deltas_message(b)));
+                if batches.last().is_none_or(|b| b.revision < current) {
+                    self.ready.push_back(deltas_message(&Batch::new(current, Vec::new(), false)));
                 }
                 current
             }
         };
+    }
+
+    /// The next message, or `None` when the hub is gone.
+    async fn next(&mut self) -> Option<v1::WatchResponse> {
         loop {
+            if let Some(mut message) = self.ready.pop_front() {
+                message.incarnation = self.incarnation;
+                return Some(message);
+            }
+            let Some(rx) = &mut self.rx else {
+                self.subscribe();
+                continue;
+            };
             match rx.recv().await {
-                Ok(batch) if batch.resync => {
-                    from = None;
-                    break;
-                }
-                Ok(batch) if batch.revision > last => {
-                    if !sink.send(deltas_message(&batch)).await {
-                        return;
-                    }
-                    last = batch.revision;
+                Ok(batch) if batch.resync => self.resync(),
+                Ok(batch) if batch.revision > self.last => {
+                    self.last = batch.revision;
+                    self.ready.push_back(deltas_message(&batch));
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!(skipped = n, "watcher lagged; resyncing with a snapshot");
-                    from = None;
-                    break;
+                    self.resync();
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
+
+    fn resync(&mut self) {
+        self.from = None;
+        self.rx = None;
+    }
+}
+
+/// A watch as a stream that tonic polls directly: no task and no channel per watcher, so a
+/// change reaches each watcher with one wake-up, and a departed client simply drops it.
+fn watch_stream(
+    hub: Arc<WatchHub>,
+    service: Option<ServiceName>,
+    from: Option<Revision>,
+    incarnation: u64,
+) -> impl Stream<Item = Result<v1::WatchResponse, Status>> + Send {
+    let watcher =
+        Watcher { hub, service, from, incarnation, rx: None, last: Revision::INITIAL, ready: VecDeque::new() };
+    futures_util::stream::unfold(watcher, |mut w| async move { w.next().await.map(|m| (Ok(m), w)) })
 }
