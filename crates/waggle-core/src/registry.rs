@@ -126,7 +126,12 @@ impl Registry {
             return Ok(self.applied());
         }
         self.revision = self.revision.next();
-        let key = (spec.service.clone(), spec.id.clone());
+        // Share one allocation of the service name among its instances and session keys.
+        let service = match self.services.get_key_value(&spec.service) {
+            Some((name, _)) => name.clone(),
+            None => spec.service.clone(),
+        };
+        let key = (service.clone(), spec.id.clone());
         if let Some(prev) = &previous
             && prev.session != session_id
             && let Some(old_owner) = self.sessions.get_mut(&prev.session)
@@ -136,10 +141,7 @@ impl Registry {
             old_owner.instances.remove(&key);
         }
         let mut stored = spec.clone();
-        if let Some((name, _)) = self.services.get_key_value(&stored.service) {
-            // Share one allocation of the service name among all its instances.
-            stored.service = name.clone();
-        }
+        stored.service = service;
         let instance = Arc::new(Instance {
             spec: stored,
             session: session_id,
@@ -199,7 +201,10 @@ impl Registry {
                 .collect(),
             services: BTreeMap::new(),
         };
-        for instance in instances {
+        for mut instance in instances {
+            if let Some((name, _)) = registry.services.get_key_value(&instance.spec.service) {
+                instance.spec.service = name.clone();
+            }
             if let Some(session) = registry.sessions.get_mut(&instance.session) {
                 session.instances.insert((instance.spec.service.clone(), instance.spec.id.clone()));
             }

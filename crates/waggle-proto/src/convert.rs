@@ -1,6 +1,6 @@
 //! Conversions between wire messages and core types.
 
-use waggle_core::{HealthStatus, Instance, InstanceSpec, ValidationError};
+use waggle_core::{HealthStatus, Instance, InstanceSpec, ValidationError, limits};
 
 use crate::v1;
 
@@ -34,12 +34,22 @@ pub fn spec_from_wire(w: &v1::Instance) -> Result<InstanceSpec, ValidationError>
     if let Some(weight) = w.weight {
         spec = spec.with_weight(weight);
     }
-    for tag in &w.tags {
-        spec = spec.with_tag(tag.clone());
+    // Count limits first: a request may carry millions of entries, and nothing should be
+    // built from them before they are refused.
+    if w.tags.len() > limits::MAX_TAGS {
+        return Err(ValidationError::new(
+            "tags",
+            format!("at most {} tags are allowed (got {})", limits::MAX_TAGS, w.tags.len()),
+        ));
     }
-    for (k, v) in &w.meta {
-        spec = spec.with_meta(k.clone(), v.clone());
+    if w.meta.len() > limits::MAX_META_PAIRS {
+        return Err(ValidationError::new(
+            "meta",
+            format!("at most {} pairs are allowed (got {})", limits::MAX_META_PAIRS, w.meta.len()),
+        ));
     }
+    spec.tags = w.tags.clone();
+    spec.meta = w.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let status = v1::HealthStatus::try_from(w.status).map_err(|_| {
         ValidationError::new("status", format!("must be passing, warning or critical (got {})", w.status))
     })?;
@@ -63,5 +73,23 @@ pub fn status_to_core(s: v1::HealthStatus) -> HealthStatus {
         v1::HealthStatus::Unspecified | v1::HealthStatus::Passing => HealthStatus::Passing,
         v1::HealthStatus::Warning => HealthStatus::Warning,
         v1::HealthStatus::Critical => HealthStatus::Critical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_collections_are_refused_before_anything_is_built() {
+        let base = v1::Instance { service: "web".into(), address: "10.0.0.1".into(), port: 80, ..Default::default() };
+        let many_meta =
+            v1::Instance { meta: (0..200_000).map(|i| (format!("k{i}"), String::new())).collect(), ..base.clone() };
+        assert_eq!(spec_from_wire(&many_meta).expect_err("meta").field, "meta");
+        let many_tags = v1::Instance { tags: vec!["t".into(); 65], ..base.clone() };
+        assert_eq!(spec_from_wire(&many_tags).expect_err("tags").field, "tags");
+        let ok = v1::Instance { meta: [("b".into(), "2".into()), ("a".into(), "1".into())].into(), ..base };
+        let spec = spec_from_wire(&ok).expect("valid");
+        assert_eq!(spec.meta.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     }
 }

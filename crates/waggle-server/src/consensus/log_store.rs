@@ -12,7 +12,11 @@ use std::{
     collections::BTreeMap,
     fmt::Debug,
     ops::{Bound, RangeBounds},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
 };
 
 use openraft::{
@@ -37,6 +41,8 @@ pub(crate) struct LogStore {
     storage: Arc<Storage>,
     cache: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
     writer: mpsc::Sender<WriteOp>,
+    /// Entries up to this index are on disk; only those may leave the cache.
+    durable: Arc<AtomicU64>,
 }
 
 fn io_read(e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -53,8 +59,9 @@ fn io_write_msg(e: String) -> StorageError<u64> {
 
 impl LogStore {
     pub(crate) fn new(storage: Arc<Storage>) -> std::io::Result<Self> {
-        let writer = log_writer::spawn(storage.clone())?;
-        Ok(LogStore { storage, cache: Arc::default(), writer })
+        let durable = Arc::new(AtomicU64::new(0));
+        let writer = log_writer::spawn(storage.clone(), durable.clone())?;
+        Ok(LogStore { storage, cache: Arc::default(), writer, durable })
     }
 
     fn cache(&self) -> MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
@@ -175,7 +182,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 cache.insert(entry.log_id.index, entry);
             }
-            while cache.len() > CACHE_ENTRIES {
+            // Evict only entries already on disk, so a reader never finds a gap.
+            let durable = self.durable.load(Ordering::Acquire);
+            while cache.len() > CACHE_ENTRIES && cache.first_key_value().is_some_and(|(&i, _)| i <= durable) {
                 cache.pop_first();
             }
         }

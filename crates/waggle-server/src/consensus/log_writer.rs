@@ -4,7 +4,11 @@
 //! `log_store`); openraft is told they are durable when the batch's commit returns.
 
 use std::{
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread,
 };
 
@@ -52,10 +56,14 @@ pub(super) fn flushed(callback: LogFlushed<TypeConfig>) -> Box<dyn FnOnce(Result
     Box::new(move |result| callback.log_io_completed(result.map_err(std::io::Error::other)))
 }
 
-/// Starts the writer thread; it ends when every sender is dropped.
-pub(super) fn spawn(storage: Arc<Storage>) -> std::io::Result<mpsc::Sender<WriteOp>> {
+/// Starts the writer thread; it ends when every sender is dropped. `durable` is raised to the
+/// highest log index known to be on disk after each commit.
+pub(super) fn spawn(storage: Arc<Storage>, durable: Arc<AtomicU64>) -> std::io::Result<mpsc::Sender<WriteOp>> {
     let (tx, rx) = mpsc::channel::<WriteOp>();
     thread::Builder::new().name("waggle-log-writer".into()).spawn(move || {
+        // After a failed commit nothing more is written: a later commit could leave a hole in
+        // the log. openraft treats the error as fatal and stops.
+        let mut failed: Option<String> = None;
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -64,11 +72,32 @@ pub(super) fn spawn(storage: Arc<Storage>) -> std::io::Result<mpsc::Sender<Write
                     Err(_) => break,
                 }
             }
+            if let Some(e) = &failed {
+                for op in batch {
+                    op.complete(Err(format!("the log is read-only after an earlier failure: {e}")));
+                }
+                continue;
+            }
             let started = std::time::Instant::now();
             let result = commit(&storage, &batch).map_err(|e| e.to_string());
             tracing::trace!(ops = batch.len(), micros = started.elapsed().as_micros() as u64, "log batch");
-            if let Err(e) = &result {
-                tracing::error!("log write failed: {e}");
+            match &result {
+                Ok(()) => {
+                    let highest = batch
+                        .iter()
+                        .filter_map(|op| match op {
+                            WriteOp::Append { entries, .. } => entries.last().map(|(i, _)| *i),
+                            _ => None,
+                        })
+                        .max();
+                    if let Some(index) = highest {
+                        durable.fetch_max(index, Ordering::Release);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("log write failed: {e}");
+                    failed = Some(e.clone());
+                }
             }
             for op in batch {
                 op.complete(result.clone());

@@ -20,7 +20,7 @@ struct LogRecord {
     leader_node: u64,
     #[prost(uint64, tag = "4")]
     index: u64,
-    #[prost(oneof = "Payload", tags = "5, 6, 7")]
+    #[prost(oneof = "Payload", tags = "5, 6, 7, 8")]
     payload: Option<Payload>,
 }
 
@@ -28,8 +28,12 @@ struct LogRecord {
 enum Payload {
     #[prost(bool, tag = "5")]
     Blank(bool),
-    /// A `waggle_core::codec` command batch.
+    /// One `waggle_core::codec` command (entries written before group commit), read as a
+    /// batch of one.
     #[prost(bytes, tag = "6")]
+    Command(Vec<u8>),
+    /// A `waggle_core::codec` command batch.
+    #[prost(bytes, tag = "8")]
     Commands(Vec<u8>),
     #[prost(bytes, tag = "7")]
     MembershipJson(Vec<u8>),
@@ -79,6 +83,10 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, RecordErro
     }
     let payload = match r.payload.ok_or_else(|| err("log entry", "no payload"))? {
         Payload::Blank(_) => EntryPayload::Blank,
+        Payload::Command(b) => {
+            let command = codec::decode_command(&b).map_err(|e| err("log entry", e))?;
+            EntryPayload::Normal(CommandBatch(vec![command].into()))
+        }
         Payload::Commands(b) => {
             EntryPayload::Normal(CommandBatch(codec::decode_commands(&b).map_err(|e| err("log entry", e))?.into()))
         }
