@@ -1,13 +1,16 @@
 //! The same workloads against etcd v3 (gRPC), for side-by-side numbers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Streaming, transport::Channel};
 
-use crate::{BenchConfig, Report, Worker, Workload, drive, fanout::FanOut, instance_payload, report};
+use crate::{
+    BenchConfig, Report, Worker, Workload, churn_with_watchers, drive, fanout::FanOut, instance_payload,
+    one_change_at_a_time, report,
+};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 mod pb {
@@ -200,22 +203,22 @@ async fn open_watchers(channels: &[Channel], prefix: &str, n: usize, fanout: &Fa
 async fn watch(config: &BenchConfig, channels: &[Channel]) -> anyhow::Result<Report> {
     let fanout = FanOut::new();
     open_watchers(channels, "/bench/watch/", config.watchers, &fanout).await?;
-    let mut kv = KvClient::new(channels[0].clone());
-    let acks = fanout.acks();
-    let changes = config.total.unwrap_or(u64::MAX);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while n < changes && (config.total.is_some() || started.elapsed() < config.duration) {
-        let revision = put(&mut kv, "/bench/watch/w".into(), instance_payload(n), 0).await?;
-        acks.ack(revision, Instant::now());
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let writer = WatchWriter { kv: KvClient::new(channels[0].clone()), acks: fanout.acks() };
+    one_change_at_a_time(config, fanout, writer).await
+}
+
+/// Changes one key under the watched prefix.
+struct WatchWriter {
+    kv: KvClient<Channel>,
+    acks: crate::fanout::Acks,
+}
+
+impl Worker for WatchWriter {
+    async fn op(&mut self, seq: u64) -> anyhow::Result<()> {
+        let revision = put(&mut self.kv, "/bench/watch/w".into(), instance_payload(seq), 0).await?;
+        self.acks.ack(revision, Instant::now());
+        Ok(())
     }
-    let elapsed = started.elapsed();
-    let recorder = fanout.collect(n * config.watchers as u64, Duration::from_secs(10)).await;
-    let mut r = report(config, &recorder, elapsed);
-    r.throughput = n as f64 / elapsed.as_secs_f64();
-    Ok(r)
 }
 
 async fn churn(config: &BenchConfig, channels: &[Channel]) -> anyhow::Result<Report> {
@@ -234,11 +237,7 @@ async fn churn(config: &BenchConfig, channels: &[Channel]) -> anyhow::Result<Rep
             });
         }
     }
-    let (recorder, elapsed) = drive(config, workers).await?;
-    let delivery = fanout.collect(recorder.count() * config.watchers as u64, Duration::from_secs(10)).await;
-    let mut r = report(config, &recorder, elapsed);
-    r.delivery = Some(delivery.summary());
-    Ok(r)
+    churn_with_watchers(config, fanout, workers).await
 }
 
 struct ChurnWorker {

@@ -222,6 +222,43 @@ pub(crate) async fn drive<W: Worker>(config: &BenchConfig, workers: Vec<W>) -> a
     Ok((total, elapsed))
 }
 
+/// The watch workload: `writer` makes one change every 100 ms (each fans out on its own before
+/// the next) until the bound; the report holds acknowledgement → receipt latencies. The writer
+/// records its acknowledgements in `fanout` itself.
+pub(crate) async fn one_change_at_a_time<W: Worker>(
+    config: &BenchConfig,
+    fanout: fanout::FanOut,
+    mut writer: W,
+) -> anyhow::Result<Report> {
+    let changes = config.total.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while n < changes && (config.total.is_some() || started.elapsed() < config.duration) {
+        writer.op(n).await?;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let recorder = fanout.collect(n * config.watchers as u64, Duration::from_secs(10)).await;
+    let mut r = report(config, &recorder, elapsed);
+    r.throughput = n as f64 / elapsed.as_secs_f64();
+    Ok(r)
+}
+
+/// The churn workload: `workers` (which record their acknowledgements in `fanout`) run to the
+/// bound; the report adds the watchers' delivery latencies.
+pub(crate) async fn churn_with_watchers<W: Worker>(
+    config: &BenchConfig,
+    fanout: fanout::FanOut,
+    workers: Vec<W>,
+) -> anyhow::Result<Report> {
+    let (recorder, elapsed) = drive(config, workers).await?;
+    let delivery = fanout.collect(recorder.count() * config.watchers as u64, Duration::from_secs(10)).await;
+    let mut r = report(config, &recorder, elapsed);
+    r.delivery = Some(delivery.summary());
+    Ok(r)
+}
+
 pub(crate) fn report(config: &BenchConfig, recorder: &Recorder, elapsed: Duration) -> Report {
     let ops = recorder.count();
     Report {

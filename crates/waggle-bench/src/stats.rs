@@ -124,3 +124,25 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_merging() {
+        let mut a = Recorder::new();
+        for ms in 1..=100u64 {
+            a.record(Duration::from_millis(ms));
+        }
+        let mut b = Recorder::new();
+        b.record(Duration::from_secs(120)); // clamped to the 60 s ceiling
+        b.errors = 2;
+        a.merge(&b);
+        let s = a.summary();
+        assert_eq!((s.samples, a.errors), (101, 2));
+        assert!((s.p50_ms - 51.0).abs() < 0.1, "{}", s.p50_ms);
+        assert!((s.p99_ms - 100.0).abs() < 0.1, "{}", s.p99_ms);
+        assert!((s.max_ms - 60_000.0).abs() < 60.0, "{}", s.max_ms);
+    }
+}

@@ -1,6 +1,6 @@
 //! Workloads against a Waggle server (native gRPC API).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -8,7 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Streaming, transport::Channel};
 use waggle_proto::v1::{self, registry_client::RegistryClient, watch_response::Event};
 
-use crate::{BenchConfig, Report, Worker, Workload, drive, fanout::FanOut, report};
+use crate::{
+    BenchConfig, Report, Worker, Workload, churn_with_watchers, drive, fanout::FanOut, one_change_at_a_time, report,
+};
 
 type Rpc = RegistryClient<Channel>;
 
@@ -241,24 +243,25 @@ async fn open_watchers(clients: &[Rpc], service: &str, n: usize, fanout: &FanOut
 async fn watch(config: &BenchConfig, clients: Vec<Rpc>) -> anyhow::Result<Report> {
     let fanout = FanOut::new();
     open_watchers(&clients, "bench-watch", config.watchers, &fanout).await?;
-    let mut writer = clients[0].clone();
-    let session_id = session(&mut writer).await?;
-    let acks = fanout.acks();
-    let changes = config.total.unwrap_or(u64::MAX);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while n < changes && (config.total.is_some() || started.elapsed() < config.duration) {
-        let revision = register(&mut writer, session_id, instance("bench-watch", n, "w".into())).await?;
-        acks.ack(revision as i64, Instant::now());
-        n += 1;
-        // Let each change fan out on its own before the next.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut rpc = clients[0].clone();
+    let session_id = session(&mut rpc).await?;
+    let writer = WatchWriter { rpc, session_id, acks: fanout.acks() };
+    one_change_at_a_time(config, fanout, writer).await
+}
+
+/// Changes one instance of the watched service.
+struct WatchWriter {
+    rpc: Rpc,
+    session_id: u64,
+    acks: crate::fanout::Acks,
+}
+
+impl Worker for WatchWriter {
+    async fn op(&mut self, seq: u64) -> anyhow::Result<()> {
+        let revision = register(&mut self.rpc, self.session_id, instance("bench-watch", seq, "w".into())).await?;
+        self.acks.ack(revision as i64, Instant::now());
+        Ok(())
     }
-    let elapsed = started.elapsed();
-    let recorder = fanout.collect(n * config.watchers as u64, Duration::from_secs(10)).await;
-    let mut r = report(config, &recorder, elapsed);
-    r.throughput = n as f64 / elapsed.as_secs_f64();
-    Ok(r)
 }
 
 /// Writers register and deregister their own instance in a loop while watchers follow.
@@ -273,11 +276,7 @@ async fn churn(config: &BenchConfig, clients: Vec<Rpc>) -> anyhow::Result<Report
             workers.push(ChurnWorker { rpc: rpc.clone(), session_id, id, registered: false, acks: fanout.acks() });
         }
     }
-    let (recorder, elapsed) = drive(config, workers).await?;
-    let delivery = fanout.collect(recorder.count() * config.watchers as u64, Duration::from_secs(10)).await;
-    let mut r = report(config, &recorder, elapsed);
-    r.delivery = Some(delivery.summary());
-    Ok(r)
+    churn_with_watchers(config, fanout, workers).await
 }
 
 struct ChurnWorker {
