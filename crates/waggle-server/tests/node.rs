@@ -257,3 +257,34 @@ async fn bad_requests_get_clear_statuses() {
     assert_eq!(server.revision().get(), 2, "nothing but the session was written");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_writes_share_fsyncs_but_each_gets_its_own_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let mut client = rpc(&server).await;
+    let sid = session(&mut client, 60_000).await;
+    let before = server.revision().get();
+    let mut tasks = Vec::new();
+    for port in 1..=200u32 {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move { register(&mut client, sid, instance("web", "10.0.0.1", port)).await }));
+    }
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.push(task.await.unwrap());
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 200, "every acknowledged write has a revision of its own");
+    assert_eq!((revisions[0], revisions[199]), (before + 1, before + 200), "no gaps");
+    let status = server.status();
+    assert!(status.last_log_index < 200, "writes were grouped into fewer log entries: {status:?}");
+    server.shutdown().await;
+
+    // And all of them are durable: a restart replays the same 200 instances.
+    let server = start(dir.path(), |_| {}).await;
+    let mut client = rpc(&server).await;
+    assert_eq!(dump(&mut client).await["web"].len(), 200);
+    server.shutdown().await;
+}
