@@ -1,8 +1,9 @@
-//! The Raft log on redb: entries by index plus vote / committed / purged metadata.
+//! The Raft log on redb: entries by index plus vote / purge-point metadata.
 //!
 //! Writes go through the group-commit thread (`log_writer`). Entries are readable from an
-//! in-memory cache from the moment `append` returns, and stay cached (up to `CACHE_ENTRIES`)
-//! so the state machine and replication rarely read them back from disk.
+//! in-memory cache from the moment `append` returns; they leave it only once durable and when
+//! it holds more than `CACHE_ENTRIES` entries or `CACHE_COMMANDS` commands, so the state
+//! machine and replication rarely read them back from disk.
 
 // openraft's trait signatures fix the error type (`StorageError`, ~224 bytes); boxing it in
 // helpers would only add conversions at every call.
@@ -32,8 +33,18 @@ use super::{
     storage::{self, LOG, Storage},
 };
 
-/// Recent entries kept in memory.
+/// Recent entries kept in memory...
 const CACHE_ENTRIES: usize = 256;
+/// ... holding at most this many commands (an entry is a batch of up to 1,024).
+const CACHE_COMMANDS: usize = 16_384;
+
+/// How many commands an entry holds (at least 1).
+fn weight(entry: &Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(batch) => batch.0.len().max(1),
+        _ => 1,
+    }
+}
 
 /// The log store. Cheap to clone: readers share the cache and the database.
 #[derive(Clone)]
@@ -184,8 +195,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             // Evict only entries already on disk, so a reader never finds a gap.
             let durable = self.durable.load(Ordering::Acquire);
-            while cache.len() > CACHE_ENTRIES && cache.first_key_value().is_some_and(|(&i, _)| i <= durable) {
-                cache.pop_first();
+            let mut commands: usize = cache.values().map(weight).sum();
+            while (cache.len() > CACHE_ENTRIES || commands > CACHE_COMMANDS)
+                && cache.first_key_value().is_some_and(|(&i, _)| i <= durable)
+            {
+                if let Some((_, evicted)) = cache.pop_first() {
+                    commands -= weight(&evicted);
+                }
             }
         }
         self.submit(WriteOp::Append { entries: encoded, done: log_writer::flushed(callback) })
