@@ -11,6 +11,9 @@ pub(crate) enum ProposeError {
     /// This node does not lead the cluster.
     #[error("this node is not the leader")]
     NotLeader,
+    /// Too many writes are already waiting; the client should back off and retry.
+    #[error("too many writes in flight; retry later")]
+    Overloaded,
     /// Raft could not commit it (shutting down, storage failure).
     #[error("registry unavailable: {0}")]
     Unavailable(String),
@@ -25,6 +28,7 @@ impl From<ProposeError> for tonic::Status {
                 RefusalKind::Conflict => tonic::Status::already_exists(r.message),
             },
             ProposeError::NotLeader => tonic::Status::unavailable("this node is not the leader"),
+            ProposeError::Overloaded => tonic::Status::resource_exhausted("too many writes in flight; retry later"),
             ProposeError::Unavailable(m) => tonic::Status::unavailable(m),
         }
     }

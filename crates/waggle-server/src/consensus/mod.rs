@@ -42,6 +42,9 @@ pub struct BatchResult(pub Vec<CommandResult>);
 
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 1024;
+/// Proposals waiting for a batch; beyond this, writes are refused as overloaded rather than
+/// queued without bound.
+const MAX_QUEUED_PROPOSALS: usize = 65_536;
 /// Batches proposed and not yet applied at once: one commits while the next fills up.
 const BATCHES_IN_FLIGHT: usize = 1;
 
@@ -96,7 +99,7 @@ impl From<ApplyError> for Refusal {
 
 /// Collects concurrent proposals into batches (up to `MAX_BATCH`), keeps up to
 /// `BATCHES_IN_FLIGHT` batches in Raft, and hands each command its own answer.
-async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::Receiver<Proposal>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -163,7 +166,7 @@ pub(crate) struct Consensus {
     node_id: u64,
     /// True while this node leads and its Raft core runs; read on every keepalive.
     leading: tokio::sync::watch::Receiver<bool>,
-    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
 }
 
 impl Consensus {
@@ -203,7 +206,7 @@ impl Consensus {
         // log's tail are known to the clock and the hub when the first client arrives.
         raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
         let leading = leadership(&raft, node_id);
-        let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
         tokio::spawn(run_batcher(raft.clone(), queue));
         Ok(Consensus { raft, node_id, leading, proposals })
     }
@@ -211,9 +214,12 @@ impl Consensus {
     /// Proposes a command and waits until it is durable and applied.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.proposals
-            .send(Proposal { command, reply })
-            .map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?;
+        self.proposals.try_send(Proposal { command, reply }).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ProposeError::Unavailable("the node is shutting down".into())
+            }
+        })?;
         answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
     }
 
