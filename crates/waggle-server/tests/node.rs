@@ -288,3 +288,36 @@ async fn concurrent_writes_share_fsyncs_but_each_gets_its_own_revision() {
     assert_eq!(dump(&mut client).await["web"].len(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn watching_all_services_sees_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let mut client = rpc(&server).await;
+    let sid = session(&mut client, 60_000).await;
+    register(&mut client, sid, instance("web", "10.0.0.1", 1)).await;
+    register(&mut client, sid, instance("api", "10.0.0.2", 2)).await;
+    let mut all = client.watch(v1::WatchRequest::default()).await.unwrap().into_inner();
+    let first = timeout(WAIT, all.message()).await.unwrap().unwrap().unwrap();
+    let Some(Event::Snapshot(snapshot)) = first.event else { panic!("expected a snapshot: {first:?}") };
+    let mut services: Vec<&str> = snapshot.instances.iter().map(|i| i.service.as_str()).collect();
+    services.sort_unstable();
+    assert_eq!(services, ["api", "web"]);
+
+    let r1 = register(&mut client, sid, instance("db", "10.0.0.3", 3)).await;
+    client.deregister(v1::DeregisterRequest { service: "web".into(), id: "10.0.0.1:1".into() }).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let msg = timeout(WAIT, all.message()).await.unwrap().unwrap().unwrap();
+        if let Some(Event::Deltas(d)) = msg.event {
+            for delta in d.deltas {
+                let i = delta.instance.unwrap();
+                seen.push((d.revision, i.service, delta.kind));
+            }
+        }
+    }
+    assert_eq!(seen[0], (r1, "db".to_string(), v1::DeltaKind::Added as i32));
+    assert_eq!((seen[1].1.as_str(), seen[1].2), ("web", v1::DeltaKind::Removed as i32));
+    assert!(seen[1].0 > r1);
+    server.shutdown().await;
+}
