@@ -33,8 +33,8 @@ pub use stats::{Latency, Report};
 
 use crate::{progress::Bound, progress::Progress, stats::Recorder};
 
-/// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to measure. (Also the command line's values: `waggle bench WORKLOAD`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// Durable registrations under sessions (etcd: Put with a lease; ZooKeeper: ephemeral create).
     Register,
@@ -66,14 +66,14 @@ impl Workload {
     }
 }
 
-/// The system under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The system under test. (Also the values of `waggle bench --target`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
-    /// A Waggle server (gRPC).
+    /// A Waggle server (gRPC, at --server).
     Waggle,
-    /// etcd v3 (gRPC).
+    /// etcd v3 (gRPC; default endpoint http://127.0.0.1:2379).
     Etcd,
-    /// ZooKeeper (its binary protocol).
+    /// ZooKeeper (its binary protocol; default endpoint 127.0.0.1:2181; register only).
     Zookeeper,
 }
 

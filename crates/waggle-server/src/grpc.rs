@@ -17,7 +17,7 @@ use crate::{
     watch::{Batch, ChangeKind, Start, WatchHub},
 };
 
-/// Messages queued per watch or keepalive stream before the sender waits for the client.
+/// Keepalive answers queued per stream before the sender waits for the client.
 const STREAM_BUFFER: usize = 16;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -213,7 +213,7 @@ impl v1::registry_server::Registry for RegistryService {
         let spec = spec_from_wire(&wire).map_err(invalid)?;
         let (service, id) = (spec.service.clone(), spec.id.clone());
         let applied = self.consensus.propose(Command::Register { session, spec }).await?;
-        let (_, instances) = self.hub.service(&service);
+        let (_, instances, _) = self.hub.service(&service);
         Ok(Response::new(v1::RegisterResponse {
             revision: applied.revision.get(),
             instance: instances.get(&id).map(|i| instance_from_core(i)),
@@ -260,7 +260,7 @@ impl v1::registry_server::Registry for RegistryService {
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         // Encoded once per version of the service, then shared by every read.
-        let (revision, instances, reads) = self.hub.service_read(&service);
+        let (revision, instances, reads) = self.hub.service(&service);
         let include_unhealthy = req.include_unhealthy;
         let cell = if include_unhealthy { &reads.all } else { &reads.passing };
         let encoded = cell.get_or_init(|| {

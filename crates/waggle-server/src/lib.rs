@@ -167,14 +167,6 @@ impl Server {
         self.hub.revision()
     }
 
-    /// Builds a snapshot now and purges the log behind it; returns the snapshot's log index.
-    pub async fn snapshot(&self) -> Result<u64, ServerError> {
-        let index = self.consensus.last_applied();
-        self.consensus.trigger_snapshot().await?;
-        self.consensus.wait_snapshot(index, std::time::Duration::from_secs(10)).await?;
-        Ok(self.consensus.snapshot_index().unwrap_or(0))
-    }
-
     /// Resolves if the consensus engine stops on its own (a fatal storage error): the node
     /// can no longer accept writes and should exit.
     pub async fn failed(&self) -> String {

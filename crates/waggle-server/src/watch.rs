@@ -166,14 +166,8 @@ impl WatchHub {
         self.state().revision
     }
 
-    /// One service's instances (empty if unknown) and the current revision.
-    pub(crate) fn service(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>) {
-        let state = self.state();
-        (state.revision, state.services.get(name).map(|v| v.instances.clone()).unwrap_or_default())
-    }
-
-    /// One service's instances, their read cache, and the current revision.
-    pub(crate) fn service_read(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>, Arc<ReadCache>) {
+    /// One service's instances (empty if unknown), their read cache, and the current revision.
+    pub(crate) fn service(&self, name: &ServiceName) -> (Revision, Arc<ServiceInstances>, Arc<ReadCache>) {
         let state = self.state();
         match state.services.get(name) {
             Some(v) => (state.revision, v.instances.clone(), v.reads.clone()),

@@ -34,41 +34,14 @@ pub(crate) enum Command {
     Bench(BenchArgs),
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum BenchWorkload {
-    /// Durable registrations under sessions.
-    Register,
-    /// Session keepalives.
-    Keepalive,
-    /// Get-service reads.
-    Discover,
-    /// One change at a time fanned out to N watchers (acknowledgement to receipt).
-    Watch,
-    /// Instances joining and leaving while M watchers follow.
-    Churn,
-    /// Load --instances instances over 1,000 services in --sessions sessions with --watchers
-    /// watchers, and leave them in place (for footprint and restart measurements).
-    Populate,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum BenchTarget {
-    /// Waggle (the --server URL).
-    Waggle,
-    /// etcd v3 (default endpoint http://127.0.0.1:2379).
-    Etcd,
-    /// ZooKeeper (default endpoint 127.0.0.1:2181; register only).
-    Zookeeper,
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
-    pub(crate) workload: BenchWorkload,
+    pub(crate) workload: waggle_bench::Workload,
     /// The system under test.
     #[arg(long, value_enum, default_value = "waggle")]
-    pub(crate) target: BenchTarget,
+    pub(crate) target: waggle_bench::Target,
     /// Endpoint of an etcd or ZooKeeper target (Waggle uses --server).
     #[arg(long)]
     pub(crate) endpoint: Option<String>,

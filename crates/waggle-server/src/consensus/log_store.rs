@@ -100,7 +100,7 @@ impl LogStore {
 
     async fn write_json<T: serde::Serialize>(&self, key: &'static str, value: &T) -> Result<(), StorageError<u64>> {
         let value = serde_json::to_vec(value).map_err(io_write)?;
-        self.submit_and_wait(|done| WriteOp::Meta { key, value, done: Some(done) }).await
+        self.submit_and_wait(|done| WriteOp::Meta { key, value, done }).await
     }
 }
 

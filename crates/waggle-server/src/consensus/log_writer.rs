@@ -13,7 +13,6 @@ use std::{
 };
 
 use openraft::storage::LogFlushed;
-use redb::Durability;
 
 use super::{
     TypeConfig,
@@ -31,21 +30,16 @@ pub(super) enum WriteOp {
     Truncate { from: u64, done: tokio::sync::oneshot::Sender<Result<(), String>> },
     /// Remove entries with index ≤ `upto` and record the purge point.
     Purge { upto: u64, last_purged: Vec<u8>, done: tokio::sync::oneshot::Sender<Result<(), String>> },
-    /// Write a metadata key. `done` (if any) is told once durable.
-    Meta { key: &'static str, value: Vec<u8>, done: Option<tokio::sync::oneshot::Sender<Result<(), String>>> },
+    /// Write a metadata key (the vote); `done` is told once durable.
+    Meta { key: &'static str, value: Vec<u8>, done: tokio::sync::oneshot::Sender<Result<(), String>> },
 }
 
 impl WriteOp {
     fn complete(self, result: Result<(), String>) {
         match self {
             WriteOp::Append { done, .. } => done(result),
-            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
+            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } | WriteOp::Meta { done, .. } => {
                 let _ = done.send(result);
-            }
-            WriteOp::Meta { done, .. } => {
-                if let Some(done) = done {
-                    let _ = done.send(result);
-                }
             }
         }
     }
@@ -107,14 +101,10 @@ pub(super) fn spawn(storage: Arc<Storage>, durable: Arc<AtomicU64>) -> std::io::
     Ok(tx)
 }
 
-/// Applies a batch in order in one transaction. It is fsynced unless it holds nothing but
-/// non-durable metadata (the committed-index hint), which then rides on the next fsync.
+/// Applies a batch in order in one transaction, fsynced on commit (redb's default
+/// `Durability::Immediate`).
 fn commit(storage: &Storage, batch: &[WriteOp]) -> Result<(), redb::Error> {
-    let mut txn = storage.db().begin_write()?;
-    let needs_sync = batch.iter().any(|op| !matches!(op, WriteOp::Meta { done: None, .. }));
-    if !needs_sync {
-        txn.set_durability(Durability::None)?;
-    }
+    let txn = storage.db().begin_write()?;
     {
         let mut log = txn.open_table(LOG)?;
         let mut meta = txn.open_table(META)?;

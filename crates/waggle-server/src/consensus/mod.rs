@@ -9,7 +9,7 @@ mod record;
 mod state_machine;
 mod storage;
 
-use std::{collections::BTreeMap, io::Cursor, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, io::Cursor, sync::Arc};
 
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use waggle_core::{Applied, ApplyError, Command};
@@ -269,28 +269,6 @@ impl Consensus {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
         }
-    }
-
-    /// The index of the last applied log entry.
-    pub(crate) fn last_applied(&self) -> u64 {
-        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
-    }
-
-    /// Asks Raft to build a snapshot now (and purge the log behind it).
-    pub(crate) async fn trigger_snapshot(&self) -> anyhow::Result<()> {
-        self.raft.trigger().snapshot().await?;
-        Ok(())
-    }
-
-    /// The index of the latest snapshot, if any.
-    pub(crate) fn snapshot_index(&self) -> Option<u64> {
-        self.raft.metrics().borrow().snapshot.map(|l| l.index)
-    }
-
-    /// Waits until the snapshot index reaches `index`.
-    pub(crate) async fn wait_snapshot(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
-        self.raft.wait(Some(timeout)).metrics(|m| m.snapshot.is_some_and(|s| s.index >= index), "snapshot").await?;
-        Ok(())
     }
 
     /// Stops the Raft task.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Log entries by index, each a `record::LogRecord`.
 pub(super) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
@@ -54,7 +54,7 @@ impl Storage {
                     use rand::{Rng, SeedableRng};
                     rand::rngs::SmallRng::from_os_rng().random_range(1..=u64::MAX)
                 };
-                storage.write_meta("incarnation", &id.to_le_bytes(), true)?;
+                storage.write_meta("incarnation", &id.to_le_bytes())?;
                 id
             }
         };
@@ -78,12 +78,9 @@ impl Storage {
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
 
-    /// Writes one metadata key; `durable` selects an fsynced commit.
-    pub(super) fn write_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)?;
-        }
+    /// Writes one metadata key, fsynced. (The log writer owns every write once Raft runs.)
+    pub(super) fn write_meta(&self, key: &str, value: &[u8]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
         txn.open_table(META)?.insert(key, value)?;
         txn.commit()?;
         Ok(())
