@@ -1,0 +1,32 @@
+//! Errors the balancer itself produces; errors of the endpoints' services pass through as
+//! they are (boxed).
+
+use std::fmt;
+
+/// No endpoint can take the request: discovery has none ready, or a subset with the
+/// [`NoEndpoint`](super::Fallback::NoEndpoint) fallback matched none, and the balancer was
+/// built with [`WhenEmpty::Fail`](super::WhenEmpty::Fail). Also returned when every attempt
+/// to find a ready endpoint failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoEndpoints;
+
+impl fmt::Display for NoEndpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no endpoint available")
+    }
+}
+
+impl std::error::Error for NoEndpoints {}
+
+/// The balancer's background worker has stopped (its runtime shut down), so the handle can no
+/// longer reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the balancer has stopped")
+    }
+}
+
+impl std::error::Error for Closed {}

@@ -1,0 +1,186 @@
+//! `ResponseFuture`: waits for the picked endpoint's service to be ready, calls it, and
+//! feeds the outcome back into the endpoint's load and state.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::time::Instant;
+use tower::{BoxError, Service};
+
+use super::Shared;
+use super::error::NoEndpoints;
+use super::slot::Slot;
+use super::worker::Report;
+
+/// Keeps an endpoint's in-flight count up while a request is on it, and records its latency
+/// and outcome when it completes.
+pub(crate) struct Guard<K, S> {
+    slot: Arc<Slot<K, S>>,
+    started: Instant,
+}
+
+impl<K, S> Guard<K, S> {
+    pub(crate) fn new(slot: Arc<Slot<K, S>>) -> Self {
+        slot.start();
+        Guard { slot, started: Instant::now() }
+    }
+}
+
+impl<K, S> Drop for Guard<K, S> {
+    fn drop(&mut self) {
+        self.slot.finish();
+    }
+}
+
+pin_project! {
+    /// The response future of [`Balance`](super::Balance).
+    pub struct ResponseFuture<K, S, Req>
+    where
+        S: Service<Req>,
+    {
+        shared: Arc<Shared<K, S, Req>>,
+        guard: Option<Guard<K, S>>,
+        attempts: u32,
+        seed: u64,
+        request_hash: Option<u64>,
+        #[pin]
+        state: State<S, Req, S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, F> {
+        Readying { service: S, request: Option<Req> },
+        Calling { #[pin] future: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<K, S, Req> ResponseFuture<K, S, Req>
+where
+    S: Service<Req> + Clone,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared<K, S, Req>>,
+        picked: Option<Arc<Slot<K, S>>>,
+        request: Req,
+        request_hash: Option<u64>,
+        seed: u64,
+    ) -> Self {
+        let (guard, state) = match picked {
+            Some(slot) => {
+                let service = slot.endpoint.service.clone();
+                (Some(Guard::new(slot)), State::Readying { service, request: Some(request) })
+            }
+            None => (None, State::Failed { error: Some(NoEndpoints.into()) }),
+        };
+        ResponseFuture { shared, guard, attempts: 0, seed, request_hash, state }
+    }
+}
+
+impl<K, S, Req> Future for ResponseFuture<K, S, Req>
+where
+    K: Clone,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Readying { service, request } => {
+                    let Some(guard) = this.guard.as_ref() else {
+                        return Poll::Ready(Err(NoEndpoints.into()));
+                    };
+                    let failure = if guard.slot.is_removed() {
+                        // Discovery removed the endpoint after this request picked it: pick
+                        // again rather than send it somewhere the registry says is gone.
+                        None
+                    } else {
+                        match ready!(service.poll_ready(cx)) {
+                            Ok(()) => {
+                                let Some(request) = request.take() else {
+                                    return Poll::Ready(Err(NoEndpoints.into()));
+                                };
+                                let future = service.call(request);
+                                this.state.set(State::Calling { future });
+                                continue;
+                            }
+                            Err(error) => Some(error.into()),
+                        }
+                    };
+                    let failed_slot = guard.slot.clone();
+                    if let Some(error) = &failure {
+                        let reason = format!("not ready: {error}");
+                        let _ = this.shared.reports.send(Report::Failed { slot: failed_slot.clone(), reason });
+                        *this.attempts += 1;
+                    }
+                    let Some(request) = request.take() else {
+                        return Poll::Ready(Err(NoEndpoints.into()));
+                    };
+                    if *this.attempts >= this.shared.max_attempts {
+                        let error = failure.unwrap_or_else(|| NoEndpoints.into());
+                        this.state.set(State::Failed { error: Some(error) });
+                        continue;
+                    }
+                    // Pick again, avoiding the endpoint that just failed: the worker has not
+                    // necessarily published a table without it yet.
+                    let mut rng = SmallRng::seed_from_u64(*this.seed ^ u64::from(*this.attempts));
+                    let mut next = None;
+                    for _ in 0..3 {
+                        next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts);
+                        if !next.as_ref().is_some_and(|slot| Arc::ptr_eq(slot, &failed_slot)) {
+                            break;
+                        }
+                    }
+                    *this.seed = this.seed.wrapping_add(1);
+                    *this.guard = None;
+                    match next {
+                        Some(slot) => {
+                            let service = slot.endpoint.service.clone();
+                            *this.guard = Some(Guard::new(slot));
+                            this.state.set(State::Readying { service, request: Some(request) });
+                        }
+                        None => this.state.set(State::Failed { error: Some(NoEndpoints.into()) }),
+                    }
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    if let Some(guard) = this.guard.take() {
+                        this.shared.complete(&guard, result.is_ok());
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(|| NoEndpoints.into())));
+                }
+            }
+        }
+    }
+}
+
+impl<K, S, Req> Shared<K, S, Req> {
+    /// Folds a finished request into its endpoint's latency estimate and failure count, and
+    /// tells the worker when that changes the endpoint's state.
+    fn complete(&self, guard: &Guard<K, S>, success: bool) {
+        let slot = &guard.slot;
+        let now = Instant::now();
+        slot.stats.observe_rtt(self.since_origin(now), now.saturating_duration_since(guard.started), self.latency_decay);
+        let failures_in_a_row = slot.stats.record_outcome(success);
+        if slot.probing.load(Relaxed) {
+            let _ = self.reports.send(Report::Verdict { slot: slot.clone(), success });
+        } else if failures_in_a_row == self.ejection_threshold {
+            let reason = format!("{failures_in_a_row} failures in a row");
+            let _ = self.reports.send(Report::Failed { slot: slot.clone(), reason });
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! [`Balance`]: a tower service that spreads requests over discovered endpoints.
+//!
+//! ```text
+//!  Discover ──► worker task ──publishes──► routing table (ArcSwap) ◄──reads── Balance::call
+//!                 ▲  owns endpoint life cycles,                                  │
+//!                 │  readiness checks, back-off timers                           ▼
+//!                 └──────────── reports (not ready, N failures, probe outcome) ◄─ ResponseFuture
+//! ```
+//!
+//! * The pick happens in `call`, so hash policies see the request and load-aware policies
+//!   count the request against its endpoint at once.
+//! * `Balance` is `Clone`; clones share the table and the worker, and each has its own RNG.
+//!   No `Buffer` is needed in front of it.
+//! * Endpoint services must be `Clone` (tonic `Channel`, hyper clients and `BoxCloneService`
+//!   are); each request clones the picked endpoint's service, drives it to readiness and
+//!   calls it. An endpoint whose service fails to become ready is ejected and the request
+//!   picks again (up to [`Builder::max_attempts`]), so one bad endpoint never blocks the
+//!   balancer.
+//! * A request that picked an endpoint which discovery then removed picks again before
+//!   calling it (the tower#856 class of bug cannot happen: nothing is cached by index).
+
+mod config;
+mod error;
+mod future;
+mod handle;
+mod layer;
+mod record;
+mod slot;
+mod state;
+mod table;
+mod worker;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tower::discover::{Change, Discover};
+use tower::{BoxError, Service};
+
+pub use config::{Ejection, Fallback, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
+pub use error::{Closed, NoEndpoints};
+pub use future::ResponseFuture;
+pub use handle::{EndpointSnapshot, Handle};
+pub use layer::BalanceLayer;
+pub use record::{PickRecord, RecordedCandidate};
+pub use slot::Locality;
+pub use state::EndpointState;
+
+use crate::policy::{LeastRequest, Policy};
+use crate::{Endpoint, RequestHash};
+use slot::Slot;
+use table::{Mode, Table, TableConfig};
+use worker::{Report, Worker, WorkerConfig};
+
+type Observer<K> = Arc<dyn Fn(&PickRecord<K>) + Send + Sync>;
+
+/// Configures a [`Balance`]. Every setting has a documented default; `Builder::new(policy)`
+/// alone gives a working balancer.
+pub struct Builder<K, Req> {
+    table: TableConfig,
+    ejection: Ejection,
+    readiness_timeout: Duration,
+    when_empty: WhenEmpty,
+    max_attempts: u32,
+    seed: Option<u64>,
+    request_hash: Option<Arc<dyn RequestHash<Req>>>,
+    observer: Option<Observer<K>>,
+}
+
+impl<K, Req> Clone for Builder<K, Req> {
+    fn clone(&self) -> Self {
+        Builder {
+            table: self.table.clone(),
+            ejection: self.ejection.clone(),
+            readiness_timeout: self.readiness_timeout,
+            when_empty: self.when_empty,
+            max_attempts: self.max_attempts,
+            seed: self.seed,
+            request_hash: self.request_hash.clone(),
+            observer: self.observer.clone(),
+        }
+    }
+}
+
+impl<K, Req> fmt::Debug for Builder<K, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("table", &self.table)
+            .field("ejection", &self.ejection)
+            .field("readiness_timeout", &self.readiness_timeout)
+            .field("when_empty", &self.when_empty)
+            .field("max_attempts", &self.max_attempts)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, Req> Builder<K, Req> {
+    /// A builder for `policy` with the defaults: panic threshold 50 %, no zone preference, no
+    /// slow start, no subset, [`Ejection::default`], readiness timeout 10 s, wait when empty,
+    /// 3 attempts per request, a random seed.
+    pub fn new(policy: impl Policy) -> Self {
+        Builder {
+            table: TableConfig { policy: Arc::new(policy), panic_threshold: 0.5, zone: None, slow_start: None, subset: None },
+            ejection: Ejection::default(),
+            readiness_timeout: Duration::from_secs(10),
+            when_empty: WhenEmpty::Wait,
+            max_attempts: 3,
+            seed: None,
+            request_hash: None,
+            observer: None,
+        }
+    }
+
+    /// When fewer than this share of the known endpoints (in `[0, 1]`) is healthy, balance
+    /// over all of them instead of overloading the few (Envoy's panic mode). 0 disables it.
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.table.panic_threshold = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.5 };
+        self
+    }
+
+    /// Prefers endpoints in the local zone.
+    pub fn zone_aware(mut self, zone: ZoneAware) -> Self {
+        self.table.zone = Some(zone);
+        self
+    }
+
+    /// Ramps new and returning endpoints up.
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.table.slow_start = Some(slow_start);
+        self
+    }
+
+    /// Balances over a subset of the endpoints.
+    pub fn subset(mut self, subset: Subset) -> Self {
+        self.table.subset = Some(subset);
+        self
+    }
+
+    /// Sets when endpoints are ejected and for how long.
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// How long a new endpoint's service may take to become ready before it is ejected
+    /// (at least 1 ms).
+    pub fn readiness_timeout(mut self, timeout: Duration) -> Self {
+        self.readiness_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// What requests do while there is no endpoint.
+    pub fn when_empty(mut self, when_empty: WhenEmpty) -> Self {
+        self.when_empty = when_empty;
+        self
+    }
+
+    /// How many endpoints one request may try when services fail to become ready (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Seeds every random choice, for reproducible tests and simulations.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets the request key for consistent-hash policies ([`HeaderHash`](crate::HeaderHash),
+    /// [`PathHash`](crate::PathHash), [`ClientIpHash`](crate::ClientIpHash) or a function).
+    pub fn request_hash(mut self, hash: impl RequestHash<Req>) -> Self {
+        self.request_hash = Some(Arc::new(hash));
+        self
+    }
+
+    /// Calls `observer` with a [`PickRecord`] for every pick.
+    pub fn on_pick(mut self, observer: impl Fn(&PickRecord<K>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Starts the balancer over `discover`: spawns its worker on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn build<S, D>(self, discover: D) -> Balance<K, S, Req>
+    where
+        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        Req: Send + 'static,
+        D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        let mut rng = match self.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        let origin = Instant::now();
+        let published = Arc::new(ArcSwap::from_pointee(Table::empty()));
+        let notify = Arc::new(Notify::new());
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let latency_decay = self.table.policy.load_decay().unwrap_or(Duration::from_secs(10));
+        let config = WorkerConfig {
+            table: self.table.clone(),
+            ejection: self.ejection.clone(),
+            readiness_timeout: self.readiness_timeout,
+            latency_decay,
+        };
+        let worker_rng = SmallRng::seed_from_u64(rng.next_u64());
+        let worker =
+            Worker::new(discover, reports_rx, control_rx, published.clone(), notify.clone(), config, worker_rng, origin);
+        tokio::spawn(worker.run());
+        let shared = Arc::new(Shared {
+            table: published,
+            notify,
+            reports: reports_tx,
+            control: control_tx,
+            origin,
+            request_hash: self.request_hash,
+            observer: self.observer,
+            latency_decay,
+            ejection_threshold: self.ejection.consecutive_failures,
+            max_attempts: self.max_attempts,
+            when_empty: self.when_empty,
+            next_seed: AtomicU64::new(rng.next_u64()),
+            policy_name: self.table.policy.name(),
+        });
+        Balance { rng, shared, waiting: None }
+    }
+
+    /// Starts the balancer over a fixed list of endpoints.
+    pub fn build_static<S>(self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) -> Balance<K, S, Req>
+    where
+        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        Req: Send + 'static,
+    {
+        let changes: Vec<Result<Change<K, Endpoint<S>>, std::convert::Infallible>> =
+            endpoints.into_iter().map(|(key, endpoint)| Ok(Change::Insert(key, endpoint))).collect();
+        self.build(futures_util::stream::iter(changes))
+    }
+}
+
+/// State shared by every clone of a [`Balance`] and by its in-flight requests.
+pub(crate) struct Shared<K, S, Req> {
+    table: Arc<ArcSwap<Table<K, S>>>,
+    notify: Arc<Notify>,
+    reports: mpsc::UnboundedSender<Report<K, S>>,
+    control: mpsc::UnboundedSender<handle::Control<K>>,
+    origin: Instant,
+    request_hash: Option<Arc<dyn RequestHash<Req>>>,
+    observer: Option<Observer<K>>,
+    latency_decay: Duration,
+    ejection_threshold: u32,
+    max_attempts: u32,
+    when_empty: WhenEmpty,
+    next_seed: AtomicU64,
+    policy_name: &'static str,
+}
+
+impl<K, S, Req> Shared<K, S, Req> {
+    fn since_origin(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+    }
+
+    /// Picks an endpoint from the current table and, when an observer is set, reports why.
+    pub(crate) fn pick(&self, rng: &mut SmallRng, request_hash: Option<u64>, attempt: u32) -> Option<Arc<Slot<K, S>>>
+    where
+        K: Clone,
+    {
+        let table = self.table.load();
+        let now = self.since_origin(Instant::now());
+        let Some(observer) = &self.observer else {
+            return table.pick(rng, now, request_hash, None).map(|picked| picked.slot.clone());
+        };
+        let mut compared = Vec::new();
+        let picked = table.pick(rng, now, request_hash, Some(&mut compared))?;
+        let tier = &table.tiers[picked.locality as usize];
+        let compared = compared
+            .into_iter()
+            .map(|(idx, load)| RecordedCandidate {
+                key: tier.slots[idx].key.clone(),
+                weight: tier.candidates[idx].weight(),
+                load,
+            })
+            .collect();
+        observer(&PickRecord {
+            policy: self.policy_name,
+            chosen: picked.slot.key.clone(),
+            compared,
+            locality: picked.locality,
+            panic: table.mode == Mode::Panic,
+            attempt,
+        });
+        Some(picked.slot.clone())
+    }
+}
+
+/// Spreads requests over the endpoints of a [`Discover`] with a [`Policy`]; see the
+/// [module docs](self) for how.
+pub struct Balance<K, S, Req> {
+    shared: Arc<Shared<K, S, Req>>,
+    rng: SmallRng,
+    waiting: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl<K, S, Req> Balance<K, S, Req> {
+    /// A [`LeastRequest`] (weighted P2C) balancer over `discover` with default settings.
+    pub fn new<D>(discover: D) -> Self
+    where
+        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        Req: Send + 'static,
+        D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        Builder::new(LeastRequest::new()).build(discover)
+    }
+
+    /// A handle for introspection and manual ejection.
+    pub fn handle(&self) -> Handle<K> {
+        Handle { control: self.shared.control.clone() }
+    }
+
+    /// How many endpoints currently take traffic.
+    pub fn len(&self) -> usize {
+        self.shared.table.load().len()
+    }
+
+    /// Whether no endpoint currently takes traffic.
+    pub fn is_empty(&self) -> bool {
+        self.shared.table.load().is_empty()
+    }
+}
+
+impl<K, S, Req> Clone for Balance<K, S, Req> {
+    fn clone(&self) -> Self {
+        let seed = crate::rng::splitmix(self.shared.next_seed.fetch_add(1, Relaxed));
+        Balance { shared: self.shared.clone(), rng: SmallRng::seed_from_u64(seed), waiting: None }
+    }
+}
+
+impl<K, S, Req> fmt::Debug for Balance<K, S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("policy", &self.shared.policy_name)
+            .field("endpoints", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S, Req> Service<Req> for Balance<K, S, Req>
+where
+    K: Clone,
+    Req: 'static,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<K, S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.shared.when_empty == WhenEmpty::Fail {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !self.shared.table.load().is_empty() {
+                self.waiting = None;
+                return Poll::Ready(Ok(()));
+            }
+            match &mut self.waiting {
+                // Register for the next table before looking again, so a table published in
+                // between is not missed.
+                None => {
+                    let mut notified = Box::pin(self.shared.notify.clone().notified_owned());
+                    notified.as_mut().enable();
+                    self.waiting = Some(notified);
+                }
+                Some(notified) => {
+                    ready!(notified.as_mut().poll(cx));
+                    self.waiting = None;
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let request_hash = self.shared.request_hash.as_ref().and_then(|hash| hash.hash_request(&request));
+        let picked = self.shared.pick(&mut self.rng, request_hash, 0);
+        ResponseFuture::new(self.shared.clone(), picked, request, request_hash, self.rng.next_u64())
+    }
+}
+
+use std::future::Future as _;

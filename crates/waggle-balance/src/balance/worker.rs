@@ -1,0 +1,370 @@
+//! The worker: one task per balancer that owns discovery and every endpoint's life cycle, and
+//! publishes a new routing table whenever either changes.
+//!
+//! Requests never wait for it: they read the last published table. What they learn (a
+//! service that failed to become ready, N failures in a row, a probe's outcome) comes back as
+//! a [`Report`]; operators talk to it through the [`Handle`](super::Handle).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::future::{FutureExt, poll_fn};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::rngs::SmallRng;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, sleep_until};
+use tower::discover::{Change, Discover};
+use tower::{BoxError, Service};
+
+use super::config::Ejection;
+use super::handle::{Control, EndpointSnapshot};
+use super::slot::{Locality, Slot, ZoneLoad};
+use super::state::{EndpointState, Lifecycle};
+use super::table::{Table, TableConfig};
+use crate::{Endpoint, EndpointStats, stable_hash};
+
+/// What requests tell the worker.
+pub(crate) enum Report<K, S> {
+    /// The endpoint's service failed to become ready, or failed N responses in a row.
+    Failed { slot: Arc<Slot<K, S>>, reason: String },
+    /// A response from an endpoint on probation.
+    Verdict { slot: Arc<Slot<K, S>>, success: bool },
+}
+
+struct Entry<K, S> {
+    slot: Arc<Slot<K, S>>,
+    life: Lifecycle,
+}
+
+type Readiness<K, S> = Pin<Box<dyn Future<Output = (Arc<Slot<K, S>>, Result<(), String>)> + Send>>;
+
+/// How many discovery changes are folded into one table rebuild at most.
+const MAX_CHANGES_PER_REBUILD: usize = 16_384;
+
+pub(crate) struct WorkerConfig {
+    pub(crate) table: TableConfig,
+    pub(crate) ejection: Ejection,
+    pub(crate) readiness_timeout: Duration,
+    pub(crate) latency_decay: Duration,
+}
+
+pub(crate) struct Worker<K, S, Req, D> {
+    discover: Option<D>,
+    entries: Vec<Entry<K, S>>,
+    index: HashMap<K, usize>,
+    readiness: FuturesUnordered<Readiness<K, S>>,
+    reports: mpsc::UnboundedReceiver<Report<K, S>>,
+    control: mpsc::UnboundedReceiver<Control<K>>,
+    control_open: bool,
+    published: Arc<ArcSwap<Table<K, S>>>,
+    notify: Arc<Notify>,
+    config: WorkerConfig,
+    zone_load: Option<Arc<ZoneLoad>>,
+    rng: SmallRng,
+    next_warmup: Option<Instant>,
+    dirty: bool,
+    origin: Instant,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<K, S, Req, D> Worker<K, S, Req, D>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
+    D::Error: Into<BoxError>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        discover: D,
+        reports: mpsc::UnboundedReceiver<Report<K, S>>,
+        control: mpsc::UnboundedReceiver<Control<K>>,
+        published: Arc<ArcSwap<Table<K, S>>>,
+        notify: Arc<Notify>,
+        config: WorkerConfig,
+        rng: SmallRng,
+        origin: Instant,
+    ) -> Self {
+        let zone_load = config.table.zone.as_ref().map(|_| Arc::new(ZoneLoad::default()));
+        Worker {
+            discover: Some(discover),
+            entries: Vec::new(),
+            index: HashMap::new(),
+            readiness: FuturesUnordered::new(),
+            reports,
+            control,
+            control_open: true,
+            published,
+            notify,
+            config,
+            zone_load,
+            rng,
+            next_warmup: None,
+            dirty: false,
+            origin,
+            _request: PhantomData,
+        }
+    }
+
+    /// Runs until every [`Balance`](super::Balance) clone and in-flight request is gone.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                report = self.reports.recv() => match report {
+                    Some(report) => self.on_report(report),
+                    None => return,
+                },
+                control = self.control.recv(), if self.control_open => match control {
+                    Some(control) => self.on_control(control),
+                    None => self.control_open = false,
+                },
+                change = next_change(&mut self.discover), if self.discover.is_some() => {
+                    self.on_change(change);
+                    self.drain_discover();
+                }
+                Some((slot, result)) = self.readiness.next(), if !self.readiness.is_empty() => {
+                    self.on_readiness(&slot, result);
+                }
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+            }
+            self.on_timers(Instant::now());
+            if self.dirty {
+                self.publish();
+            }
+        }
+    }
+
+    fn drain_discover(&mut self) {
+        for _ in 0..MAX_CHANGES_PER_REBUILD {
+            match next_change(&mut self.discover).now_or_never() {
+                Some(change) => self.on_change(change),
+                None => return,
+            }
+        }
+    }
+
+    fn on_change(&mut self, change: Option<Result<Change<K, Endpoint<S>>, D::Error>>) {
+        match change {
+            None => {
+                tracing::debug!("discovery ended; keeping the current endpoints");
+                self.discover = None;
+            }
+            Some(Err(error)) => {
+                let error: BoxError = error.into();
+                tracing::warn!(%error, "discovery failed; keeping the current endpoints");
+            }
+            Some(Ok(Change::Insert(key, endpoint))) => self.insert(key, endpoint),
+            Some(Ok(Change::Remove(key))) => self.remove(&key),
+        }
+    }
+
+    fn new_slot(&self, key: K, endpoint: Endpoint<S>, stats: Arc<EndpointStats>) -> Arc<Slot<K, S>> {
+        let locality = match &self.config.table.zone {
+            Some(zone) if endpoint.zone.as_deref() != Some(&*zone.local) => Locality::Remote,
+            _ => Locality::Local,
+        };
+        Arc::new(Slot {
+            hash_id: stable_hash(&key),
+            key,
+            endpoint,
+            stats,
+            locality,
+            zone_load: self.zone_load.clone(),
+            removed: Default::default(),
+            probing: Default::default(),
+        })
+    }
+
+    fn insert(&mut self, key: K, endpoint: Endpoint<S>) {
+        self.dirty = true;
+        if let Some(&idx) = self.index.get(&key) {
+            // An update: same endpoint, new service or attributes. It keeps its state and
+            // load; requests holding the old slot finish on it, new ones pick the new slot.
+            let stats = self.entries[idx].slot.stats.clone();
+            let slot = self.new_slot(key, endpoint, stats);
+            let entry = &mut self.entries[idx];
+            slot.probing.store(entry.life.state == EndpointState::Probation, Relaxed);
+            let old = std::mem::replace(&mut entry.slot, slot);
+            old.removed.store(true, Relaxed);
+            return;
+        }
+        let slot = self.new_slot(key.clone(), endpoint, Arc::new(EndpointStats::new()));
+        self.index.insert(key, self.entries.len());
+        self.entries.push(Entry { slot: slot.clone(), life: Lifecycle::new() });
+        let timeout = self.config.readiness_timeout;
+        self.readiness.push(Box::pin(async move {
+            let mut service = slot.endpoint.service.clone();
+            let ready = poll_fn(|cx| service.poll_ready(cx));
+            let result = match tokio::time::timeout(timeout, ready).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(format!("not ready: {}", error.into())),
+                Err(_) => Err(format!("not ready within {timeout:?}")),
+            };
+            (slot, result)
+        }));
+    }
+
+    fn remove(&mut self, key: &K) {
+        let Some(idx) = self.index.remove(key) else { return };
+        let entry = self.entries.swap_remove(idx);
+        entry.slot.removed.store(true, Relaxed);
+        if let Some(moved) = self.entries.get(idx) {
+            self.index.insert(moved.slot.key.clone(), idx);
+        }
+        self.dirty = true;
+    }
+
+    /// The entry `slot` belongs to, if the endpoint is still present. Replacements of a slot
+    /// share its stats, so reports about an older slot still reach the endpoint.
+    fn entry_of(&mut self, slot: &Slot<K, S>) -> Option<&mut Entry<K, S>> {
+        let idx = *self.index.get(&slot.key)?;
+        let entry = &mut self.entries[idx];
+        Arc::ptr_eq(&entry.slot.stats, &slot.stats).then_some(entry)
+    }
+
+    fn on_readiness(&mut self, slot: &Slot<K, S>, result: Result<(), String>) {
+        let now = Instant::now();
+        let ejection = self.config.ejection.clone();
+        let Some(entry) = self.entry_of(slot) else { return };
+        let changed = match result {
+            Ok(()) => entry.life.on_ready(now),
+            Err(reason) => {
+                tracing::debug!(reason, "endpoint ejected");
+                entry.life.eject(now, &ejection, None, reason).is_some()
+            }
+        };
+        self.dirty |= changed;
+    }
+
+    fn on_report(&mut self, report: Report<K, S>) {
+        let now = Instant::now();
+        let ejection = self.config.ejection.clone();
+        match report {
+            Report::Failed { slot, reason } => {
+                let Some(entry) = self.entry_of(&slot) else { return };
+                if entry.life.eject(now, &ejection, None, reason).is_some() {
+                    entry.slot.stats.reset_failures();
+                    entry.slot.probing.store(false, Relaxed);
+                    self.dirty = true;
+                }
+            }
+            Report::Verdict { slot, success } => {
+                let Some(entry) = self.entry_of(&slot) else { return };
+                if entry.life.state != EndpointState::Probation {
+                    return;
+                }
+                entry.slot.probing.store(false, Relaxed);
+                if success {
+                    entry.life.on_ready(now);
+                } else {
+                    entry.life.eject(now, &ejection, None, "failed on probation".into());
+                    entry.slot.stats.reset_failures();
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Control<K>) {
+        let now = Instant::now();
+        match control {
+            Control::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            Control::Eject { key, duration } => {
+                let Some(&idx) = self.index.get(&key) else { return };
+                let entry = &mut self.entries[idx];
+                if entry.life.eject(now, &self.config.ejection, duration, "ejected by the handle".into()).is_some() {
+                    entry.slot.probing.store(false, Relaxed);
+                    self.dirty = true;
+                }
+            }
+            Control::Restore { key } => {
+                let Some(&idx) = self.index.get(&key) else { return };
+                let entry = &mut self.entries[idx];
+                if entry.life.restore(now) {
+                    entry.slot.probing.store(false, Relaxed);
+                    entry.slot.stats.reset_failures();
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        for entry in &mut self.entries {
+            if entry.life.on_backoff_elapsed(now) {
+                entry.slot.probing.store(true, Relaxed);
+                self.dirty = true;
+            }
+        }
+        if self.next_warmup.is_some_and(|at| at <= now) {
+            self.dirty = true;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let retries = self.entries.iter().filter_map(|e| e.life.retry_at);
+        retries.chain(self.next_warmup).min()
+    }
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let entries = self.entries.iter().map(|e| (&e.slot, &e.life));
+        let table = Table::build(entries, &self.config.table, self.zone_load.as_ref(), now, &mut self.rng);
+        self.next_warmup = self.config.table.next_warmup_step(self.entries.iter().map(|e| &e.life), now);
+        self.published.store(Arc::new(table));
+        self.notify.notify_waiters();
+        self.dirty = false;
+    }
+
+    fn snapshot(&self, now: Instant) -> Vec<EndpointSnapshot<K>> {
+        let table = self.published.load();
+        let weight_in_table = |slot: &Arc<Slot<K, S>>| -> f64 {
+            table
+                .tiers
+                .iter()
+                .flat_map(|tier| tier.slots.iter().zip(&tier.candidates))
+                .find(|(s, _)| Arc::ptr_eq(s, slot))
+                .map_or(0.0, |(_, candidate)| candidate.weight())
+        };
+        let since_origin = now.saturating_duration_since(self.origin);
+        self.entries
+            .iter()
+            .map(|Entry { slot, life }| EndpointSnapshot {
+                key: slot.key.clone(),
+                state: life.state,
+                weight: slot.endpoint.weight,
+                effective_weight: weight_in_table(slot),
+                zone: slot.endpoint.zone.as_deref().map(str::to_owned),
+                in_flight: slot.stats.in_flight(),
+                successes: slot.stats.successes(),
+                failures: slot.stats.failures(),
+                latency: Duration::from_nanos(
+                    slot.stats.peak_ewma(since_origin, self.config.latency_decay) as u64,
+                ),
+                ejections: life.total_ejections,
+                retry_in: life.retry_at.map(|at| at.saturating_duration_since(now)),
+                last_error: life.last_error.clone(),
+            })
+            .collect()
+    }
+}
+
+async fn next_change<D: Discover + Unpin>(
+    discover: &mut Option<D>,
+) -> Option<Result<Change<D::Key, D::Service>, D::Error>> {
+    match discover {
+        Some(discover) => poll_fn(|cx| Pin::new(&mut *discover).poll_discover(cx)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,145 @@
+//! Maglev consistent hashing (Eisenbud et al., NSDI 2016), weight-aware.
+
+use rand::rngs::SmallRng;
+
+use super::sampler::Sampler;
+use super::{Candidate, PickContext, Picker, Policy};
+use crate::hash::mix64;
+
+/// Maglev hashing: a lookup table of prime size (65,537 by default) in which every candidate
+/// claims slots along its own permutation, in turns proportional to its weight. Lookup is one
+/// table read, O(1); with equal weights every candidate owns the same number of slots ±1;
+/// removing one of n endpoints remaps slightly more than 1/n of the keys.
+///
+/// Requests without a hash key go to a weighted random endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Maglev {
+    table_size: usize,
+}
+
+impl Default for Maglev {
+    fn default() -> Self {
+        Maglev { table_size: 65_537 }
+    }
+}
+
+impl Maglev {
+    /// A table of 65,537 slots (Envoy's default), good for up to a few hundred endpoints.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the table size, rounded up to a prime (at least 7). Use at least 100 × the number
+    /// of endpoints for an even spread.
+    pub fn table_size(mut self, size: usize) -> Self {
+        self.table_size = next_prime(size.max(7));
+        self
+    }
+
+    /// The table size.
+    pub fn get_table_size(&self) -> usize {
+        self.table_size
+    }
+
+    /// Builds the lookup table: `table[slot]` is a candidate index. Exposed for tests of the
+    /// table's evenness.
+    pub fn table(&self, candidates: &[Candidate]) -> Vec<u32> {
+        let m = self.table_size as u64;
+        let max_weight = candidates.iter().map(Candidate::weight).fold(0.0, f64::max);
+        struct Cursor {
+            position: u64,
+            skip: u64,
+            weight: f64,
+            filled: f64,
+        }
+        let mut cursors: Vec<Cursor> = candidates
+            .iter()
+            .map(|c| Cursor {
+                position: mix64(c.hash_id() ^ 0x5851_f42d_4c95_7f2d) % m,
+                skip: mix64(c.hash_id() ^ 0x1405_7b7e_f767_814f) % (m - 1) + 1,
+                weight: c.weight() / max_weight,
+                filled: 0.0,
+            })
+            .collect();
+        let mut table = vec![u32::MAX; self.table_size];
+        let mut n_filled = 0;
+        if candidates.is_empty() {
+            return table;
+        }
+        let mut round = 0.0;
+        while n_filled < table.len() {
+            round += 1.0;
+            for (idx, cursor) in cursors.iter_mut().enumerate() {
+                // A candidate of relative weight w takes a slot in round r while it holds
+                // fewer than r × w slots, so its share converges to w / Σw (Envoy's rule).
+                if cursor.filled >= round * cursor.weight {
+                    continue;
+                }
+                while table[cursor.position as usize] != u32::MAX {
+                    cursor.position += cursor.skip;
+                    if cursor.position >= m {
+                        cursor.position -= m;
+                    }
+                }
+                table[cursor.position as usize] = idx as u32;
+                cursor.filled += 1.0;
+                n_filled += 1;
+                if n_filled == table.len() {
+                    break;
+                }
+            }
+        }
+        table
+    }
+}
+
+fn next_prime(mut n: usize) -> usize {
+    let is_prime = |n: usize| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
+impl Policy for Maglev {
+    fn name(&self) -> &'static str {
+        "maglev"
+    }
+
+    fn is_consistent_hash(&self) -> bool {
+        true
+    }
+
+    fn build(&self, candidates: &[Candidate], _rng: &mut SmallRng) -> Box<dyn Picker> {
+        Box::new(MaglevPicker { table: self.table(candidates).into(), fallback: Sampler::new(candidates) })
+    }
+}
+
+#[derive(Debug)]
+struct MaglevPicker {
+    table: Box<[u32]>,
+    fallback: Sampler,
+}
+
+impl Picker for MaglevPicker {
+    #[inline]
+    fn pick(&self, cx: &mut PickContext<'_>) -> usize {
+        match cx.request_hash() {
+            // Multiply-shift maps the hash onto the table without a division.
+            Some(hash) => self.table[((u128::from(hash) * self.table.len() as u128) >> 64) as usize] as usize,
+            None => self.fallback.sample(cx.rng()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_sizes_are_prime() {
+        assert_eq!(Maglev::new().table_size(65_536).get_table_size(), 65_537);
+        assert_eq!(Maglev::new().table_size(100).get_table_size(), 101);
+        assert_eq!(Maglev::new().table_size(1).get_table_size(), 7);
+    }
+}
