@@ -169,10 +169,7 @@ mod tests {
 
     #[test]
     fn client_ip_prefers_the_connection_then_forwarded_headers() {
-        let mut request = http::Request::builder()
-            .header("x-forwarded-for", "192.0.2.7, 10.0.0.1")
-            .body(())
-            .unwrap();
+        let mut request = http::Request::builder().header("x-forwarded-for", "192.0.2.7, 10.0.0.1").body(()).unwrap();
         let forwarded = ClientIpHash.hash_request(&request);
         assert_eq!(forwarded, Some(hash_bytes(&[192, 0, 2, 7])));
         request.extensions_mut().insert(SocketAddr::from(([127, 0, 0, 1], 4000)));

@@ -174,7 +174,11 @@ impl<K, S, Req> Shared<K, S, Req> {
     fn complete(&self, guard: &Guard<K, S>, success: bool) {
         let slot = &guard.slot;
         let now = Instant::now();
-        slot.stats.observe_rtt(self.since_origin(now), now.saturating_duration_since(guard.started), self.latency_decay);
+        slot.stats.observe_rtt(
+            self.since_origin(now),
+            now.saturating_duration_since(guard.started),
+            self.latency_decay,
+        );
         let failures_in_a_row = slot.stats.record_outcome(success);
         if slot.probing.load(Relaxed) {
             let _ = self.reports.send(Report::Verdict { slot: slot.clone(), success });

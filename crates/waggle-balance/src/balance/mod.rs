@@ -110,7 +110,13 @@ impl<K, Req> Builder<K, Req> {
     /// 3 attempts per request, a random seed.
     pub fn new(policy: impl Policy) -> Self {
         Builder {
-            table: TableConfig { policy: Arc::new(policy), panic_threshold: 0.5, zone: None, slow_start: None, subset: None },
+            table: TableConfig {
+                policy: Arc::new(policy),
+                panic_threshold: 0.5,
+                zone: None,
+                slow_start: None,
+                subset: None,
+            },
             ejection: Ejection::default(),
             readiness_timeout: Duration::from_secs(10),
             when_empty: WhenEmpty::Wait,
@@ -220,8 +226,16 @@ impl<K, Req> Builder<K, Req> {
             latency_decay,
         };
         let worker_rng = SmallRng::seed_from_u64(rng.next_u64());
-        let worker =
-            Worker::new(discover, reports_rx, control_rx, published.clone(), notify.clone(), config, worker_rng, origin);
+        let worker = Worker::new(
+            discover,
+            reports_rx,
+            control_rx,
+            published.clone(),
+            notify.clone(),
+            config,
+            worker_rng,
+            origin,
+        );
         tokio::spawn(worker.run());
         let shared = Arc::new(Shared {
             table: published,

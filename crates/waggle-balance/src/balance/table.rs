@@ -46,12 +46,15 @@ impl TableConfig {
         now: Instant,
     ) -> Option<Instant> {
         let slow_start = self.slow_start.as_ref().filter(|_| !self.policy.is_consistent_hash())?;
-        let warming = lives.filter_map(|l| l.ready_since.filter(|_| l.state == EndpointState::Ready)).any(|since| {
-            now.saturating_duration_since(since) < slow_start.window
-        });
+        let warming = lives
+            .filter_map(|l| l.ready_since.filter(|_| l.state == EndpointState::Ready))
+            .any(|since| now.saturating_duration_since(since) < slow_start.window);
         warming.then(|| now + (slow_start.window / 20).max(Duration::from_millis(10)))
     }
 }
+
+/// A slot with its effective weight.
+type Weighted<K, S> = (Arc<Slot<K, S>>, f64);
 
 pub(crate) struct Tier<K, S> {
     pub(crate) slots: Vec<Arc<Slot<K, S>>>,
@@ -61,7 +64,7 @@ pub(crate) struct Tier<K, S> {
 }
 
 impl<K, S> Tier<K, S> {
-    fn build(entries: Vec<(Arc<Slot<K, S>>, f64)>, policy: &dyn Policy, rng: &mut SmallRng) -> Self {
+    fn build(entries: Vec<Weighted<K, S>>, policy: &dyn Policy, rng: &mut SmallRng) -> Self {
         let weight = entries.iter().map(|(_, w)| w).sum();
         let candidates: Vec<Candidate> =
             entries.iter().map(|(slot, w)| Candidate::new(*w, slot.hash_id, slot.stats.clone())).collect();
@@ -145,7 +148,7 @@ impl<K, S> Table<K, S> {
         let mode = if (healthy as f64) < config.panic_threshold * known as f64 { Mode::Panic } else { Mode::Normal };
         let eligible = in_subset.iter().filter(|(_, l)| mode == Mode::Panic || l.state.is_healthy());
 
-        let mut tiers: [Vec<(Arc<Slot<K, S>>, f64)>; 2] = [Vec::new(), Vec::new()];
+        let mut tiers: [Vec<Weighted<K, S>>; 2] = [Vec::new(), Vec::new()];
         for (slot, life) in eligible {
             let weight = config.effective_weight(&slot.endpoint, life, now);
             tiers[slot.locality as usize].push(((*slot).clone(), weight));

@@ -152,7 +152,7 @@ where
         }
     }
 
-    fn on_change(&mut self, change: Option<Result<Change<K, Endpoint<S>>, D::Error>>) {
+    fn on_change(&mut self, change: Option<DiscoverResult<D>>) {
         match change {
             None => {
                 tracing::debug!("discovery ended; keeping the current endpoints");
@@ -349,9 +349,7 @@ where
                 in_flight: slot.stats.in_flight(),
                 successes: slot.stats.successes(),
                 failures: slot.stats.failures(),
-                latency: Duration::from_nanos(
-                    slot.stats.peak_ewma(since_origin, self.config.latency_decay) as u64,
-                ),
+                latency: Duration::from_nanos(slot.stats.peak_ewma(since_origin, self.config.latency_decay) as u64),
                 ejections: life.total_ejections,
                 retry_in: life.retry_at.map(|at| at.saturating_duration_since(now)),
                 last_error: life.last_error.clone(),
@@ -360,9 +358,9 @@ where
     }
 }
 
-async fn next_change<D: Discover + Unpin>(
-    discover: &mut Option<D>,
-) -> Option<Result<Change<D::Key, D::Service>, D::Error>> {
+type DiscoverResult<D> = Result<Change<<D as Discover>::Key, <D as Discover>::Service>, <D as Discover>::Error>;
+
+async fn next_change<D: Discover + Unpin>(discover: &mut Option<D>) -> Option<DiscoverResult<D>> {
     match discover {
         Some(discover) => poll_fn(|cx| Pin::new(&mut *discover).poll_discover(cx)).await,
         None => std::future::pending().await,

@@ -66,9 +66,8 @@ mod tests {
         let candidates = candidates(&[5.0, 1.0, 1.0]);
         let mut rng = SmallRng::seed_from_u64(1);
         let picker = SmoothWeightedRoundRobin.build(&candidates, &mut rng);
-        let sequence: Vec<usize> = (0..14)
-            .map(|_| picker.pick(&mut PickContext::new(&candidates, &mut rng, Duration::ZERO)))
-            .collect();
+        let sequence: Vec<usize> =
+            (0..14).map(|_| picker.pick(&mut PickContext::new(&candidates, &mut rng, Duration::ZERO))).collect();
         assert_eq!(sequence, [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]);
     }
 

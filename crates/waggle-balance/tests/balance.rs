@@ -1,0 +1,427 @@
+//! `Balance` through its public interface: discovery changes mid-traffic, the endpoint state
+//! machine, panic mode, subsets, zones, slow start, pick records. All on paused time with
+//! fixed seeds.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{Backend, discovery, settle};
+use tower::{Service, ServiceExt};
+use waggle_balance::balance::{Ejection, Fallback, NoEndpoints, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
+use waggle_balance::policy::{LeastRequest, RingHash, RoundRobin, WeightedRandom};
+use waggle_balance::{Balance, BalanceLayer, Builder, Endpoint, EndpointState, PickRecord};
+
+type Lb = Balance<&'static str, Backend, u64>;
+
+/// Sends `n` requests one after another and counts answers per endpoint (errors as "error").
+async fn send(balance: &mut Lb, n: u64) -> HashMap<&'static str, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let answer = balance.ready().await.unwrap().call(i).await;
+        *counts.entry(answer.unwrap_or("error")).or_default() += 1;
+    }
+    counts
+}
+
+async fn state_of(balance: &Lb, key: &str) -> EndpointState {
+    let endpoints = balance.handle().endpoints().await.unwrap();
+    endpoints.iter().find(|e| e.key == key).map(|e| e.state).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_request_reaches_a_removed_endpoint_while_discovery_changes_mid_traffic() {
+    let (feed, discover) = discovery();
+    let backends: Vec<Backend> = ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .map(|name| Backend::new(name).with_latency(Duration::from_millis(5)))
+        .collect();
+    for backend in &backends[..3] {
+        feed.insert(Endpoint::new(backend.clone()));
+    }
+    let balance: Lb = Builder::new(LeastRequest::new()).seed(1).build(discover);
+
+    // 16 concurrent clients keep traffic flowing while discovery changes underneath.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let mut balance = balance.clone();
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    balance.ready().await.unwrap().call(i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    let handle = balance.handle();
+    let mut frozen: Vec<(&Backend, usize)> = Vec::new();
+    for (step, change) in ["+d", "-b", "+e", "-a", "-d"].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let name = &change[1..];
+        let backend = backends.iter().find(|b| b.name == name).unwrap();
+        if change.starts_with('+') {
+            feed.insert(Endpoint::new(backend.clone()));
+        } else {
+            feed.remove(backend.name);
+            // Once the balancer lists the endpoint as gone, its call count must never move.
+            while handle.endpoints().await.unwrap().iter().any(|e| e.key == backend.name) {
+                settle().await;
+            }
+            frozen.push((backend, backend.calls()));
+        }
+        for (backend, calls) in &frozen {
+            assert_eq!(backend.calls(), *calls, "step {step}: {} got a request after removal", backend.name);
+        }
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    for (backend, calls) in &frozen {
+        assert_eq!(backend.calls(), *calls, "{} got a request after removal", backend.name);
+    }
+    let total: usize = backends.iter().map(Backend::calls).sum();
+    assert_eq!(total, 16 * 400, "every request was answered exactly once");
+    assert!(backends[2].calls() > 0 && backends[4].calls() > 0, "c and e took traffic");
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_p2c_keeps_a_99_half_half_split_under_concurrent_load() {
+    let (feed, discover) = discovery();
+    let heavy = Backend::new("heavy").with_latency(Duration::from_millis(10));
+    let light1 = Backend::new("light1").with_latency(Duration::from_millis(10));
+    let light2 = Backend::new("light2").with_latency(Duration::from_millis(10));
+    feed.insert(Endpoint::new(heavy.clone()).weight(198));
+    feed.insert(Endpoint::new(light1.clone()).weight(1));
+    feed.insert(Endpoint::new(light2.clone()).weight(1));
+    let balance: Lb = Builder::new(LeastRequest::new()).seed(7).build(discover);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let mut balance = balance.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000 {
+                    balance.ready().await.unwrap().call(i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let total = 20_000.0;
+    let shares = [heavy.calls() as f64 / total, light1.calls() as f64 / total, light2.calls() as f64 / total];
+    // Weights say 99 / 0.5 / 0.5; tower's unweighted P2C gives about 66 / 17 / 17 here.
+    assert!(shares[0] > 0.97, "{shares:?}");
+    assert!(shares[1] < 0.015 && shares[2] < 0.015, "{shares:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_endpoint_is_ejected_probed_and_readmitted() {
+    let (feed, discover) = discovery();
+    let good = Backend::new("good");
+    let flaky = Backend::new("flaky");
+    feed.insert(Endpoint::new(good.clone()));
+    feed.insert(Endpoint::new(flaky.clone()));
+    let ejection = Ejection::default().consecutive_failures(3).base(Duration::from_secs(1));
+    let mut balance: Lb = Builder::new(RoundRobin).ejection(ejection).seed(3).build(discover);
+
+    flaky.set_failing(true);
+    let counts = send(&mut balance, 6).await;
+    assert_eq!(counts.get("error"), Some(&3), "three failures in a row on flaky");
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Ejected);
+    let before = flaky.calls();
+    assert_eq!(send(&mut balance, 20).await.get("good"), Some(&20), "an ejected endpoint takes no traffic");
+    assert_eq!(flaky.calls(), before);
+
+    // After the 1 s back-off it is on probation; still failing, its probe fails and the next
+    // back-off doubles.
+    tokio::time::sleep(Duration::from_millis(1001)).await;
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Probation);
+    send(&mut balance, 4).await;
+    settle().await;
+    let snapshot = balance.handle().endpoints().await.unwrap();
+    let flaky_now = snapshot.iter().find(|e| e.key == "flaky").unwrap();
+    assert_eq!(flaky_now.state, EndpointState::Ejected);
+    assert_eq!(flaky_now.retry_in, Some(Duration::from_secs(2)));
+    assert_eq!(flaky_now.ejections, 2);
+
+    // Healed: the next probe succeeds and it is ready again.
+    flaky.set_failing(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Probation);
+    let counts = send(&mut balance, 10).await;
+    assert_eq!(counts.get("error"), None);
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Ready);
+    assert!(send(&mut balance, 10).await.get("flaky").is_some_and(|n| *n >= 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_cannot_become_ready_never_blocks_requests() {
+    let (feed, discover) = discovery();
+    let good = Backend::new("good");
+    let broken = Backend::new("broken");
+    broken.state.fail_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    feed.insert(Endpoint::new(good.clone()));
+    feed.insert(Endpoint::new(broken.clone()));
+    let mut balance: Lb = Builder::new(RoundRobin).seed(5).build(discover);
+    let counts = send(&mut balance, 10).await;
+    assert_eq!(counts.get("good"), Some(&10));
+    assert_eq!(broken.calls(), 0);
+    let snapshot = balance.handle().endpoints().await.unwrap();
+    let broken_now = snapshot.iter().find(|e| e.key == "broken").unwrap();
+    assert_eq!(broken_now.state, EndpointState::Ejected);
+    assert!(broken_now.last_error.as_deref().unwrap().contains("refused"), "{:?}", broken_now.last_error);
+
+    // It breaks while on probation too: the request that found it not ready picks again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(state_of(&balance, "broken").await, EndpointState::Probation);
+    let counts = send(&mut balance, 10).await;
+    assert_eq!(counts.get("good"), Some(&10), "{counts:?}");
+    settle().await;
+    assert_eq!(state_of(&balance, "broken").await, EndpointState::Ejected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_mode_balances_over_all_endpoints_when_too_few_are_healthy() {
+    let names = ["a", "b", "c", "d"];
+    let records: Arc<Mutex<Vec<PickRecord<&'static str>>>> = Arc::default();
+    let sink = records.clone();
+    let mut balance: Lb = Builder::new(RoundRobin)
+        .seed(9)
+        .on_pick(move |record| sink.lock().unwrap().push(record.clone()))
+        .build_static(names.map(|n| (n, Endpoint::new(Backend::new(n)))));
+    send(&mut balance, 4).await;
+    let handle = balance.handle();
+    for name in ["b", "c"] {
+        handle.eject(name, Some(Duration::from_secs(60))).unwrap();
+    }
+    settle().await;
+    // Two of four healthy is exactly the 50 % threshold: not yet panic.
+    let counts = send(&mut balance, 40).await;
+    assert_eq!((counts.get("a"), counts.get("d")), (Some(&20), Some(&20)), "{counts:?}");
+    assert!(!records.lock().unwrap().last().unwrap().panic);
+
+    handle.eject("d", Some(Duration::from_secs(60))).unwrap();
+    settle().await;
+    let counts = send(&mut balance, 40).await;
+    assert_eq!(counts.len(), 4, "panic: all four take traffic, {counts:?}");
+    assert!(records.lock().unwrap().last().unwrap().panic);
+    let snapshot = handle.endpoints().await.unwrap();
+    assert!(snapshot.iter().all(|e| e.effective_weight == 1.0), "all in the table");
+
+    // With the panic threshold off, only the healthy endpoint is used.
+    let mut strict: Lb =
+        Builder::new(RoundRobin).panic_threshold(0.0).build_static(names.map(|n| (n, Endpoint::new(Backend::new(n)))));
+    send(&mut strict, 1).await;
+    for name in ["b", "c", "d"] {
+        strict.handle().eject(name, Some(Duration::from_secs(60))).unwrap();
+    }
+    settle().await;
+    assert_eq!(send(&mut strict, 12).await.get("a"), Some(&12));
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_subset_with_declared_fallbacks() {
+    let (feed, discover) = discovery();
+    feed.insert(Endpoint::new(Backend::new("v1-a")).metadata("version", "v1"));
+    feed.insert(Endpoint::new(Backend::new("v1-b")).metadata("version", "v1"));
+    feed.insert(Endpoint::new(Backend::new("v2-a")).metadata("version", "v2").tag("canary"));
+    let canary = Subset::new(Selector::new().metadata("version", "v2"), Fallback::AnyEndpoint);
+    let mut balance: Lb = Builder::new(RoundRobin).subset(canary).build(discover);
+    assert_eq!(send(&mut balance, 10).await.get("v2-a"), Some(&10));
+    feed.remove("v2-a");
+    settle().await;
+    let counts = send(&mut balance, 10).await;
+    assert_eq!((counts.get("v1-a"), counts.get("v1-b")), (Some(&5), Some(&5)), "fell back to every endpoint");
+
+    // A fallback to another subset, and to nothing.
+    let static_set = || {
+        [("v1", Endpoint::new(Backend::new("v1")).metadata("version", "v1")), ("x", Endpoint::new(Backend::new("x")))]
+    };
+    let to_v1 = Subset::new(Selector::new().tag("canary"), Fallback::Subset(Selector::new().metadata("version", "v1")));
+    let mut balance: Lb = Builder::new(RoundRobin).subset(to_v1).build_static(static_set());
+    assert_eq!(send(&mut balance, 6).await.get("v1"), Some(&6));
+    let nothing = Subset::new(Selector::new().tag("canary"), Fallback::NoEndpoint);
+    let mut balance: Lb =
+        Builder::new(RoundRobin).subset(nothing).when_empty(WhenEmpty::Fail).build_static(static_set());
+    settle().await;
+    let error = balance.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(error.is::<NoEndpoints>(), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn zone_preference_spills_over_in_proportion_to_local_health() {
+    let local = ["l1", "l2", "l3", "l4"];
+    let remote = ["r1", "r2", "r3", "r4"];
+    let endpoints = local
+        .map(|n| (n, Endpoint::new(Backend::new(n)).zone("z1")))
+        .into_iter()
+        .chain(remote.map(|n| (n, Endpoint::new(Backend::new(n)).zone("z2"))));
+    let mut balance: Lb =
+        Builder::new(WeightedRandom).seed(11).zone_aware(ZoneAware::new("z1")).build_static(endpoints);
+    let local_share = |counts: &HashMap<&str, usize>| {
+        local.iter().map(|n| counts.get(n).copied().unwrap_or(0)).sum::<usize>() as f64 / 10_000.0
+    };
+    assert_eq!(local_share(&send(&mut balance, 10_000).await), 1.0, "all local while healthy");
+    // The curve: local share = min(1, 1.4 × healthy local / local).
+    let handle = balance.handle();
+    for (ejected, expected) in [("l1", 1.0), ("l2", 0.7), ("l3", 0.35)] {
+        handle.eject(ejected, Some(Duration::from_secs(600))).unwrap();
+        settle().await;
+        let share = local_share(&send(&mut balance, 10_000).await);
+        assert!((share - expected).abs() < 0.02, "after ejecting {ejected}: local share {share}, expected {expected}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn zone_preference_spills_over_when_the_local_zone_is_overloaded() {
+    let local = Backend::new("local").with_latency(Duration::from_millis(100));
+    let remote = Backend::new("remote").with_latency(Duration::from_millis(100));
+    let endpoints =
+        [("local", Endpoint::new(local.clone()).zone("z1")), ("remote", Endpoint::new(remote.clone()).zone("z2"))];
+    let balance: Lb = Builder::new(LeastRequest::new()).zone_aware(ZoneAware::new("z1")).build_static(endpoints);
+    // One client at a time: the local endpoint is never overloaded.
+    let mut single = balance.clone();
+    send(&mut single, 20).await;
+    assert_eq!((local.calls(), remote.calls()), (20, 0));
+    // 30 concurrent clients: the local zone holds at most about twice the remote's load.
+    let clients: Vec<_> = (0..30)
+        .map(|_| {
+            let mut balance = balance.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    balance.ready().await.unwrap().call(i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let spilled = remote.calls() as f64 / 600.0;
+    assert!(spilled > 0.25 && spilled < 0.45, "spilled share {spilled}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_new_endpoint_along_its_curve() {
+    let (feed, discover) = discovery();
+    let old = Backend::new("old");
+    let new = Backend::new("new");
+    feed.insert(Endpoint::new(old.clone()));
+    let mut balance: Lb =
+        Builder::new(WeightedRandom).seed(13).slow_start(SlowStart::new(Duration::from_secs(10))).build(discover);
+    send(&mut balance, 1).await;
+    // The first endpoint ramps up too; let it finish before the new one arrives.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    feed.insert(Endpoint::new(new.clone()));
+    settle().await;
+    let weight_of_new = |balance: &Lb| {
+        let handle = balance.handle();
+        async move { handle.endpoints().await.unwrap().into_iter().find(|e| e.key == "new").unwrap().effective_weight }
+    };
+    // Linear from 10 % over 10 s, recomputed every 0.5 s (20 steps per window).
+    let t0 = tokio::time::Instant::now();
+    assert!((weight_of_new(&balance).await - 0.1).abs() < 1e-9);
+    for (at_secs, expected) in [(2.6, 0.25), (5.1, 0.5), (7.6, 0.75), (10.1, 1.0)] {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(at_secs)).await;
+        settle().await;
+        let weight = weight_of_new(&balance).await;
+        assert!((weight - expected).abs() < 1e-6, "at {at_secs} s: weight {weight}, expected {expected}");
+        // Traffic follows: the new endpoint's share is w / (1 + w).
+        let (old_before, new_before) = (old.calls(), new.calls());
+        send(&mut balance, 4_000).await;
+        let share =
+            (new.calls() - new_before) as f64 / ((old.calls() - old_before) + (new.calls() - new_before)) as f64;
+        let expected_share = expected / (1.0 + expected);
+        assert!((share - expected_share).abs() < 0.03, "at {at_secs} s: share {share}, expected {expected_share}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pick_records_explain_the_choice() {
+    let records: Arc<Mutex<Vec<PickRecord<&'static str>>>> = Arc::default();
+    let sink = records.clone();
+    let busy = Backend::new("busy").with_latency(Duration::from_secs(5));
+    let idle = Backend::new("idle");
+    let balance: Lb = Builder::new(LeastRequest::new())
+        .on_pick(move |record| sink.lock().unwrap().push(record.clone()))
+        .build_static([("busy", Endpoint::new(busy.clone())), ("idle", Endpoint::new(idle.clone()))]);
+    // Two slow requests occupy "busy" (P2C over two endpoints compares both every time, so
+    // the first goes to either and the rest to the less loaded).
+    let mut first = balance.clone();
+    let pending: Vec<_> = (0..2)
+        .map(|i| {
+            let mut balance = balance.clone();
+            tokio::spawn(async move { balance.ready().await.unwrap().call(i).await })
+        })
+        .collect();
+    settle().await;
+    first.ready().await.unwrap().call(9).await.unwrap();
+    let record = records.lock().unwrap().last().unwrap().clone();
+    assert_eq!(record.policy, "least_request");
+    assert_eq!(record.compared.len(), 2, "{record:?}");
+    let chosen_load = record.compared.iter().find(|c| c.key == record.chosen).unwrap().load;
+    assert!(record.compared.iter().all(|c| c.load >= chosen_load), "{record:?}");
+    assert!(!record.panic);
+    drop(pending);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_for_a_first_endpoint_or_fails_fast() {
+    let (feed, discover) = discovery();
+    let mut balance: Lb = Builder::new(RoundRobin).build(discover);
+    let waiter = tokio::spawn({
+        let mut balance = balance.clone();
+        async move { balance.ready().await.unwrap().call(1).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!waiter.is_finished(), "waits while there is no endpoint");
+    feed.insert(Endpoint::new(Backend::new("late")));
+    assert_eq!(waiter.await.unwrap(), "late");
+    assert_eq!(send(&mut balance, 2).await.get("late"), Some(&2));
+
+    let (_feed, discover) = discovery();
+    let mut failing: Lb = Builder::new(RoundRobin).when_empty(WhenEmpty::Fail).build(discover);
+    let error = failing.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(error.is::<NoEndpoints>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_hash_through_balance_keeps_keys_on_their_endpoint() {
+    let endpoints = ["a", "b", "c", "d"].map(|n| (n, Endpoint::new(Backend::new(n))));
+    let layer = BalanceLayer::new(
+        Builder::new(RingHash::new()).request_hash(|request: &u64| Some(waggle_balance::stable_hash(&(request % 10)))),
+    );
+    let (feed, discover) = discovery();
+    for (_, endpoint) in endpoints {
+        feed.insert(endpoint);
+    }
+    let mut balance: Lb = tower::Layer::layer(&layer, discover);
+    let mut owner: HashMap<u64, &str> = HashMap::new();
+    for i in 0..200u64 {
+        let answer = balance.ready().await.unwrap().call(i).await.unwrap();
+        assert_eq!(*owner.entry(i % 10).or_insert(answer), answer, "key {} moved", i % 10);
+    }
+    assert!(owner.values().collect::<std::collections::HashSet<_>>().len() > 1, "keys spread");
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_balance_over_a_static_list() {
+    let backends = ["a", "b"].map(Backend::new);
+    let changes = backends
+        .clone()
+        .map(|b| Ok::<_, std::convert::Infallible>(tower::discover::Change::Insert(b.name, Endpoint::new(b))));
+    let mut balance: Lb = Balance::new(futures_util::stream::iter(changes));
+    let counts = send(&mut balance, 100).await;
+    assert_eq!(counts.values().sum::<usize>(), 100);
+    assert_eq!(balance.len(), 2);
+    assert!(format!("{balance:?}").contains("least_request"));
+}
