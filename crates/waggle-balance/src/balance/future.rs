@@ -22,13 +22,14 @@ use super::worker::Report;
 /// and outcome when it completes.
 pub(crate) struct Guard<K, S> {
     slot: Arc<Slot<K, S>>,
-    started: Instant,
+    /// When the request started, if the policy reads latency.
+    started: Option<Instant>,
 }
 
 impl<K, S> Guard<K, S> {
-    pub(crate) fn new(slot: Arc<Slot<K, S>>) -> Self {
+    pub(crate) fn new<Req>(slot: Arc<Slot<K, S>>, shared: &Shared<K, S, Req>) -> Self {
         slot.start();
-        Guard { slot, started: Instant::now() }
+        Guard { slot, started: shared.latency_decay.map(|_| Instant::now()) }
     }
 }
 
@@ -77,7 +78,7 @@ where
         let (guard, state) = match picked {
             Some(slot) => {
                 let service = slot.endpoint.service.clone();
-                (Some(Guard::new(slot)), State::Readying { service, request: Some(request) })
+                (Some(Guard::new(slot, &shared)), State::Readying { service, request: Some(request) })
             }
             None => (None, State::Failed { error: Some(NoEndpoints.into()) }),
         };
@@ -147,7 +148,7 @@ where
                     match next {
                         Some(slot) => {
                             let service = slot.endpoint.service.clone();
-                            *this.guard = Some(Guard::new(slot));
+                            *this.guard = Some(Guard::new(slot, this.shared));
                             this.state.set(State::Readying { service, request: Some(request) });
                         }
                         None => this.state.set(State::Failed { error: Some(NoEndpoints.into()) }),
@@ -173,12 +174,11 @@ impl<K, S, Req> Shared<K, S, Req> {
     /// tells the worker when that changes the endpoint's state.
     fn complete(&self, guard: &Guard<K, S>, success: bool) {
         let slot = &guard.slot;
-        let now = Instant::now();
-        slot.stats.observe_rtt(
-            self.since_origin(now),
-            now.saturating_duration_since(guard.started),
-            self.latency_decay,
-        );
+        // Timing costs two clock reads and an `exp` per request: only when the policy uses it.
+        if let (Some(decay), Some(started)) = (self.latency_decay, guard.started) {
+            let now = Instant::now();
+            slot.stats.observe_rtt(self.since_origin(now), now.saturating_duration_since(started), decay);
+        }
         let failures_in_a_row = slot.stats.record_outcome(success);
         if slot.probing.load(Relaxed) {
             let _ = self.reports.send(Report::Verdict { slot: slot.clone(), success });

@@ -67,8 +67,8 @@ pub struct EndpointSnapshot<K> {
     pub successes: u64,
     /// Failed responses.
     pub failures: u64,
-    /// Its peak-EWMA latency estimate.
-    pub latency: Duration,
+    /// Its peak-EWMA latency estimate, when the policy tracks latency ([`PeakEwma`](crate::policy::PeakEwma)).
+    pub latency: Option<Duration>,
     /// How many times it has been ejected.
     pub ejections: u64,
     /// While ejected: time until probation.

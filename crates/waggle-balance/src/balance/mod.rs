@@ -218,7 +218,7 @@ impl<K, Req> Builder<K, Req> {
         let notify = Arc::new(Notify::new());
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let latency_decay = self.table.policy.load_decay().unwrap_or(Duration::from_secs(10));
+        let latency_decay = self.table.policy.load_decay();
         let config = WorkerConfig {
             table: self.table.clone(),
             ejection: self.ejection.clone(),
@@ -278,7 +278,8 @@ pub(crate) struct Shared<K, S, Req> {
     origin: Instant,
     request_hash: Option<Arc<dyn RequestHash<Req>>>,
     observer: Option<Observer<K>>,
-    latency_decay: Duration,
+    /// The policy's latency decay window; `None` when it does not read latency.
+    latency_decay: Option<Duration>,
     ejection_threshold: u32,
     max_attempts: u32,
     when_empty: WhenEmpty,
@@ -297,7 +298,11 @@ impl<K, S, Req> Shared<K, S, Req> {
         K: Clone,
     {
         let table = self.table.load();
-        let now = self.since_origin(Instant::now());
+        // Reading the clock costs as much as a whole P2C pick: only for policies that use it.
+        let now = match self.latency_decay {
+            Some(_) => self.since_origin(Instant::now()),
+            None => Duration::ZERO,
+        };
         let Some(observer) = &self.observer else {
             return table.pick(rng, now, request_hash, None).map(|picked| picked.slot.clone());
         };

@@ -52,7 +52,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) table: TableConfig,
     pub(crate) ejection: Ejection,
     pub(crate) readiness_timeout: Duration,
-    pub(crate) latency_decay: Duration,
+    pub(crate) latency_decay: Option<Duration>,
 }
 
 pub(crate) struct Worker<K, S, Req, D> {
@@ -349,7 +349,10 @@ where
                 in_flight: slot.stats.in_flight(),
                 successes: slot.stats.successes(),
                 failures: slot.stats.failures(),
-                latency: Duration::from_nanos(slot.stats.peak_ewma(since_origin, self.config.latency_decay) as u64),
+                latency: self
+                    .config
+                    .latency_decay
+                    .map(|decay| Duration::from_nanos(slot.stats.peak_ewma(since_origin, decay) as u64)),
                 ejections: life.total_ejections,
                 retry_in: life.retry_at.map(|at| at.saturating_duration_since(now)),
                 last_error: life.last_error.clone(),

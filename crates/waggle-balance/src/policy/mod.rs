@@ -134,7 +134,8 @@ impl<'a> PickContext<'a> {
         self.candidates
     }
 
-    /// The time of the pick.
+    /// The time of the pick. [`Balance`](crate::Balance) reads the clock only for policies
+    /// that declare a [`Policy::load_decay`]; others see zero.
     pub fn now(&self) -> Duration {
         self.now
     }
