@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p waggle-balance --bench pick`
 
+#![allow(clippy::unwrap_used)]
+
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
