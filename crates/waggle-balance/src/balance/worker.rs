@@ -133,6 +133,11 @@ where
                 }
                 Some((slot, result)) = self.readiness.next(), if !self.readiness.is_empty() => {
                     self.on_readiness(&slot, result);
+                    // Endpoints inserted together usually become ready together: publish them
+                    // in one table, so a hash ring does not reshuffle once per endpoint.
+                    while let Some(Some((slot, result))) = self.readiness.next().now_or_never() {
+                        self.on_readiness(&slot, result);
+                    }
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             }
