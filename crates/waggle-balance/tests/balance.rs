@@ -190,6 +190,30 @@ async fn an_endpoint_that_cannot_become_ready_never_blocks_requests() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_wedged_endpoint_delays_a_request_by_at_most_the_readiness_timeout() {
+    let (feed, discover) = discovery();
+    let good = Backend::new("good");
+    let wedged = Backend::new("wedged");
+    feed.insert(Endpoint::new(good.clone()));
+    feed.insert(Endpoint::new(wedged.clone()));
+    let timeout = Duration::from_millis(500);
+    let mut balance: Lb = Builder::new(RoundRobin).readiness_timeout(timeout).seed(5).build(discover);
+    assert_eq!(send(&mut balance, 4).await.len(), 2, "both serve at first");
+
+    wedged.state.hang_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let counts = send(&mut balance, 10).await;
+    assert_eq!(counts.get("good"), Some(&10), "every request still answered: {counts:?}");
+    // Only the request that picked the wedged endpoint waited, once, for the timeout.
+    assert_eq!(started.elapsed(), timeout);
+    settle().await;
+    let snapshot = balance.handle().endpoints().await.unwrap();
+    let wedged_now = snapshot.iter().find(|e| e.key == "wedged").unwrap();
+    assert_eq!(wedged_now.state, EndpointState::Ejected);
+    assert!(wedged_now.last_error.as_deref().unwrap().contains("not ready within"), "{:?}", wedged_now.last_error);
+}
+
+#[tokio::test(start_paused = true)]
 async fn panic_mode_balances_over_all_endpoints_when_too_few_are_healthy() {
     let names = ["a", "b", "c", "d"];
     let records: Arc<Mutex<Vec<PickRecord<&'static str>>>> = Arc::default();

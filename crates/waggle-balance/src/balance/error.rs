@@ -18,6 +18,22 @@ impl fmt::Display for NoEndpoints {
 
 impl std::error::Error for NoEndpoints {}
 
+/// The picked endpoint's service did not become ready in time (on every attempt). The
+/// endpoint is ejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotReady {
+    /// How long the request waited for it.
+    pub waited: std::time::Duration,
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "endpoint not ready within {:?}", self.waited)
+    }
+}
+
+impl std::error::Error for NotReady {}
+
 /// The balancer's background worker has stopped (its runtime shut down), so the handle can no
 /// longer reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]

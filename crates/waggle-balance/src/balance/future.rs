@@ -10,11 +10,11 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep, sleep};
 use tower::{BoxError, Service};
 
 use super::Shared;
-use super::error::NoEndpoints;
+use super::error::{NoEndpoints, NotReady};
 use super::slot::Slot;
 use super::worker::Report;
 
@@ -50,6 +50,9 @@ pin_project! {
         attempts: u32,
         seed: u64,
         request_hash: Option<u64>,
+        // Bounds the wait for the picked endpoint's readiness; boxed, and only created once
+        // an endpoint is not ready at the first poll.
+        ready_deadline: Option<Pin<Box<Sleep>>>,
         #[pin]
         state: State<S, Req, S::Future>,
     }
@@ -82,7 +85,7 @@ where
             }
             None => (None, State::Failed { error: Some(NoEndpoints.into()) }),
         };
-        ResponseFuture { shared, guard, attempts: 0, seed, request_hash, state }
+        ResponseFuture { shared, guard, attempts: 0, seed, request_hash, ready_deadline: None, state }
     }
 }
 
@@ -107,8 +110,15 @@ where
                         // again rather than send it somewhere the registry says is gone.
                         None
                     } else {
-                        match ready!(service.poll_ready(cx)) {
-                            Ok(()) => {
+                        match service.poll_ready(cx) {
+                            Poll::Pending => {
+                                let timeout = this.shared.readiness_timeout;
+                                let deadline = this.ready_deadline.get_or_insert_with(|| Box::pin(sleep(timeout)));
+                                ready!(deadline.as_mut().poll(cx));
+                                // A stuck endpoint must not hold the request: eject it, pick again.
+                                Some(NotReady { waited: timeout }.into())
+                            }
+                            Poll::Ready(Ok(())) => {
                                 let Some(request) = request.take() else {
                                     return Poll::Ready(Err(NoEndpoints.into()));
                                 };
@@ -116,13 +126,16 @@ where
                                 this.state.set(State::Calling { future });
                                 continue;
                             }
-                            Err(error) => Some(error.into()),
+                            Poll::Ready(Err(error)) => Some(error.into()),
                         }
                     };
-                    let failed_slot = guard.slot.clone();
+                    *this.ready_deadline = None;
+                    // Picks avoid the endpoint from now on, before the worker has published a
+                    // table without it (a removed one never returns, so marking it is harmless).
+                    guard.slot.report_failing();
                     if let Some(error) = &failure {
                         let reason = format!("not ready: {error}");
-                        let _ = this.shared.reports.send(Report::Failed { slot: failed_slot.clone(), reason });
+                        let _ = this.shared.reports.send(Report::Failed { slot: guard.slot.clone(), reason });
                         *this.attempts += 1;
                     }
                     let Some(request) = request.take() else {
@@ -133,16 +146,8 @@ where
                         this.state.set(State::Failed { error: Some(error) });
                         continue;
                     }
-                    // Pick again, avoiding the endpoint that just failed: the worker has not
-                    // necessarily published a table without it yet.
                     let mut rng = SmallRng::seed_from_u64(*this.seed ^ u64::from(*this.attempts));
-                    let mut next = None;
-                    for _ in 0..3 {
-                        next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts);
-                        if !next.as_ref().is_some_and(|slot| Arc::ptr_eq(slot, &failed_slot)) {
-                            break;
-                        }
-                    }
+                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts);
                     *this.seed = this.seed.wrapping_add(1);
                     *this.guard = None;
                     match next {
@@ -184,6 +189,7 @@ impl<K, S, Req> Shared<K, S, Req> {
             let _ = self.reports.send(Report::Verdict { slot: slot.clone(), success });
         } else if failures_in_a_row == self.ejection_threshold {
             let reason = format!("{failures_in_a_row} failures in a row");
+            slot.report_failing();
             let _ = self.reports.send(Report::Failed { slot: slot.clone(), reason });
         }
     }

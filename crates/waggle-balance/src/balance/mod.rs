@@ -47,7 +47,7 @@ use tower::discover::{Change, Discover};
 use tower::{BoxError, Service};
 
 pub use config::{Ejection, Fallback, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
-pub use error::{Closed, NoEndpoints};
+pub use error::{Closed, NoEndpoints, NotReady};
 pub use future::ResponseFuture;
 pub use handle::{EndpointSnapshot, Handle};
 pub use layer::BalanceLayer;
@@ -60,6 +60,10 @@ use crate::{Endpoint, RequestHash};
 use slot::Slot;
 use table::{Mode, Table, TableConfig};
 use worker::{Report, Worker, WorkerConfig};
+
+/// How many times a pick may land on an endpoint just reported as failing before it is used
+/// anyway (everything else may be failing too).
+const SUSPECT_REPICKS: u32 = 3;
 
 type Observer<K> = Arc<dyn Fn(&PickRecord<K>) + Send + Sync>;
 
@@ -106,7 +110,7 @@ impl<K, Req> fmt::Debug for Builder<K, Req> {
 
 impl<K, Req> Builder<K, Req> {
     /// A builder for `policy` with the defaults: panic threshold 50 %, no zone preference, no
-    /// slow start, no subset, [`Ejection::default`], readiness timeout 10 s, wait when empty,
+    /// slow start, no subset, [`Ejection::default`], readiness timeout 2 s, wait when empty,
     /// 3 attempts per request, a random seed.
     pub fn new(policy: impl Policy) -> Self {
         Builder {
@@ -118,7 +122,7 @@ impl<K, Req> Builder<K, Req> {
                 subset: None,
             },
             ejection: Ejection::default(),
-            readiness_timeout: Duration::from_secs(10),
+            readiness_timeout: Duration::from_secs(2),
             when_empty: WhenEmpty::Wait,
             max_attempts: 3,
             seed: None,
@@ -158,8 +162,9 @@ impl<K, Req> Builder<K, Req> {
         self
     }
 
-    /// How long a new endpoint's service may take to become ready before it is ejected
-    /// (at least 1 ms).
+    /// How long an endpoint's service may take to become ready — when it is discovered, and
+    /// when a request has picked it — before it is ejected and the request picks another
+    /// (default 2 s, at least 1 ms). So a stuck endpoint delays a request by at most this.
     pub fn readiness_timeout(mut self, timeout: Duration) -> Self {
         self.readiness_timeout = timeout.max(Duration::from_millis(1));
         self
@@ -248,6 +253,7 @@ impl<K, Req> Builder<K, Req> {
             latency_decay,
             ejection_threshold: self.ejection.consecutive_failures,
             max_attempts: self.max_attempts,
+            readiness_timeout: self.readiness_timeout,
             when_empty: self.when_empty,
             next_seed: AtomicU64::new(rng.next_u64()),
             policy_name: self.table.policy.name(),
@@ -282,6 +288,7 @@ pub(crate) struct Shared<K, S, Req> {
     latency_decay: Option<Duration>,
     ejection_threshold: u32,
     max_attempts: u32,
+    readiness_timeout: Duration,
     when_empty: WhenEmpty,
     next_seed: AtomicU64,
     policy_name: &'static str,
@@ -303,11 +310,28 @@ impl<K, S, Req> Shared<K, S, Req> {
             Some(_) => self.since_origin(Instant::now()),
             None => Duration::ZERO,
         };
-        let Some(observer) = &self.observer else {
-            return table.pick(rng, now, request_hash, None).map(|picked| picked.slot.clone());
-        };
         let mut compared = Vec::new();
-        let picked = table.pick(rng, now, request_hash, Some(&mut compared))?;
+        let mut picked = None;
+        // An endpoint a request just reported as failing is avoided at once, before the worker
+        // has published a table without it. Hash policies perturb the key to move off it.
+        for retry in 0..SUSPECT_REPICKS {
+            compared.clear();
+            let hash = match retry {
+                0 => request_hash,
+                _ => request_hash.map(|h| h ^ crate::hash::mix64(u64::from(retry))),
+            };
+            let record = self.observer.as_ref().map(|_| &mut compared);
+            let candidate = table.pick(rng, now, hash, record)?;
+            let suspect = candidate.slot.suspect.load(Relaxed);
+            picked = Some(candidate);
+            if !suspect {
+                break;
+            }
+        }
+        let picked = picked?;
+        let Some(observer) = &self.observer else {
+            return Some(picked.slot.clone());
+        };
         let tier = &table.tiers[picked.locality as usize];
         let compared = compared
             .into_iter()

@@ -42,6 +42,9 @@ pub(crate) struct Slot<K, S> {
     pub(crate) removed: AtomicBool,
     /// Set while on probation: responses report their outcome to the worker.
     pub(crate) probing: AtomicBool,
+    /// Set by a request that reported this endpoint failing, so picks avoid it until the
+    /// worker has ejected it; cleared when it is admitted again.
+    pub(crate) suspect: AtomicBool,
 }
 
 impl<K, S> Slot<K, S> {
@@ -57,6 +60,10 @@ impl<K, S> Slot<K, S> {
         if let Some(zones) = &self.zone_load {
             zones.in_flight[self.locality as usize].fetch_sub(1, Relaxed);
         }
+    }
+
+    pub(crate) fn report_failing(&self) {
+        self.suspect.store(true, Relaxed);
     }
 
     pub(crate) fn is_removed(&self) -> bool {

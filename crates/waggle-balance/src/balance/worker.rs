@@ -186,6 +186,7 @@ where
             zone_load: self.zone_load.clone(),
             removed: Default::default(),
             probing: Default::default(),
+            suspect: Default::default(),
         })
     }
 
@@ -298,6 +299,7 @@ where
                 let entry = &mut self.entries[idx];
                 if entry.life.restore(now) {
                     entry.slot.probing.store(false, Relaxed);
+                    entry.slot.suspect.store(false, Relaxed);
                     entry.slot.stats.reset_failures();
                     self.dirty = true;
                 }
@@ -309,6 +311,7 @@ where
         for entry in &mut self.entries {
             if entry.life.on_backoff_elapsed(now) {
                 entry.slot.probing.store(true, Relaxed);
+                entry.slot.suspect.store(false, Relaxed);
                 self.dirty = true;
             }
         }

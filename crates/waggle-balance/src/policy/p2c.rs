@@ -222,6 +222,18 @@ mod tests {
     }
 
     #[test]
+    fn idle_peak_ewma_and_d_choices_follow_weights() {
+        // Idle endpoints without latency samples cost nothing, so the first sample wins and
+        // the split is the sampling distribution: proportional to weight. 3 degrees of
+        // freedom, 99th percentile 11.34.
+        let weights = [1.0, 2.0, 3.0, 14.0];
+        let counts = histogram(&PeakEwma::new(), &candidates(&weights), 100_000);
+        assert!(chi_square(&counts, &weights) < 11.34, "{counts:?}");
+        let counts = histogram(&LeastRequest::new().choices(3), &candidates(&weights), 100_000);
+        assert!(chi_square(&counts, &weights) < 11.34, "{counts:?}");
+    }
+
+    #[test]
     fn least_request_prefers_the_less_loaded() {
         let candidates = candidates(&[1.0, 1.0]);
         for _ in 0..5 {

@@ -59,3 +59,37 @@ impl Sampler {
         matches!(self, Sampler::Uniform(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::EndpointStats;
+
+    proptest! {
+        /// The alias table's exact probabilities (no sampling) equal the normalised weights.
+        #[test]
+        fn alias_table_probabilities_equal_weights(weights in prop::collection::vec(0.001f64..1000.0, 1..200)) {
+            let candidates: Vec<Candidate> =
+                weights.iter().map(|w| Candidate::new(*w, 0, Arc::new(EndpointStats::new()))).collect();
+            let n = weights.len() as f64;
+            let total: f64 = weights.iter().sum();
+            let mut probability = vec![0.0; weights.len()];
+            match Sampler::new(&candidates) {
+                Sampler::Uniform(len) => probability.iter_mut().for_each(|p| *p = 1.0 / len as f64),
+                Sampler::Alias(table) => {
+                    for (column, (keep, alias)) in table.iter().enumerate() {
+                        probability[column] += keep / n;
+                        probability[*alias as usize] += (1.0 - keep) / n;
+                    }
+                }
+            }
+            for (p, w) in probability.iter().zip(&weights) {
+                prop_assert!((p - w / total).abs() < 1e-9, "{p} vs {}", w / total);
+            }
+        }
+    }
+}

@@ -29,6 +29,8 @@ pub struct BackendState {
     pub calls: AtomicUsize,
     pub fail_calls: AtomicBool,
     pub fail_ready: AtomicBool,
+    /// `poll_ready` stays pending and never wakes (a wedged connection).
+    pub hang_ready: AtomicBool,
     pub latency: Mutex<Duration>,
 }
 
@@ -57,6 +59,9 @@ impl tower::Service<u64> for Backend {
     type Future = Pin<Box<dyn Future<Output = Result<&'static str, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.state.hang_ready.load(SeqCst) {
+            return Poll::Pending;
+        }
         if self.state.fail_ready.load(SeqCst) {
             return Poll::Ready(Err(format!("{} refused the connection", self.name).into()));
         }
