@@ -152,6 +152,59 @@ impl Discovery {
     pub fn discover(&self) -> DiscoverStream {
         DiscoverStream(Differ::new(self, true))
     }
+
+    /// A [`tower::discover::Discover`] of [`waggle_balance::Endpoint`]s for a
+    /// [`waggle_balance::Balance`]: every passing instance, carrying its weight, zone, tags and
+    /// metadata, with the service `connect` builds for it (called when an instance appears or
+    /// changes; a lazily connecting tonic `Channel` is the usual choice).
+    pub fn endpoints<S, F>(&self, connect: F) -> Endpoints<F>
+    where
+        F: FnMut(&Instance) -> S,
+    {
+        Endpoints { changes: self.discover(), connect }
+    }
+}
+
+/// The stream returned by [`Discovery::endpoints`].
+pub struct Endpoints<F> {
+    changes: DiscoverStream,
+    connect: F,
+}
+
+impl<S, F> Stream for Endpoints<F>
+where
+    F: FnMut(&Instance) -> S + Unpin,
+{
+    type Item = Result<tower::discover::Change<InstanceId, waggle_balance::Endpoint<S>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use tower::discover::Change;
+        let this = self.get_mut();
+        Pin::new(&mut this.changes).poll_next(cx).map(|change| {
+            change.map(|change| {
+                change.map(|change| match change {
+                    Change::Insert(id, instance) => Change::Insert(id, endpoint(&instance, (this.connect)(&instance))),
+                    Change::Remove(id) => Change::Remove(id),
+                })
+            })
+        })
+    }
+}
+
+/// The balancer's view of an instance.
+fn endpoint<S>(instance: &Instance, service: S) -> waggle_balance::Endpoint<S> {
+    let spec = &instance.spec;
+    let mut endpoint = waggle_balance::Endpoint::new(service).weight(spec.weight);
+    if let Some(zone) = &spec.zone {
+        endpoint = endpoint.zone(zone.as_str());
+    }
+    for tag in &spec.tags {
+        endpoint = endpoint.tag(tag.clone());
+    }
+    for (key, value) in spec.meta.iter() {
+        endpoint = endpoint.metadata(key.clone(), value.clone());
+    }
+    endpoint
 }
 
 impl std::fmt::Debug for Discovery {

@@ -40,6 +40,6 @@ mod session;
 pub use backoff::Backoff;
 pub use client::{Client, HealthFilter, Registration, ServiceSummary};
 pub use config::ClientConfig;
-pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent};
+pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use error::Error;
 pub use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};

@@ -235,3 +235,55 @@ async fn a_deregistration_that_failed_during_an_outage_is_retried() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn registry_instances_drive_a_balancer() {
+    use tower::{Service, ServiceExt};
+    use waggle_balance::policy::WeightedRandom;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = Client::connect(url(&server)).await.unwrap();
+    let heavy = InstanceSpec::new("api", "10.0.0.1", 80).unwrap().with_weight(300).with_zone("z1").unwrap();
+    let light = InstanceSpec::new("api", "10.0.0.2", 80).unwrap().with_weight(100).with_meta("version", "v2");
+    let _heavy = client.register(heavy).await.unwrap();
+    let light = client.register(light).await.unwrap();
+
+    let api = client.discover("api").unwrap();
+    // Each endpoint's "service" answers with its instance id.
+    let endpoints = api.endpoints(|instance| {
+        let id = instance.id().to_string();
+        tower::service_fn(move |_: ()| std::future::ready(Ok::<_, std::convert::Infallible>(id.clone())))
+    });
+    let mut balance = waggle_balance::Builder::new(WeightedRandom).seed(1).build(endpoints);
+    let handle = balance.handle();
+    let both = async {
+        while handle.endpoints().await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(WAIT, both).await.expect("both instances reach the balancer");
+    let snapshot = handle.endpoints().await.unwrap();
+    let heavy_endpoint = snapshot.iter().find(|e| e.key.as_str() == "10.0.0.1:80").unwrap();
+    assert_eq!((heavy_endpoint.weight, heavy_endpoint.zone.as_deref()), (300, Some("z1")));
+
+    let mut heavy_calls = 0;
+    for _ in 0..4_000 {
+        let id = balance.ready().await.unwrap().call(()).await.unwrap();
+        heavy_calls += usize::from(id == "10.0.0.1:80");
+    }
+    let share = heavy_calls as f64 / 4_000.0;
+    assert!((share - 0.75).abs() < 0.03, "weights 300 / 100 give {share}");
+
+    // Deregistering removes the endpoint from the balancer.
+    client.deregister("api", light.instance().id().as_str()).await.unwrap();
+    let gone = async {
+        while handle.endpoints().await.unwrap().len() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(WAIT, gone).await.expect("the deregistered instance leaves the balancer");
+    for _ in 0..100 {
+        assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "10.0.0.1:80");
+    }
+}
