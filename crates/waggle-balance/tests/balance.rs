@@ -28,6 +28,26 @@ async fn send(balance: &mut Lb, n: u64) -> HashMap<&'static str, usize> {
     counts
 }
 
+/// Starts `n_clients` tasks that each send `n_requests` requests through clones of `balance`.
+fn spawn_clients(balance: &Lb, n_clients: usize, n_requests: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n_clients)
+        .map(|_| {
+            let mut balance = balance.clone();
+            tokio::spawn(async move {
+                for i in 0..n_requests {
+                    balance.ready().await.unwrap().call(i).await.unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
+async fn join(clients: Vec<tokio::task::JoinHandle<()>>) {
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
 async fn state_of(balance: &Lb, key: &str) -> EndpointState {
     let endpoints = balance.handle().endpoints().await.unwrap();
     endpoints.iter().find(|e| e.key == key).map(|e| e.state).unwrap()
@@ -46,16 +66,7 @@ async fn no_request_reaches_a_removed_endpoint_while_discovery_changes_mid_traff
     let balance: Lb = Builder::new(LeastRequest::new()).seed(1).build(discover);
 
     // 16 concurrent clients keep traffic flowing while discovery changes underneath.
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let mut balance = balance.clone();
-            tokio::spawn(async move {
-                for i in 0..400 {
-                    balance.ready().await.unwrap().call(i).await.unwrap();
-                }
-            })
-        })
-        .collect();
+    let clients = spawn_clients(&balance, 16, 400);
 
     let handle = balance.handle();
     let mut frozen: Vec<(&Backend, usize)> = Vec::new();
@@ -77,9 +88,7 @@ async fn no_request_reaches_a_removed_endpoint_while_discovery_changes_mid_traff
             assert_eq!(backend.calls(), *calls, "step {step}: {} got a request after removal", backend.name);
         }
     }
-    for client in clients {
-        client.await.unwrap();
-    }
+    join(clients).await;
     for (backend, calls) in &frozen {
         assert_eq!(backend.calls(), *calls, "{} got a request after removal", backend.name);
     }
@@ -98,19 +107,8 @@ async fn weighted_p2c_keeps_a_99_half_half_split_under_concurrent_load() {
     feed.insert(Endpoint::new(light1.clone()).weight(1));
     feed.insert(Endpoint::new(light2.clone()).weight(1));
     let balance: Lb = Builder::new(LeastRequest::new()).seed(7).build(discover);
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let mut balance = balance.clone();
-            tokio::spawn(async move {
-                for i in 0..1_000 {
-                    balance.ready().await.unwrap().call(i).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
+    let clients = spawn_clients(&balance, 20, 1_000);
+    join(clients).await;
     let total = 20_000.0;
     let shares = [heavy.calls() as f64 / total, light1.calls() as f64 / total, light2.calls() as f64 / total];
     // Weights say 99 / 0.5 / 0.5; tower's unweighted P2C gives about 66 / 17 / 17 here.
@@ -317,19 +315,8 @@ async fn zone_preference_spills_over_when_the_local_zone_is_overloaded() {
     send(&mut single, 20).await;
     assert_eq!((local.calls(), remote.calls()), (20, 0));
     // 30 concurrent clients: the local zone holds at most about twice the remote's load.
-    let clients: Vec<_> = (0..30)
-        .map(|_| {
-            let mut balance = balance.clone();
-            tokio::spawn(async move {
-                for i in 0..20 {
-                    balance.ready().await.unwrap().call(i).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
+    let clients = spawn_clients(&balance, 30, 20);
+    join(clients).await;
     let spilled = remote.calls() as f64 / 600.0;
     assert!(spilled > 0.25 && spilled < 0.45, "spilled share {spilled}");
 }
