@@ -1,7 +1,9 @@
 //! Generates the gRPC code from `proto/waggle/v1/*.proto` with protox (no protoc needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary cached from another checkout must not point
+    // at that checkout's files.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let file = root.join("waggle/v1/registry.proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile([&file], [&root])?;
