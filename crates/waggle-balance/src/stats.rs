@@ -45,18 +45,19 @@ impl EndpointStats {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
-    /// Feeds one round-trip time into the peak EWMA: a slower sample replaces the estimate at
-    /// once (peak), a faster one is blended in with weight `1 - e^(-elapsed / decay)`.
+    /// Feeds one round-trip time into the peak EWMA: a sample slower than the current
+    /// (decayed) estimate replaces it at once (peak); a faster one is blended in with weight
+    /// `1 - e^(-elapsed / decay)`, so the estimate never rises on a faster sample.
     pub fn observe_rtt(&self, now: Duration, rtt: Duration, decay: Duration) {
         let now_nanos = now.as_nanos() as u64;
         let rtt = rtt.as_nanos() as f64;
-        let stored = f64::from_bits(self.ewma_bits.load(Relaxed));
-        let next = if rtt > stored {
+        let current = self.decayed_ewma(now_nanos, decay);
+        let next = if rtt > current {
             rtt
         } else {
             let elapsed = now_nanos.saturating_sub(self.ewma_stamp.load(Relaxed)) as f64;
             let w = (-elapsed / decay.as_nanos().max(1) as f64).exp();
-            stored * w + rtt * (1.0 - w)
+            current * w + rtt * (1.0 - w)
         };
         self.ewma_bits.store(next.to_bits(), Relaxed);
         self.ewma_stamp.store(now_nanos, Relaxed);
@@ -133,10 +134,15 @@ mod tests {
         // One decay window later the estimate has fallen to 1/e.
         let later = stats.peak_ewma(t0 + DECAY, DECAY);
         assert!((later - 100e6 / std::f64::consts::E).abs() < 1.0, "{later}");
-        // A fast sample half a window later is blended in, not taken.
+        // A fast sample half a window later is blended in, not taken, and never raises the
+        // estimate above where decay had already brought it.
+        let decayed = stats.peak_ewma(t0 + DECAY / 2, DECAY);
         stats.observe_rtt(t0 + DECAY / 2, Duration::from_millis(1), DECAY);
         let blended = stats.peak_ewma(t0 + DECAY / 2, DECAY);
-        assert!(blended > 1e6 && blended < 100e6, "{blended}");
+        assert!(blended > 1e6 && blended < decayed, "{blended} vs {decayed}");
+        // A sample slower than the decayed estimate is a new peak.
+        stats.observe_rtt(t0 + DECAY / 2, Duration::from_millis(50), DECAY);
+        assert_eq!(stats.peak_ewma(t0 + DECAY / 2, DECAY), 50e6);
     }
 
     #[test]

@@ -158,6 +158,35 @@ async fn failing_endpoint_is_ejected_probed_and_readmitted() {
     settle().await;
     assert_eq!(state_of(&balance, "flaky").await, EndpointState::Ready);
     assert!(send(&mut balance, 10).await.get("flaky").is_some_and(|n| *n >= 4));
+
+    // Broken again right after a probe: failures that complete before the worker has even
+    // seen the probe's success still eject it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    balance.handle().eject("flaky", Some(Duration::from_millis(1))).unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Probation);
+    let mut probe_answered = false;
+    for i in 0..40 {
+        if balance.ready().await.unwrap().call(i).await.ok() == Some("flaky") && !probe_answered {
+            probe_answered = true;
+            flaky.set_failing(true);
+        }
+    }
+    assert!(probe_answered);
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Ejected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejecting_for_ever_keeps_the_balancer_alive() {
+    let mut balance: Lb =
+        Builder::new(RoundRobin).build_static(["a", "b"].map(|n| (n, Endpoint::new(Backend::new(n)))));
+    send(&mut balance, 2).await;
+    balance.handle().eject("a", Some(Duration::MAX)).unwrap();
+    settle().await;
+    assert_eq!(state_of(&balance, "a").await, EndpointState::Ejected);
+    assert_eq!(send(&mut balance, 4).await.get("b"), Some(&4));
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,6 +330,42 @@ async fn zone_preference_spills_over_in_proportion_to_local_health() {
         let share = local_share(&send(&mut balance, 10_000).await);
         assert!((share - expected).abs() < 0.02, "after ejecting {ejected}: local share {share}, expected {expected}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_local_zone_sends_everything_away_and_panic_spreads_over_all() {
+    let zoned = |local: &[&'static str], remote: &[&'static str]| {
+        let endpoints = local
+            .iter()
+            .map(|n| (*n, Endpoint::new(Backend::new(n)).zone("z1")))
+            .chain(remote.iter().map(|n| (*n, Endpoint::new(Backend::new(n)).zone("z2"))))
+            .collect::<Vec<_>>();
+        Builder::new(RoundRobin).zone_aware(ZoneAware::new("z1")).build_static(endpoints)
+    };
+    // Two local endpoints, both ejected; four healthy remote ones are two thirds of the fleet
+    // (no panic), so the remote zone takes everything.
+    let mut balance: Lb = zoned(&["l1", "l2"], &["r1", "r2", "r3", "r4"]);
+    send(&mut balance, 1).await;
+    for name in ["l1", "l2"] {
+        balance.handle().eject(name, Some(Duration::from_secs(600))).unwrap();
+    }
+    settle().await;
+    let counts = send(&mut balance, 400).await;
+    assert_eq!(["r1", "r2", "r3", "r4"].map(|n| counts.get(n).copied()), [Some(100); 4], "{counts:?}");
+
+    // Six local endpoints ejected and four remote healthy: 40 % healthy is below the panic
+    // threshold, so traffic spreads over all ten instead of crushing the four.
+    let local = ["l1", "l2", "l3", "l4", "l5", "l6"];
+    let mut balance: Lb = zoned(&local, &["r1", "r2", "r3", "r4"]);
+    send(&mut balance, 1).await;
+    for name in local {
+        balance.handle().eject(name, Some(Duration::from_secs(600))).unwrap();
+    }
+    settle().await;
+    let counts = send(&mut balance, 10_000).await;
+    assert_eq!(counts.len(), 10, "{counts:?}");
+    let remote: usize = ["r1", "r2", "r3", "r4"].iter().map(|n| counts[n]).sum();
+    assert!((remote as f64 / 10_000.0 - 0.4).abs() < 0.03, "remote share {remote}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -54,10 +54,13 @@ impl Ejection {
 /// Locality preference: keep traffic in the local zone while it is healthy and not
 /// overloaded, spill to the other zones otherwise.
 ///
-/// * **Unhealthy**: like Envoy's priority levels, the local zone takes
-///   `min(1, overprovisioning × healthy / total)` of the traffic, so with the default factor
-///   1.4 it keeps everything until more than ~29 % of its endpoints are ejected, then spills
-///   in proportion.
+/// * **Unhealthy**: like Envoy's priority levels, each zone's health is
+///   `min(1, overprovisioning × healthy / total)`; the local zone takes its health's worth of
+///   traffic and the others the rest, up to their own health, normalised when the total is
+///   below 1. With the default factor 1.4 the local zone keeps everything until more than
+///   ~29 % of its endpoints are ejected, then spills in proportion; a dead local zone sends
+///   everything away. In panic mode (see [`Builder::panic_threshold`](super::Builder::panic_threshold))
+///   there is no preference: traffic spreads over every endpoint.
 /// * **Overloaded**: a request spills when the local zone's requests in flight per unit of
 ///   weight are at least 1 and more than `overload_factor` times the other zones'.
 #[derive(Clone, Debug)]

@@ -34,8 +34,9 @@ impl fmt::Display for NotReady {
 
 impl std::error::Error for NotReady {}
 
-/// The balancer's background worker has stopped (its runtime shut down), so the handle can no
-/// longer reach it.
+/// The balancer's background worker has stopped — every [`Balance`](super::Balance) clone was
+/// dropped, or its runtime shut down — so the handle can no longer reach it, and a balancer
+/// without endpoints will never get any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closed;
 

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
@@ -22,19 +23,30 @@ use super::worker::Report;
 /// and outcome when it completes.
 pub(crate) struct Guard<K, S> {
     slot: Arc<Slot<K, S>>,
-    /// When the request started, if the policy reads latency.
+    /// When the request started, if the policy reads latency; taken once recorded.
     started: Option<Instant>,
+    latency_decay: Option<Duration>,
+    origin: Instant,
 }
 
 impl<K, S> Guard<K, S> {
     pub(crate) fn new<Req>(slot: Arc<Slot<K, S>>, shared: &Shared<K, S, Req>) -> Self {
         slot.start();
-        Guard { slot, started: shared.latency_decay.map(|_| Instant::now()) }
+        let started = shared.latency_decay.map(|_| Instant::now());
+        Guard { slot, started, latency_decay: shared.latency_decay, origin: shared.origin }
     }
 }
 
 impl<K, S> Drop for Guard<K, S> {
     fn drop(&mut self) {
+        // A request dropped before its response (the caller timed out, or lost a hedge) still
+        // took this long: feed it to the latency estimate, as tower's PeakEwma does, so a
+        // black-holed endpoint looks slow rather than idle. It is not a failure.
+        if let (Some(started), Some(decay)) = (self.started.take(), self.latency_decay) {
+            let now = Instant::now();
+            let since_origin = now.saturating_duration_since(self.origin);
+            self.slot.stats.observe_rtt(since_origin, now.saturating_duration_since(started), decay);
+        }
         self.slot.finish();
     }
 }
@@ -142,6 +154,7 @@ where
                         return Poll::Ready(Err(NoEndpoints.into()));
                     };
                     if *this.attempts >= this.shared.max_attempts {
+                        *this.guard = None;
                         let error = failure.unwrap_or_else(|| NoEndpoints.into());
                         this.state.set(State::Failed { error: Some(error) });
                         continue;
@@ -161,8 +174,8 @@ where
                 }
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
-                    if let Some(guard) = this.guard.take() {
-                        this.shared.complete(&guard, result.is_ok());
+                    if let Some(mut guard) = this.guard.take() {
+                        this.shared.complete(&mut guard, result.is_ok());
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
@@ -177,19 +190,21 @@ where
 impl<K, S, Req> Shared<K, S, Req> {
     /// Folds a finished request into its endpoint's latency estimate and failure count, and
     /// tells the worker when that changes the endpoint's state.
-    fn complete(&self, guard: &Guard<K, S>, success: bool) {
+    fn complete(&self, guard: &mut Guard<K, S>, success: bool) {
         let slot = &guard.slot;
         // Timing costs two clock reads and an `exp` per request: only when the policy uses it.
-        if let (Some(decay), Some(started)) = (self.latency_decay, guard.started) {
+        if let (Some(decay), Some(started)) = (self.latency_decay, guard.started.take()) {
             let now = Instant::now();
             slot.stats.observe_rtt(self.since_origin(now), now.saturating_duration_since(started), decay);
         }
         let failures_in_a_row = slot.stats.record_outcome(success);
         if slot.probing.load(Relaxed) {
             let _ = self.reports.send(Report::Verdict { slot: slot.clone(), success });
-        } else if failures_in_a_row == self.ejection_threshold {
+        }
+        // At or past the threshold (responses race), reported once: `suspect` stays set until
+        // the endpoint is admitted again.
+        if failures_in_a_row >= self.ejection_threshold && !slot.suspect.swap(true, Relaxed) {
             let reason = format!("{failures_in_a_row} failures in a row");
-            slot.report_failing();
             let _ = self.reports.send(Report::Failed { slot: slot.clone(), reason });
         }
     }

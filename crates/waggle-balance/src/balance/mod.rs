@@ -436,6 +436,11 @@ where
                     self.waiting = Some(notified);
                 }
                 Some(notified) => {
+                    // A worker that died (its runtime shut down) will never publish: say so
+                    // rather than wait forever.
+                    if self.shared.reports.is_closed() {
+                        return Poll::Ready(Err(Closed.into()));
+                    }
                     ready!(notified.as_mut().poll(cx));
                     self.waiting = None;
                 }

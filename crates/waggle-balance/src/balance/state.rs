@@ -67,19 +67,29 @@ impl Lifecycle {
         }
     }
 
-    /// The service reported ready (from connecting) or a probe succeeded (from probation).
-    /// Returns whether the state changed.
-    pub(crate) fn on_ready(&mut self, now: Instant) -> bool {
-        match self.state {
-            EndpointState::Connecting | EndpointState::Probation => {
-                self.state = EndpointState::Ready;
-                self.consecutive_ejections = 0;
-                self.ready_since = Some(now);
-                self.retry_at = None;
-                true
-            }
-            EndpointState::Ready | EndpointState::Ejected => false,
+    /// A new endpoint's service reported ready. Only moves a connecting endpoint: one that
+    /// was ejected meanwhile waits for its back-off and probation like any other. Returns
+    /// whether the state changed.
+    pub(crate) fn on_connected(&mut self, now: Instant) -> bool {
+        if self.state != EndpointState::Connecting {
+            return false;
         }
+        self.state = EndpointState::Ready;
+        self.ready_since = Some(now);
+        true
+    }
+
+    /// A probe succeeded: from probation to ready, back-off forgotten. The slow-start ramp
+    /// that began with probation continues. Returns whether the state changed.
+    pub(crate) fn on_probe_succeeded(&mut self, now: Instant) -> bool {
+        if self.state != EndpointState::Probation {
+            return false;
+        }
+        self.state = EndpointState::Ready;
+        self.consecutive_ejections = 0;
+        self.ready_since = self.ready_since.or(Some(now));
+        self.retry_at = None;
+        true
     }
 
     /// Ejects the endpoint for its back-off (or for `duration`, when an operator or an outlier
@@ -98,7 +108,7 @@ impl Lifecycle {
         self.consecutive_ejections = self.consecutive_ejections.saturating_add(1);
         self.total_ejections += 1;
         let backoff = duration.unwrap_or_else(|| policy.backoff(self.consecutive_ejections));
-        let retry_at = now + backoff;
+        let retry_at = later(now, backoff);
         self.state = EndpointState::Ejected;
         self.retry_at = Some(retry_at);
         self.ready_since = None;
@@ -112,6 +122,8 @@ impl Lifecycle {
             (EndpointState::Ejected, Some(at)) if at <= now => {
                 self.state = EndpointState::Probation;
                 self.retry_at = None;
+                // Slow start ramps from here: probation traffic starts at the minimum weight.
+                self.ready_since = Some(now);
                 true
             }
             _ => false,
@@ -123,9 +135,19 @@ impl Lifecycle {
         if self.state == EndpointState::Ready {
             return false;
         }
-        self.state = EndpointState::Probation;
-        self.on_ready(now)
+        self.state = EndpointState::Ready;
+        self.consecutive_ejections = 0;
+        self.ready_since = Some(now);
+        self.retry_at = None;
+        true
     }
+}
+
+/// `now + duration`, saturating about 30 years out instead of panicking (an operator may
+/// eject "for `Duration::MAX`").
+pub(crate) fn later(now: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(duration.min(FAR)).or_else(|| now.checked_add(Duration::from_secs(24 * 3600))).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -141,7 +163,8 @@ mod tests {
         let t0 = Instant::now();
         let mut life = Lifecycle::new();
         assert_eq!(life.state, EndpointState::Connecting);
-        assert!(life.on_ready(t0));
+        assert!(life.on_connected(t0));
+        assert!(!life.on_connected(t0), "only from connecting");
         assert_eq!((life.state, life.ready_since), (EndpointState::Ready, Some(t0)));
 
         let first = life.eject(t0, &policy(), None, "boom".into());
@@ -162,7 +185,8 @@ mod tests {
 
         // A success on probation makes it ready and forgets the back-off.
         let t2 = t1 + Duration::from_secs(31);
-        assert!(life.on_ready(t2));
+        assert!(life.on_probe_succeeded(t2));
+        assert_eq!(life.ready_since, Some(t1 + Duration::from_secs(30)), "the ramp began with probation");
         assert_eq!((life.state, life.consecutive_ejections, life.total_ejections), (EndpointState::Ready, 0, 4));
         assert_eq!(life.eject(t2, &policy(), None, "x".into()), Some(t2 + Duration::from_secs(5)));
     }
@@ -173,8 +197,17 @@ mod tests {
         let mut life = Lifecycle::new();
         assert!(life.eject(t0, &policy(), Some(Duration::from_secs(1)), "refused".into()).is_some());
         assert_eq!(life.state, EndpointState::Ejected);
-        assert!(!life.on_ready(t0), "an ejected endpoint waits for its back-off");
+        assert!(!life.on_connected(t0), "an ejected endpoint waits for its back-off");
+        assert!(!life.on_probe_succeeded(t0));
         assert!(life.restore(t0));
         assert_eq!(life.state, EndpointState::Ready);
+    }
+
+    #[test]
+    fn ejecting_forever_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut life = Lifecycle::new();
+        let retry_at = life.eject(t0, &policy(), Some(Duration::MAX), "forever".into()).unwrap();
+        assert!(retry_at > t0 + Duration::from_secs(365 * 24 * 3600));
     }
 }

@@ -30,8 +30,8 @@ impl TableConfig {
     /// An endpoint's weight at `now`, after slow start.
     pub(crate) fn effective_weight<S>(&self, endpoint: &crate::Endpoint<S>, life: &Lifecycle, now: Instant) -> f64 {
         let weight = f64::from(endpoint.weight);
-        match (&self.slow_start, life.state, life.ready_since) {
-            (Some(slow_start), EndpointState::Ready, Some(since)) if !self.policy.is_consistent_hash() => {
+        match (&self.slow_start, life.state.is_healthy(), life.ready_since) {
+            (Some(slow_start), true, Some(since)) if !self.policy.is_consistent_hash() => {
                 weight * slow_start.factor(now.saturating_duration_since(since))
             }
             _ => weight,
@@ -47,9 +47,10 @@ impl TableConfig {
     ) -> Option<Instant> {
         let slow_start = self.slow_start.as_ref().filter(|_| !self.policy.is_consistent_hash())?;
         let warming = lives
-            .filter_map(|l| l.ready_since.filter(|_| l.state == EndpointState::Ready))
+            .filter_map(|l| l.ready_since.filter(|_| l.state.is_healthy()))
             .any(|since| now.saturating_duration_since(since) < slow_start.window);
-        warming.then(|| now + (slow_start.window / 20).max(Duration::from_millis(10)))
+        let step = (slow_start.window / 20).max(Duration::from_millis(10));
+        warming.then(|| super::state::later(now, step))
     }
 }
 
@@ -146,7 +147,12 @@ impl<K, S> Table<K, S> {
             return Self::empty();
         }
         let mode = if (healthy as f64) < config.panic_threshold * known as f64 { Mode::Panic } else { Mode::Normal };
-        let eligible = in_subset.iter().filter(|(_, l)| mode == Mode::Panic || l.state.is_healthy());
+        // In panic mode every endpoint that has shown whether it works takes traffic; still
+        // connecting ones never do.
+        let eligible = in_subset.iter().filter(|(_, l)| match mode {
+            Mode::Panic => l.state != EndpointState::Connecting,
+            Mode::Normal => l.state.is_healthy(),
+        });
 
         let mut tiers: [Vec<Weighted<K, S>>; 2] = [Vec::new(), Vec::new()];
         for (slot, life) in eligible {
@@ -154,19 +160,35 @@ impl<K, S> Table<K, S> {
             tiers[slot.locality as usize].push(((*slot).clone(), weight));
         }
 
-        let local_share = match (&config.zone, mode) {
-            (Some(zone), Mode::Normal) => {
-                let local = |l: &&(&Arc<Slot<K, S>>, &Lifecycle)| l.0.locality == Locality::Local;
-                let known_local = in_subset.iter().filter(local).filter(|(_, l)| l.state != EndpointState::Connecting);
-                let known_local = known_local.count();
-                let healthy_local = in_subset.iter().filter(local).filter(|(_, l)| l.state.is_healthy()).count();
-                if known_local == 0 {
-                    0.0
-                } else {
-                    (zone.overprovisioning * healthy_local as f64 / known_local as f64).min(1.0)
+        let local_share = match &config.zone {
+            None => 1.0,
+            Some(zone) => {
+                let count = |locality: Locality, healthy_only: bool| {
+                    let counted = |l: &Lifecycle| {
+                        if healthy_only { l.state.is_healthy() } else { l.state != EndpointState::Connecting }
+                    };
+                    in_subset.iter().filter(|(s, l)| s.locality == locality && counted(l)).count() as f64
+                };
+                match mode {
+                    // Panic: no preference, spread over every endpoint.
+                    Mode::Panic => count(Locality::Local, false) / known as f64,
+                    // Envoy's priority loads: each zone's health, overprovisioned and capped,
+                    // local first, the rest spilled, normalised when the total is below 1.
+                    Mode::Normal => {
+                        let health = |locality| {
+                            let known = count(locality, false);
+                            if known == 0.0 {
+                                0.0
+                            } else {
+                                (zone.overprovisioning * count(locality, true) / known).min(1.0)
+                            }
+                        };
+                        let (local, remote) = (health(Locality::Local), health(Locality::Remote));
+                        let spilled = (1.0 - local).min(remote);
+                        if local + spilled > 0.0 { local / (local + spilled) } else { 0.0 }
+                    }
                 }
             }
-            _ => 1.0,
         };
         let overload = config.zone.as_ref().and_then(|z| z.overload_factor).zip(zone_load.cloned());
         let [local, remote] = tiers;

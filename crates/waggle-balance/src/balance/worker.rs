@@ -26,7 +26,7 @@ use tower::{BoxError, Service};
 use super::config::Ejection;
 use super::handle::{Control, EndpointSnapshot};
 use super::slot::{Locality, Slot, ZoneLoad};
-use super::state::{EndpointState, Lifecycle};
+use super::state::{EndpointState, Lifecycle, later};
 use super::table::{Table, TableConfig};
 use crate::{Endpoint, EndpointStats, stable_hash};
 
@@ -44,6 +44,10 @@ struct Entry<K, S> {
 }
 
 type Readiness<K, S> = Pin<Box<dyn Future<Output = (Arc<Slot<K, S>>, Result<(), String>)> + Send>>;
+
+/// Back-off after a discovery error, doubling up to the max while errors continue.
+const DISCOVER_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DISCOVER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How many discovery changes are folded into one table rebuild at most.
 const MAX_CHANGES_PER_REBUILD: usize = 16_384;
@@ -69,6 +73,11 @@ pub(crate) struct Worker<K, S, Req, D> {
     zone_load: Option<Arc<ZoneLoad>>,
     rng: SmallRng,
     next_warmup: Option<Instant>,
+    /// Slots replaced or removed since the last publish; marked removed after it.
+    retired: Vec<Arc<Slot<K, S>>>,
+    /// After a discovery error, discovery is polled again only from this time on.
+    discover_paused_until: Option<Instant>,
+    discover_backoff: Duration,
     dirty: bool,
     origin: Instant,
     _request: PhantomData<fn(Req)>,
@@ -108,6 +117,9 @@ where
             zone_load,
             rng,
             next_warmup: None,
+            retired: Vec::new(),
+            discover_paused_until: None,
+            discover_backoff: DISCOVER_BACKOFF_MIN,
             dirty: false,
             origin,
             _request: PhantomData,
@@ -127,7 +139,7 @@ where
                     Some(control) => self.on_control(control),
                     None => self.control_open = false,
                 },
-                change = next_change(&mut self.discover), if self.discover.is_some() => {
+                change = next_change(&mut self.discover), if self.discover.is_some() && self.discover_paused_until.is_none() => {
                     self.on_change(change);
                     self.drain_discover();
                 }
@@ -150,6 +162,9 @@ where
 
     fn drain_discover(&mut self) {
         for _ in 0..MAX_CHANGES_PER_REBUILD {
+            if self.discover_paused_until.is_some() {
+                return;
+            }
             match next_change(&mut self.discover).now_or_never() {
                 Some(change) => self.on_change(change),
                 None => return,
@@ -165,10 +180,19 @@ where
             }
             Some(Err(error)) => {
                 let error: BoxError = error.into();
-                tracing::warn!(%error, "discovery failed; keeping the current endpoints");
+                let backoff = self.discover_backoff;
+                tracing::warn!(%error, ?backoff, "discovery failed; keeping the current endpoints");
+                self.discover_paused_until = Some(later(Instant::now(), backoff));
+                self.discover_backoff = (backoff * 2).min(DISCOVER_BACKOFF_MAX);
             }
-            Some(Ok(Change::Insert(key, endpoint))) => self.insert(key, endpoint),
-            Some(Ok(Change::Remove(key))) => self.remove(&key),
+            Some(Ok(Change::Insert(key, endpoint))) => {
+                self.discover_backoff = DISCOVER_BACKOFF_MIN;
+                self.insert(key, endpoint);
+            }
+            Some(Ok(Change::Remove(key))) => {
+                self.discover_backoff = DISCOVER_BACKOFF_MIN;
+                self.remove(&key);
+            }
         }
     }
 
@@ -200,7 +224,7 @@ where
             let entry = &mut self.entries[idx];
             slot.probing.store(entry.life.state == EndpointState::Probation, Relaxed);
             let old = std::mem::replace(&mut entry.slot, slot);
-            old.removed.store(true, Relaxed);
+            self.retired.push(old);
             return;
         }
         let slot = self.new_slot(key.clone(), endpoint, Arc::new(EndpointStats::new()));
@@ -222,7 +246,7 @@ where
     fn remove(&mut self, key: &K) {
         let Some(idx) = self.index.remove(key) else { return };
         let entry = self.entries.swap_remove(idx);
-        entry.slot.removed.store(true, Relaxed);
+        self.retired.push(entry.slot);
         if let Some(moved) = self.entries.get(idx) {
             self.index.insert(moved.slot.key.clone(), idx);
         }
@@ -242,7 +266,10 @@ where
         let ejection = self.config.ejection.clone();
         let Some(entry) = self.entry_of(slot) else { return };
         let changed = match result {
-            Ok(()) => entry.life.on_ready(now),
+            Ok(()) => entry.life.on_connected(now),
+            // Only a connecting endpoint is judged by its first readiness check; anything else
+            // has been judged since.
+            Err(_) if entry.life.state != EndpointState::Connecting => false,
             Err(reason) => {
                 tracing::debug!(reason, "endpoint ejected");
                 entry.life.eject(now, &ejection, None, reason).is_some()
@@ -270,7 +297,8 @@ where
                 }
                 entry.slot.probing.store(false, Relaxed);
                 if success {
-                    entry.life.on_ready(now);
+                    entry.life.on_probe_succeeded(now);
+                    entry.slot.stats.reset_failures();
                 } else {
                     entry.life.eject(now, &ejection, None, "failed on probation".into());
                     entry.slot.stats.reset_failures();
@@ -318,11 +346,14 @@ where
         if self.next_warmup.is_some_and(|at| at <= now) {
             self.dirty = true;
         }
+        if self.discover_paused_until.is_some_and(|at| at <= now) {
+            self.discover_paused_until = None;
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let retries = self.entries.iter().filter_map(|e| e.life.retry_at);
-        retries.chain(self.next_warmup).min()
+        retries.chain(self.next_warmup).chain(self.discover_paused_until).min()
     }
 
     fn publish(&mut self) {
@@ -331,6 +362,11 @@ where
         let table = Table::build(entries, &self.config.table, self.zone_load.as_ref(), now, &mut self.rng);
         self.next_warmup = self.config.table.next_warmup_step(self.entries.iter().map(|e| &e.life), now);
         self.published.store(Arc::new(table));
+        // Only now that no table holds them: a request that still picks a retired slot from
+        // an older table picks again and finds the new one.
+        for slot in self.retired.drain(..) {
+            slot.removed.store(true, Relaxed);
+        }
         self.notify.notify_waiters();
         self.dirty = false;
     }

@@ -1,5 +1,8 @@
 //! Maglev consistent hashing (Eisenbud et al., NSDI 2016), weight-aware.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rand::rngs::SmallRng;
 
 use super::sampler::Sampler;
@@ -43,51 +46,58 @@ impl Maglev {
 
     /// Builds the lookup table: `table[slot]` is a candidate index. Exposed for tests of the
     /// table's evenness.
+    ///
+    /// Candidates take turns in the order of their hash ids, not their positions, so every
+    /// client builds the same table from the same endpoints whatever order discovery listed
+    /// them in. A candidate of relative weight `w` (weight / max weight) takes a slot in round
+    /// `r` while it holds fewer than `r × w` slots, so its share converges to `w / Σw`
+    /// (Envoy's rule). Turns come off a heap keyed by (round, turn order), so the build costs
+    /// O(table size × log n) however skewed the weights are.
     pub fn table(&self, candidates: &[Candidate]) -> Vec<u32> {
         let m = self.table_size as u64;
-        let max_weight = candidates.iter().map(Candidate::weight).fold(0.0, f64::max);
-        struct Cursor {
-            position: u64,
-            skip: u64,
-            weight: f64,
-            filled: f64,
-        }
-        let mut cursors: Vec<Cursor> = candidates
-            .iter()
-            .map(|c| Cursor {
-                position: mix64(c.hash_id() ^ 0x5851_f42d_4c95_7f2d) % m,
-                skip: mix64(c.hash_id() ^ 0x1405_7b7e_f767_814f) % (m - 1) + 1,
-                weight: c.weight() / max_weight,
-                filled: 0.0,
-            })
-            .collect();
         let mut table = vec![u32::MAX; self.table_size];
-        let mut n_filled = 0;
         if candidates.is_empty() {
             return table;
         }
-        let mut round = 0.0;
+        let max_weight = candidates.iter().map(Candidate::weight).fold(0.0, f64::max);
+        struct Cursor {
+            idx: u32,
+            position: u64,
+            skip: u64,
+            weight: f64,
+            filled: u64,
+        }
+        let mut cursors: Vec<Cursor> = candidates
+            .iter()
+            .enumerate()
+            .map(|(idx, c)| Cursor {
+                idx: idx as u32,
+                position: mix64(c.hash_id() ^ 0x5851_f42d_4c95_7f2d) % m,
+                skip: mix64(c.hash_id() ^ 0x1405_7b7e_f767_814f) % (m - 1) + 1,
+                weight: c.weight() / max_weight,
+                filled: 0,
+            })
+            .collect();
+        cursors.sort_by_key(|c| (candidates[c.idx as usize].hash_id(), c.idx));
+        // The first round in which a cursor holding `filled` slots takes another: the least
+        // integer r with r × w > filled.
+        let next_round = |c: &Cursor| (c.filled as f64 / c.weight).floor() as u64 + 1;
+        let mut turns: BinaryHeap<Reverse<(u64, usize)>> =
+            cursors.iter().enumerate().map(|(order, c)| Reverse((next_round(c), order))).collect();
+        let mut n_filled = 0;
         while n_filled < table.len() {
-            round += 1.0;
-            for (idx, cursor) in cursors.iter_mut().enumerate() {
-                // A candidate of relative weight w takes a slot in round r while it holds
-                // fewer than r × w slots, so its share converges to w / Σw (Envoy's rule).
-                if cursor.filled >= round * cursor.weight {
-                    continue;
-                }
-                while table[cursor.position as usize] != u32::MAX {
-                    cursor.position += cursor.skip;
-                    if cursor.position >= m {
-                        cursor.position -= m;
-                    }
-                }
-                table[cursor.position as usize] = idx as u32;
-                cursor.filled += 1.0;
-                n_filled += 1;
-                if n_filled == table.len() {
-                    break;
+            let Some(Reverse((_, order))) = turns.pop() else { break };
+            let cursor = &mut cursors[order];
+            while table[cursor.position as usize] != u32::MAX {
+                cursor.position += cursor.skip;
+                if cursor.position >= m {
+                    cursor.position -= m;
                 }
             }
+            table[cursor.position as usize] = cursor.idx;
+            cursor.filled += 1;
+            n_filled += 1;
+            turns.push(Reverse((next_round(cursor), order)));
         }
         table
     }

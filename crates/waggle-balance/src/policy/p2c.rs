@@ -6,6 +6,12 @@
 //! 66 / 17 / 17); dividing by weight keeps it when they are busy, because the balancer then
 //! drives every endpoint towards the same load per unit of weight. Ties keep the earlier
 //! sample, so the idle case is exactly weighted random.
+//!
+//! Weighted samples are drawn with replacement, so a dominant endpoint is often compared with
+//! itself (at 99 / 0.5 / 0.5, in about 98 % of picks) and then taken regardless of load.
+//! Drawing a distinct second sample would pit it against a small endpoint on nearly every
+//! pick and hand the small ones far more than their weight: tower's failure again. Weight
+//! wins over load by design; use equal weights where load-awareness matters most.
 
 use std::time::Duration;
 
@@ -72,8 +78,13 @@ impl Policy for LeastRequest {
     }
 
     fn build(&self, candidates: &[Candidate], _rng: &mut SmallRng) -> Box<dyn Picker> {
-        let bias = self.active_request_bias;
-        let load = if bias == 1.0 { Load::InFlight } else { Load::InFlightPow(bias) };
+        let load = match self.active_request_bias {
+            // 0^0 would be 1 and let weight alone decide every comparison; no load is what a
+            // bias of 0 means, and ties keep the first sample: weighted random.
+            0.0 => Load::Constant,
+            1.0 => Load::InFlight,
+            bias => Load::InFlightPow(bias),
+        };
         Box::new(P2cPicker::new(candidates, self.choices, self.weighting, load))
     }
 }
@@ -134,6 +145,7 @@ impl Policy for PeakEwma {
 
 #[derive(Clone, Copy, Debug)]
 enum Load {
+    Constant,
     InFlight,
     InFlightPow(f64),
     PeakEwma(Duration),
@@ -161,6 +173,7 @@ impl P2cPicker {
     fn score(&self, cx: &PickContext<'_>, idx: usize) -> f64 {
         let stats = cx.candidates()[idx].stats();
         let load = match self.load {
+            Load::Constant => 0.0,
             Load::InFlight => f64::from(stats.in_flight()),
             Load::InFlightPow(bias) => f64::from(stats.in_flight()).powf(bias),
             Load::PeakEwma(decay) => stats.peak_ewma_load(cx.now(), decay),
@@ -263,6 +276,15 @@ mod tests {
                 assert_eq!(chosen, 0);
             }
         }
+    }
+
+    #[test]
+    fn zero_bias_is_weighted_random() {
+        let weights = [99.0, 0.5, 0.5];
+        let candidates = candidates(&weights);
+        candidates[0].stats().start();
+        let counts = histogram(&LeastRequest::new().active_request_bias(0.0), &candidates, 200_000);
+        assert!(chi_square(&counts, &weights) < 9.21, "{counts:?}");
     }
 
     #[test]

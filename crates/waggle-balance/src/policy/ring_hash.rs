@@ -6,10 +6,14 @@ use super::sampler::Sampler;
 use super::{Candidate, PickContext, Picker, Policy};
 use crate::hash::mix64;
 
-/// Consistent hashing on a ring: each candidate owns `virtual_nodes × weight / min weight`
-/// points on a 64-bit ring, and a request goes to the owner of the first point at or after
-/// its hash. Removing one of n endpoints moves only the keys it owned (≈ 1/n); adding one
-/// takes ≈ 1/(n+1) from the others. Lookup is a binary search, O(log points).
+/// Consistent hashing on a ring: each candidate owns `virtual_nodes × weight` points on a
+/// 64-bit ring, and a request goes to the owner of the first point at or after its hash.
+/// Removing one of n endpoints moves only the keys it owned (≈ 1/n); adding one takes
+/// ≈ 1/(n+1) from the others. Lookup is a binary search, O(log points).
+///
+/// Beyond `max_ring_size` points every endpoint's count is scaled down in proportion; then a
+/// membership change also moves a few of the survivors' keys (about 1/n of them). Keep
+/// weights small integers (1, 2, 3, …) for the tightest behaviour.
 ///
 /// Requests without a hash key go to a weighted random endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -31,8 +35,8 @@ impl RingHash {
         Self::default()
     }
 
-    /// Virtual nodes per unit of weight (the lightest endpoint's weight is one unit); at
-    /// least 1. More nodes give a more even spread and a bigger, slower ring.
+    /// Virtual nodes per unit of weight; at least 1. More nodes give a more even spread and a
+    /// bigger, slower ring.
     pub fn virtual_nodes(mut self, virtual_nodes: u32) -> Self {
         self.virtual_nodes = virtual_nodes.max(1);
         self
@@ -55,9 +59,9 @@ impl Policy for RingHash {
     }
 
     fn build(&self, candidates: &[Candidate], _rng: &mut SmallRng) -> Box<dyn Picker> {
-        let min_weight = candidates.iter().map(Candidate::weight).fold(f64::INFINITY, f64::min);
-        let wanted: Vec<f64> =
-            candidates.iter().map(|c| f64::from(self.virtual_nodes) * c.weight() / min_weight).collect();
+        // Absolute units: an endpoint's points depend on its own weight only, so removing a
+        // light endpoint does not reshape everyone else's share of the ring.
+        let wanted: Vec<f64> = candidates.iter().map(|c| f64::from(self.virtual_nodes) * c.weight()).collect();
         let total: f64 = wanted.iter().sum();
         let scale = if total > self.max_ring_size as f64 { self.max_ring_size as f64 / total } else { 1.0 };
         let mut points: Vec<(u64, u32)> = Vec::with_capacity(total.min(self.max_ring_size as f64) as usize + 1);
