@@ -51,8 +51,8 @@ impl Maglev {
     /// client builds the same table from the same endpoints whatever order discovery listed
     /// them in. A candidate of relative weight `w` (weight / max weight) takes a slot in round
     /// `r` while it holds fewer than `r × w` slots, so its share converges to `w / Σw`
-    /// (Envoy's rule). Turns come off a heap keyed by (round, turn order), so the build costs
-    /// O(table size × log n) however skewed the weights are.
+    /// (Envoy's rule). When weights are skewed, turns come off a heap keyed by (round, turn
+    /// order), so the build stays O(table size × log n).
     pub fn table(&self, candidates: &[Candidate]) -> Vec<u32> {
         let m = self.table_size as u64;
         let mut table = vec![u32::MAX; self.table_size];
@@ -79,15 +79,7 @@ impl Maglev {
             })
             .collect();
         cursors.sort_by_key(|c| (candidates[c.idx as usize].hash_id(), c.idx));
-        // The first round in which a cursor holding `filled` slots takes another: the least
-        // integer r with r × w > filled.
-        let next_round = |c: &Cursor| (c.filled as f64 / c.weight).floor() as u64 + 1;
-        let mut turns: BinaryHeap<Reverse<(u64, usize)>> =
-            cursors.iter().enumerate().map(|(order, c)| Reverse((next_round(c), order))).collect();
-        let mut n_filled = 0;
-        while n_filled < table.len() {
-            let Some(Reverse((_, order))) = turns.pop() else { break };
-            let cursor = &mut cursors[order];
+        let fill = |cursor: &mut Cursor, table: &mut Vec<u32>| {
             while table[cursor.position as usize] != u32::MAX {
                 cursor.position += cursor.skip;
                 if cursor.position >= m {
@@ -96,8 +88,38 @@ impl Maglev {
             }
             table[cursor.position as usize] = cursor.idx;
             cursor.filled += 1;
-            n_filled += 1;
-            turns.push(Reverse((next_round(cursor), order)));
+        };
+        let total_weight: f64 = cursors.iter().map(|c| c.weight).sum();
+        let mut n_filled = 0;
+        if (cursors.len() as f64) <= 8.0 * total_weight {
+            // Weights within a small factor of each other: plain rounds cost about one check
+            // per slot.
+            let mut round = 0u64;
+            while n_filled < table.len() {
+                round += 1;
+                for cursor in cursors.iter_mut() {
+                    if n_filled == table.len() {
+                        break;
+                    }
+                    if (cursor.filled as f64) < round as f64 * cursor.weight {
+                        fill(cursor, &mut table);
+                        n_filled += 1;
+                    }
+                }
+            }
+        } else {
+            // Skewed weights: most candidates sit out most rounds, so take turns from a heap
+            // keyed by (the first round in which the candidate takes another slot, turn order).
+            let next_round = |c: &Cursor| (c.filled as f64 / c.weight).floor() as u64 + 1;
+            let mut turns: BinaryHeap<Reverse<(u64, usize)>> =
+                cursors.iter().enumerate().map(|(order, c)| Reverse((next_round(c), order))).collect();
+            while n_filled < table.len() {
+                let Some(Reverse((_, order))) = turns.pop() else { break };
+                let cursor = &mut cursors[order];
+                fill(cursor, &mut table);
+                n_filled += 1;
+                turns.push(Reverse((next_round(cursor), order)));
+            }
         }
         table
     }
