@@ -2,10 +2,10 @@
 
 use std::fmt;
 
+use tower::Layer;
 use tower::discover::Discover;
-use tower::{BoxError, Layer, Service};
 
-use super::{Balance, Builder};
+use super::{Balance, Builder, EndpointDiscover, EndpointKey, EndpointService};
 use crate::Endpoint;
 
 /// A [`Layer`] that turns a [`Discover`] of [`Endpoint`]s into a [`Balance`] configured by a
@@ -35,12 +35,11 @@ impl<K, Req> fmt::Debug for BalanceLayer<K, Req> {
 
 impl<K, S, Req, D> Layer<D> for BalanceLayer<K, Req>
 where
-    K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-    S: Service<Req> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
+    K: EndpointKey,
+    S: EndpointService<Req>,
     Req: Send + 'static,
-    D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
-    D::Error: Into<BoxError>,
+    // Stated directly (not only through `EndpointDiscover`) so that it determines `S`.
+    D: EndpointDiscover<K, S> + Discover<Service = Endpoint<S>>,
 {
     type Service = Balance<K, S, Req>;
 

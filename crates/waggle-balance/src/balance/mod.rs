@@ -65,6 +65,27 @@ use worker::{Report, Worker, WorkerConfig};
 /// anyway (everything else may be failing too).
 const SUSPECT_REPICKS: u32 = 3;
 
+/// What a discovery key must be: hashable (also onto rings, with [`stable_hash`](crate::stable_hash)),
+/// cloneable and shareable. Implemented for every such type.
+pub trait EndpointKey: Clone + Eq + std::hash::Hash + Send + Sync + 'static {}
+impl<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static> EndpointKey for K {}
+
+/// What an endpoint's service must be: cloneable (each request drives its own clone),
+/// shareable, with errors that box. Implemented for every such service.
+pub trait EndpointService<Req>: Service<Req, Error: Into<BoxError>> + Clone + Send + Sync + 'static {}
+impl<S, Req> EndpointService<Req> for S where S: Service<Req, Error: Into<BoxError>> + Clone + Send + Sync + 'static {}
+
+/// What a balancer can be built over: a [`Discover`] of [`Endpoint`]s. Implemented for every
+/// such stream.
+pub trait EndpointDiscover<K, S>:
+    Discover<Key = K, Service = Endpoint<S>, Error: Into<BoxError>> + Unpin + Send + 'static
+{
+}
+impl<K, S, D> EndpointDiscover<K, S> for D where
+    D: Discover<Key = K, Service = Endpoint<S>, Error: Into<BoxError>> + Unpin + Send + 'static
+{
+}
+
 type Observer<K> = Arc<dyn Fn(&PickRecord<K>) + Send + Sync>;
 
 /// Configures a [`Balance`]. Every setting has a documented default; `Builder::new(policy)`
@@ -207,12 +228,10 @@ impl<K, Req> Builder<K, Req> {
     /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn build<S, D>(self, discover: D) -> Balance<K, S, Req>
     where
-        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-        S: Service<Req> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
+        K: EndpointKey,
+        S: EndpointService<Req>,
         Req: Send + 'static,
-        D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
-        D::Error: Into<BoxError>,
+        D: EndpointDiscover<K, S>,
     {
         let mut rng = match self.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
@@ -264,9 +283,8 @@ impl<K, Req> Builder<K, Req> {
     /// Starts the balancer over a fixed list of endpoints.
     pub fn build_static<S>(self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) -> Balance<K, S, Req>
     where
-        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-        S: Service<Req> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
+        K: EndpointKey,
+        S: EndpointService<Req>,
         Req: Send + 'static,
     {
         let changes: Vec<Result<Change<K, Endpoint<S>>, std::convert::Infallible>> =
@@ -365,12 +383,10 @@ impl<K, S, Req> Balance<K, S, Req> {
     /// A [`LeastRequest`] (weighted P2C) balancer over `discover` with default settings.
     pub fn new<D>(discover: D) -> Self
     where
-        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-        S: Service<Req> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
+        K: EndpointKey,
+        S: EndpointService<Req>,
         Req: Send + 'static,
-        D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
-        D::Error: Into<BoxError>,
+        D: EndpointDiscover<K, S>,
     {
         Builder::new(LeastRequest::new()).build(discover)
     }

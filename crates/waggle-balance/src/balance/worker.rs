@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,14 +19,15 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::SmallRng;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
+use tower::BoxError;
 use tower::discover::{Change, Discover};
-use tower::{BoxError, Service};
 
 use super::config::Ejection;
 use super::handle::{Control, EndpointSnapshot};
 use super::slot::{Locality, Slot, ZoneLoad};
 use super::state::{EndpointState, Lifecycle, later};
 use super::table::{Table, TableConfig};
+use super::{EndpointDiscover, EndpointKey, EndpointService};
 use crate::{Endpoint, EndpointStats, stable_hash};
 
 /// What requests tell the worker.
@@ -85,11 +85,9 @@ pub(crate) struct Worker<K, S, Req, D> {
 
 impl<K, S, Req, D> Worker<K, S, Req, D>
 where
-    K: Clone + Eq + Hash + Send + Sync + 'static,
-    S: Service<Req> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
-    D: Discover<Key = K, Service = Endpoint<S>> + Unpin + Send + 'static,
-    D::Error: Into<BoxError>,
+    K: EndpointKey,
+    S: EndpointService<Req>,
+    D: EndpointDiscover<K, S>,
 {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
