@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::EndpointStats;
+
 /// One endpoint as discovery hands it to [`Balance`](crate::Balance): the service that
 /// reaches it, its relative weight, its zone, and the tags and metadata that subsets select
 /// on.
@@ -19,12 +21,13 @@ pub struct Endpoint<S> {
     pub(crate) zone: Option<Arc<str>>,
     pub(crate) tags: Vec<String>,
     pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) stats: Option<Arc<EndpointStats>>,
 }
 
 impl<S> Endpoint<S> {
     /// An endpoint of weight 1 with no zone, tags or metadata.
     pub fn new(service: S) -> Self {
-        Endpoint { service, weight: 1, zone: None, tags: Vec::new(), metadata: BTreeMap::new() }
+        Endpoint { service, weight: 1, zone: None, tags: Vec::new(), metadata: BTreeMap::new(), stats: None }
     }
 
     /// Sets the relative weight. Weights are ratios: 99 / 1 / 1 sends about 97 % of the
@@ -50,6 +53,14 @@ impl<S> Endpoint<S> {
     /// Adds a metadata pair, for metadata subsets (`version=v2`).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Shares `stats` with the balancer instead of letting it create fresh ones, so a layer
+    /// inside the endpoint's service (an adaptive concurrency limiter) can publish its limit
+    /// to the balancer.
+    pub fn stats(mut self, stats: Arc<EndpointStats>) -> Self {
+        self.stats = Some(stats);
         self
     }
 

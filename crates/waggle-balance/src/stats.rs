@@ -18,6 +18,12 @@ pub struct EndpointStats {
     consecutive_failures: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
+    /// A concurrency limit published by the endpoint's own limiter; 0 when there is none.
+    capacity: AtomicU32,
+    /// The failure-rate window: its start (ns since the balancer's origin) and counts.
+    window_start: AtomicU64,
+    window_calls: AtomicU32,
+    window_failures: AtomicU32,
 }
 
 /// Load Finagle gives an endpoint that has requests in flight but no latency sample yet, so
@@ -100,6 +106,45 @@ impl EndpointStats {
 
     pub(crate) fn reset_failures(&self) {
         self.consecutive_failures.store(0, Relaxed);
+        self.window_calls.store(0, Relaxed);
+        self.window_failures.store(0, Relaxed);
+    }
+
+    /// Counts an outcome into the failure-rate window starting at `now` (nanoseconds since
+    /// the balancer's origin) and lasting `window`; returns (calls, failures) so far. A window
+    /// that has passed starts over (racing updates may lose a count, which a rate tolerates).
+    pub(crate) fn record_in_window(&self, success: bool, now: u64, window: u64) -> (u32, u32) {
+        let start = self.window_start.load(Relaxed);
+        if now.saturating_sub(start) >= window
+            && self.window_start.compare_exchange(start, now, Relaxed, Relaxed).is_ok()
+        {
+            self.window_calls.store(0, Relaxed);
+            self.window_failures.store(0, Relaxed);
+        }
+        let calls = self.window_calls.fetch_add(1, Relaxed) + 1;
+        let failures = self.window_failures.fetch_add(u32::from(!success), Relaxed) + u32::from(!success);
+        (calls, failures)
+    }
+
+    /// Publishes the endpoint's concurrency limit (an adaptive limiter's current value), or 0
+    /// for none. With a limit, least-request compares utilisation (in flight / limit)
+    /// instead of raw requests in flight.
+    pub fn set_capacity(&self, limit: u32) {
+        self.capacity.store(limit, Relaxed);
+    }
+
+    /// The published concurrency limit.
+    pub fn capacity(&self) -> Option<u32> {
+        Some(self.capacity.load(Relaxed)).filter(|c| *c > 0)
+    }
+
+    /// Requests in flight, as a share of the published limit when there is one.
+    pub fn utilisation(&self) -> f64 {
+        let in_flight = f64::from(self.in_flight());
+        match self.capacity.load(Relaxed) {
+            0 => in_flight,
+            limit => in_flight / f64::from(limit),
+        }
     }
 
     /// Responses that succeeded.

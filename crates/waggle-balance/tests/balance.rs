@@ -501,3 +501,86 @@ async fn default_balance_over_a_static_list() {
     assert_eq!(balance.len(), 2);
     assert!(format!("{balance:?}").contains("least_request"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_classifier_ejects_on_answers_that_are_ok_but_bad() {
+    // "flaky" answers, but its answers count as failures: the classifier, not `Err`, decides.
+    let ejection = Ejection::default().consecutive_failures(3);
+    let mut balance: Lb = Builder::new(RoundRobin)
+        .ejection(ejection)
+        .failure_classifier(|result: Result<&&'static str, &tower::BoxError>| {
+            result.map_or(true, |name| *name == "flaky")
+        })
+        .build_static(["good", "flaky"].map(|n| (n, Endpoint::new(Backend::new(n)))));
+    send(&mut balance, 6).await;
+    settle().await;
+    assert_eq!(state_of(&balance, "flaky").await, EndpointState::Ejected);
+    assert_eq!(state_of(&balance, "good").await, EndpointState::Ready);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_ejection_within_the_maximum_share() {
+    use waggle_balance::balance::FailureRate;
+    // Ten endpoints; three fail every other response (never 5 in a row), so only the rate
+    // rule can catch them, and at most 10 % (one) may be ejected at a time.
+    let names = ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
+    let backends = names.map(Backend::new);
+    let ejection = Ejection::outlier_detection().failure_rate(Some(FailureRate::new(0.4, 10, Duration::from_secs(10))));
+    let alternate = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let classify = move |result: Result<&&'static str, &tower::BoxError>| match result {
+        Ok(name) if ["e0", "e1", "e2"].contains(name) => {
+            alternate.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0
+        }
+        Ok(_) => false,
+        Err(_) => true,
+    };
+    let mut balance: Lb = Builder::new(RoundRobin)
+        .ejection(ejection)
+        .failure_classifier(classify)
+        .build_static(backends.iter().map(|b| (b.name, Endpoint::new(b.clone()))));
+    send(&mut balance, 400).await;
+    settle().await;
+    let snapshot = balance.handle().endpoints().await.unwrap();
+    let ejected: Vec<_> = snapshot.iter().filter(|e| e.state == EndpointState::Ejected).map(|e| e.key).collect();
+    assert_eq!(ejected.len(), 1, "the 10 % cap allows one: {ejected:?}");
+    assert!(["e0", "e1", "e2"].contains(&ejected[0]));
+    let first = snapshot.iter().find(|e| e.key == ejected[0]).unwrap();
+    assert_eq!(first.retry_in, Some(Duration::from_secs(30)), "Envoy's base ejection time");
+    assert!(first.last_error.as_deref().unwrap().contains("responses failed"), "{:?}", first.last_error);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_excluding_goes_elsewhere_and_endpoints_now_lists_the_table() {
+    let mut balance: Lb =
+        Builder::new(LeastRequest::new()).build_static(["a", "b", "c"].map(|n| (n, Endpoint::new(Backend::new(n)))));
+    send(&mut balance, 1).await;
+    let mut listed: Vec<_> = balance.endpoints_now().into_iter().map(|(key, _)| key).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["a", "b", "c"]);
+    for i in 0..50 {
+        balance.ready().await.unwrap();
+        let future = balance.call_excluding(i, &["a", "b"]);
+        assert_eq!(future.endpoint(), Some(&"c"));
+        assert_eq!(future.await.unwrap(), "c");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_published_concurrency_limit_is_the_load_p2c_compares() {
+    // "small" publishes a limit of 1 and has one request in flight: fully used. "big" has
+    // 3 in flight but a limit of 100. Least request must prefer "big".
+    let small_stats = Arc::new(waggle_balance::EndpointStats::new());
+    small_stats.set_capacity(1);
+    small_stats.start();
+    let big_stats = Arc::new(waggle_balance::EndpointStats::new());
+    big_stats.set_capacity(100);
+    for _ in 0..3 {
+        big_stats.start();
+    }
+    let endpoints = [
+        ("small", Endpoint::new(Backend::new("small")).stats(small_stats)),
+        ("big", Endpoint::new(Backend::new("big")).stats(big_stats)),
+    ];
+    let mut balance: Lb = Builder::new(LeastRequest::new()).build_static(endpoints);
+    assert_eq!(send(&mut balance, 20).await.get("big"), Some(&20));
+}

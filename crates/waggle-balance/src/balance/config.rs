@@ -11,23 +11,82 @@ use crate::Endpoint;
 #[derive(Clone, Debug)]
 pub struct Ejection {
     pub(crate) consecutive_failures: u32,
+    pub(crate) failure_rate: Option<FailureRate>,
     pub(crate) base: Duration,
     pub(crate) max: Duration,
+    pub(crate) growth: Growth,
+    pub(crate) max_ejected_share: f64,
+}
+
+/// Ejection on a failure rate: at least `threshold` of the responses in a `window` failed,
+/// out of at least `min_calls`.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureRate {
+    pub(crate) threshold: f64,
+    pub(crate) min_calls: u32,
+    pub(crate) window: Duration,
+}
+
+impl FailureRate {
+    /// Ejects at `threshold` (in `(0, 1]`) failed responses within `window` (at least 1 ms),
+    /// once at least `min_calls` (at least 1) were seen.
+    pub fn new(threshold: f64, min_calls: u32, window: Duration) -> Self {
+        let threshold = if threshold.is_finite() && threshold > 0.0 { threshold.min(1.0) } else { 0.5 };
+        FailureRate { threshold, min_calls: min_calls.max(1), window: window.max(Duration::from_millis(1)) }
+    }
+}
+
+/// How the back-off grows with each ejection in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Growth {
+    /// base × 2^(n-1): quick to retry a blip, quick to back off a dead endpoint.
+    Doubling,
+    /// base × n (Envoy's outlier detection).
+    Linear,
 }
 
 impl Default for Ejection {
     /// Eject after 5 consecutive failed responses (Envoy's default), back off 1 s, doubling
-    /// with every ejection in a row, capped at 5 min.
+    /// with every ejection in a row, capped at 5 min; no failure-rate rule; no cap on the
+    /// share of endpoints ejected by response failures (the panic threshold still applies).
     fn default() -> Self {
-        Ejection { consecutive_failures: 5, base: Duration::from_secs(1), max: Duration::from_secs(300) }
+        Ejection {
+            consecutive_failures: 5,
+            failure_rate: None,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            growth: Growth::Doubling,
+            max_ejected_share: 1.0,
+        }
     }
 }
 
 impl Ejection {
+    /// Envoy's outlier detection: 5 consecutive failures, or 50 % of at least 20 responses
+    /// within 10 s; back-off 30 s × ejections in a row, capped at 300 s; at most 10 % of the
+    /// endpoints ejected for response failures at a time (see [`max_ejected_share`](Self::max_ejected_share)).
+    pub fn outlier_detection() -> Self {
+        Ejection {
+            consecutive_failures: 5,
+            failure_rate: Some(FailureRate::new(0.5, 20, Duration::from_secs(10))),
+            base: Duration::from_secs(30),
+            max: Duration::from_secs(300),
+            growth: Growth::Linear,
+            max_ejected_share: 0.1,
+        }
+    }
+
     /// Ejects after `n` failed responses in a row (at least 1). Endpoints whose service fails
     /// to become ready are ejected at once.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = n.max(1);
+        self
+    }
+
+    /// Also ejects on a failure rate (`None` turns the rule off).
+    pub fn failure_rate(mut self, rate: Option<FailureRate>) -> Self {
+        self.failure_rate = rate;
         self
     }
 
@@ -44,10 +103,34 @@ impl Ejection {
         self
     }
 
-    /// The back-off of the `n`-th ejection in a row: base × 2^(n-1), capped.
+    /// How the back-off grows.
+    pub fn growth(mut self, growth: Growth) -> Self {
+        self.growth = growth;
+        self
+    }
+
+    /// At most this share of the endpoints (in `[0, 1]`) may be ejected for failed responses
+    /// at once. The rule: with n endpoints, up to `max(1, ⌊share × n⌋)` may be ejected, except
+    /// that a lone endpoint is never ejected for its responses (no one could take its load).
+    /// Endpoints that cannot even become ready are always ejected.
+    pub fn max_ejected_share(mut self, share: f64) -> Self {
+        self.max_ejected_share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.1 };
+        self
+    }
+
+    /// How many of `n` endpoints may be ejected for failed responses at once.
+    pub(crate) fn max_ejected(&self, n: usize) -> usize {
+        if n <= 1 { 0 } else { ((self.max_ejected_share * n as f64).floor() as usize).max(1) }
+    }
+
+    /// The back-off of the `n`-th ejection in a row.
     pub(crate) fn backoff(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(20);
-        self.base.saturating_mul(factor).min(self.max)
+        let n = n.max(1);
+        let grown = match self.growth {
+            Growth::Doubling => self.base.saturating_mul(1u32 << (n - 1).min(20)),
+            Growth::Linear => self.base.saturating_mul(n),
+        };
+        grown.min(self.max)
     }
 }
 
@@ -220,6 +303,14 @@ mod tests {
         let ejection = Ejection::default().base(Duration::from_secs(1)).max(Duration::from_secs(10));
         let backoffs: Vec<u64> = (1..=6).map(|n| ejection.backoff(n).as_secs()).collect();
         assert_eq!(backoffs, [1, 2, 4, 8, 10, 10]);
+    }
+
+    #[test]
+    fn envoy_backoff_is_linear_and_the_share_rule_holds() {
+        let ejection = Ejection::outlier_detection();
+        let backoffs: Vec<u64> = (1..=12).map(|n| ejection.backoff(n).as_secs()).collect();
+        assert_eq!(backoffs, [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]);
+        assert_eq!([1, 2, 9, 10, 25, 100].map(|n| ejection.max_ejected(n)), [0, 1, 1, 1, 2, 10]);
     }
 
     #[test]

@@ -14,10 +14,11 @@ use rand::rngs::SmallRng;
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{BoxError, Service};
 
+use super::FailureClassifier;
 use super::Shared;
 use super::error::{NoEndpoints, NotReady};
 use super::slot::Slot;
-use super::worker::Report;
+use super::worker::{FailureKind, Report};
 
 /// Keeps an endpoint's in-flight count up while a request is on it, and records its latency
 /// and outcome when it completes.
@@ -101,11 +102,23 @@ where
     }
 }
 
+impl<K, S, Req> ResponseFuture<K, S, Req>
+where
+    S: Service<Req>,
+{
+    /// The endpoint this request is going to (it may still change if that endpoint turns out
+    /// not to be ready).
+    pub fn endpoint(&self) -> Option<&K> {
+        self.guard.as_ref().map(|guard| &guard.slot.key)
+    }
+}
+
 impl<K, S, Req> Future for ResponseFuture<K, S, Req>
 where
-    K: Clone,
+    K: Clone + PartialEq,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -147,7 +160,8 @@ where
                     guard.slot.report_failing();
                     if let Some(error) = &failure {
                         let reason = format!("not ready: {error}");
-                        let _ = this.shared.reports.send(Report::Failed { slot: guard.slot.clone(), reason });
+                        let failed = Report::Failed { slot: guard.slot.clone(), reason, kind: FailureKind::NotReady };
+                        let _ = this.shared.reports.send(failed);
                         *this.attempts += 1;
                     }
                     let Some(request) = request.take() else {
@@ -160,7 +174,7 @@ where
                         continue;
                     }
                     let mut rng = SmallRng::seed_from_u64(*this.seed ^ u64::from(*this.attempts));
-                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts);
+                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts, &[]);
                     *this.seed = this.seed.wrapping_add(1);
                     *this.guard = None;
                     match next {
@@ -173,11 +187,20 @@ where
                     }
                 }
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
                     if let Some(mut guard) = this.guard.take() {
-                        this.shared.complete(&mut guard, result.is_ok());
+                        let failed = match this
+                            .shared
+                            .classifier
+                            .as_ref()
+                            .and_then(|c| c.downcast_ref::<FailureClassifier<S::Response>>())
+                        {
+                            Some(is_failure) => is_failure(result.as_ref()),
+                            None => result.is_err(),
+                        };
+                        this.shared.complete(&mut guard, !failed);
                     }
-                    return Poll::Ready(result.map_err(Into::into));
+                    return Poll::Ready(result);
                 }
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| NoEndpoints.into())));
@@ -203,9 +226,19 @@ impl<K, S, Req> Shared<K, S, Req> {
         }
         // At or past the threshold (responses race), reported once: `suspect` stays set until
         // the endpoint is admitted again.
-        if failures_in_a_row >= self.ejection_threshold && !slot.suspect.swap(true, Relaxed) {
-            let reason = format!("{failures_in_a_row} failures in a row");
-            let _ = self.reports.send(Report::Failed { slot: slot.clone(), reason });
+        let mut reason =
+            (failures_in_a_row >= self.ejection_threshold).then(|| format!("{failures_in_a_row} failures in a row"));
+        if let Some(rate) = self.failure_rate {
+            let now = self.since_origin(Instant::now()).as_nanos() as u64;
+            let (calls, failures) = slot.stats.record_in_window(success, now, rate.window.as_nanos() as u64);
+            if calls >= rate.min_calls && f64::from(failures) >= rate.threshold * f64::from(calls) {
+                reason = reason.or_else(|| Some(format!("{failures} of {calls} responses failed")));
+            }
+        }
+        if let Some(reason) = reason
+            && !slot.suspect.swap(true, Relaxed)
+        {
+            let _ = self.reports.send(Report::Failed { slot: slot.clone(), reason, kind: FailureKind::Responses });
         }
     }
 }

@@ -30,6 +30,7 @@ mod state;
 mod table;
 mod worker;
 
+use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 use tower::{BoxError, Service};
 
-pub use config::{Ejection, Fallback, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
+pub use config::{Ejection, FailureRate, Fallback, Growth, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
 pub use error::{Closed, NoEndpoints, NotReady};
 pub use future::ResponseFuture;
 pub use handle::{EndpointSnapshot, Handle};
@@ -72,8 +73,14 @@ impl<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static> EndpointKey for K 
 
 /// What an endpoint's service must be: cloneable (each request drives its own clone),
 /// shareable, with errors that box. Implemented for every such service.
-pub trait EndpointService<Req>: Service<Req, Error: Into<BoxError>> + Clone + Send + Sync + 'static {}
-impl<S, Req> EndpointService<Req> for S where S: Service<Req, Error: Into<BoxError>> + Clone + Send + Sync + 'static {}
+pub trait EndpointService<Req>:
+    Service<Req, Error: Into<BoxError>, Response: 'static> + Clone + Send + Sync + 'static
+{
+}
+impl<S, Req> EndpointService<Req> for S where
+    S: Service<Req, Error: Into<BoxError>, Response: 'static> + Clone + Send + Sync + 'static
+{
+}
 
 /// What a balancer can be built over: a [`Discover`] of [`Endpoint`]s. Implemented for every
 /// such stream.
@@ -99,7 +106,12 @@ pub struct Builder<K, Req> {
     seed: Option<u64>,
     request_hash: Option<Arc<dyn RequestHash<Req>>>,
     observer: Option<Observer<K>>,
+    /// A [`FailureClassifier`] for the services' response type, type-erased until `build`.
+    classifier: Option<Arc<dyn Any + Send + Sync>>,
 }
+
+/// Decides whether a response counts as a failure for ejection (`true` = failed).
+pub type FailureClassifier<Res> = Arc<dyn Fn(Result<&Res, &BoxError>) -> bool + Send + Sync>;
 
 impl<K, Req> Clone for Builder<K, Req> {
     fn clone(&self) -> Self {
@@ -112,6 +124,7 @@ impl<K, Req> Clone for Builder<K, Req> {
             seed: self.seed,
             request_hash: self.request_hash.clone(),
             observer: self.observer.clone(),
+            classifier: self.classifier.clone(),
         }
     }
 }
@@ -149,6 +162,7 @@ impl<K, Req> Builder<K, Req> {
             seed: None,
             request_hash: None,
             observer: None,
+            classifier: None,
         }
     }
 
@@ -216,6 +230,19 @@ impl<K, Req> Builder<K, Req> {
         self
     }
 
+    /// Decides which responses count as failures for ejection (by default every `Err` and
+    /// nothing else). `Res` must be the endpoints' response type; `build` panics otherwise.
+    /// waggle-resilience's classifiers plug in here, so ejection, retries and the circuit
+    /// breaker agree on what failed.
+    pub fn failure_classifier<Res: 'static>(
+        mut self,
+        is_failure: impl Fn(Result<&Res, &BoxError>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let classifier: FailureClassifier<Res> = Arc::new(is_failure);
+        self.classifier = Some(Arc::new(classifier));
+        self
+    }
+
     /// Calls `observer` with a [`PickRecord`] for every pick.
     pub fn on_pick(mut self, observer: impl Fn(&PickRecord<K>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
@@ -233,6 +260,13 @@ impl<K, Req> Builder<K, Req> {
         Req: Send + 'static,
         D: EndpointDiscover<K, S>,
     {
+        if let Some(classifier) = &self.classifier {
+            assert!(
+                classifier.is::<FailureClassifier<S::Response>>(),
+                "Builder::failure_classifier was given a classifier for another response type than the endpoints' ({})",
+                std::any::type_name::<S::Response>()
+            );
+        }
         let mut rng = match self.seed {
             Some(seed) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_os_rng(),
@@ -271,6 +305,8 @@ impl<K, Req> Builder<K, Req> {
             observer: self.observer,
             latency_decay,
             ejection_threshold: self.ejection.consecutive_failures,
+            failure_rate: self.ejection.failure_rate,
+            classifier: self.classifier,
             max_attempts: self.max_attempts,
             readiness_timeout: self.readiness_timeout,
             when_empty: self.when_empty,
@@ -305,6 +341,8 @@ pub(crate) struct Shared<K, S, Req> {
     /// The policy's latency decay window; `None` when it does not read latency.
     latency_decay: Option<Duration>,
     ejection_threshold: u32,
+    failure_rate: Option<FailureRate>,
+    classifier: Option<Arc<dyn Any + Send + Sync>>,
     max_attempts: u32,
     readiness_timeout: Duration,
     when_empty: WhenEmpty,
@@ -318,9 +356,15 @@ impl<K, S, Req> Shared<K, S, Req> {
     }
 
     /// Picks an endpoint from the current table and, when an observer is set, reports why.
-    pub(crate) fn pick(&self, rng: &mut SmallRng, request_hash: Option<u64>, attempt: u32) -> Option<Arc<Slot<K, S>>>
+    pub(crate) fn pick(
+        &self,
+        rng: &mut SmallRng,
+        request_hash: Option<u64>,
+        attempt: u32,
+        exclude: &[K],
+    ) -> Option<Arc<Slot<K, S>>>
     where
-        K: Clone,
+        K: Clone + PartialEq,
     {
         let table = self.table.load();
         // Reading the clock costs as much as a whole P2C pick: only for policies that use it.
@@ -340,13 +384,20 @@ impl<K, S, Req> Shared<K, S, Req> {
             };
             let record = self.observer.as_ref().map(|_| &mut compared);
             let candidate = table.pick(rng, now, hash, record)?;
-            let suspect = candidate.slot.suspect.load(Relaxed);
+            let avoid = candidate.slot.suspect.load(Relaxed) || exclude.contains(&candidate.slot.key);
             picked = Some(candidate);
-            if !suspect {
+            if !avoid {
                 break;
             }
         }
-        let picked = picked?;
+        let mut picked = picked?;
+        // Excluded endpoints (tried already by a failover) are avoided for sure when any other
+        // exists: the policy had its chances, now take the first other one.
+        if exclude.contains(&picked.slot.key)
+            && let Some(other) = table.any_except(|slot| exclude.contains(&slot.key))
+        {
+            picked = other;
+        }
         let Some(observer) = &self.observer else {
             return Some(picked.slot.clone());
         };
@@ -425,10 +476,11 @@ impl<K, S, Req> fmt::Debug for Balance<K, S, Req> {
 
 impl<K, S, Req> Service<Req> for Balance<K, S, Req>
 where
-    K: Clone,
+    K: Clone + PartialEq,
     Req: 'static,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -465,9 +517,34 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        self.call_excluding(request, &[])
+    }
+}
+
+impl<K, S, Req> Balance<K, S, Req>
+where
+    K: Clone + PartialEq,
+    Req: 'static,
+    S: Service<Req> + Clone,
+{
+    /// Like `call`, but never picks an endpoint in `exclude` while another is available —
+    /// how a failover sends its next attempt somewhere else. Call after `poll_ready`.
+    pub fn call_excluding(&mut self, request: Req, exclude: &[K]) -> ResponseFuture<K, S, Req> {
         let request_hash = self.shared.request_hash.as_ref().and_then(|hash| hash.hash_request(&request));
-        let picked = self.shared.pick(&mut self.rng, request_hash, 0);
+        let picked = self.shared.pick(&mut self.rng, request_hash, 0, exclude);
         ResponseFuture::new(self.shared.clone(), picked, request, request_hash, self.rng.next_u64())
+    }
+
+    /// The endpoints that take traffic now, with a clone of each one's service: for
+    /// strategies that address endpoints directly (broadcast, forking).
+    pub fn endpoints_now(&self) -> Vec<(K, S)> {
+        let table = self.shared.table.load();
+        table
+            .tiers
+            .iter()
+            .flat_map(|tier| tier.slots.iter())
+            .map(|slot| (slot.key.clone(), slot.endpoint.service.clone()))
+            .collect()
     }
 }
 

@@ -221,6 +221,15 @@ impl<K, S> Table<K, S> {
         Locality::Local
     }
 
+    /// The first endpoint not matching `excluded` (and not suspect), local tier first.
+    pub(crate) fn any_except(&self, excluded: impl Fn(&Slot<K, S>) -> bool) -> Option<Picked<'_, K, S>> {
+        self.tiers.iter().zip([Locality::Local, Locality::Remote]).find_map(|(tier, locality)| {
+            let slot =
+                tier.slots.iter().find(|s| !excluded(s) && !s.suspect.load(std::sync::atomic::Ordering::Relaxed))?;
+            Some(Picked { slot, locality })
+        })
+    }
+
     /// Picks an endpoint, or `None` if the table is empty.
     pub(crate) fn pick(
         &self,

@@ -32,10 +32,19 @@ use crate::{Endpoint, EndpointStats, stable_hash};
 
 /// What requests tell the worker.
 pub(crate) enum Report<K, S> {
-    /// The endpoint's service failed to become ready, or failed N responses in a row.
-    Failed { slot: Arc<Slot<K, S>>, reason: String },
+    /// The endpoint's service failed to become ready, or its responses failed too often.
+    Failed { slot: Arc<Slot<K, S>>, reason: String, kind: FailureKind },
     /// A response from an endpoint on probation.
     Verdict { slot: Arc<Slot<K, S>>, success: bool },
+}
+
+/// Why an endpoint is reported failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// Its service cannot become ready: always ejected.
+    NotReady,
+    /// Its responses fail: ejected within the maximum ejected share.
+    Responses,
 }
 
 struct Entry<K, S> {
@@ -225,7 +234,8 @@ where
             self.retired.push(old);
             return;
         }
-        let slot = self.new_slot(key.clone(), endpoint, Arc::new(EndpointStats::new()));
+        let stats = endpoint.stats.clone().unwrap_or_default();
+        let slot = self.new_slot(key.clone(), endpoint, stats);
         self.index.insert(key, self.entries.len());
         self.entries.push(Entry { slot: slot.clone(), life: Lifecycle::new() });
         let timeout = self.config.readiness_timeout;
@@ -280,8 +290,16 @@ where
         let now = Instant::now();
         let ejection = self.config.ejection.clone();
         match report {
-            Report::Failed { slot, reason } => {
+            Report::Failed { slot, reason, kind } => {
+                let n_ejected = self.entries.iter().filter(|e| e.life.state == EndpointState::Ejected).count();
+                let may_eject = kind == FailureKind::NotReady || n_ejected < ejection.max_ejected(self.entries.len());
                 let Some(entry) = self.entry_of(&slot) else { return };
+                if !may_eject {
+                    tracing::debug!(reason, n_ejected, "not ejecting: the maximum ejected share is reached");
+                    entry.slot.stats.reset_failures();
+                    entry.slot.suspect.store(false, Relaxed);
+                    return;
+                }
                 if entry.life.eject(now, &ejection, None, reason).is_some() {
                     entry.slot.stats.reset_failures();
                     entry.slot.probing.store(false, Relaxed);

@@ -21,7 +21,9 @@ use super::sampler::Sampler;
 use super::{Candidate, PickContext, Picker, Policy};
 
 /// Least request with the power of `d` choices; with the default `d = 2` this is weighted
-/// P2C. The load of a candidate is its requests in flight raised to `active_request_bias`
+/// P2C. The load of a candidate is its requests in flight (as a share of its concurrency
+/// limit, when its own limiter publishes one with
+/// [`EndpointStats::set_capacity`](crate::EndpointStats::set_capacity)) raised to `active_request_bias`
 /// (Envoy's knob: 1.0 by default; 0 ignores load and degenerates to weighted random; above 1
 /// avoids busy endpoints more aggressively).
 #[derive(Clone, Copy, Debug)]
@@ -174,8 +176,8 @@ impl P2cPicker {
         let stats = cx.candidates()[idx].stats();
         let load = match self.load {
             Load::Constant => 0.0,
-            Load::InFlight => f64::from(stats.in_flight()),
-            Load::InFlightPow(bias) => f64::from(stats.in_flight()).powf(bias),
+            Load::InFlight => stats.utilisation(),
+            Load::InFlightPow(bias) => stats.utilisation().powf(bias),
             Load::PeakEwma(decay) => stats.peak_ewma_load(cx.now(), decay),
         };
         load * self.inverse_weights[idx]
