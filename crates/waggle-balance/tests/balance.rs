@@ -529,7 +529,7 @@ async fn failure_rate_ejection_within_the_maximum_share() {
     let alternate = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let classify = move |result: Result<&&'static str, &tower::BoxError>| match result {
         Ok(name) if ["e0", "e1", "e2"].contains(name) => {
-            alternate.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0
+            alternate.fetch_add(1, std::sync::atomic::Ordering::SeqCst).is_multiple_of(2)
         }
         Ok(_) => false,
         Err(_) => true,
