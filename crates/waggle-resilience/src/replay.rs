@@ -277,7 +277,8 @@ mod tests {
         let mut request = http::Request::put("/x").header("a", "b").body(ReplayBody::from_bytes("1")).unwrap();
         request.extensions_mut().insert(crate::Idempotency::Idempotent);
         let copy = CloneHttp.clone_request(&request).unwrap();
-        assert_eq!((copy.method(), copy.uri().path(), &copy.headers()["a"]), (&http::Method::PUT, "/x", "b"));
+        assert_eq!((copy.method(), copy.uri().path()), (&http::Method::PUT, "/x"));
+        assert_eq!(copy.headers()["a"], "b");
         assert_eq!(copy.extensions().get::<crate::Idempotency>(), Some(&crate::Idempotency::Idempotent));
     }
 }
