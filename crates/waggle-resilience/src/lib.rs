@@ -22,10 +22,10 @@
 
 pub mod breaker;
 pub mod classify;
-// pub mod cluster;
+pub mod cluster;
 pub mod deadline;
-// pub mod hedge;
-// pub mod limit;
+pub mod hedge;
+pub mod limit;
 pub mod replay;
 pub mod retry;
 
