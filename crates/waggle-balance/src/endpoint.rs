@@ -64,6 +64,18 @@ impl<S> Endpoint<S> {
         self
     }
 
+    /// The same endpoint with its service transformed (wrapped in a layer, say).
+    pub fn map_service<T>(self, f: impl FnOnce(S) -> T) -> Endpoint<T> {
+        Endpoint {
+            service: f(self.service),
+            weight: self.weight,
+            zone: self.zone,
+            tags: self.tags,
+            metadata: self.metadata,
+            stats: self.stats,
+        }
+    }
+
     /// The service.
     pub fn service(&self) -> &S {
         &self.service

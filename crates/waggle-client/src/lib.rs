@@ -35,6 +35,7 @@ mod client;
 mod config;
 mod discovery;
 mod error;
+mod service;
 mod session;
 
 pub use backoff::Backoff;
@@ -42,4 +43,5 @@ pub use client::{Client, HealthFilter, Registration, ServiceSummary};
 pub use config::ClientConfig;
 pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use error::Error;
+pub use service::{Protocol, ServiceClient, ServiceClientBuilder};
 pub use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};

@@ -184,10 +184,16 @@ impl<Req, Res> HedgePolicy<Req, Res> {
 }
 
 /// Sends a backup request for slow calls (see the [module docs](self)).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Hedge<S, Req, Res> {
     inner: S,
     policy: HedgePolicy<Req, Res>,
+}
+
+impl<S: Clone, Req, Res> Clone for Hedge<S, Req, Res> {
+    fn clone(&self) -> Self {
+        Hedge { inner: self.inner.clone(), policy: self.policy.clone() }
+    }
 }
 
 impl<S, Req, Res> Hedge<S, Req, Res> {
@@ -198,9 +204,15 @@ impl<S, Req, Res> Hedge<S, Req, Res> {
 }
 
 /// Builds [`Hedge`]s sharing one policy.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct HedgeLayer<Req, Res> {
     policy: HedgePolicy<Req, Res>,
+}
+
+impl<Req, Res> Clone for HedgeLayer<Req, Res> {
+    fn clone(&self) -> Self {
+        HedgeLayer { policy: self.policy.clone() }
+    }
 }
 
 impl<Req, Res> HedgeLayer<Req, Res> {

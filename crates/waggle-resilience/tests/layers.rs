@@ -316,3 +316,36 @@ async fn the_losing_request_is_cancelled() {
     assert_eq!(calls.load(SeqCst), 52);
     assert!(cancelled.load(SeqCst), "the slow primary was dropped when its backup won");
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_go_to_endpoints_not_tried_yet() {
+    use waggle_balance::balance::Attempts;
+    use waggle_balance::policy::LeastRequest;
+    use waggle_resilience::retry::track_http_attempts;
+    // Two of three endpoints always answer 503; a retry that avoided nothing would often
+    // land on a broken one again (least request even prefers them: they answer fastest).
+    let make = |status: StatusCode| scripted(move |_| (Duration::ZERO, status)).0;
+    let endpoints = [
+        (
+            "bad1",
+            waggle_balance::Endpoint::new(tower::util::BoxCloneSyncService::new(make(StatusCode::SERVICE_UNAVAILABLE))),
+        ),
+        (
+            "bad2",
+            waggle_balance::Endpoint::new(tower::util::BoxCloneSyncService::new(make(StatusCode::SERVICE_UNAVAILABLE))),
+        ),
+        ("good", waggle_balance::Endpoint::new(tower::util::BoxCloneSyncService::new(make(StatusCode::OK)))),
+    ];
+    let balance: waggle_balance::Balance<&'static str, _, Req> = waggle_balance::Builder::new(LeastRequest::new())
+        .seed(9)
+        .ejection(waggle_balance::balance::Ejection::default().consecutive_failures(1_000))
+        .track_attempts(Attempts::of)
+        .build_static(endpoints);
+    let policy =
+        retry_policy().prepare(track_http_attempts).budget(RetryBudget::new(1.0, 100.0, Duration::from_secs(10)));
+    let mut retry = Retry::new(balance, policy);
+    for _ in 0..200 {
+        let response = retry.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "three attempts, three different endpoints");
+    }
+}

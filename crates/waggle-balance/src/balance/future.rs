@@ -174,7 +174,7 @@ where
                         continue;
                     }
                     let mut rng = SmallRng::seed_from_u64(*this.seed ^ u64::from(*this.attempts));
-                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts, &[]);
+                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts, &[], None);
                     *this.seed = this.seed.wrapping_add(1);
                     *this.guard = None;
                     match next {

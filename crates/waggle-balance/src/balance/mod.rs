@@ -108,6 +108,47 @@ pub struct Builder<K, Req> {
     observer: Option<Observer<K>>,
     /// A [`FailureClassifier`] for the services' response type, type-erased until `build`.
     classifier: Option<Arc<dyn Any + Send + Sync>>,
+    attempts_of: Option<fn(&Req) -> Option<Attempts>>,
+}
+
+/// The endpoints the attempts of one request went to, shared by its copies (retries, hedges):
+/// put one in a request before its first attempt, and a balancer built with
+/// [`Builder::track_attempts`] sends each further attempt to an endpoint not tried yet.
+#[derive(Clone, Debug, Default)]
+pub struct Attempts(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl Attempts {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The log in an HTTP request's extensions.
+    pub fn of<B>(request: &http::Request<B>) -> Option<Attempts> {
+        request.extensions().get::<Attempts>().cloned()
+    }
+
+    /// How many attempts were made.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no attempt was made yet.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn tried(&self) -> Vec<u64> {
+        self.lock().clone()
+    }
+
+    fn record(&self, hash_id: u64) {
+        self.lock().push(hash_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Decides whether a response counts as a failure for ejection (`true` = failed).
@@ -125,6 +166,7 @@ impl<K, Req> Clone for Builder<K, Req> {
             request_hash: self.request_hash.clone(),
             observer: self.observer.clone(),
             classifier: self.classifier.clone(),
+            attempts_of: self.attempts_of,
         }
     }
 }
@@ -163,6 +205,7 @@ impl<K, Req> Builder<K, Req> {
             request_hash: None,
             observer: None,
             classifier: None,
+            attempts_of: None,
         }
     }
 
@@ -243,6 +286,14 @@ impl<K, Req> Builder<K, Req> {
         self
     }
 
+    /// Where requests carry an [`Attempts`] log (for HTTP requests, [`Attempts::of`]): every
+    /// pick records its endpoint there and avoids the endpoints earlier attempts of the same
+    /// request used, so a retry or a hedge goes somewhere else.
+    pub fn track_attempts(mut self, attempts_of: fn(&Req) -> Option<Attempts>) -> Self {
+        self.attempts_of = Some(attempts_of);
+        self
+    }
+
     /// Calls `observer` with a [`PickRecord`] for every pick.
     pub fn on_pick(mut self, observer: impl Fn(&PickRecord<K>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
@@ -307,6 +358,7 @@ impl<K, Req> Builder<K, Req> {
             ejection_threshold: self.ejection.consecutive_failures,
             failure_rate: self.ejection.failure_rate,
             classifier: self.classifier,
+            attempts_of: self.attempts_of,
             max_attempts: self.max_attempts,
             readiness_timeout: self.readiness_timeout,
             when_empty: self.when_empty,
@@ -343,6 +395,7 @@ pub(crate) struct Shared<K, S, Req> {
     ejection_threshold: u32,
     failure_rate: Option<FailureRate>,
     classifier: Option<Arc<dyn Any + Send + Sync>>,
+    attempts_of: Option<fn(&Req) -> Option<Attempts>>,
     max_attempts: u32,
     readiness_timeout: Duration,
     when_empty: WhenEmpty,
@@ -362,6 +415,7 @@ impl<K, S, Req> Shared<K, S, Req> {
         request_hash: Option<u64>,
         attempt: u32,
         exclude: &[K],
+        attempts: Option<&Attempts>,
     ) -> Option<Arc<Slot<K, S>>>
     where
         K: Clone + PartialEq,
@@ -372,6 +426,8 @@ impl<K, S, Req> Shared<K, S, Req> {
             Some(_) => self.since_origin(Instant::now()),
             None => Duration::ZERO,
         };
+        let tried = attempts.map(Attempts::tried).unwrap_or_default();
+        let excluded = |slot: &Slot<K, S>| exclude.contains(&slot.key) || tried.contains(&slot.hash_id);
         let mut compared = Vec::new();
         let mut picked = None;
         // An endpoint a request just reported as failing is avoided at once, before the worker
@@ -384,7 +440,7 @@ impl<K, S, Req> Shared<K, S, Req> {
             };
             let record = self.observer.as_ref().map(|_| &mut compared);
             let candidate = table.pick(rng, now, hash, record)?;
-            let avoid = candidate.slot.suspect.load(Relaxed) || exclude.contains(&candidate.slot.key);
+            let avoid = candidate.slot.suspect.load(Relaxed) || excluded(candidate.slot);
             picked = Some(candidate);
             if !avoid {
                 break;
@@ -393,10 +449,13 @@ impl<K, S, Req> Shared<K, S, Req> {
         let mut picked = picked?;
         // Excluded endpoints (tried already by a failover) are avoided for sure when any other
         // exists: the policy had its chances, now take the first other one.
-        if exclude.contains(&picked.slot.key)
-            && let Some(other) = table.any_except(|slot| exclude.contains(&slot.key))
+        if excluded(picked.slot)
+            && let Some(other) = table.any_except(excluded)
         {
             picked = other;
+        }
+        if let Some(attempts) = attempts {
+            attempts.record(picked.slot.hash_id);
         }
         let Some(observer) = &self.observer else {
             return Some(picked.slot.clone());
@@ -531,7 +590,8 @@ where
     /// how a failover sends its next attempt somewhere else. Call after `poll_ready`.
     pub fn call_excluding(&mut self, request: Req, exclude: &[K]) -> ResponseFuture<K, S, Req> {
         let request_hash = self.shared.request_hash.as_ref().and_then(|hash| hash.hash_request(&request));
-        let picked = self.shared.pick(&mut self.rng, request_hash, 0, exclude);
+        let attempts = self.shared.attempts_of.and_then(|of| of(&request));
+        let picked = self.shared.pick(&mut self.rng, request_hash, 0, exclude, attempts.as_ref());
         ResponseFuture::new(self.shared.clone(), picked, request, request_hash, self.rng.next_u64())
     }
 

@@ -25,6 +25,11 @@ use crate::classify::{Classify, IdempotencyPolicy};
 use crate::deadline::Deadline;
 use crate::replay::CloneRequest;
 
+/// Puts a fresh `Attempts` log into an HTTP request, for [`RetryPolicy::prepare`].
+pub fn track_http_attempts<B>(request: &mut http::Request<B>) {
+    request.extensions_mut().insert(waggle_balance::balance::Attempts::new());
+}
+
 /// How a [`Retry`] behaves. Cheap to clone.
 pub struct RetryPolicy<Req, Res> {
     max_attempts: u32,
@@ -34,6 +39,7 @@ pub struct RetryPolicy<Req, Res> {
     idempotency: Arc<dyn IdempotencyPolicy<Req>>,
     copy: Arc<dyn CloneRequest<Req>>,
     deadline_of: fn(&Req) -> Option<Deadline>,
+    prepare: fn(&mut Req),
     seeds: Arc<AtomicU64>,
 }
 
@@ -47,6 +53,7 @@ impl<Req, Res> Clone for RetryPolicy<Req, Res> {
             idempotency: self.idempotency.clone(),
             copy: self.copy.clone(),
             deadline_of: self.deadline_of,
+            prepare: self.prepare,
             seeds: self.seeds.clone(),
         }
     }
@@ -79,6 +86,7 @@ impl<Req, Res> RetryPolicy<Req, Res> {
             idempotency: Arc::new(idempotency),
             copy: Arc::new(copy),
             deadline_of: |_| None,
+            prepare: |_| {},
             seeds: Arc::new(AtomicU64::new(0x5eed)),
         }
     }
@@ -107,6 +115,14 @@ impl<Req, Res> RetryPolicy<Req, Res> {
         self
     }
 
+    /// Runs on every request before its first attempt, so its copies share what it adds —
+    /// typically a `waggle_balance::balance::Attempts` log, so that each retry goes to an
+    /// endpoint not tried yet (see [`track_http_attempts`]).
+    pub fn prepare(mut self, prepare: fn(&mut Req)) -> Self {
+        self.prepare = prepare;
+        self
+    }
+
     /// Seeds the jitter.
     pub fn seed(self, seed: u64) -> Self {
         self.seeds.store(seed, Relaxed);
@@ -120,10 +136,16 @@ impl<Req, Res> RetryPolicy<Req, Res> {
 }
 
 /// Retries failed calls (see the [module docs](self)).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Retry<S, Req, Res> {
     inner: S,
     policy: RetryPolicy<Req, Res>,
+}
+
+impl<S: Clone, Req, Res> Clone for Retry<S, Req, Res> {
+    fn clone(&self) -> Self {
+        Retry { inner: self.inner.clone(), policy: self.policy.clone() }
+    }
 }
 
 impl<S, Req, Res> Retry<S, Req, Res> {
@@ -134,9 +156,15 @@ impl<S, Req, Res> Retry<S, Req, Res> {
 }
 
 /// Builds [`Retry`]s sharing one policy (and so one budget).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RetryLayer<Req, Res> {
     policy: RetryPolicy<Req, Res>,
+}
+
+impl<Req, Res> Clone for RetryLayer<Req, Res> {
+    fn clone(&self) -> Self {
+        RetryLayer { policy: self.policy.clone() }
+    }
 }
 
 impl<Req, Res> RetryLayer<Req, Res> {
@@ -170,7 +198,8 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        (self.policy.prepare)(&mut request);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = self.policy.clone();
