@@ -306,6 +306,7 @@ impl Shared {
 
     fn announce(&self, state: BreakerState) {
         tracing::info!(breaker = %self.name, ?state, "circuit breaker changed state");
+        crate::telemetry::breaker_transition(&self.name, state);
         self.events.send_replace(state);
     }
 }
@@ -442,7 +443,10 @@ where
                 }
                 generation
             }
-            Err(open) => return Box::pin(std::future::ready(Err(open.into()))),
+            Err(open) => {
+                crate::telemetry::breaker_rejected(&self.shared.name);
+                return Box::pin(std::future::ready(Err(open.into())));
+            }
         };
         let call = self.inner.call(request);
         let (shared, classify) = (self.shared.clone(), self.classify.clone());

@@ -186,12 +186,24 @@ where
             request.headers_mut().insert(name, value);
         }
         let call = self.inner.call(request);
+        let started = Instant::now();
         Box::pin(async move {
-            match tokio::time::timeout_at(deadline.0, call).await {
+            let result = match tokio::time::timeout_at(deadline.0, call).await {
                 Ok(result) => result.map_err(Into::into),
                 Err(_) => Err(DeadlineExceeded.into()),
-            }
+            };
+            crate::telemetry::request(outcome_for_metrics(&result), started.elapsed());
+            result
         })
+    }
+}
+
+/// The outcome the request counter is labelled with: errors by what they are, answers as
+/// successes (the timeout layer knows no protocol; the classifier-driven layers count the rest).
+fn outcome_for_metrics<T>(result: &Result<T, BoxError>) -> crate::Outcome {
+    match result {
+        Ok(_) => crate::Outcome::Success,
+        Err(error) => crate::classify::classify_error(error),
     }
 }
 

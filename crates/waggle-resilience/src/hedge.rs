@@ -283,11 +283,13 @@ where
                 Either::Right(((), _)) => primary,
             };
             if !budget.try_withdraw() {
+                crate::telemetry::budget_exhausted();
                 let result = primary.await;
                 policy.histogram.record(started.elapsed());
                 return result;
             }
             tracing::debug!(?delay, "sending a backup request");
+            crate::telemetry::hedge();
             let mut backup_service = backup_service;
             let backup: BoxFuture<Result<Res, BoxError>> = Box::pin(async move {
                 let ready = backup_service.ready().await.map_err(Into::into);

@@ -15,6 +15,10 @@
 //! | [`cluster`] | Dubbo's cluster strategies over a `waggle_balance::Balance`: failover, failfast, failsafe, failback, forking, broadcast |
 //! | [`replay`] | cloning requests for another attempt, buffering HTTP bodies up to a cap |
 //!
+//! With the `metrics` feature every layer counts what it does through the `metrics` facade
+//! (`waggle_retries_total`, `waggle_breaker_transitions_total`, …); state changes are always
+//! logged through `tracing`.
+//!
 //! Architecture invariant: no registry or gRPC-library types. Time is tokio's (so tests run on
 //! paused time) and every random draw comes from a seedable generator.
 
@@ -28,6 +32,7 @@ pub mod hedge;
 pub mod limit;
 pub mod replay;
 pub mod retry;
+mod telemetry;
 
 pub use classify::{Classify, Idempotency, IdempotencyPolicy, Outcome};
 pub use deadline::Deadline;

@@ -90,6 +90,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            crate::telemetry::shed("bulkhead");
             return Box::pin(std::future::ready(Err(Overloaded { limit: self.max }.into())));
         };
         let call = self.inner.call(request);
@@ -228,6 +229,7 @@ where
             }
         });
         if let Err(overloaded) = admitted {
+            crate::telemetry::shed("adaptive");
             // Shedding is a sign the limit is too high for the offered load: shrink it too.
             let shared = &self.shared;
             let limit = shared.with(|state| {

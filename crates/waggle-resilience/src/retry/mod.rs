@@ -226,8 +226,10 @@ where
                 let Some(copy) = policy.copy.clone_request(&original) else { break };
                 if !policy.budget.try_withdraw() {
                     tracing::debug!(attempt, "no retry: the retry budget is spent");
+                    crate::telemetry::budget_exhausted();
                     break;
                 }
+                crate::telemetry::retry();
                 tracing::debug!(attempt, ?outcome, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
                 let ready = inner.ready().await.map_err(Into::into);
