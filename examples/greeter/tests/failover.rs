@@ -161,5 +161,8 @@ async fn an_unavailable_replica_is_ejected_then_readmitted() {
     assert!(snapshot.iter().map(|e| e.successes).min().unwrap() > successes_before, "all three serve again");
     assert_eq!(failed.load(SeqCst), 0, "UNAVAILABLE answers were retried elsewhere ({} calls)", ok.load(SeqCst));
     let ejections: u64 = snapshot.iter().map(|e| e.ejections).sum();
-    println!("unavailable: {} calls, 0 failures, {failures_of_r2} failed answers absorbed, {ejections} ejections", ok.load(SeqCst));
+    println!(
+        "unavailable: {} calls, 0 failures, {failures_of_r2} failed answers absorbed, {ejections} ejections",
+        ok.load(SeqCst)
+    );
 }
