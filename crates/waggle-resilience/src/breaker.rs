@@ -228,7 +228,13 @@ impl Machine {
         match self.state {
             BreakerState::Closed => {
                 self.push(failure, slow, now);
-                if self.total.calls >= self.config.minimum_calls && self.total.trips(&self.config) {
+                // A count window smaller than the minimum could never trip: the window is the
+                // minimum then.
+                let minimum = match self.config.window {
+                    Window::Count(n) => self.config.minimum_calls.min(n),
+                    Window::Time(_) => self.config.minimum_calls,
+                };
+                if self.total.calls >= minimum && self.total.trips(&self.config) {
                     return Some(self.transition(BreakerState::Open, now));
                 }
                 None
@@ -242,6 +248,15 @@ impl Machine {
                 Some(self.transition(next, now))
             }
             _ => None,
+        }
+    }
+
+    /// A call admitted in `generation` was dropped before its result: a half-open breaker
+    /// gets its probe permit back (otherwise a cancelled probe would hold it half-open for
+    /// good); anything else has nothing to undo.
+    fn release(&mut self, generation: u64) {
+        if generation == self.generation && self.state == BreakerState::HalfOpen {
+            self.probes_issued = self.probes_issued.saturating_sub(1);
         }
     }
 
@@ -308,6 +323,22 @@ impl Shared {
         tracing::info!(breaker = %self.name, ?state, "circuit breaker changed state");
         crate::telemetry::breaker_transition(&self.name, state);
         self.events.send_replace(state);
+    }
+}
+
+/// An admitted call's claim on the breaker; given back if the call is dropped unfinished.
+struct Permit {
+    shared: Arc<Shared>,
+    generation: u64,
+    settled: bool,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled {
+            let generation = self.generation;
+            self.shared.with(|m| m.release(generation));
+        }
     }
 }
 
@@ -449,11 +480,14 @@ where
             }
         };
         let call = self.inner.call(request);
-        let (shared, classify) = (self.shared.clone(), self.classify.clone());
+        let mut permit = Permit { shared: self.shared.clone(), generation, settled: false };
+        let classify = self.classify.clone();
         Box::pin(async move {
             let result = call.await.map_err(Into::into);
             let outcome = classify.classify(result.as_ref());
             let now = Instant::now();
+            permit.settled = true;
+            let shared = &permit.shared;
             if let Some(state) = shared.with(|m| m.record(generation, outcome, now - started, now)) {
                 shared.announce(state);
             }
@@ -553,6 +587,33 @@ mod tests {
         for _ in 0..2 {
             let generation = m.try_acquire(t0).unwrap();
             m.record(generation, Outcome::Success, Duration::from_millis(150), t0);
+        }
+        assert_eq!(m.state, BreakerState::Open);
+    }
+
+    #[test]
+    fn a_dropped_probe_gives_its_permit_back() {
+        let t0 = Instant::now();
+        let mut m = machine(Window::Count(10));
+        for _ in 0..4 {
+            call(&mut m, Outcome::Timeout, t0);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        let (a, b) = (m.try_acquire(t1).unwrap(), m.try_acquire(t1).unwrap());
+        assert_eq!(m.try_acquire(t1), Err(BreakerOpen));
+        m.release(a);
+        let c = m.try_acquire(t1).expect("the dropped probe's permit is free again");
+        m.record(b, Outcome::Success, Duration::ZERO, t1);
+        assert_eq!(m.record(c, Outcome::Success, Duration::ZERO, t1), Some(BreakerState::Closed));
+    }
+
+    #[test]
+    fn a_count_window_below_the_minimum_still_trips() {
+        let t0 = Instant::now();
+        let config = BreakerConfig::default().window(Window::Count(5)).minimum_calls(20);
+        let mut m = Machine::new(config, t0);
+        for _ in 0..5 {
+            call(&mut m, Outcome::RetryableFailure, t0);
         }
         assert_eq!(m.state, BreakerState::Open);
     }

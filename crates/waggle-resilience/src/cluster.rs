@@ -47,7 +47,7 @@ pub enum Strategy<Res> {
     Failsafe(Fallback<Res>),
     /// One attempt; a failure is replaced by the fallback and the request is retried in the
     /// background every `interval`, up to `retries` times. At most `queue` requests wait;
-    /// beyond that the oldest is dropped (and logged).
+    /// beyond that new failures are not queued (and a warning is logged).
     Failback {
         /// The answer while the retry is pending.
         fallback: Fallback<Res>,
@@ -253,7 +253,9 @@ where
             break;
         }
         let Some(request) = copy.clone_request(&spare) else { break };
-        balance.ready().await?;
+        if balance.ready().await.is_err() {
+            break;
+        }
         let next = balance.call_excluding(request, &tried);
         tracing::debug!(attempt, "failing over to another endpoint");
         tried.extend(next.endpoint().cloned());
@@ -300,13 +302,16 @@ where
             }
         });
     }
-    let mut last = None;
+    let (mut last, mut first_failure) = (None, None);
     while let Some(result) = calls.next().await {
         let failed = classify.classify(result.as_ref()).is_failure();
         match (mode, failed) {
-            (FanOut::FirstSuccess, false) | (FanOut::All, true) => return result,
+            (FanOut::FirstSuccess, false) => return result,
+            // Broadcast delivers to everyone before answering: keep the first failure, let
+            // the other sends finish.
+            (FanOut::All, true) if first_failure.is_none() => first_failure = Some(result),
             _ => last = Some(result),
         }
     }
-    last.unwrap_or_else(|| Err(NoEndpoints.into()))
+    first_failure.or(last).unwrap_or_else(|| Err(NoEndpoints.into()))
 }

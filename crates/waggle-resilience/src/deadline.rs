@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
-use tower::{BoxError, Layer, Service};
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::BoxFuture;
 
@@ -33,7 +33,10 @@ pub struct Deadline(pub Instant);
 impl Deadline {
     /// `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
+        let now = Instant::now();
+        // A timeout too large to represent means "no deadline to speak of": a century.
+        let far = Duration::from_secs(100 * 365 * 24 * 3600);
+        Deadline(now.checked_add(timeout.min(far)).unwrap_or(now + Duration::from_secs(24 * 3600)))
     }
 
     /// Time left (zero once passed).
@@ -49,11 +52,14 @@ impl Deadline {
     /// Reads a deadline a client propagated: `grpc-timeout` or `x-waggle-timeout-ms`.
     /// Malformed values are ignored (no deadline rather than a wrong one).
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        if let Some(value) = headers.get(GRPC_TIMEOUT_HEADER).and_then(|v| v.to_str().ok()) {
-            return parse_grpc_timeout(value).map(Deadline::after);
-        }
-        let millis = headers.get(HTTP_TIMEOUT_HEADER)?.to_str().ok()?.parse::<u64>().ok()?;
-        Some(Deadline::after(Duration::from_millis(millis)))
+        let grpc = headers.get(GRPC_TIMEOUT_HEADER).and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
+        let http = headers
+            .get(HTTP_TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        grpc.or(http).map(Deadline::after)
     }
 
     /// The deadline of `request`, if it has one.
@@ -68,6 +74,9 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.checked_mul(3600)?),
@@ -154,22 +163,28 @@ impl<S> Layer<S> for TimeoutLayer {
 
 impl<S, B> Service<http::Request<B>> for Timeout<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = BoxFuture<Result<S::Response, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: waiting for the inner service to become ready (no endpoint yet, say) is
+    /// part of the call and bounded by the deadline.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The earliest of: this layer's timeout, a deadline already in the request, and one
+        // the caller put in the headers (tonic's `Request::set_timeout` writes grpc-timeout).
         let own = Deadline::after(self.timeout);
-        let deadline = Deadline::of(&request).map_or(own, |earlier| earlier.min(own));
+        let earlier = [Deadline::of(&request), Deadline::from_headers(request.headers())];
+        let deadline = earlier.into_iter().flatten().fold(own, Deadline::min);
         request.extensions_mut().insert(deadline);
         let remaining = deadline.remaining();
         if remaining.is_zero() {
@@ -185,11 +200,12 @@ where
         {
             request.headers_mut().insert(name, value);
         }
-        let call = self.inner.call(request);
+        let inner = self.inner.clone();
         let started = Instant::now();
         Box::pin(async move {
+            let call = async move { inner.oneshot(request).await.map_err(Into::into) };
             let result = match tokio::time::timeout_at(deadline.0, call).await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(result) => result,
                 Err(_) => Err(DeadlineExceeded.into()),
             };
             crate::telemetry::request(outcome_for_metrics(&result), started.elapsed());
@@ -219,6 +235,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789m"), None, "at most 8 digits");
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("+5m"), None);
         assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250m");
         assert_eq!(format_grpc_timeout(Duration::from_secs(200_000)), "200000S");
     }

@@ -268,16 +268,24 @@ where
         let primary = inner.call(request);
         Box::pin(async move {
             let primary = async move { primary.await.map_err(Into::into) };
+            // Only the primary's own successful latencies are recorded: failures (an open
+            // breaker answers in microseconds) and hedged results would drag the quantile down
+            // and make every request hedge.
+            let record = |result: &Result<Res, BoxError>| {
+                if !policy.classify.classify(result.as_ref()).is_failure() {
+                    policy.histogram.record(started.elapsed());
+                }
+            };
             let (Some(delay), Some(copy)) = (delay, copy) else {
                 let result = primary.await;
-                policy.histogram.record(started.elapsed());
+                record(&result);
                 return result;
             };
             let mut primary: BoxFuture<Result<Res, BoxError>> = Box::pin(primary);
             let timer = Box::pin(tokio::time::sleep(delay));
             let primary = match select(primary.as_mut(), timer).await {
                 Either::Left((result, _)) => {
-                    policy.histogram.record(started.elapsed());
+                    record(&result);
                     return result;
                 }
                 Either::Right(((), _)) => primary,
@@ -285,7 +293,7 @@ where
             if !budget.try_withdraw() {
                 crate::telemetry::budget_exhausted();
                 let result = primary.await;
-                policy.histogram.record(started.elapsed());
+                record(&result);
                 return result;
             }
             tracing::debug!(?delay, "sending a backup request");
@@ -300,13 +308,15 @@ where
             });
             // The first success wins; a failure waits for the other one (dropping the loser
             // cancels it).
-            let result = match select(primary, backup).await {
-                Either::Left((result, other)) | Either::Right((result, other)) => {
+            match select(primary, backup).await {
+                Either::Left((result, other)) => {
+                    record(&result);
                     if policy.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
                 }
-            };
-            policy.histogram.record(started.elapsed());
-            result
+                Either::Right((result, other)) => {
+                    if policy.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
+                }
+            }
         })
     }
 }

@@ -2,7 +2,7 @@
 //! can take. Both shed excess load at once with [`Overloaded`] rather than queue it.
 //!
 //! The adaptive limit grows by one for every limit's worth of successes (additive increase)
-//! and shrinks by 10 % on every timeout or shed call (multiplicative decrease). Placed in
+//! and shrinks by 10 % on every timeout (multiplicative decrease). Placed in
 //! front of each endpoint, it can publish its limit to the endpoint's
 //! [`waggle_balance::EndpointStats`], so least-request balancing compares utilisation
 //! (in flight / limit) rather than raw requests in flight.
@@ -112,7 +112,7 @@ pub struct AimdConfig {
 }
 
 impl Default for AimdConfig {
-    /// Start at 20, stay within 1–1,000, shrink by 10 % on a timeout or shed call.
+    /// Start at 20, stay within 1–1,000, shrink by 10 % on a timeout.
     fn default() -> Self {
         AimdConfig { initial: 20.0, min: 1.0, max: 1_000.0, decrease: 0.9 }
     }
@@ -127,7 +127,7 @@ impl AimdConfig {
         self
     }
 
-    /// Multiplies the limit by `factor` (in `[0.5, 0.99]`) on a timeout or shed call.
+    /// Multiplies the limit by `factor` (in `[0.5, 0.99]`) on a timeout.
     pub fn decrease(mut self, factor: f64) -> Self {
         self.decrease = if factor.is_finite() { factor.clamp(0.5, 0.99) } else { 0.9 };
         self
@@ -165,6 +165,21 @@ impl<Res> AimdShared<Res> {
         });
         if let Some(stats) = &self.publish {
             stats.set_capacity(limit as u32);
+        }
+    }
+}
+
+/// A call counted in flight; a call dropped unfinished (a caller's timeout, a hedge's loser)
+/// frees its place without moving the limit.
+struct InFlight<Res> {
+    shared: Arc<AimdShared<Res>>,
+    settled: bool,
+}
+
+impl<Res> Drop for InFlight<Res> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.with(|state| state.in_flight = state.in_flight.saturating_sub(1));
         }
     }
 }
@@ -229,23 +244,17 @@ where
             }
         });
         if let Err(overloaded) = admitted {
+            // A local shed says nothing about the endpoint (it never saw the call), so it does
+            // not move the limit: only the endpoint's answers do.
             crate::telemetry::shed("adaptive");
-            // Shedding is a sign the limit is too high for the offered load: shrink it too.
-            let shared = &self.shared;
-            let limit = shared.with(|state| {
-                state.limit = (state.limit * shared.config.decrease).max(shared.config.min);
-                state.limit
-            });
-            if let Some(stats) = &shared.publish {
-                stats.set_capacity(limit as u32);
-            }
             return Box::pin(std::future::ready(Err(overloaded.into())));
         }
         let call = self.inner.call(request);
-        let shared = self.shared.clone();
+        let mut slot = InFlight { shared: self.shared.clone(), settled: false };
         Box::pin(async move {
             let result = call.await.map_err(Into::into);
-            shared.settle(shared.classify.classify(result.as_ref()));
+            slot.settled = true;
+            slot.shared.settle(slot.shared.classify.classify(result.as_ref()));
             result
         })
     }

@@ -106,34 +106,47 @@ impl ReplayBody {
         matches!(self.state, State::Buffered { .. })
     }
 
-    /// Reads `body` into memory if it holds at most `cap` bytes; otherwise keeps what was
-    /// read and streams the rest.
+    /// Reads `body` into memory if all of it is already available and holds at most `cap`
+    /// bytes. Otherwise keeps what was read and streams the rest, so a body that is over the
+    /// cap, or still being produced (a client-streaming RPC waiting for the server), is never
+    /// waited for — and such a request is simply not repeated.
     pub async fn buffer<B>(mut body: B, cap: usize) -> Result<Self, BoxError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        use futures_util::FutureExt;
         let mut data = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(Into::into)?;
+        loop {
+            let frame = match body.frame().now_or_never() {
+                Some(Some(frame)) => frame.map_err(Into::into)?,
+                Some(None) => return Ok(ReplayBody::from_bytes(data.freeze())),
+                // Not ready yet: stream from here on.
+                None => return Ok(ReplayBody::streaming(data, body)),
+            };
             match frame.into_data() {
                 Ok(chunk) => {
                     data.extend_from_slice(&chunk);
                     if data.len() > cap {
-                        let rest = body.map_err(Into::into).boxed_unsync();
-                        return Ok(ReplayBody { state: State::Streaming { prefix: Some(data.freeze()), rest } });
+                        return Ok(ReplayBody::streaming(data, body));
                     }
                 }
                 Err(frame) => {
                     let trailers = frame.into_trailers().ok();
                     let data = data.freeze();
-                    return Ok(ReplayBody {
-                        state: State::Buffered { data: (!data.is_empty()).then_some(data), trailers },
-                    });
+                    return Ok(ReplayBody { state: State::Buffered { data: (!data.is_empty()).then_some(data), trailers } });
                 }
             }
         }
-        Ok(ReplayBody::from_bytes(data.freeze()))
+    }
+
+    fn streaming<B>(prefix: BytesMut, rest: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let prefix = (!prefix.is_empty()).then(|| prefix.freeze());
+        ReplayBody { state: State::Streaming { prefix, rest: rest.map_err(Into::into).boxed_unsync() } }
     }
 }
 
@@ -258,6 +271,25 @@ mod tests {
         let copy = body.try_clone().expect("buffered");
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
         assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_body_still_being_produced_is_streamed_not_awaited() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first")))).await.unwrap();
+        let stream = StreamBody::new(tokio_stream_like(rx));
+        // The second frame is not there yet: buffering must not wait for it.
+        let body = ReplayBody::buffer(stream, 1024).await.unwrap();
+        assert!(body.try_clone().is_none());
+        tx.send(Ok(Frame::data(Bytes::from_static(b"-second")))).await.unwrap();
+        drop(tx);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "first-second");
+    }
+
+    fn tokio_stream_like<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin + Send {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 
     #[tokio::test]

@@ -349,3 +349,18 @@ async fn retries_go_to_endpoints_not_tried_yet() {
         assert_eq!(response.status(), StatusCode::OK, "three attempts, three different endpoints");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_frees_its_place_in_the_adaptive_limit() {
+    let (service, _) = scripted(|_| (Duration::from_secs(60), StatusCode::OK));
+    let mut limit = AdaptiveLimit::new(service, AimdConfig::default().limits(2, 2, 2), HttpStatus, None);
+    for _ in 0..2 {
+        // A caller's timeout drops the call long before the endpoint answers.
+        let call = limit.ready().await.unwrap().call(get());
+        assert!(tokio::time::timeout(Duration::from_millis(10), call).await.is_err());
+    }
+    let call = limit.ready().await.unwrap().call(get());
+    let outcome = tokio::time::timeout(Duration::from_millis(10), call).await;
+    assert!(outcome.is_err(), "admitted (and still running), not shed: {outcome:?}");
+    assert_eq!(limit.limit(), 2, "drops do not move the limit");
+}

@@ -235,7 +235,8 @@ where
                 let ready = inner.ready().await.map_err(Into::into);
                 result = match ready {
                     Ok(ready) => ready.call(copy).await.map_err(Into::into),
-                    Err(error) => Err(error),
+                    // A service that failed readiness is done for (tower's contract).
+                    Err(error) => return Err(error),
                 };
             }
             result
