@@ -3,8 +3,9 @@
 //! that a tonic client (or any HTTP/2 user) takes in place of a channel.
 //!
 //! ```text
-//!  caller ─► BufferBody (64 KiB) ─► Timeout / deadline ─► Retry (budget) ─► [Hedge] ─►
-//!  CircuitBreaker ─► Balance (policy, zones, outlier ejection) ─► per endpoint: [AIMD limit] ─► Channel
+//!  caller ─► Timeout / deadline ─► BufferBody (64 KiB) ─► Retry (budget) ─► [Hedge] ─►
+//!  CircuitBreaker ─► Balance (policy, zones, outlier ejection) ─►
+//!  per endpoint: [AIMD limit] ─► attempt timeout ─► Channel
 //! ```
 //!
 //! One classifier (gRPC status or HTTP status) drives the retry decisions, the hedge, the
@@ -21,11 +22,12 @@ use waggle_balance::balance::{Attempts, Ejection, ZoneAware};
 use waggle_balance::policy::LeastRequest;
 use waggle_balance::{Builder as BalanceBuilder, EndpointStats, Handle, Policy};
 use waggle_core::{Instance, InstanceId};
+use waggle_resilience::Outcome;
 use waggle_resilience::breaker::{BreakerConfig, BreakerHandle, BreakerLayer};
 use waggle_resilience::classify::{Classify, GrpcStatus, HttpIdempotency, HttpStatus};
 use waggle_resilience::deadline::{Deadline, Propagation, TimeoutLayer};
 use waggle_resilience::hedge::{HedgeBudget, HedgeLayer, HedgePolicy};
-use waggle_resilience::limit::{AdaptiveLimit, AimdConfig};
+use waggle_resilience::limit::{AdaptiveLimit, AimdConfig, Overloaded};
 use waggle_resilience::replay::{BufferBodyLayer, CloneHttp, ReplayBody};
 use waggle_resilience::retry::{RetryBudget, RetryLayer, RetryPolicy, track_http_attempts};
 
@@ -48,6 +50,7 @@ pub struct ServiceClientBuilder {
     protocol: Protocol,
     policy: Arc<dyn Policy>,
     timeout: Duration,
+    attempt_timeout: Option<Duration>,
     attempts: u32,
     budget: RetryBudget,
     hedge_quantile: Option<f64>,
@@ -78,6 +81,7 @@ impl Client {
             protocol: Protocol::Grpc,
             policy: Arc::new(LeastRequest::new()),
             timeout: Duration::from_secs(10),
+            attempt_timeout: None,
             attempts: 3,
             budget: RetryBudget::default(),
             hedge_quantile: None,
@@ -106,6 +110,15 @@ impl ServiceClientBuilder {
     /// The per-call timeout, propagated as a deadline (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Bounds each attempt (default: the timeout divided by the attempts), so a hung endpoint
+    /// costs one attempt, is counted as a timeout by the breaker, the balancer and the
+    /// limiter, and leaves time for a retry elsewhere. Each attempt sends the time it has left
+    /// in the deadline header.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -190,8 +203,15 @@ impl ServiceClientBuilder {
         let discovery = self.client.discover(&self.service)?;
         let adaptive = self.adaptive_limit;
         let limit_classify = classify.clone();
+        let propagation = match self.protocol {
+            Protocol::Grpc => Propagation::Grpc,
+            Protocol::Http => Propagation::Http,
+        };
+        let attempt_timeout = self.attempt_timeout.unwrap_or(self.timeout / self.attempts);
+        let per_attempt = TimeoutLayer::new(attempt_timeout, propagation);
         let endpoints = discovery.endpoints(move |instance| {
             let transport = BoxCloneSyncService::new(connect(instance).map_err(Into::into));
+            let transport = BoxCloneSyncService::new(per_attempt.layer(transport));
             let stats = Arc::new(EndpointStats::new());
             let service = match adaptive {
                 Some(config) => {
@@ -220,7 +240,9 @@ impl ServiceClientBuilder {
         let eject_classify = classify.clone();
         let mut balance = BalanceBuilder::<InstanceId, http::Request<ReplayBody>>::new(PolicyRef(self.policy.clone()))
             .ejection(self.ejection)
-            .failure_classifier(move |r: Result<&Res<ResBody>, &BoxError>| eject_classify.classify(r).is_failure())
+            .failure_classifier(move |r: Result<&Res<ResBody>, &BoxError>| {
+                !shed_locally(r) && eject_classify.classify(r).is_failure()
+            })
             .track_attempts(Attempts::of);
         if let Some(zone) = self.zone {
             balance = balance.zone_aware(zone);
@@ -231,7 +253,7 @@ impl ServiceClientBuilder {
         let breaker_classify = classify.clone();
         let breaker =
             BreakerLayer::new(self.service.clone(), self.breaker, move |r: Result<&Res<ResBody>, &BoxError>| {
-                breaker_classify.classify(r)
+                if shed_locally(r) { Outcome::Success } else { breaker_classify.classify(r) }
             });
         let breaker_handle = breaker.handle();
         let retry_classify = classify.clone();
@@ -244,10 +266,6 @@ impl ServiceClientBuilder {
         .budget(self.budget.clone())
         .deadline(Deadline::of)
         .prepare(track_http_attempts);
-        let propagation = match self.protocol {
-            Protocol::Grpc => Propagation::Grpc,
-            Protocol::Http => Propagation::Http,
-        };
         let inner = breaker.layer(balance);
         let inner = match self.hedge_quantile {
             Some(quantile) => {
@@ -263,9 +281,11 @@ impl ServiceClientBuilder {
             }
             None => BoxCloneSyncService::new(inner),
         };
+        // The timeout is outermost, so it bounds everything: waiting for a first endpoint,
+        // buffering, every attempt and back-off.
         let stack = tower::ServiceBuilder::new()
-            .layer(BufferBodyLayer::new(self.body_cap))
             .layer(TimeoutLayer::new(self.timeout, propagation))
+            .layer(BufferBodyLayer::new(self.body_cap))
             .layer(RetryLayer::new(retry))
             .service(inner);
         Ok(ServiceClient {
@@ -275,6 +295,13 @@ impl ServiceClientBuilder {
             _discovery: discovery,
         })
     }
+}
+
+/// A call this client's own adaptive limit shed: the endpoint never saw it, so it counts
+/// against neither the endpoint (ejection) nor the service (breaker); a retry may still take
+/// it elsewhere.
+fn shed_locally<Res>(result: Result<&Res, &BoxError>) -> bool {
+    result.err().is_some_and(|error| error.is::<Overloaded>())
 }
 
 /// `ADDRESS:PORT`, bracketing IPv6 literals.

@@ -314,7 +314,11 @@ where
                     if policy.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
                 }
                 Either::Right((result, other)) => {
-                    if policy.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
+                    if policy.classify.classify(result.as_ref()).is_failure() {
+                        other.await
+                    } else {
+                        result
+                    }
                 }
             }
         })

@@ -134,7 +134,9 @@ impl ReplayBody {
                 Err(frame) => {
                     let trailers = frame.into_trailers().ok();
                     let data = data.freeze();
-                    return Ok(ReplayBody { state: State::Buffered { data: (!data.is_empty()).then_some(data), trailers } });
+                    return Ok(ReplayBody {
+                        state: State::Buffered { data: (!data.is_empty()).then_some(data), trailers },
+                    });
                 }
             }
         }

@@ -20,8 +20,8 @@ use waggle_resilience::Idempotency;
 use waggle_resilience::retry::RetryBudget;
 use waggle_server::{Server, ServerConfig};
 
-/// A replica process, killed (SIGKILL) when dropped.
-struct ReplicaProcess(Child);
+/// A replica process and its address, killed (SIGKILL) when dropped.
+struct ReplicaProcess(Child, String);
 
 impl Drop for ReplicaProcess {
     fn drop(&mut self) {
@@ -41,7 +41,8 @@ fn spawn_replica(registry: &str, name: &str, extra: &[&str]) -> ReplicaProcess {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(line.contains("ready"), "replica {name}: {line}");
-    ReplicaProcess(child)
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    ReplicaProcess(child, addr)
 }
 
 async fn start_registry(dir: &std::path::Path) -> (Server, String) {
@@ -165,4 +166,39 @@ async fn an_unavailable_replica_is_ejected_then_readmitted() {
         "unavailable: {} calls, 0 failures, {failures_of_r2} failed answers absorbed, {ejections} ejections",
         ok.load(SeqCst)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_costs_one_attempt_and_is_ejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, registry) = start_registry(dir.path()).await;
+    let _r0 = spawn_replica(&registry, "r0", &[]);
+    let _r1 = spawn_replica(&registry, "r1", &[]);
+    let frozen = spawn_replica(&registry, "r2", &[]);
+
+    let client = Client::connect(&registry).await.unwrap();
+    let service = client.service("greeter").attempt_timeout(Duration::from_millis(300)).build().unwrap();
+    let endpoints = service.endpoints().clone();
+    wait_until_ready(&endpoints, 3).await;
+    // SIGSTOP: the process keeps its sockets open but never answers (a hung JVM, a partition
+    // without resets) — the case only an attempt timeout can catch.
+    let pid = frozen.0.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+
+    let greeter = GreeterClient::new(service.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, tasks) = call_loops(&greeter, 4, &stop);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let snapshot = endpoints.endpoints().await.unwrap();
+    assert_eq!(failed.load(SeqCst), 0, "hung attempts were retried elsewhere ({} calls)", ok.load(SeqCst));
+    assert!(ok.load(SeqCst) > 500, "traffic kept flowing: {}", ok.load(SeqCst));
+    // Ejected after its attempts timed out, or already gone: its session expired, since a
+    // frozen process sends no keepalives either.
+    let frozen_now = snapshot.iter().find(|e| e.key.as_str() == frozen.1);
+    assert!(frozen_now.is_none_or(|e| e.ejections > 0), "the frozen replica is out: {snapshot:?}");
 }

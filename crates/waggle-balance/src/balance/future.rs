@@ -14,11 +14,11 @@ use rand::rngs::SmallRng;
 use tokio::time::{Instant, Sleep, sleep};
 use tower::{BoxError, Service};
 
-use super::FailureClassifier;
 use super::Shared;
 use super::error::{NoEndpoints, NotReady};
 use super::slot::Slot;
 use super::worker::{FailureKind, Report};
+use super::{Attempts, FailureClassifier};
 
 /// Keeps an endpoint's in-flight count up while a request is on it, and records its latency
 /// and outcome when it completes.
@@ -63,6 +63,9 @@ pin_project! {
         attempts: u32,
         seed: u64,
         request_hash: Option<u64>,
+        // What a re-pick must avoid, as the first pick did.
+        exclude: Vec<K>,
+        tried: Option<Attempts>,
         // Bounds the wait for the picked endpoint's readiness; boxed, and only created once
         // an endpoint is not ready at the first poll.
         ready_deadline: Option<Pin<Box<Sleep>>>,
@@ -88,7 +91,7 @@ where
         shared: Arc<Shared<K, S, Req>>,
         picked: Option<Arc<Slot<K, S>>>,
         request: Req,
-        request_hash: Option<u64>,
+        (request_hash, exclude, tried): (Option<u64>, Vec<K>, Option<Attempts>),
         seed: u64,
     ) -> Self {
         let (guard, state) = match picked {
@@ -98,7 +101,7 @@ where
             }
             None => (None, State::Failed { error: Some(NoEndpoints.into()) }),
         };
-        ResponseFuture { shared, guard, attempts: 0, seed, request_hash, ready_deadline: None, state }
+        ResponseFuture { shared, guard, attempts: 0, seed, request_hash, exclude, tried, ready_deadline: None, state }
     }
 }
 
@@ -174,7 +177,13 @@ where
                         continue;
                     }
                     let mut rng = SmallRng::seed_from_u64(*this.seed ^ u64::from(*this.attempts));
-                    let next = this.shared.pick(&mut rng, *this.request_hash, *this.attempts, &[], None);
+                    let next = this.shared.pick(
+                        &mut rng,
+                        *this.request_hash,
+                        *this.attempts,
+                        this.exclude,
+                        this.tried.as_ref(),
+                    );
                     *this.seed = this.seed.wrapping_add(1);
                     *this.guard = None;
                     match next {

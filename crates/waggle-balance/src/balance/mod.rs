@@ -450,7 +450,7 @@ impl<K, S, Req> Shared<K, S, Req> {
         // Excluded endpoints (tried already by a failover) are avoided for sure when any other
         // exists: the policy had its chances, now take the first other one.
         if excluded(picked.slot)
-            && let Some(other) = table.any_except(excluded)
+            && let Some(other) = table.any_except(excluded, rng)
         {
             picked = other;
         }
@@ -592,7 +592,8 @@ where
         let request_hash = self.shared.request_hash.as_ref().and_then(|hash| hash.hash_request(&request));
         let attempts = self.shared.attempts_of.and_then(|of| of(&request));
         let picked = self.shared.pick(&mut self.rng, request_hash, 0, exclude, attempts.as_ref());
-        ResponseFuture::new(self.shared.clone(), picked, request, request_hash, self.rng.next_u64())
+        let avoid = (request_hash, exclude.to_vec(), attempts);
+        ResponseFuture::new(self.shared.clone(), picked, request, avoid, self.rng.next_u64())
     }
 
     /// The endpoints that take traffic now, with a clone of each one's service: for

@@ -221,11 +221,20 @@ impl<K, S> Table<K, S> {
         Locality::Local
     }
 
-    /// The first endpoint not matching `excluded` (and not suspect), local tier first.
-    pub(crate) fn any_except(&self, excluded: impl Fn(&Slot<K, S>) -> bool) -> Option<Picked<'_, K, S>> {
+    /// A random endpoint not matching `excluded` (and not suspect), local tier first. O(n):
+    /// only for the rare pick the policy could not steer off excluded endpoints.
+    pub(crate) fn any_except(
+        &self,
+        excluded: impl Fn(&Slot<K, S>) -> bool,
+        rng: &mut SmallRng,
+    ) -> Option<Picked<'_, K, S>> {
         self.tiers.iter().zip([Locality::Local, Locality::Remote]).find_map(|(tier, locality)| {
-            let slot =
-                tier.slots.iter().find(|s| !excluded(s) && !s.suspect.load(std::sync::atomic::Ordering::Relaxed))?;
+            let open: Vec<&Arc<Slot<K, S>>> = tier
+                .slots
+                .iter()
+                .filter(|s| !excluded(s) && !s.suspect.load(std::sync::atomic::Ordering::Relaxed))
+                .collect();
+            let slot = open.get(crate::rng::below(rng, open.len().max(1)))?;
             Some(Picked { slot, locality })
         })
     }

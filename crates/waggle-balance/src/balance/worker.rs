@@ -226,7 +226,9 @@ where
         if let Some(&idx) = self.index.get(&key) {
             // An update: same endpoint, new service or attributes. It keeps its state and
             // load; requests holding the old slot finish on it, new ones pick the new slot.
-            let stats = self.entries[idx].slot.stats.clone();
+            // Stats the update brings (a fresh limiter publishing into them) win; otherwise
+            // the endpoint keeps its own, load included.
+            let stats = endpoint.stats.clone().unwrap_or_else(|| self.entries[idx].slot.stats.clone());
             let slot = self.new_slot(key, endpoint, stats);
             let entry = &mut self.entries[idx];
             slot.probing.store(entry.life.state == EndpointState::Probation, Relaxed);
