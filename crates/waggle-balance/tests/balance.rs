@@ -584,3 +584,35 @@ async fn a_published_concurrency_limit_is_the_load_p2c_compares() {
     let mut balance: Lb = Builder::new(LeastRequest::new()).build_static(endpoints);
     assert_eq!(send(&mut balance, 20).await.get("big"), Some(&20));
 }
+
+#[tokio::test(start_paused = true)]
+async fn wait_in_call_is_ready_at_once_and_waits_inside_the_call() {
+    let (feed, discover) = discovery();
+    let mut balance: Lb = Builder::new(RoundRobin).when_empty(WhenEmpty::WaitInCall).build(discover);
+    // Ready with no endpoint; the call itself waits, so a timeout around it bounds the wait.
+    let call = balance.ready().await.unwrap().call(1);
+    assert!(tokio::time::timeout(Duration::from_secs(5), call).await.is_err());
+    let call = balance.ready().await.unwrap().call(2);
+    let waiter = tokio::spawn(call);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    feed.insert(Endpoint::new(Backend::new("late")));
+    assert_eq!(waiter.await.unwrap().unwrap(), "late");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_timeout_fails_hung_calls_and_ejects_the_endpoint() {
+    let hung = Backend::new("hung").with_latency(Duration::from_secs(3600));
+    let mut balance: Lb = Builder::new(RoundRobin)
+        .call_timeout(Duration::from_millis(100))
+        .ejection(Ejection::default().consecutive_failures(2))
+        .build_static([("hung", Endpoint::new(hung)), ("fine", Endpoint::new(Backend::new("fine")))]);
+    let counts = send(&mut balance, 6).await;
+    assert_eq!(counts.get("error"), Some(&2), "two hung calls time out, then it is ejected: {counts:?}");
+    settle().await;
+    assert_eq!(state_of(&balance, "hung").await, EndpointState::Ejected);
+    let error = {
+        let snapshot = balance.handle().endpoints().await.unwrap();
+        snapshot.into_iter().find(|e| e.key == "hung").unwrap().last_error.unwrap()
+    };
+    assert!(error.contains("2 failures in a row"), "{error}");
+}

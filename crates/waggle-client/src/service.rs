@@ -5,7 +5,7 @@
 //! ```text
 //!  caller ─► Timeout / deadline ─► BufferBody (64 KiB) ─► Retry (budget) ─► [Hedge] ─►
 //!  CircuitBreaker ─► Balance (policy, zones, outlier ejection) ─►
-//!  per endpoint: [AIMD limit] ─► attempt timeout ─► Channel
+//!  per endpoint (attempt timeout in the balancer): [AIMD limit] ─► Channel
 //! ```
 //!
 //! One classifier (gRPC status or HTTP status) drives the retry decisions, the hedge, the
@@ -18,7 +18,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
-use waggle_balance::balance::{Attempts, Ejection, ZoneAware};
+use waggle_balance::balance::{Attempts, Ejection, WhenEmpty, ZoneAware};
 use waggle_balance::policy::LeastRequest;
 use waggle_balance::{Builder as BalanceBuilder, EndpointStats, Handle, Policy};
 use waggle_core::{Instance, InstanceId};
@@ -114,9 +114,8 @@ impl ServiceClientBuilder {
     }
 
     /// Bounds each attempt (default: the timeout divided by the attempts), so a hung endpoint
-    /// costs one attempt, is counted as a timeout by the breaker, the balancer and the
-    /// limiter, and leaves time for a retry elsewhere. Each attempt sends the time it has left
-    /// in the deadline header.
+    /// costs one attempt, counts as a failure for ejection and as a timeout for the breaker,
+    /// and leaves time for a retry elsewhere.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
@@ -208,10 +207,8 @@ impl ServiceClientBuilder {
             Protocol::Http => Propagation::Http,
         };
         let attempt_timeout = self.attempt_timeout.unwrap_or(self.timeout / self.attempts);
-        let per_attempt = TimeoutLayer::new(attempt_timeout, propagation);
         let endpoints = discovery.endpoints(move |instance| {
             let transport = BoxCloneSyncService::new(connect(instance).map_err(Into::into));
-            let transport = BoxCloneSyncService::new(per_attempt.layer(transport));
             let stats = Arc::new(EndpointStats::new());
             let service = match adaptive {
                 Some(config) => {
@@ -238,7 +235,10 @@ impl ServiceClientBuilder {
             })
         });
         let eject_classify = classify.clone();
+        // Waiting for a first endpoint happens inside the call, under the deadline.
         let mut balance = BalanceBuilder::<InstanceId, http::Request<ReplayBody>>::new(PolicyRef(self.policy.clone()))
+            .when_empty(WhenEmpty::WaitInCall)
+            .call_timeout(attempt_timeout)
             .ejection(self.ejection)
             .failure_classifier(move |r: Result<&Res<ResBody>, &BoxError>| {
                 !shed_locally(r) && eject_classify.classify(r).is_failure()

@@ -45,13 +45,35 @@ fn classify(result: Result<&Res, &BoxError>) -> Outcome {
     GrpcStatus.classify(result)
 }
 
-fn balance(n: usize) -> Balance<usize, Noop, Req> {
+fn balance<S>(n: usize, endpoint: S) -> Balance<usize, S, Req>
+where
+    S: Service<Req, Response = Res, Error = BoxError> + Clone + Send + Sync + 'static,
+{
+    builder().build_static((0..n).map(move |i| (i, Endpoint::new(endpoint.clone()))))
+}
+
+fn builder() -> Builder<usize, Req> {
     Builder::new(LeastRequest::new())
         .seed(1)
         .ejection(Ejection::outlier_detection())
         .failure_classifier(|r: Result<&Res, &BoxError>| classify(r).is_failure())
         .track_attempts(Attempts::of)
-        .build_static((0..n).map(|i| (i, Endpoint::new(Noop))))
+}
+
+/// The fault-tolerance layers above a balancer.
+fn layers<S>(balance: S) -> impl Service<Req, Response = Res, Error = BoxError>
+where
+    S: Service<Req, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let breaker = BreakerLayer::new("bench", BreakerConfig::default(), classify).layer(balance);
+    let retry =
+        RetryPolicy::new(classify, HttpIdempotency, CloneHttp).deadline(Deadline::of).prepare(track_http_attempts);
+    tower::ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(10), Propagation::Grpc))
+        .layer(RetryLayer::new(retry))
+        .service(breaker)
 }
 
 fn request() -> Req {
@@ -71,39 +93,35 @@ where
     started.elapsed()
 }
 
+async fn ready_balance<S>(balance: Balance<usize, S, Req>, n: usize) -> Balance<usize, S, Req> {
+    while balance.len() < n {
+        tokio::task::yield_now().await;
+    }
+    balance
+}
+
 fn stack(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _entered = runtime.enter();
     let mut group = c.benchmark_group("stack");
     let mut noop = Noop;
     group.bench_function("noop", |b| b.iter_custom(|iters| runtime.block_on(run(&mut noop, iters))));
     for n in [10, 1_000] {
-        let mut bare = runtime.block_on(async {
-            let mut balance = balance(n);
-            while balance.len() < n {
-                tokio::task::yield_now().await;
-            }
-            balance.ready().await.unwrap();
-            balance
-        });
+        let mut bare = runtime.block_on(ready_balance(balance(n, Noop), n));
         group.bench_with_input(BenchmarkId::new("balance_only", n), &n, |b, _| {
             b.iter_custom(|iters| runtime.block_on(run(&mut bare, iters)))
         });
-        let mut full = runtime.block_on(async {
-            let balance = balance(n);
-            while balance.len() < n {
-                tokio::task::yield_now().await;
-            }
-            let breaker = BreakerLayer::new("bench", BreakerConfig::default(), classify).layer(balance);
-            let retry = RetryPolicy::new(classify, HttpIdempotency, CloneHttp)
-                .deadline(Deadline::of)
-                .prepare(track_http_attempts);
-            tower::ServiceBuilder::new()
-                .layer(TimeoutLayer::new(Duration::from_secs(10), Propagation::Grpc))
-                .layer(RetryLayer::new(retry))
-                .service(breaker)
-        });
+        let mut full = layers(runtime.block_on(ready_balance(balance(n, Noop), n)));
         group.bench_with_input(BenchmarkId::new("timeout_retry_breaker_balance", n), &n, |b, _| {
             b.iter_custom(|iters| runtime.block_on(run(&mut full, iters)))
+        });
+        // What the SDK's service client runs: the same, plus the balancer's timeout per
+        // attempt.
+        let timed = builder().call_timeout(Duration::from_millis(3_333));
+        let timed = timed.build_static((0..n).map(|i| (i, Endpoint::new(Noop))));
+        let mut sdk = layers(runtime.block_on(ready_balance(timed, n)));
+        group.bench_with_input(BenchmarkId::new("with_attempt_timeout", n), &n, |b, _| {
+            b.iter_custom(|iters| runtime.block_on(run(&mut sdk, iters)))
         });
     }
     group.finish();

@@ -115,7 +115,10 @@ impl<B> Classify<http::Response<B>> for GrpcStatus {
 pub fn classify_error(error: &BoxError) -> Outcome {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
     while let Some(error) = current {
-        if error.is::<crate::deadline::DeadlineExceeded>() || error.is::<tokio::time::error::Elapsed>() {
+        if error.is::<crate::deadline::DeadlineExceeded>()
+            || error.is::<tokio::time::error::Elapsed>()
+            || error.is::<waggle_balance::balance::CallTimedOut>()
+        {
             return Outcome::Timeout;
         }
         if error.is::<crate::breaker::BreakerOpen>() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
 use crate::BoxFuture;
 
@@ -163,28 +163,29 @@ impl<S> Layer<S> for TimeoutLayer {
 
 impl<S, B> Service<http::Request<B>> for Timeout<S>
 where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S: Service<http::Request<B>>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = BoxFuture<Result<S::Response, BoxError>>;
 
-    /// Always ready: waiting for the inner service to become ready (no endpoint yet, say) is
-    /// part of the call and bounded by the deadline.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    /// The inner service's readiness. A balancer that may have no endpoint yet should wait
+    /// inside the call instead (`WhenEmpty::WaitInCall`), where the deadline bounds it.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // The earliest of: this layer's timeout, a deadline already in the request, and one
         // the caller put in the headers (tonic's `Request::set_timeout` writes grpc-timeout).
         let own = Deadline::after(self.timeout);
-        let earlier = [Deadline::of(&request), Deadline::from_headers(request.headers())];
-        let deadline = earlier.into_iter().flatten().fold(own, Deadline::min);
+        // A deadline already in the extensions was set by an outer layer, which folded in the
+        // caller's header then; only a request without one needs its headers read.
+        let earlier = Deadline::of(&request).or_else(|| Deadline::from_headers(request.headers()));
+        let deadline = earlier.map_or(own, |earlier| earlier.min(own));
         request.extensions_mut().insert(deadline);
         let remaining = deadline.remaining();
         if remaining.is_zero() {
@@ -200,12 +201,11 @@ where
         {
             request.headers_mut().insert(name, value);
         }
-        let inner = self.inner.clone();
+        let call = self.inner.call(request);
         let started = Instant::now();
         Box::pin(async move {
-            let call = async move { inner.oneshot(request).await.map_err(Into::into) };
             let result = match tokio::time::timeout_at(deadline.0, call).await {
-                Ok(result) => result,
+                Ok(result) => result.map_err(Into::into),
                 Err(_) => Err(DeadlineExceeded.into()),
             };
             crate::telemetry::request(outcome_for_metrics(&result), started.elapsed());

@@ -282,6 +282,10 @@ pub enum WhenEmpty {
     /// `poll_ready` is ready and the call fails at once with
     /// [`NoEndpoints`](super::error::NoEndpoints).
     Fail,
+    /// `poll_ready` is always ready; a call made while there is no endpoint waits for one
+    /// inside its response future, so a timeout around the call bounds the wait (what the
+    /// SDK's service client uses).
+    WaitInCall,
 }
 
 #[cfg(test)]

@@ -34,6 +34,23 @@ impl fmt::Display for NotReady {
 
 impl std::error::Error for NotReady {}
 
+/// The endpoint did not answer within the balancer's call timeout
+/// ([`Builder::call_timeout`](super::Builder::call_timeout)); it counts as the endpoint's
+/// failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallTimedOut {
+    /// The call timeout.
+    pub timeout: std::time::Duration,
+}
+
+impl fmt::Display for CallTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "endpoint did not answer within {:?}", self.timeout)
+    }
+}
+
+impl std::error::Error for CallTimedOut {}
+
 /// The balancer's background worker has stopped — every [`Balance`](super::Balance) clone was
 /// dropped, or its runtime shut down — so the handle can no longer reach it, and a balancer
 /// without endpoints will never get any.

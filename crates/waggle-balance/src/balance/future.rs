@@ -15,10 +15,12 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower::{BoxError, Service};
 
 use super::Shared;
-use super::error::{NoEndpoints, NotReady};
+use super::WhenEmpty;
+use super::error::{CallTimedOut, Closed, NoEndpoints, NotReady};
 use super::slot::Slot;
 use super::worker::{FailureKind, Report};
 use super::{Attempts, FailureClassifier};
+use tokio::sync::futures::OwnedNotified;
 
 /// Keeps an endpoint's in-flight count up while a request is on it, and records its latency
 /// and outcome when it completes.
@@ -77,6 +79,8 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S, Req, F> {
+        // No endpoint yet (`WhenEmpty::WaitInCall`): wait for the worker's next table.
+        Waiting { notified: Option<Pin<Box<OwnedNotified>>>, request: Option<Req> },
         Readying { service: S, request: Option<Req> },
         Calling { #[pin] future: F },
         Failed { error: Option<BoxError> },
@@ -98,6 +102,9 @@ where
             Some(slot) => {
                 let service = slot.endpoint.service.clone();
                 (Some(Guard::new(slot, &shared)), State::Readying { service, request: Some(request) })
+            }
+            None if shared.when_empty == WhenEmpty::WaitInCall => {
+                (None, State::Waiting { notified: None, request: Some(request) })
             }
             None => (None, State::Failed { error: Some(NoEndpoints.into()) }),
         };
@@ -129,6 +136,39 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Waiting { notified, request } => {
+                    if !this.shared.table.load().is_empty() {
+                        let Some(request) = request.take() else {
+                            return Poll::Ready(Err(NoEndpoints.into()));
+                        };
+                        let mut rng = SmallRng::seed_from_u64(*this.seed);
+                        match this.shared.pick(&mut rng, *this.request_hash, 0, this.exclude, this.tried.as_ref()) {
+                            Some(slot) => {
+                                let service = slot.endpoint.service.clone();
+                                *this.guard = Some(Guard::new(slot, this.shared));
+                                this.state.set(State::Readying { service, request: Some(request) });
+                            }
+                            None => this.state.set(State::Waiting { notified: None, request: Some(request) }),
+                        }
+                        continue;
+                    }
+                    if this.shared.reports.is_closed() {
+                        return Poll::Ready(Err(Closed.into()));
+                    }
+                    match notified {
+                        // Register before looking again, so a table published in between is
+                        // not missed.
+                        None => {
+                            let mut wait = Box::pin(this.shared.notify.clone().notified_owned());
+                            wait.as_mut().enable();
+                            *notified = Some(wait);
+                        }
+                        Some(wait) => {
+                            ready!(wait.as_mut().poll(cx));
+                            *notified = None;
+                        }
+                    }
+                }
                 StateProj::Readying { service, request } => {
                     let Some(guard) = this.guard.as_ref() else {
                         return Poll::Ready(Err(NoEndpoints.into()));
@@ -151,6 +191,8 @@ where
                                     return Poll::Ready(Err(NoEndpoints.into()));
                                 };
                                 let future = service.call(request);
+                                // The readiness timer is done; the call gets its own, if set.
+                                *this.ready_deadline = this.shared.call_timeout.map(|t| Box::pin(sleep(t)));
                                 this.state.set(State::Calling { future });
                                 continue;
                             }
@@ -196,7 +238,17 @@ where
                     }
                 }
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => {
+                            let Some(deadline) = this.ready_deadline.as_mut() else { return Poll::Pending };
+                            ready!(deadline.as_mut().poll(cx));
+                            // The endpoint did not answer in time: that is its failure (the
+                            // call is dropped with this future).
+                            let timeout = this.shared.call_timeout.unwrap_or_default();
+                            Err(CallTimedOut { timeout }.into())
+                        }
+                    };
                     if let Some(mut guard) = this.guard.take() {
                         let failed = match this
                             .shared

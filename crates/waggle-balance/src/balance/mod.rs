@@ -48,7 +48,7 @@ use tower::discover::{Change, Discover};
 use tower::{BoxError, Service};
 
 pub use config::{Ejection, FailureRate, Fallback, Growth, Selector, SlowStart, Subset, WhenEmpty, ZoneAware};
-pub use error::{Closed, NoEndpoints, NotReady};
+pub use error::{CallTimedOut, Closed, NoEndpoints, NotReady};
 pub use future::ResponseFuture;
 pub use handle::{EndpointSnapshot, Handle};
 pub use layer::BalanceLayer;
@@ -109,6 +109,7 @@ pub struct Builder<K, Req> {
     /// A [`FailureClassifier`] for the services' response type, type-erased until `build`.
     classifier: Option<Arc<dyn Any + Send + Sync>>,
     attempts_of: Option<fn(&Req) -> Option<Attempts>>,
+    call_timeout: Option<Duration>,
 }
 
 /// The endpoints the attempts of one request went to, shared by its copies (retries, hedges):
@@ -167,6 +168,7 @@ impl<K, Req> Clone for Builder<K, Req> {
             observer: self.observer.clone(),
             classifier: self.classifier.clone(),
             attempts_of: self.attempts_of,
+            call_timeout: self.call_timeout,
         }
     }
 }
@@ -206,6 +208,7 @@ impl<K, Req> Builder<K, Req> {
             observer: None,
             classifier: None,
             attempts_of: None,
+            call_timeout: None,
         }
     }
 
@@ -294,6 +297,14 @@ impl<K, Req> Builder<K, Req> {
         self
     }
 
+    /// Bounds each call to an endpoint (one attempt): past it, the call is dropped, fails
+    /// with [`CallTimedOut`] and counts as the endpoint's failure, so a hung endpoint is
+    /// ejected like a failing one. Off by default.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout.max(Duration::from_millis(1)));
+        self
+    }
+
     /// Calls `observer` with a [`PickRecord`] for every pick.
     pub fn on_pick(mut self, observer: impl Fn(&PickRecord<K>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
@@ -359,6 +370,7 @@ impl<K, Req> Builder<K, Req> {
             failure_rate: self.ejection.failure_rate,
             classifier: self.classifier,
             attempts_of: self.attempts_of,
+            call_timeout: self.call_timeout,
             max_attempts: self.max_attempts,
             readiness_timeout: self.readiness_timeout,
             when_empty: self.when_empty,
@@ -396,6 +408,7 @@ pub(crate) struct Shared<K, S, Req> {
     failure_rate: Option<FailureRate>,
     classifier: Option<Arc<dyn Any + Send + Sync>>,
     attempts_of: Option<fn(&Req) -> Option<Attempts>>,
+    call_timeout: Option<Duration>,
     max_attempts: u32,
     readiness_timeout: Duration,
     when_empty: WhenEmpty,
@@ -546,7 +559,7 @@ where
     type Future = ResponseFuture<K, S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.shared.when_empty == WhenEmpty::Fail {
+        if self.shared.when_empty != WhenEmpty::Wait {
             return Poll::Ready(Ok(()));
         }
         loop {

@@ -115,7 +115,8 @@ impl<Req, Res> RetryPolicy<Req, Res> {
         self
     }
 
-    /// Runs on every request before its first attempt, so its copies share what it adds —
+    /// Runs on every request that may be repeated, before its first attempt, so its copies
+    /// share what it adds —
     /// typically a `waggle_balance::balance::Attempts` log, so that each retry goes to an
     /// endpoint not tried yet (see [`track_http_attempts`]).
     pub fn prepare(mut self, prepare: fn(&mut Req)) -> Self {
@@ -139,7 +140,8 @@ impl<Req, Res> RetryPolicy<Req, Res> {
 #[derive(Debug)]
 pub struct Retry<S, Req, Res> {
     inner: S,
-    policy: RetryPolicy<Req, Res>,
+    // One shared allocation: a call clones one `Arc`, not each of the policy's parts.
+    policy: Arc<RetryPolicy<Req, Res>>,
 }
 
 impl<S: Clone, Req, Res> Clone for Retry<S, Req, Res> {
@@ -151,14 +153,14 @@ impl<S: Clone, Req, Res> Clone for Retry<S, Req, Res> {
 impl<S, Req, Res> Retry<S, Req, Res> {
     /// Wraps `inner`.
     pub fn new(inner: S, policy: RetryPolicy<Req, Res>) -> Self {
-        Retry { inner, policy }
+        Retry { inner, policy: Arc::new(policy) }
     }
 }
 
 /// Builds [`Retry`]s sharing one policy (and so one budget).
 #[derive(Debug)]
 pub struct RetryLayer<Req, Res> {
-    policy: RetryPolicy<Req, Res>,
+    policy: Arc<RetryPolicy<Req, Res>>,
 }
 
 impl<Req, Res> Clone for RetryLayer<Req, Res> {
@@ -170,7 +172,7 @@ impl<Req, Res> Clone for RetryLayer<Req, Res> {
 impl<Req, Res> RetryLayer<Req, Res> {
     /// A layer retrying with `policy`.
     pub fn new(policy: RetryPolicy<Req, Res>) -> Self {
-        RetryLayer { policy }
+        RetryLayer { policy: Arc::new(policy) }
     }
 }
 
@@ -178,7 +180,7 @@ impl<S, Req, Res> Layer<S> for RetryLayer<Req, Res> {
     type Service = Retry<S, Req, Res>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(inner, self.policy.clone())
+        Retry { inner, policy: self.policy.clone() }
     }
 }
 
@@ -199,7 +201,11 @@ where
     }
 
     fn call(&mut self, mut request: Req) -> Self::Future {
-        (self.policy.prepare)(&mut request);
+        // Only a request that may be sent again needs what `prepare` adds (an attempts log).
+        let repeatable = self.policy.max_attempts > 1 && self.policy.idempotency.is_idempotent(&request);
+        if repeatable {
+            (self.policy.prepare)(&mut request);
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = self.policy.clone();
@@ -207,9 +213,7 @@ where
             policy.budget.deposit();
             let deadline = (policy.deadline_of)(&request);
             // Keep a pristine copy for later attempts, only if a retry could ever happen.
-            let original = (policy.max_attempts > 1 && policy.idempotency.is_idempotent(&request))
-                .then(|| policy.copy.clone_request(&request))
-                .flatten();
+            let original = if repeatable { policy.copy.clone_request(&request) } else { None };
             let mut result = inner.call(request).await.map_err(Into::into);
             let Some(original) = original else { return result };
             let mut rng = SmallRng::seed_from_u64(crate::seed(&policy.seeds));
