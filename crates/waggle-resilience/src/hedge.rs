@@ -18,7 +18,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::BoxFuture;
 use crate::classify::{Classify, IdempotencyPolicy};
-use crate::replay::CloneRequest;
+use crate::replay::{CloneRequest, Repeat};
 use crate::retry::RetryBudget;
 
 const BUCKETS: usize = 80;
@@ -108,9 +108,7 @@ pub struct HedgePolicy<Req, Res> {
     min_delay: Duration,
     budget: HedgeBudget,
     histogram: Arc<LatencyHistogram>,
-    classify: Arc<dyn Classify<Res>>,
-    idempotency: Arc<dyn IdempotencyPolicy<Req>>,
-    copy: Arc<dyn CloneRequest<Req>>,
+    repeat: Repeat<Req, Res>,
 }
 
 impl<Req, Res> Clone for HedgePolicy<Req, Res> {
@@ -121,9 +119,7 @@ impl<Req, Res> Clone for HedgePolicy<Req, Res> {
             min_delay: self.min_delay,
             budget: self.budget.clone(),
             histogram: self.histogram.clone(),
-            classify: self.classify.clone(),
-            idempotency: self.idempotency.clone(),
-            copy: self.copy.clone(),
+            repeat: self.repeat.clone(),
         }
     }
 }
@@ -153,9 +149,7 @@ impl<Req, Res> HedgePolicy<Req, Res> {
             min_delay: Duration::from_millis(1),
             budget,
             histogram: Arc::new(LatencyHistogram::new(Duration::from_secs(10))),
-            classify: Arc::new(classify),
-            idempotency: Arc::new(idempotency),
-            copy: Arc::new(copy),
+            repeat: Repeat::new(classify, idempotency, copy),
         }
     }
 
@@ -258,12 +252,13 @@ where
             HedgeBudget::SharedWithRetry(budget) => budget.clone(),
         };
         let delay = policy
+            .repeat
             .idempotency
             .is_idempotent(&request)
             .then(|| policy.histogram.quantile(policy.quantile, policy.min_samples))
             .flatten()
             .map(|delay| delay.max(policy.min_delay));
-        let copy = delay.and_then(|_| policy.copy.clone_request(&request));
+        let copy = delay.and_then(|_| policy.repeat.copy.clone_request(&request));
         let started = Instant::now();
         let primary = inner.call(request);
         Box::pin(async move {
@@ -272,7 +267,7 @@ where
             // breaker answers in microseconds) and hedged results would drag the quantile down
             // and make every request hedge.
             let record = |result: &Result<Res, BoxError>| {
-                if !policy.classify.classify(result.as_ref()).is_failure() {
+                if !policy.repeat.classify.classify(result.as_ref()).is_failure() {
                     policy.histogram.record(started.elapsed());
                 }
             };
@@ -311,10 +306,10 @@ where
             match select(primary, backup).await {
                 Either::Left((result, other)) => {
                     record(&result);
-                    if policy.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
+                    if policy.repeat.classify.classify(result.as_ref()).is_failure() { other.await } else { result }
                 }
                 Either::Right((result, other)) => {
-                    if policy.classify.classify(result.as_ref()).is_failure() {
+                    if policy.repeat.classify.classify(result.as_ref()).is_failure() {
                         other.await
                     } else {
                         result

@@ -34,6 +34,32 @@ where
     }
 }
 
+/// What every layer that sends a request more than once needs: how to judge an answer,
+/// whether the request may be repeated, and how to copy it. Shared by retries and hedges.
+pub(crate) struct Repeat<Req, Res> {
+    pub(crate) classify: std::sync::Arc<dyn crate::Classify<Res>>,
+    pub(crate) idempotency: std::sync::Arc<dyn crate::IdempotencyPolicy<Req>>,
+    pub(crate) copy: std::sync::Arc<dyn CloneRequest<Req>>,
+}
+
+impl<Req, Res> Repeat<Req, Res> {
+    pub(crate) fn new(
+        classify: impl crate::Classify<Res>,
+        idempotency: impl crate::IdempotencyPolicy<Req>,
+        copy: impl CloneRequest<Req>,
+    ) -> Self {
+        let (classify, idempotency, copy) =
+            (std::sync::Arc::new(classify), std::sync::Arc::new(idempotency), std::sync::Arc::new(copy));
+        Repeat { classify, idempotency, copy }
+    }
+}
+
+impl<Req, Res> Clone for Repeat<Req, Res> {
+    fn clone(&self) -> Self {
+        Repeat { classify: self.classify.clone(), idempotency: self.idempotency.clone(), copy: self.copy.clone() }
+    }
+}
+
 /// Copies requests that are `Clone`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CloneAll;

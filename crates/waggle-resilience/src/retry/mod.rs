@@ -23,7 +23,7 @@ pub use budget::RetryBudget;
 use crate::BoxFuture;
 use crate::classify::{Classify, IdempotencyPolicy};
 use crate::deadline::Deadline;
-use crate::replay::CloneRequest;
+use crate::replay::{CloneRequest, Repeat};
 
 /// Puts a fresh `Attempts` log into an HTTP request, for [`RetryPolicy::prepare`].
 pub fn track_http_attempts<B>(request: &mut http::Request<B>) {
@@ -35,9 +35,7 @@ pub struct RetryPolicy<Req, Res> {
     max_attempts: u32,
     backoff: Backoff,
     budget: RetryBudget,
-    classify: Arc<dyn Classify<Res>>,
-    idempotency: Arc<dyn IdempotencyPolicy<Req>>,
-    copy: Arc<dyn CloneRequest<Req>>,
+    repeat: Repeat<Req, Res>,
     deadline_of: fn(&Req) -> Option<Deadline>,
     prepare: fn(&mut Req),
     seeds: Arc<AtomicU64>,
@@ -49,9 +47,7 @@ impl<Req, Res> Clone for RetryPolicy<Req, Res> {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             budget: self.budget.clone(),
-            classify: self.classify.clone(),
-            idempotency: self.idempotency.clone(),
-            copy: self.copy.clone(),
+            repeat: self.repeat.clone(),
             deadline_of: self.deadline_of,
             prepare: self.prepare,
             seeds: self.seeds.clone(),
@@ -82,9 +78,7 @@ impl<Req, Res> RetryPolicy<Req, Res> {
             max_attempts: 3,
             backoff: Backoff::default(),
             budget: RetryBudget::default(),
-            classify: Arc::new(classify),
-            idempotency: Arc::new(idempotency),
-            copy: Arc::new(copy),
+            repeat: Repeat::new(classify, idempotency, copy),
             deadline_of: |_| None,
             prepare: |_| {},
             seeds: Arc::new(AtomicU64::new(0x5eed)),
@@ -202,7 +196,7 @@ where
 
     fn call(&mut self, mut request: Req) -> Self::Future {
         // Only a request that may be sent again needs what `prepare` adds (an attempts log).
-        let repeatable = self.policy.max_attempts > 1 && self.policy.idempotency.is_idempotent(&request);
+        let repeatable = self.policy.max_attempts > 1 && self.policy.repeat.idempotency.is_idempotent(&request);
         if repeatable {
             (self.policy.prepare)(&mut request);
         }
@@ -213,12 +207,12 @@ where
             policy.budget.deposit();
             let deadline = (policy.deadline_of)(&request);
             // Keep a pristine copy for later attempts, only if a retry could ever happen.
-            let original = if repeatable { policy.copy.clone_request(&request) } else { None };
+            let original = if repeatable { policy.repeat.copy.clone_request(&request) } else { None };
             let mut result = inner.call(request).await.map_err(Into::into);
             let Some(original) = original else { return result };
             let mut rng = SmallRng::seed_from_u64(crate::seed(&policy.seeds));
             for attempt in 1..policy.max_attempts {
-                let outcome = policy.classify.classify(result.as_ref());
+                let outcome = policy.repeat.classify.classify(result.as_ref());
                 if !outcome.is_retryable() {
                     break;
                 }
@@ -227,7 +221,7 @@ where
                     tracing::debug!(attempt, ?delay, "no retry: the deadline is too close");
                     break;
                 }
-                let Some(copy) = policy.copy.clone_request(&original) else { break };
+                let Some(copy) = policy.repeat.copy.clone_request(&original) else { break };
                 if !policy.budget.try_withdraw() {
                     tracing::debug!(attempt, "no retry: the retry budget is spent");
                     crate::telemetry::budget_exhausted();
