@@ -25,7 +25,7 @@ use waggle_core::{Instance, InstanceId};
 use waggle_resilience::Outcome;
 use waggle_resilience::breaker::{BreakerConfig, BreakerHandle, BreakerLayer};
 use waggle_resilience::classify::{Classify, GrpcStatus, HttpIdempotency, HttpStatus};
-use waggle_resilience::deadline::{Deadline, Propagation, TimeoutLayer};
+use waggle_resilience::deadline::{Deadline, Propagation, TimeoutLayer, refresh_header};
 use waggle_resilience::hedge::{HedgeBudget, HedgeLayer, HedgePolicy};
 use waggle_resilience::limit::{AdaptiveLimit, AimdConfig, Overloaded};
 use waggle_resilience::replay::{BufferBodyLayer, CloneHttp, ReplayBody};
@@ -265,7 +265,8 @@ impl ServiceClientBuilder {
         .max_attempts(self.attempts)
         .budget(self.budget.clone())
         .deadline(Deadline::of)
-        .prepare(track_http_attempts);
+        .prepare(track_http_attempts)
+        .refresh(refresh_header);
         let inner = breaker.layer(balance);
         let inner = match self.hedge_quantile {
             Some(quantile) => {

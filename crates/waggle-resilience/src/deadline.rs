@@ -100,6 +100,23 @@ fn format_grpc_timeout(remaining: Duration) -> String {
     if secs < 100_000_000 { format!("{secs}S") } else { format!("{}H", (secs / 3600).min(99_999_999)) }
 }
 
+/// Rewrites the deadline header of a request about to be sent again (a retry, a hedge) with
+/// the time it has left now, so the server never believes it has longer than the client
+/// will wait. Only touches a header the request already carries.
+pub fn refresh_header<B>(request: &mut http::Request<B>) {
+    let Some(deadline) = Deadline::of(request) else { return };
+    let remaining = deadline.remaining();
+    let headers = request.headers_mut();
+    if headers.contains_key(GRPC_TIMEOUT_HEADER)
+        && let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(remaining))
+    {
+        headers.insert(GRPC_TIMEOUT_HEADER, value);
+    }
+    if headers.contains_key(HTTP_TIMEOUT_HEADER) {
+        headers.insert(HTTP_TIMEOUT_HEADER, HeaderValue::from(remaining.as_millis().max(1) as u64));
+    }
+}
+
 /// The deadline passed before the answer came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeadlineExceeded;

@@ -364,3 +364,24 @@ async fn a_dropped_call_frees_its_place_in_the_adaptive_limit() {
     assert!(outcome.is_err(), "admitted (and still running), not shed: {outcome:?}");
     assert_eq!(limit.limit(), 2, "drops do not move the limit");
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_send_the_time_actually_left() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let service = service_fn(move |request: Req| {
+        sink.lock().unwrap().push(request.headers()["grpc-timeout"].to_str().unwrap().to_owned());
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, BoxError>(Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body("busy").unwrap())
+        }
+    });
+    let policy = retry_policy()
+        .backoff(Backoff::new(Duration::ZERO, Duration::ZERO))
+        .refresh(waggle_resilience::deadline::refresh_header);
+    let mut stack = tower::ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(1), Propagation::Grpc))
+        .service(Retry::new(service, policy));
+    stack.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["1000m", "900m", "800m"]);
+}

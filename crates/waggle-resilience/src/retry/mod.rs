@@ -38,6 +38,7 @@ pub struct RetryPolicy<Req, Res> {
     repeat: Repeat<Req, Res>,
     deadline_of: fn(&Req) -> Option<Deadline>,
     prepare: fn(&mut Req),
+    refresh: fn(&mut Req),
     seeds: Arc<AtomicU64>,
 }
 
@@ -50,6 +51,7 @@ impl<Req, Res> Clone for RetryPolicy<Req, Res> {
             repeat: self.repeat.clone(),
             deadline_of: self.deadline_of,
             prepare: self.prepare,
+            refresh: self.refresh,
             seeds: self.seeds.clone(),
         }
     }
@@ -81,6 +83,7 @@ impl<Req, Res> RetryPolicy<Req, Res> {
             repeat: Repeat::new(classify, idempotency, copy),
             deadline_of: |_| None,
             prepare: |_| {},
+            refresh: |_| {},
             seeds: Arc::new(AtomicU64::new(0x5eed)),
         }
     }
@@ -115,6 +118,14 @@ impl<Req, Res> RetryPolicy<Req, Res> {
     /// endpoint not tried yet (see [`track_http_attempts`]).
     pub fn prepare(mut self, prepare: fn(&mut Req)) -> Self {
         self.prepare = prepare;
+        self
+    }
+
+    /// Runs on every copy just before it is sent as a retry — typically
+    /// [`refresh_header`](crate::deadline::refresh_header), so the server hears the time that
+    /// is actually left.
+    pub fn refresh(mut self, refresh: fn(&mut Req)) -> Self {
+        self.refresh = refresh;
         self
     }
 
@@ -230,6 +241,8 @@ where
                 crate::telemetry::retry();
                 tracing::debug!(attempt, ?outcome, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
+                let mut copy = copy;
+                (policy.refresh)(&mut copy);
                 let ready = inner.ready().await.map_err(Into::into);
                 result = match ready {
                     Ok(ready) => ready.call(copy).await.map_err(Into::into),
