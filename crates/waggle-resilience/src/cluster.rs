@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use rand::seq::SliceRandom;
-use rand::{SeedableRng, rngs::SmallRng};
 use tokio::sync::mpsc;
 use tower::{BoxError, Service, ServiceExt};
 use waggle_balance::Balance;
@@ -89,7 +87,6 @@ pub struct Cluster<K, S, Req, Res> {
     classify: Arc<dyn Classify<Res>>,
     copy: Arc<dyn CloneRequest<Req>>,
     failback: Option<mpsc::Sender<Req>>,
-    seeds: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<K, S, Req, Res> Clone for Cluster<K, S, Req, Res> {
@@ -100,7 +97,6 @@ impl<K, S, Req, Res> Clone for Cluster<K, S, Req, Res> {
             classify: self.classify.clone(),
             copy: self.copy.clone(),
             failback: self.failback.clone(),
-            seeds: self.seeds.clone(),
         }
     }
 }
@@ -132,14 +128,7 @@ where
             }
             _ => None,
         };
-        Cluster {
-            balance,
-            strategy,
-            classify,
-            copy,
-            failback,
-            seeds: Arc::new(std::sync::atomic::AtomicU64::new(0xc1a5)),
-        }
+        Cluster { balance, strategy, classify, copy, failback }
     }
 }
 
@@ -193,7 +182,6 @@ where
         std::mem::swap(&mut balance, &mut self.balance);
         let (classify, copy, strategy) = (self.classify.clone(), self.copy.clone(), self.strategy.clone());
         let failback = self.failback.clone();
-        let seed = crate::seed(&self.seeds);
         Box::pin(async move {
             match strategy {
                 Strategy::Failfast => balance.call(request).await,
@@ -216,14 +204,11 @@ where
                     Ok(fallback())
                 }
                 Strategy::Forking { n } => {
-                    let mut endpoints = balance.endpoints_now();
-                    endpoints.shuffle(&mut SmallRng::seed_from_u64(seed));
-                    endpoints.truncate(n.max(1));
-                    fan_out(endpoints, request, &*copy, &*classify, FanOut::FirstSuccess).await
+                    fan_out(balance, n.max(1), request, &*copy, &*classify, FanOut::FirstSuccess).await
                 }
                 Strategy::Broadcast => {
-                    let endpoints = balance.endpoints_now();
-                    fan_out(endpoints, request, &*copy, &*classify, FanOut::All).await
+                    let n = balance.len();
+                    fan_out(balance, n, request, &*copy, &*classify, FanOut::All).await
                 }
             }
         })
@@ -270,37 +255,41 @@ enum FanOut {
     All,
 }
 
-/// Sends one copy of `request` to each endpoint.
+/// Sends copies of `request` to up to `n` distinct endpoints, each picked by the balancer
+/// (so its policy, load accounting and ejection apply) while excluding those already chosen.
 async fn fan_out<K, S, Req>(
-    endpoints: Vec<(K, S)>,
+    mut balance: Balance<K, S, Req>,
+    n: usize,
     request: Req,
     copy: &dyn CloneRequest<Req>,
     classify: &dyn Classify<S::Response>,
     mode: FanOut,
 ) -> Result<S::Response, BoxError>
 where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    S::Response: 'static,
-    Req: 'static,
+    K: EndpointKey,
+    S: EndpointService<Req>,
+    Req: Send + 'static,
 {
-    if endpoints.is_empty() {
-        return Err(NoEndpoints.into());
-    }
     let mut calls = FuturesUnordered::new();
+    let mut chosen: Vec<K> = Vec::with_capacity(n);
     let mut original = Some(request);
-    let n = endpoints.len();
-    for (i, (_, mut service)) in endpoints.into_iter().enumerate() {
-        // The last endpoint gets the original; the others get copies.
+    for i in 0..n {
+        // The last send gets the original; the others get copies.
         let request = if i + 1 == n { original.take() } else { original.as_ref().and_then(|r| copy.clone_request(r)) };
-        let Some(request) = request else { continue };
-        calls.push(async move {
-            let ready = service.ready().await.map_err(Into::into);
-            match ready {
-                Ok(ready) => ready.call(request).await.map_err(Into::into),
-                Err(error) => Err(error),
-            }
-        });
+        let Some(request) = request else { break };
+        if balance.ready().await.is_err() {
+            break;
+        }
+        let call = balance.call_excluding(request, &chosen);
+        match call.endpoint() {
+            // Fewer distinct endpoints than asked for: stop at the first repeat.
+            Some(key) if !chosen.contains(key) => chosen.push(key.clone()),
+            _ => break,
+        }
+        calls.push(call);
+    }
+    if calls.is_empty() {
+        return Err(NoEndpoints.into());
     }
     let (mut last, mut first_failure) = (None, None);
     while let Some(result) = calls.next().await {

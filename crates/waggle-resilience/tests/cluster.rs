@@ -132,9 +132,14 @@ async fn forking_takes_the_first_success() {
 #[tokio::test(start_paused = true)]
 async fn broadcast_reaches_everyone_and_fails_if_anyone_fails() {
     let fleet = Fleet::new();
-    let mut cluster = Cluster::new(fleet.balance(&["a", "b", "c"]), Strategy::Broadcast, classify, CloneAll);
+    let balance = fleet.balance(&["a", "b", "c"]);
+    let handle = balance.handle();
+    let mut cluster = Cluster::new(balance, Strategy::Broadcast, classify, CloneAll);
     assert_ne!(call(&mut cluster, 1).await.unwrap(), "fail");
     assert_eq!(fleet.calls(), HashMap::from([("a", 1), ("b", 1), ("c", 1)]));
+    // Every send went through the balancer, which counted it.
+    let snapshot = handle.endpoints().await.unwrap();
+    assert!(snapshot.iter().all(|e| e.successes == 1), "{snapshot:?}");
     fleet.broken.lock().unwrap().push("b");
     assert_eq!(call(&mut cluster, 2).await.unwrap(), "fail");
     assert_eq!(fleet.calls(), HashMap::from([("a", 2), ("b", 2), ("c", 2)]));
