@@ -28,6 +28,7 @@ mod record;
 mod slot;
 mod state;
 mod table;
+mod telemetry;
 mod worker;
 
 use std::any::Any;

@@ -273,6 +273,7 @@ where
 
     fn on_readiness(&mut self, slot: &Slot<K, S>, result: Result<(), String>) {
         let now = Instant::now();
+        let policy = self.config.table.policy.name();
         let ejection = self.config.ejection.clone();
         let Some(entry) = self.entry_of(slot) else { return };
         let changed = match result {
@@ -282,7 +283,11 @@ where
             Err(_) if entry.life.state != EndpointState::Connecting => false,
             Err(reason) => {
                 tracing::debug!(reason, "endpoint ejected");
-                entry.life.eject(now, &ejection, None, reason).is_some()
+                let ejected = entry.life.eject(now, &ejection, None, reason).is_some();
+                if ejected {
+                    super::telemetry::ejected(policy);
+                }
+                ejected
             }
         };
         self.dirty |= changed;
@@ -290,6 +295,7 @@ where
 
     fn on_report(&mut self, report: Report<K, S>) {
         let now = Instant::now();
+        let policy = self.config.table.policy.name();
         let ejection = self.config.ejection.clone();
         match report {
             Report::Failed { slot, reason, kind } => {
@@ -303,6 +309,7 @@ where
                     return;
                 }
                 if entry.life.eject(now, &ejection, None, reason).is_some() {
+                    super::telemetry::ejected(policy);
                     entry.slot.stats.reset_failures();
                     entry.slot.probing.store(false, Relaxed);
                     self.dirty = true;
@@ -315,10 +322,14 @@ where
                 }
                 entry.slot.probing.store(false, Relaxed);
                 if success {
-                    entry.life.on_probe_succeeded(now);
+                    if entry.life.on_probe_succeeded(now) {
+                        super::telemetry::readmitted(policy);
+                    }
                     entry.slot.stats.reset_failures();
                 } else {
-                    entry.life.eject(now, &ejection, None, "failed on probation".into());
+                    if entry.life.eject(now, &ejection, None, "failed on probation".into()).is_some() {
+                        super::telemetry::ejected(policy);
+                    }
                     entry.slot.stats.reset_failures();
                 }
                 self.dirty = true;
@@ -328,6 +339,7 @@ where
 
     fn on_control(&mut self, control: Control<K>) {
         let now = Instant::now();
+        let policy = self.config.table.policy.name();
         match control {
             Control::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
@@ -336,6 +348,7 @@ where
                 let Some(&idx) = self.index.get(&key) else { return };
                 let entry = &mut self.entries[idx];
                 if entry.life.eject(now, &self.config.ejection, duration, "ejected by the handle".into()).is_some() {
+                    super::telemetry::ejected(policy);
                     entry.slot.probing.store(false, Relaxed);
                     self.dirty = true;
                 }
@@ -380,6 +393,7 @@ where
         let table = Table::build(entries, &self.config.table, self.zone_load.as_ref(), now, &mut self.rng);
         self.next_warmup = self.config.table.next_warmup_step(self.entries.iter().map(|e| &e.life), now);
         self.published.store(Arc::new(table));
+        super::telemetry::endpoints(self.config.table.policy.name(), self.entries.iter().map(|e| e.life.state));
         // Only now that no table holds them: a request that still picks a retired slot from
         // an older table picks again and finds the new one.
         for slot in self.retired.drain(..) {
