@@ -212,6 +212,9 @@ impl ServiceClientBuilder {
             let stats = Arc::new(EndpointStats::new());
             let service = match adaptive {
                 Some(config) => {
+                    // The balancer enforces the attempt timeout by dropping the call: tell the
+                    // limiter that such a drop is a timeout.
+                    let config = config.dropped_as_timeout_after(attempt_timeout);
                     let classify = limit_classify.clone();
                     let limited = AdaptiveLimit::new(
                         transport,

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{BoxError, Layer, Service};
@@ -109,12 +110,13 @@ pub struct AimdConfig {
     min: f64,
     max: f64,
     decrease: f64,
+    dropped_as_timeout_after: Option<Duration>,
 }
 
 impl Default for AimdConfig {
     /// Start at 20, stay within 1–1,000, shrink by 10 % on a timeout.
     fn default() -> Self {
-        AimdConfig { initial: 20.0, min: 1.0, max: 1_000.0, decrease: 0.9 }
+        AimdConfig { initial: 20.0, min: 1.0, max: 1_000.0, decrease: 0.9, dropped_as_timeout_after: None }
     }
 }
 
@@ -124,6 +126,14 @@ impl AimdConfig {
         self.min = f64::from(min.max(1));
         self.max = f64::from(max.max(min).max(1));
         self.initial = f64::from(initial).clamp(self.min, self.max);
+        self
+    }
+
+    /// Counts a call dropped unfinished after running at least `elapsed` as a timeout — for a
+    /// limiter below a layer that enforces a timeout by dropping the call (the balancer's
+    /// call timeout). Calls dropped sooner (a hedge's loser) only free their place.
+    pub fn dropped_as_timeout_after(mut self, elapsed: Duration) -> Self {
+        self.dropped_as_timeout_after = Some(elapsed);
         self
     }
 
@@ -173,12 +183,20 @@ impl<Res> AimdShared<Res> {
 /// frees its place without moving the limit.
 struct InFlight<Res> {
     shared: Arc<AimdShared<Res>>,
+    started: tokio::time::Instant,
     settled: bool,
 }
 
 impl<Res> Drop for InFlight<Res> {
     fn drop(&mut self) {
-        if !self.settled {
+        if self.settled {
+            return;
+        }
+        let timed_out =
+            self.shared.config.dropped_as_timeout_after.is_some_and(|after| self.started.elapsed() >= after);
+        if timed_out {
+            self.shared.settle(Outcome::Timeout);
+        } else {
             self.shared.with(|state| state.in_flight = state.in_flight.saturating_sub(1));
         }
     }
@@ -250,7 +268,7 @@ where
             return Box::pin(std::future::ready(Err(overloaded.into())));
         }
         let call = self.inner.call(request);
-        let mut slot = InFlight { shared: self.shared.clone(), settled: false };
+        let mut slot = InFlight { shared: self.shared.clone(), started: tokio::time::Instant::now(), settled: false };
         Box::pin(async move {
             let result = call.await.map_err(Into::into);
             slot.settled = true;

@@ -385,3 +385,18 @@ async fn retries_send_the_time_actually_left() {
     stack.ready().await.unwrap().call(get()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), ["1000m", "900m", "800m"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_at_its_timeout_shrinks_the_limit() {
+    let (service, _) = scripted(|_| (Duration::from_secs(60), StatusCode::OK));
+    let config = AimdConfig::default().limits(10, 2, 100).dropped_as_timeout_after(Duration::from_millis(100));
+    let mut limit = AdaptiveLimit::new(service, config, HttpStatus, None);
+    // Dropped early (a hedge's loser): the limit stays.
+    let call = limit.ready().await.unwrap().call(get());
+    assert!(tokio::time::timeout(Duration::from_millis(10), call).await.is_err());
+    assert_eq!(limit.limit(), 10);
+    // Dropped at the timeout an outer layer enforces: counted as a timeout.
+    let call = limit.ready().await.unwrap().call(get());
+    assert!(tokio::time::timeout(Duration::from_millis(150), call).await.is_err());
+    assert_eq!(limit.limit(), 9);
+}

@@ -50,16 +50,25 @@ impl RetryBudget {
 
     /// Takes one extra request from the budget; `false` if it is spent.
     pub fn try_withdraw(&self) -> bool {
-        let (ratio, floor) = (self.ratio, self.floor);
         self.with_account(|account| {
-            let (requests, extras) = account.buckets.iter().fold((0u64, 0u64), |(r, e), (dr, de)| (r + dr, e + de));
-            if (extras as f64) < ratio * requests as f64 + floor {
+            let allowed = self.allows(account);
+            if allowed {
                 account.buckets[account.current].1 += 1;
-                true
-            } else {
-                false
             }
+            allowed
         })
+    }
+
+    /// Whether an extra request would be granted now, without taking it (a retry checks
+    /// before its back-off and withdraws after, so a call cancelled while waiting costs the
+    /// budget nothing).
+    pub fn has_room(&self) -> bool {
+        self.with_account(|account| self.allows(account))
+    }
+
+    fn allows(&self, account: &Account) -> bool {
+        let (requests, extras) = account.buckets.iter().fold((0u64, 0u64), |(r, e), (dr, de)| (r + dr, e + de));
+        (extras as f64) < self.ratio * requests as f64 + self.floor
     }
 
     /// (requests, extra requests) in the current window.

@@ -233,14 +233,19 @@ where
                     break;
                 }
                 let Some(copy) = policy.repeat.copy.clone_request(&original) else { break };
-                if !policy.budget.try_withdraw() {
+                if !policy.budget.has_room() {
                     tracing::debug!(attempt, "no retry: the retry budget is spent");
                     crate::telemetry::budget_exhausted();
                     break;
                 }
-                crate::telemetry::retry();
                 tracing::debug!(attempt, ?outcome, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
+                // Taken only now: a call cancelled during the back-off costs the budget nothing.
+                if !policy.budget.try_withdraw() {
+                    crate::telemetry::budget_exhausted();
+                    break;
+                }
+                crate::telemetry::retry();
                 let mut copy = copy;
                 (policy.refresh)(&mut copy);
                 let ready = inner.ready().await.map_err(Into::into);
