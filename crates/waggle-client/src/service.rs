@@ -186,8 +186,10 @@ impl ServiceClientBuilder {
 
     /// Builds the client over your own transport: `connect` makes the service for each
     /// instance (a hyper-util client aimed at it, a channel with TLS, …).
-    pub fn build_with<S, F, ResBody>(self, mut connect: F) -> Result<ServiceClient<ResBody>, Error>
+    pub fn build_with<S, F, ResBody, ReqBody>(self, mut connect: F) -> Result<ServiceClient<ResBody, ReqBody>, Error>
     where
+        ReqBody: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        ReqBody::Error: Into<BoxError>,
         F: FnMut(&Instance) -> S + Send + Unpin + 'static,
         S: Service<http::Request<ReplayBody>, Response = http::Response<ResBody>> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError>,
@@ -373,16 +375,18 @@ impl Service<http::Request<ReplayBody>> for ChannelOrBroken {
 }
 
 /// One service's client: cloneable, a tower `Service` for `http::Request`s. Hand it to a
-/// generated tonic client (`OrdersClient::new(client)`) in place of a channel.
-pub struct ServiceClient<ResBody = tonic::body::Body> {
-    inner: BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<ResBody>, BoxError>,
+/// generated tonic client (`OrdersClient::new(client)`) in place of a channel; with
+/// [`ServiceClientBuilder::build_with`] the request body can be any `http_body::Body` of
+/// `Bytes` (hyper's `Full<Bytes>`, say).
+pub struct ServiceClient<ResBody = tonic::body::Body, ReqBody = tonic::body::Body> {
+    inner: BoxCloneSyncService<http::Request<ReqBody>, http::Response<ResBody>, BoxError>,
     balance: Handle<InstanceId>,
     breaker: BreakerHandle,
     /// Keeps the discovery watch alive as long as the client.
     _discovery: crate::Discovery,
 }
 
-impl<ResBody> Clone for ServiceClient<ResBody> {
+impl<ResBody, ReqBody> Clone for ServiceClient<ResBody, ReqBody> {
     fn clone(&self) -> Self {
         ServiceClient {
             inner: self.inner.clone(),
@@ -393,13 +397,13 @@ impl<ResBody> Clone for ServiceClient<ResBody> {
     }
 }
 
-impl<ResBody> std::fmt::Debug for ServiceClient<ResBody> {
+impl<ResBody, ReqBody> std::fmt::Debug for ServiceClient<ResBody, ReqBody> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceClient").field("breaker", &self.breaker).finish_non_exhaustive()
     }
 }
 
-impl<ResBody> ServiceClient<ResBody> {
+impl<ResBody, ReqBody> ServiceClient<ResBody, ReqBody> {
     /// The balancer's handle: endpoint states, manual ejection.
     pub fn endpoints(&self) -> &Handle<InstanceId> {
         &self.balance
@@ -411,7 +415,7 @@ impl<ResBody> ServiceClient<ResBody> {
     }
 }
 
-impl<ResBody> Service<http::Request<tonic::body::Body>> for ServiceClient<ResBody> {
+impl<ResBody, ReqBody> Service<http::Request<ReqBody>> for ServiceClient<ResBody, ReqBody> {
     type Response = http::Response<ResBody>;
     type Error = BoxError;
     type Future = waggle_resilience::BoxFuture<Result<http::Response<ResBody>, BoxError>>;
@@ -420,7 +424,7 @@ impl<ResBody> Service<http::Request<tonic::body::Body>> for ServiceClient<ResBod
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         self.inner.call(request)
     }
 }

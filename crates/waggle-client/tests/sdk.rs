@@ -287,3 +287,47 @@ async fn registry_instances_drive_a_balancer() {
         assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "10.0.0.1:80");
     }
 }
+
+#[tokio::test]
+async fn the_service_client_retries_a_failing_instance_away_and_ejects_it() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::{Service, ServiceExt};
+    use waggle_client::Protocol;
+    use waggle_resilience::replay::ReplayBody;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = Client::connect(url(&server)).await.unwrap();
+    let _good = client.register(InstanceSpec::new("api", "10.0.0.1", 80).unwrap()).await.unwrap();
+    let _bad = client.register(InstanceSpec::new("api", "10.0.0.2", 80).unwrap()).await.unwrap();
+
+    // An in-memory transport: 10.0.0.2 always answers 503, 10.0.0.1 answers with its id.
+    let connect = |instance: &waggle_client::Instance| {
+        let id = instance.id().to_string();
+        tower::service_fn(move |_request: http::Request<ReplayBody>| {
+            let status = if id == "10.0.0.2:80" { 503 } else { 200 };
+            let response = http::Response::builder().status(status).body(Full::new(Bytes::from(id.clone())));
+            std::future::ready(response.map_err(tower::BoxError::from))
+        })
+    };
+    let mut api: waggle_client::ServiceClient<Full<Bytes>, Full<Bytes>> =
+        client.service("api").protocol(Protocol::Http).build_with(connect).unwrap();
+    let endpoints = api.endpoints().clone();
+    let both = async {
+        while endpoints.endpoints().await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(WAIT, both).await.expect("both instances discovered");
+
+    for _ in 0..100 {
+        let request = http::Request::get("/items").body(Full::new(Bytes::new())).unwrap();
+        let response = api.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), 200, "a GET that hit the failing instance was retried on the other");
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "10.0.0.1:80");
+    }
+    let snapshot = endpoints.endpoints().await.unwrap();
+    let bad = snapshot.iter().find(|e| e.key.as_str() == "10.0.0.2:80").unwrap();
+    assert!(bad.ejections >= 1, "five 503s in a row eject it: {bad:?}");
+}
