@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub raft: RaftConfig,
     /// Seed for the session-id generator (default: from the OS). Set it in tests.
     pub seed: Option<u64>,
+    /// Where this node listens for Raft traffic from its peers (cluster mode only).
+    pub peer_addr: Option<SocketAddr>,
+    /// The cluster's members at bootstrap, node id → peer address, this node included
+    /// (etcd-style static bootstrap). Empty: a single-node cluster (the default).
+    pub initial_cluster: std::collections::BTreeMap<u64, SocketAddr>,
 }
 
 /// Raft timing and log compaction settings.
@@ -78,6 +83,8 @@ impl ServerConfig {
             watch_buffer: 256,
             watch_history: 64,
             raft: RaftConfig::default(),
+            peer_addr: None,
+            initial_cluster: std::collections::BTreeMap::new(),
             seed: None,
         }
     }
@@ -107,6 +114,18 @@ impl ServerConfig {
         }
         if self.raft.snapshot_every == 0 || self.raft.purge_batch == 0 {
             return err("snapshot_every and purge_batch must be at least 1");
+        }
+        if !self.initial_cluster.is_empty() {
+            let Some(peer_addr) = self.peer_addr else {
+                return err("a clustered node needs a peer address");
+            };
+            match self.initial_cluster.get(&self.node_id) {
+                None => return err("the initial cluster must list this node's id"),
+                Some(listed) if listed.port() != 0 && peer_addr.port() != 0 && *listed != peer_addr => {
+                    return err("the initial cluster lists this node at another address than its peer address");
+                }
+                Some(_) => {}
+            }
         }
         Ok(())
     }

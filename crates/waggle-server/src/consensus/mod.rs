@@ -167,6 +167,8 @@ pub(crate) struct Consensus {
     /// True while this node leads and its Raft core runs; read on every keepalive.
     leading: tokio::sync::watch::Receiver<bool>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
+    /// The peer protocol's server, in cluster mode.
+    peer_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Consensus {
@@ -193,22 +195,45 @@ impl Consensus {
         let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage, hub, clock)?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
+        let clustered = !config.initial_cluster.is_empty();
+        // Peers must reach this node before it can join an election, so serve first.
+        let peer_server = match (clustered, config.peer_addr) {
+            (true, Some(addr)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
+                Some(network::serve(raft.clone(), listener))
+            }
+            _ => None,
+        };
         if !raft.is_initialized().await? {
-            let mut members = BTreeMap::new();
-            members.insert(node_id, BasicNode { addr: config.grpc_addr.to_string() });
+            // etcd-style static bootstrap: every member initialises with the same membership,
+            // which writes the same first log entry everywhere.
+            let members: BTreeMap<u64, BasicNode> = if clustered {
+                config.initial_cluster.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.to_string() })).collect()
+            } else {
+                BTreeMap::from([(node_id, BasicNode { addr: config.grpc_addr.to_string() })])
+            };
             raft.initialize(members).await?;
         }
-        raft.wait(Some(config.raft.startup_timeout))
-            .current_leader(node_id, "waiting for this node to lead")
-            .await
-            .map_err(|e| anyhow::anyhow!("node did not become leader: {e}"))?;
-        // Apply everything committed before serving, so that sessions and instances from the
-        // log's tail are known to the clock and the hub when the first client arrives.
-        raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
+        if clustered {
+            raft.wait(Some(config.raft.startup_timeout))
+                .metrics(|m| m.current_leader.is_some(), "waiting for a leader")
+                .await
+                .map_err(|e| anyhow::anyhow!("the cluster elected no leader: {e}"))?;
+        } else {
+            raft.wait(Some(config.raft.startup_timeout))
+                .current_leader(node_id, "waiting for this node to lead")
+                .await
+                .map_err(|e| anyhow::anyhow!("node did not become leader: {e}"))?;
+            // Apply everything committed before serving, so that sessions and instances from
+            // the log's tail are known to the clock and the hub when the first client arrives.
+            raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
+        }
         let leading = leadership(&raft, node_id);
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
         tokio::spawn(run_batcher(raft.clone(), queue));
-        Ok(Consensus { raft, node_id, leading, proposals })
+        Ok(Consensus { raft, node_id, leading, proposals, peer_server })
     }
 
     /// Proposes a command and waits until it is durable and applied.
@@ -273,6 +298,9 @@ impl Consensus {
 
     /// Stops the Raft task.
     pub(crate) async fn shutdown(&self) {
+        if let Some(peer_server) = &self.peer_server {
+            peer_server.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

@@ -1,56 +1,166 @@
-//! The Raft peer network. A single-node cluster never dials a peer; the clustered transport
-//! (a tonic service per node) arrives with multi-node support.
+//! The Raft peer network: openraft's RPCs carried over a small gRPC service (`RaftPeer` in
+//! `proto/waggle/v1/raft.proto`). Payloads are openraft's own request and response types,
+//! serialised with serde (only Waggle nodes of one version speak this protocol).
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
-    error::{InstallSnapshotError, RPCError, RaftError, Unreachable},
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
     network::RPCOption,
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
         VoteResponse,
     },
 };
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::transport::Channel;
+use waggle_proto::v1::RaftPayload;
+use waggle_proto::v1::raft_peer_client::RaftPeerClient;
+use waggle_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
 
-use super::TypeConfig;
+use super::{Raft, TypeConfig};
 
-/// Creates [`Network`] clients; every peer is unreachable until clustering lands.
+/// Creates a [`Network`] client per peer.
 pub(crate) struct Network;
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Network;
+    type Network = Peer;
 
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
-        Network
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        // Lazily connected: an unreachable peer fails its RPCs, it does not block the factory.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| e.connect_timeout(Duration::from_millis(500)).connect_lazy());
+        Peer { target, client: channel.ok().map(RaftPeerClient::new) }
     }
 }
 
-fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    let io = std::io::Error::new(std::io::ErrorKind::Unsupported, "this node runs as a single-member cluster");
+/// One peer's client.
+pub(crate) struct Peer {
+    target: u64,
+    client: Option<RaftPeerClient<Channel>>,
+}
+
+type Remote<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+
+impl Peer {
+    /// Sends one RPC: `request` out, a serialised `Result<Resp, RaftError<E>>` back.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Remote<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(unreachable("the peer's address does not form a URI"));
+        };
+        let data = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut message = tonic::Request::new(RaftPayload { data });
+        message.set_timeout(option.hard_ttl());
+        let answer = match method {
+            Method::AppendEntries => client.append_entries(message).await,
+            Method::Vote => client.vote(message).await,
+            Method::InstallSnapshot => client.install_snapshot(message).await,
+        };
+        let payload = answer.map_err(|status| unreachable(&status.to_string()))?.into_inner();
+        let result: Result<Resp, RaftError<u64, E>> =
+            serde_json::from_slice(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+fn unreachable<E: std::error::Error>(why: &str) -> RPCError<u64, BasicNode, E> {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why.to_owned());
     RPCError::Unreachable(Unreachable::new(&io))
 }
 
-impl RaftNetwork<TypeConfig> for Network {
+impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
+        self.call(Method::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(unreachable())
+        self.call(Method::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
+        self.call(Method::Vote, &rpc, &option).await
     }
+}
+
+/// The server side: hands each RPC to the local Raft node.
+struct PeerService {
+    raft: Raft,
+}
+
+fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
+    serde_json::from_slice(&request.into_inner().data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("malformed raft payload: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+    let data = serde_json::to_vec(value).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: tonic::Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: VoteRequest<u64> = decode(request)?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+/// Serves the peer protocol on `listener` until the task is aborted.
+pub(crate) fn serve(raft: Raft, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftPeerServer::new(PeerService { raft }).max_decoding_message_size(64 << 20));
+        if let Err(error) = server.serve_with_incoming(incoming).await {
+            tracing::error!(?addr, %error, "raft peer server stopped");
+        }
+    })
 }

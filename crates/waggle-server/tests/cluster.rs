@@ -1,0 +1,101 @@
+//! Three nodes on loopback, replicated by openraft over the peer protocol: a write through
+//! the leader reaches every node, and losing the leader leaves a working cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use tonic::transport::Channel;
+use waggle_proto::v1::{self, registry_client::RegistryClient};
+use waggle_server::{Server, ServerConfig};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {
+    let peers: BTreeMap<u64, SocketAddr> = (1..=dirs.len() as u64).map(|id| (id, free_addr())).collect();
+    let starts = dirs.iter().enumerate().map(|(i, dir)| {
+        let mut config = ServerConfig::ephemeral(dir.path());
+        config.node_id = i as u64 + 1;
+        config.peer_addr = Some(peers[&config.node_id]);
+        config.initial_cluster = peers.clone();
+        config.seed = Some(i as u64);
+        async move { Server::start(config).await.expect("node starts") }
+    });
+    futures_util::future::join_all(starts).await
+}
+
+async fn rpc(server: &Server) -> RegistryClient<Channel> {
+    RegistryClient::connect(format!("http://{}", server.grpc_addr())).await.expect("connects")
+}
+
+fn leader_of(servers: &[Server]) -> Option<usize> {
+    servers.iter().position(|s| {
+        let status = s.status();
+        status.leader == Some(status.node_id)
+    })
+}
+
+async fn instances(server: &Server, service: &str) -> Vec<v1::Instance> {
+    let request = v1::GetServiceRequest { service: service.into(), include_unhealthy: true };
+    match rpc(server).await.get_service(request).await {
+        Ok(answer) => answer.into_inner().into_instances(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_and_survive_losing_the_leader() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = start_cluster(&dirs).await;
+    let leader = leader_of(&servers).expect("a leader after start-up");
+
+    // A write through the leader is applied on every node.
+    let mut client = rpc(&servers[leader]).await;
+    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
+    let session_id = session.into_inner().session_id;
+    let instance = v1::Instance { service: "web".into(), address: "10.0.0.1".into(), port: 80, ..Default::default() };
+    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.unwrap();
+    for server in &servers {
+        let replicated = async {
+            while instances(server, "web").await.len() != 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        timeout(WAIT, replicated).await.expect("the write reaches every node");
+    }
+
+    // Losing the leader: the other two elect a new one, which takes writes and still has the
+    // instance.
+    let old = servers.remove(leader);
+    old.shutdown().await;
+    let elected = async {
+        loop {
+            if let Some(new) = leader_of(&servers) {
+                return new;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let new = timeout(WAIT, elected).await.expect("a new leader");
+    assert_eq!(instances(&servers[new], "web").await.len(), 1);
+    let mut client = rpc(&servers[new]).await;
+    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
+    let session_id = session.into_inner().session_id;
+    let instance = v1::Instance { service: "web".into(), address: "10.0.0.2".into(), port: 80, ..Default::default() };
+    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.unwrap();
+    for server in &servers {
+        let replicated = async {
+            while instances(server, "web").await.len() != 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        timeout(WAIT, replicated).await.expect("the new leader's write reaches the survivor");
+    }
+}
