@@ -42,6 +42,29 @@ fn leader_of(servers: &[Server]) -> Option<usize> {
     })
 }
 
+/// Registers `address` through whichever node leads, retrying while an election settles
+/// (what a client does: a node that does not lead refuses writes).
+async fn register_via_leader(servers: &[Server], address: &str) {
+    let attempt = async {
+        loop {
+            if let Some(leader) = leader_of(servers) {
+                let mut client = rpc(&servers[leader]).await;
+                let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await;
+                if let Ok(session) = session {
+                    let session_id = session.into_inner().session_id;
+                    let instance =
+                        v1::Instance { service: "web".into(), address: address.into(), port: 80, ..Default::default() };
+                    if client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, attempt).await.expect("a leader accepts the write");
+}
+
 async fn instances(server: &Server, service: &str) -> Vec<v1::Instance> {
     let request = v1::GetServiceRequest { service: service.into(), include_unhealthy: true };
     match rpc(server).await.get_service(request).await {
@@ -54,14 +77,10 @@ async fn instances(server: &Server, service: &str) -> Vec<v1::Instance> {
 async fn three_nodes_replicate_and_survive_losing_the_leader() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut servers = start_cluster(&dirs).await;
-    let leader = leader_of(&servers).expect("a leader after start-up");
+    assert!(leader_of(&servers).is_some(), "a leader after start-up");
 
     // A write through the leader is applied on every node.
-    let mut client = rpc(&servers[leader]).await;
-    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
-    let session_id = session.into_inner().session_id;
-    let instance = v1::Instance { service: "web".into(), address: "10.0.0.1".into(), port: 80, ..Default::default() };
-    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.unwrap();
+    register_via_leader(&servers, "10.0.0.1").await;
     for server in &servers {
         let replicated = async {
             while instances(server, "web").await.len() != 1 {
@@ -73,6 +92,7 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
 
     // Losing the leader: the other two elect a new one, which takes writes and still has the
     // instance.
+    let leader = leader_of(&servers).expect("a leader");
     let old = servers.remove(leader);
     old.shutdown().await;
     let elected = async {
@@ -85,11 +105,7 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
     };
     let new = timeout(WAIT, elected).await.expect("a new leader");
     assert_eq!(instances(&servers[new], "web").await.len(), 1);
-    let mut client = rpc(&servers[new]).await;
-    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
-    let session_id = session.into_inner().session_id;
-    let instance = v1::Instance { service: "web".into(), address: "10.0.0.2".into(), port: 80, ..Default::default() };
-    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.unwrap();
+    register_via_leader(&servers, "10.0.0.2").await;
     for server in &servers {
         let replicated = async {
             while instances(server, "web").await.len() != 2 {

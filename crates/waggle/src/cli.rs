@@ -91,6 +91,36 @@ pub(crate) struct ServerArgs {
     /// Build a snapshot (and purge the log) every N entries.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_every: u64,
+    /// This node's id in a cluster (1 or more).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) node_id: u64,
+    /// Where to listen for Raft traffic from the other members (cluster mode).
+    #[arg(long)]
+    pub(crate) peer_addr: Option<SocketAddr>,
+    /// The members at bootstrap, ID=ADDR,ID=ADDR,… (peer addresses, this node included).
+    /// Without it the node runs as a single-member cluster.
+    #[arg(long, value_parser = parse_initial_cluster)]
+    pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
+}
+
+/// Parses `1=127.0.0.1:8300,2=127.0.0.1:8301`: ids of 1 or more, each listed once.
+pub(crate) fn parse_initial_cluster(text: &str) -> Result<std::collections::BTreeMap<u64, SocketAddr>, String> {
+    let mut members = std::collections::BTreeMap::new();
+    for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let (id, addr) = member.split_once('=').ok_or_else(|| format!("`{member}` is not ID=ADDR"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("`{id}` is not a node id"))?;
+        if id == 0 {
+            return Err("node ids start at 1".into());
+        }
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| format!("`{addr}` is not an IP:PORT address"))?;
+        if members.insert(id, addr).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("the initial cluster lists no member".into());
+    }
+    Ok(members)
 }
 
 #[derive(Debug, Args)]
@@ -156,4 +186,27 @@ pub(crate) struct WatchArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_initial_cluster;
+
+    #[test]
+    fn initial_clusters_parse_and_reject_bad_members() {
+        let members = parse_initial_cluster("1=127.0.0.1:8300, 2=127.0.0.1:8301,3=[::1]:8302").unwrap();
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[&3].to_string(), "[::1]:8302");
+        for (bad, why) in [
+            ("", "no member"),
+            ("1=127.0.0.1:8300,1=127.0.0.1:8301", "twice"),
+            ("0=127.0.0.1:8300", "start at 1"),
+            ("x=127.0.0.1:8300", "not a node id"),
+            ("1=localhost", "not an IP:PORT"),
+            ("127.0.0.1:8300", "not ID=ADDR"),
+        ] {
+            let error = parse_initial_cluster(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+    }
 }

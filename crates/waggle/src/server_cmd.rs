@@ -19,6 +19,12 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.raft.snapshot_every = args.snapshot_every;
+    config.node_id = args.node_id;
+    config.peer_addr = args.peer_addr;
+    if let Some(members) = args.initial_cluster {
+        config.initial_cluster = members;
+    }
+    config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let mut signals = Signals::install()?;
     let server = Server::start(config).await.map_err(|e| Failure::Runtime(e.into()))?;
     println!(

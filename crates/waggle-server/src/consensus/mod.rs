@@ -214,7 +214,17 @@ impl Consensus {
             } else {
                 BTreeMap::from([(node_id, BasicNode { addr: config.grpc_addr.to_string() })])
             };
-            raft.initialize(members).await?;
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                // A peer that initialised first already asked for this node's vote: the
+                // membership will arrive from the leader with the log.
+                Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(e)))
+                    if clustered =>
+                {
+                    tracing::info!(%e, "joined a bootstrap already under way");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         if clustered {
             raft.wait(Some(config.raft.startup_timeout))

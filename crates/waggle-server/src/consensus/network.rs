@@ -46,12 +46,7 @@ type Remote<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
 
 impl Peer {
     /// Sends one RPC: `request` out, a serialised `Result<Resp, RaftError<E>>` back.
-    async fn call<Req, Resp, E>(
-        &mut self,
-        method: Method,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, Remote<E>>
+    async fn call<Req, Resp, E>(&mut self, method: Method, request: &Req, option: &RPCOption) -> Result<Resp, Remote<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
