@@ -3,7 +3,7 @@
 use crate::consensus::{Refusal, RefusalKind};
 
 /// Why a proposal did not apply.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ProposeError {
     /// The state machine refused it (bad input or unknown object).
     #[error("{}", .0.message)]

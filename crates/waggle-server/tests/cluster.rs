@@ -1,5 +1,6 @@
 //! Three nodes on loopback, replicated by openraft over the peer protocol: a write through
-//! the leader reaches every node, and losing the leader leaves a working cluster.
+//! the leader reaches every node, losing the leader leaves a working cluster, and a write sent
+//! to a follower is forwarded to the leader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -106,12 +107,21 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
     let new = timeout(WAIT, elected).await.expect("a new leader");
     assert_eq!(instances(&servers[new], "web").await.len(), 1);
     register_via_leader(&servers, "10.0.0.2").await;
+
+    // A write sent to a follower is forwarded to the leader.
+    let new = leader_of(&servers).expect("a leader");
+    let follower = &servers[1 - new];
+    let mut client = rpc(follower).await;
+    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.expect("forwarded");
+    let session_id = session.into_inner().session_id;
+    let instance = v1::Instance { service: "web".into(), address: "10.0.0.3".into(), port: 80, ..Default::default() };
+    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.expect("forwarded");
     for server in &servers {
         let replicated = async {
-            while instances(server, "web").await.len() != 2 {
+            while instances(server, "web").await.len() != 3 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        timeout(WAIT, replicated).await.expect("the new leader's write reaches the survivor");
+        timeout(WAIT, replicated).await.expect("the writes reach both survivors");
     }
 }

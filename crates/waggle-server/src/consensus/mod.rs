@@ -140,6 +140,21 @@ async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::Receiver<Proposal
     }
 }
 
+/// Hands `command` to this node's batcher and waits for its answer.
+async fn propose_locally(
+    proposals: &tokio::sync::mpsc::Sender<Proposal>,
+    command: Command,
+) -> Result<Applied, ProposeError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    proposals.try_send(Proposal { command, reply }).map_err(|e| match e {
+        tokio::sync::mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
+        tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+            ProposeError::Unavailable("the node is shutting down".into())
+        }
+    })?;
+    answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+}
+
 /// Follows Raft metrics and publishes whether `node_id` leads with a running core.
 fn leadership(raft: &Raft, node_id: u64) -> tokio::sync::watch::Receiver<bool> {
     let leads = move |m: &openraft::RaftMetrics<u64, BasicNode>| {
@@ -169,6 +184,8 @@ pub(crate) struct Consensus {
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     /// The peer protocol's server, in cluster mode.
     peer_server: Option<tokio::task::JoinHandle<()>>,
+    /// Sends writes this node cannot commit to the leader, in cluster mode.
+    forwarder: Option<network::Forwarder>,
 }
 
 impl Consensus {
@@ -196,13 +213,14 @@ impl Consensus {
         let state_machine = StateMachine::open(storage, hub, clock)?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = !config.initial_cluster.is_empty();
+        let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
         // Peers must reach this node before it can join an election, so serve first.
         let peer_server = match (clustered, config.peer_addr) {
             (true, Some(addr)) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                Some(network::serve(raft.clone(), listener))
+                Some(network::serve(raft.clone(), proposals.clone(), listener))
             }
             _ => None,
         };
@@ -241,21 +259,38 @@ impl Consensus {
             raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
         }
         let leading = leadership(&raft, node_id);
-        let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
         tokio::spawn(run_batcher(raft.clone(), queue));
-        Ok(Consensus { raft, node_id, leading, proposals, peer_server })
+        let forwarder = clustered.then(network::Forwarder::default);
+        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder })
     }
 
-    /// Proposes a command and waits until it is durable and applied.
+    /// Proposes a command and waits until it is durable and applied. In a cluster, a node
+    /// that does not lead forwards the command to the leader (once; the leader never forwards
+    /// again).
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.proposals.try_send(Proposal { command, reply }).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
-                ProposeError::Unavailable("the node is shutting down".into())
-            }
-        })?;
-        answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
+        let Some(forwarder) = &self.forwarder else {
+            return propose_locally(&self.proposals, command).await;
+        };
+        if !self.is_leader()
+            && let Some(addr) = self.leader_peer_addr()
+        {
+            return forwarder.forward(&addr, &command).await;
+        }
+        match propose_locally(&self.proposals, command.clone()).await {
+            // Leadership moved between the check and the proposal.
+            Err(ProposeError::NotLeader) => match self.leader_peer_addr() {
+                Some(addr) => forwarder.forward(&addr, &command).await,
+                None => Err(ProposeError::NotLeader),
+            },
+            other => other,
+        }
+    }
+
+    /// The current leader's peer address, if there is a leader other than this node.
+    fn leader_peer_addr(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.filter(|leader| *leader != self.node_id)?;
+        metrics.membership_config.membership().get_node(&leader).map(|node| node.addr.clone())
     }
 
     /// True when this node currently believes it leads and its Raft core runs (no quorum

@@ -20,7 +20,10 @@ use waggle_proto::v1::RaftPayload;
 use waggle_proto::v1::raft_peer_client::RaftPeerClient;
 use waggle_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
 
-use super::{Raft, TypeConfig};
+use waggle_core::{Applied, Command};
+
+use super::{Proposal, Raft, TypeConfig};
+use crate::error::ProposeError;
 
 /// Creates a [`Network`] client per peer.
 pub(crate) struct Network;
@@ -108,9 +111,11 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// The server side: hands each RPC to the local Raft node.
+/// The server side: hands each RPC to the local Raft node, and forwarded writes to the local
+/// proposal queue.
 struct PeerService {
     raft: Raft,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -145,15 +150,62 @@ impl RaftPeer for PeerService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }
+
+    async fn forward(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let command: Command = decode(request)?;
+        // Proposed here, never forwarded again: if this node no longer leads, the answer says
+        // so and the client retries.
+        encode(&super::propose_locally(&self.proposals, command).await)
+    }
+}
+
+/// Clients for forwarding writes to the leader, one lazily connected channel per peer.
+#[derive(Default)]
+pub(crate) struct Forwarder {
+    clients: std::sync::Mutex<std::collections::HashMap<String, RaftPeerClient<Channel>>>,
+}
+
+impl Forwarder {
+    /// Sends `command` to the node whose peer address is `addr` and returns its answer.
+    pub(crate) async fn forward(&self, addr: &str, command: &Command) -> Result<Applied, ProposeError> {
+        let client = {
+            let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match clients.get(addr) {
+                Some(client) => client.clone(),
+                None => {
+                    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
+                    let client =
+                        RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
+                    clients.insert(addr.to_owned(), client.clone());
+                    client
+                }
+            }
+        };
+        let data = serde_json::to_vec(command).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        let mut client = client;
+        let answer = client
+            .forward(RaftPayload { data })
+            .await
+            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    }
 }
 
 /// Serves the peer protocol on `listener` until the task is aborted.
-pub(crate) fn serve(raft: Raft, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+pub(crate) fn serve(
+    raft: Raft,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server = tonic::transport::Server::builder()
-            .add_service(RaftPeerServer::new(PeerService { raft }).max_decoding_message_size(64 << 20));
+            .add_service(RaftPeerServer::new(PeerService { raft, proposals }).max_decoding_message_size(64 << 20));
         if let Err(error) = server.serve_with_incoming(incoming).await {
             tracing::error!(?addr, %error, "raft peer server stopped");
         }
