@@ -154,7 +154,9 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<v1::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        if !self.consensus.is_leader() {
+        // A member that does not lead passes keepalives on to the leader; a single node that
+        // does not lead (its Raft core failed) refuses them.
+        if !self.consensus.is_leader() && !self.consensus.clustered() {
             return Err(Status::unavailable("this node is not the leader"));
         }
         let mut inbound = request.into_inner();
@@ -175,10 +177,19 @@ impl v1::registry_server::Registry for RegistryService {
                         Err(Status::invalid_argument("invalid session_id: required"))
                     }
                     // Only a running leader holds deadlines; a deposed or failed node must not
-                    // pretend to renew.
-                    Some(Ok(_)) if !consensus.is_leader() => {
-                        let _ = tx.send(Err(Status::unavailable("this node is not the leader"))).await;
-                        return;
+                    // pretend to renew: a cluster member asks the leader, a lone node refuses.
+                    Some(Ok(req)) if !consensus.is_leader() => {
+                        match consensus.forward_keepalive(req.session_id).await {
+                            Ok(ttl) => Ok(v1::KeepAliveResponse {
+                                session_id: req.session_id,
+                                found: ttl.is_some(),
+                                ttl_ms: ttl.unwrap_or(0),
+                            }),
+                            Err(_) => {
+                                let _ = tx.send(Err(Status::unavailable("this node is not the leader"))).await;
+                                return;
+                            }
+                        }
                     }
                     Some(Ok(req)) => {
                         let ttl = clock.keepalive(SessionId::new(req.session_id));

@@ -125,3 +125,43 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
         timeout(WAIT, replicated).await.expect("the writes reach both survivors");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_sent_to_a_follower_keep_the_session_alive() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster(&dirs).await;
+    let elected = async {
+        loop {
+            if let Some(leader) = leader_of(&servers) {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let leader = timeout(WAIT, elected).await.expect("a leader");
+    let follower = &servers[(leader + 1) % 3];
+    let mut client = rpc(follower).await;
+    // A 1 s session, created and kept alive through a follower for 3 s.
+    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000) }).await.expect("forwarded");
+    let session_id = session.into_inner().session_id;
+    let instance = v1::Instance { service: "api".into(), address: "10.0.0.9".into(), port: 80, ..Default::default() };
+    client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.expect("forwarded");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = client.keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    for _ in 0..10 {
+        tx.send(v1::KeepAliveRequest { session_id }).await.unwrap();
+        let answer = answers.message().await.unwrap().expect("an answer");
+        assert!(answer.found, "the leader knows the session");
+        assert_eq!(answer.ttl_ms, 1_000);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(instances(&servers[leader], "api").await.len(), 1, "kept alive for 3 s with a 1 s TTL");
+    // Without keepalives it expires on the leader, everywhere.
+    drop(tx);
+    let expired = async {
+        while !instances(follower, "api").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(WAIT, expired).await.expect("the session expires once keepalives stop");
+}

@@ -210,7 +210,7 @@ impl Consensus {
         }
         .validate()?;
         let log_store = LogStore::new(storage.clone())?;
-        let state_machine = StateMachine::open(storage, hub, clock)?;
+        let state_machine = StateMachine::open(storage, hub, clock.clone())?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = !config.initial_cluster.is_empty();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
@@ -220,7 +220,7 @@ impl Consensus {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                Some(network::serve(raft.clone(), proposals.clone(), listener))
+                Some(network::serve(raft.clone(), proposals.clone(), clock.clone(), listener))
             }
             _ => None,
         };
@@ -283,6 +283,20 @@ impl Consensus {
                 None => Err(ProposeError::NotLeader),
             },
             other => other,
+        }
+    }
+
+    /// Whether this node runs in a cluster (and so can forward to a leader).
+    pub(crate) fn clustered(&self) -> bool {
+        self.forwarder.is_some()
+    }
+
+    /// Renews `session` on the leader (from a node that does not lead): its TTL in ms, or
+    /// `None` if the leader does not know it.
+    pub(crate) async fn forward_keepalive(&self, session: u64) -> Result<Option<u64>, ProposeError> {
+        match (&self.forwarder, self.leader_peer_addr()) {
+            (Some(forwarder), Some(addr)) => forwarder.keep_alive(&addr, session).await,
+            _ => Err(ProposeError::NotLeader),
         }
     }
 

@@ -116,6 +116,8 @@ impl RaftNetwork<TypeConfig> for Peer {
 struct PeerService {
     raft: Raft,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
+    clock: std::sync::Arc<crate::sessions::SessionClock>,
+    node_id: u64,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -160,6 +162,25 @@ impl RaftPeer for PeerService {
         // so and the client retries.
         encode(&super::propose_locally(&self.proposals, command).await)
     }
+
+    async fn keep_alive(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let session: u64 = decode(request)?;
+        // Only a running leader holds deadlines; anything else must not pretend to renew.
+        let leads = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.running_state.is_ok() && m.current_leader == Some(self.node_id)
+        };
+        let answer: Result<Option<u64>, ProposeError> = if leads {
+            Ok(self.clock.keepalive(waggle_core::SessionId::new(session)).map(|ttl| ttl.as_millis()))
+        } else {
+            Err(ProposeError::NotLeader)
+        };
+        encode(&answer)
+    }
 }
 
 /// Clients for forwarding writes to the leader, one lazily connected channel per peer.
@@ -169,22 +190,32 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
+    /// Renews `session` on the leader at `addr`: its TTL in ms, or `None` if unknown there.
+    pub(crate) async fn keep_alive(&self, addr: &str, session: u64) -> Result<Option<u64>, ProposeError> {
+        let mut client = self.client(addr)?;
+        let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        let answer = client
+            .keep_alive(RaftPayload { data })
+            .await
+            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
+        let client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
+        clients.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
     /// Sends `command` to the node whose peer address is `addr` and returns its answer.
     pub(crate) async fn forward(&self, addr: &str, command: &Command) -> Result<Applied, ProposeError> {
-        let client = {
-            let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match clients.get(addr) {
-                Some(client) => client.clone(),
-                None => {
-                    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
-                    let client =
-                        RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
-                    clients.insert(addr.to_owned(), client.clone());
-                    client
-                }
-            }
-        };
+        let client = self.client(addr)?;
         let data = serde_json::to_vec(command).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         let mut client = client;
         let answer = client
@@ -195,17 +226,24 @@ impl Forwarder {
     }
 }
 
+fn raft_node_id(raft: &Raft) -> u64 {
+    raft.metrics().borrow().id
+}
+
 /// Serves the peer protocol on `listener` until the task is aborted.
 pub(crate) fn serve(
     raft: Raft,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
+    clock: std::sync::Arc<crate::sessions::SessionClock>,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(RaftPeerServer::new(PeerService { raft, proposals }).max_decoding_message_size(64 << 20));
+        let server = tonic::transport::Server::builder().add_service(
+            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock })
+                .max_decoding_message_size(64 << 20),
+        );
         if let Err(error) = server.serve_with_incoming(incoming).await {
             tracing::error!(?addr, %error, "raft peer server stopped");
         }
