@@ -95,6 +95,8 @@ impl Server {
         config.http_addr = http_addr;
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
+        let members: Vec<u64> = config.initial_cluster.keys().copied().collect();
+        storage.check_identity(config.node_id, &members)?;
         let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
         let clock = Arc::new(SessionClock::new());
         let consensus = Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);

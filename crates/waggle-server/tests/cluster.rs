@@ -165,3 +165,25 @@ async fn keepalives_sent_to_a_follower_keep_the_session_alive() {
     };
     timeout(WAIT, expired).await.expect("the session expires once keepalives stop");
 }
+
+#[tokio::test]
+async fn a_data_dir_refuses_a_conflicting_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig::ephemeral(dir.path())).await.unwrap();
+    server.shutdown().await;
+
+    let mut wrong_id = ServerConfig::ephemeral(dir.path());
+    wrong_id.node_id = 2;
+    let error = Server::start(wrong_id).await.err().expect("refused").to_string();
+    assert!(error.contains("belongs to node 1"), "{error}");
+
+    let mut now_clustered = ServerConfig::ephemeral(dir.path());
+    now_clustered.peer_addr = Some(free_addr());
+    now_clustered.initial_cluster = BTreeMap::from([(1, now_clustered.peer_addr.unwrap()), (2, free_addr())]);
+    let error = Server::start(now_clustered).await.err().expect("refused").to_string();
+    assert!(error.contains("bootstrapped as a single node") && error.contains("members 1,2"), "{error}");
+
+    // The same configuration as before starts, with its data.
+    let server = Server::start(ServerConfig::ephemeral(dir.path())).await.expect("same identity starts");
+    server.shutdown().await;
+}

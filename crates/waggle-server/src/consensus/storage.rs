@@ -61,6 +61,38 @@ impl Storage {
         Ok(storage)
     }
 
+    /// Records which node this data dir belongs to (its id and the member ids it was
+    /// bootstrapped with) on first start, and refuses a later start whose configuration
+    /// disagrees: a data dir copied to the wrong node, or a cluster flag forgotten, must not
+    /// start and corrupt the cluster.
+    pub(crate) fn check_identity(&self, node_id: u64, members: &[u64]) -> anyhow::Result<()> {
+        let members_text = members.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let stored_id = self.read_meta("node_id")?;
+        let Some(stored_id) = stored_id else {
+            self.write_meta("node_id", &node_id.to_le_bytes())?;
+            self.write_meta("members", members_text.as_bytes())?;
+            return Ok(());
+        };
+        let stored_id = u64::from_le_bytes(
+            stored_id.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt node id in the data dir"))?,
+        );
+        if stored_id != node_id {
+            anyhow::bail!(
+                "this data dir belongs to node {stored_id}, not node {node_id}: start it with --node-id {stored_id}, or use a fresh data dir"
+            );
+        }
+        let stored_members = String::from_utf8(self.read_meta("members")?.unwrap_or_default()).unwrap_or_default();
+        if stored_members != members_text {
+            let describe = |m: &str| if m.is_empty() { "a single node".to_owned() } else { format!("members {m}") };
+            anyhow::bail!(
+                "this data dir was bootstrapped as {}, but the configuration says {}: pass the same --initial-cluster as at bootstrap, or use a fresh data dir",
+                describe(&stored_members),
+                describe(&members_text)
+            );
+        }
+        Ok(())
+    }
+
     /// A random id fixed when the data dir was created: revisions are only comparable within
     /// one incarnation.
     pub(crate) fn incarnation(&self) -> u64 {
