@@ -3,10 +3,11 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, ServiceName, SessionId};
 use waggle_proto::v1::{self, registry_client::RegistryClient};
 
+use crate::failover::Failover;
 use crate::{
     ClientConfig, Discovery, Error,
     session::{Keeper, KeeperCmd},
@@ -25,7 +26,7 @@ pub struct Client {
 
 struct Inner {
     url: String,
-    rpc: RegistryClient<Channel>,
+    rpc: RegistryClient<Failover>,
     config: ClientConfig,
     keeper: mpsc::UnboundedSender<KeeperCmd>,
     session: watch::Receiver<Option<SessionId>>,
@@ -52,8 +53,9 @@ pub struct ServiceSummary {
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `http://127.0.0.1:8502`) with default settings and checks that
-    /// the server answers.
+    /// Connects to `url` (e.g. `http://127.0.0.1:8502`, or the members of a cluster separated
+    /// by commas: `http://10.0.0.1:8502,http://10.0.0.2:8502`) with default settings and checks
+    /// that a server answers.
     pub async fn connect(url: impl Into<String>) -> Result<Client, Error> {
         Self::connect_with(url, ClientConfig::default()).await
     }
@@ -69,18 +71,30 @@ impl Client {
     /// inside a tokio runtime.
     pub fn connect_lazy_with(url: impl Into<String>, config: ClientConfig) -> Result<Client, Error> {
         let url = url.into();
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidUrl { url: url.clone(), reason: e.to_string() })?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
-            return Err(Error::InvalidUrl { url, reason: "the scheme must be http or https".into() });
+        // Several servers (the members of a cluster) are separated by commas; calls fail over
+        // between them.
+        let mut channels = Vec::new();
+        for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let endpoint = Endpoint::from_shared(one.to_owned())
+                .map_err(|e| Error::InvalidUrl { url: one.to_owned(), reason: e.to_string() })?
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true);
+            if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
+                return Err(Error::InvalidUrl {
+                    url: one.to_owned(),
+                    reason: "the scheme must be http or https".into(),
+                });
+            }
+            channels.push(endpoint.connect_lazy());
+        }
+        if channels.is_empty() {
+            return Err(Error::InvalidUrl { url, reason: "no server URL given".into() });
         }
         // Large services exceed tonic's default 4 MiB message limit; allow 64 MiB.
-        let rpc = RegistryClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let rpc = RegistryClient::new(Failover::new(channels)).max_decoding_message_size(MAX_MESSAGE_BYTES);
         // Unbounded: a dropped Registration must never lose its deregistration to a full queue.
         let (keeper_tx, keeper_rx) = mpsc::unbounded_channel();
         let (session_tx, session_rx) = watch::channel(None);
@@ -98,7 +112,7 @@ impl Client {
         *self.inner.session.borrow()
     }
 
-    pub(crate) fn rpc(&self) -> RegistryClient<Channel> {
+    pub(crate) fn rpc(&self) -> RegistryClient<Failover> {
         self.inner.rpc.clone()
     }
 

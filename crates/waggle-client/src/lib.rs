@@ -35,6 +35,7 @@ mod client;
 mod config;
 mod discovery;
 mod error;
+mod failover;
 mod service;
 mod session;
 

@@ -14,10 +14,10 @@ use tokio::{
     time::Instant,
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use waggle_core::{Instance, InstanceId, InstanceSpec, ServiceName, SessionId};
 use waggle_proto::v1::{self, registry_client::RegistryClient};
 
+use crate::failover::Failover;
 use crate::{
     Backoff, ClientConfig, Error,
     client::{instance_from_wire, with_timeout},
@@ -43,7 +43,7 @@ enum Ended {
 type Key = (ServiceName, InstanceId);
 
 pub(crate) struct Keeper {
-    rpc: RegistryClient<Channel>,
+    rpc: RegistryClient<Failover>,
     config: ClientConfig,
     commands: mpsc::UnboundedReceiver<KeeperCmd>,
     session: Option<SessionId>,
@@ -60,7 +60,7 @@ const REREGISTER_CONCURRENCY: usize = 32;
 
 impl Keeper {
     pub(crate) fn new(
-        rpc: RegistryClient<Channel>,
+        rpc: RegistryClient<Failover>,
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<KeeperCmd>,
         session_tx: watch::Sender<Option<SessionId>>,

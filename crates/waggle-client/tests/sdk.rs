@@ -331,3 +331,45 @@ async fn the_service_client_retries_a_failing_instance_away_and_ejects_it() {
     let bad = snapshot.iter().find(|e| e.key.as_str() == "10.0.0.2:80").unwrap();
     assert!(bad.ejections >= 1, "five 503s in a row eject it: {bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_cluster_fails_over_when_its_server_dies() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers: std::collections::BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let starts = dirs.iter().enumerate().map(|(i, dir)| {
+        let mut config = ServerConfig::ephemeral(dir.path());
+        config.node_id = i as u64 + 1;
+        config.peer_addr = Some(peers[&config.node_id]);
+        config.initial_cluster = peers.clone();
+        async move { Server::start(config).await.expect("member starts") }
+    });
+    let mut servers = futures_util::future::join_all(starts).await;
+    let urls: Vec<String> = servers.iter().map(url).collect();
+
+    // The client knows all three members and starts on the first.
+    let client = Client::connect_with(urls.join(","), fast_config(1_500)).await.unwrap();
+    let registration = client.register(InstanceSpec::new("web", "10.0.0.1", 80).unwrap()).await.unwrap();
+    let web = client.discover("web").unwrap();
+    timeout(WAIT, web.ready()).await.unwrap();
+    assert_eq!(web.instances().len(), 1);
+
+    // Its server dies: keepalives, discovery and new writes move to another member.
+    let first = servers.remove(0);
+    first.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(1_500) * 3).await;
+    let second = timeout(WAIT, client.register(InstanceSpec::new("web", "10.0.0.2", 80).unwrap()))
+        .await
+        .expect("a write after failover")
+        .unwrap();
+    let both = async {
+        while web.instances().len() != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, both).await.expect("discovery follows on another member");
+    assert_eq!(web.state(), CacheState::Fresh);
+    // The first registration outlived three TTLs without its server: its session was kept
+    // alive through another member.
+    assert!(web.instances().iter().any(|i| i.spec.address == "10.0.0.1"));
+    drop((registration, second));
+}

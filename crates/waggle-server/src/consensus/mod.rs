@@ -186,6 +186,8 @@ pub(crate) struct Consensus {
     peer_server: Option<tokio::task::JoinHandle<()>>,
     /// Sends writes this node cannot commit to the leader, in cluster mode.
     forwarder: Option<network::Forwarder>,
+    /// The local applied state, which a forwarded write waits for (read-your-writes).
+    hub: Arc<WatchHub>,
 }
 
 impl Consensus {
@@ -210,7 +212,7 @@ impl Consensus {
         }
         .validate()?;
         let log_store = LogStore::new(storage.clone())?;
-        let state_machine = StateMachine::open(storage, hub, clock.clone())?;
+        let state_machine = StateMachine::open(storage, hub.clone(), clock.clone())?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = !config.initial_cluster.is_empty();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
@@ -261,7 +263,7 @@ impl Consensus {
         let leading = leadership(&raft, node_id);
         tokio::spawn(run_batcher(raft.clone(), queue));
         let forwarder = clustered.then(network::Forwarder::default);
-        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder })
+        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder, hub })
     }
 
     /// Proposes a command and waits until it is durable and applied. In a cluster, a node
@@ -274,16 +276,32 @@ impl Consensus {
         if !self.is_leader()
             && let Some(addr) = self.leader_peer_addr()
         {
-            return forwarder.forward(&addr, &command).await;
+            return self.caught_up(forwarder.forward(&addr, &command).await).await;
         }
         match propose_locally(&self.proposals, command.clone()).await {
             // Leadership moved between the check and the proposal.
             Err(ProposeError::NotLeader) => match self.leader_peer_addr() {
-                Some(addr) => forwarder.forward(&addr, &command).await,
+                Some(addr) => self.caught_up(forwarder.forward(&addr, &command).await).await,
                 None => Err(ProposeError::NotLeader),
             },
             other => other,
         }
+    }
+
+    /// Waits (briefly) until this node has applied a write the leader committed, so a client
+    /// that wrote through this node reads its write here too.
+    async fn caught_up(&self, result: Result<Applied, ProposeError>) -> Result<Applied, ProposeError> {
+        if let Ok(applied) = &result {
+            let wait = async {
+                while self.hub.revision() < applied.revision {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(5), wait).await.is_err() {
+                tracing::warn!(revision = applied.revision.get(), "a forwarded write is not applied here yet");
+            }
+        }
+        result
     }
 
     /// Whether this node runs in a cluster (and so can forward to a leader).
