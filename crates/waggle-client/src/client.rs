@@ -38,6 +38,36 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The cluster's members as one server sees them ([`Client::members`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Members {
+    /// The leader's id, if there is one.
+    pub leader: Option<u64>,
+    /// The Raft term.
+    pub term: u64,
+    /// The member that answered.
+    pub answered_by: u64,
+    /// Every member.
+    pub members: Vec<Member>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Member {
+    /// Its node id.
+    pub id: u64,
+    /// Where it takes Raft traffic (a single node lists its client address).
+    pub address: String,
+    /// `leader`, `follower` or `learner`.
+    pub role: String,
+    /// The highest log index known to be on it.
+    pub log_index: Option<u64>,
+    /// Entries behind the leader's log, when known (answers from the leader know it).
+    pub lag: Option<u64>,
+}
+
 /// A service as listed by [`Client::services`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
@@ -158,6 +188,17 @@ impl Client {
             .into_iter()
             .map(|s| ServiceSummary { name: s.name, instances: s.instances, passing: s.passing, tags: s.tags })
             .collect())
+    }
+
+    /// The cluster's members as the server this client uses sees them.
+    pub async fn members(&self) -> Result<Members, Error> {
+        let resp = self.call(self.rpc().list_members(v1::ListMembersRequest {})).await?;
+        let members = resp
+            .members
+            .into_iter()
+            .map(|m| Member { id: m.id, address: m.peer_address, role: m.role, log_index: m.log_index, lag: m.lag })
+            .collect();
+        Ok(Members { leader: resp.leader, term: resp.term, answered_by: resp.answered_by, members })
     }
 
     /// A service's instances: passing ones, or all of them with `HealthFilter::All`.

@@ -40,7 +40,7 @@ mod service;
 mod session;
 
 pub use backoff::Backoff;
-pub use client::{Client, HealthFilter, Registration, ServiceSummary};
+pub use client::{Client, HealthFilter, Member, Members, Registration, ServiceSummary};
 pub use config::ClientConfig;
 pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use error::Error;

@@ -242,6 +242,29 @@ impl v1::registry_server::Registry for RegistryService {
         Ok(Response::new(v1::DeregisterResponse { revision: applied.revision.get() }))
     }
 
+    async fn list_members(
+        &self,
+        _request: Request<v1::ListMembersRequest>,
+    ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        let (leader, term, members) = self.consensus.members();
+        let members = members
+            .into_iter()
+            .map(|m| v1::Member {
+                id: m.id,
+                peer_address: m.peer_address,
+                role: m.role.to_owned(),
+                log_index: m.log_index,
+                lag: m.lag,
+            })
+            .collect();
+        Ok(Response::new(v1::ListMembersResponse {
+            leader,
+            term,
+            answered_by: self.consensus.status().node_id,
+            members,
+        }))
+    }
+
     async fn list_services(
         &self,
         _request: Request<v1::ListServicesRequest>,

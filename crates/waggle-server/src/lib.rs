@@ -37,6 +37,16 @@ use crate::{
     watch::{HubLimits, WatchHub},
 };
 
+/// One member of the cluster, as `ListMembers` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberStatus {
+    pub(crate) id: u64,
+    pub(crate) peer_address: String,
+    pub(crate) role: &'static str,
+    pub(crate) log_index: Option<u64>,
+    pub(crate) lag: Option<u64>,
+}
+
 /// A reading of a node's Raft progress (see [`Server::status`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]

@@ -187,3 +187,31 @@ async fn a_data_dir_refuses_a_conflicting_identity() {
     let server = Server::start(ServerConfig::ephemeral(dir.path())).await.expect("same identity starts");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_member_lists_the_members_and_the_leader_knows_their_lag() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster(&dirs).await;
+    register_via_leader(&servers, "10.0.0.1").await;
+    let leader = leader_of(&servers).expect("a leader");
+    let replicated = async {
+        loop {
+            let answer = rpc(&servers[leader]).await.list_members(v1::ListMembersRequest {}).await.unwrap();
+            let answer = answer.into_inner();
+            if answer.members.iter().all(|m| m.lag == Some(0)) {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let answer = timeout(WAIT, replicated).await.expect("every member catches up");
+    assert_eq!(answer.members.len(), 3);
+    assert_eq!(answer.members.iter().filter(|m| m.role == "leader").count(), 1);
+    assert_eq!(answer.members.iter().filter(|m| m.role == "follower").count(), 2);
+    assert_eq!(answer.answered_by, servers[leader].status().node_id);
+    // A follower answers too, naming the same leader.
+    let follower = &servers[(leader + 1) % 3];
+    let seen = rpc(follower).await.list_members(v1::ListMembersRequest {}).await.unwrap().into_inner();
+    assert_eq!(seen.leader, answer.leader);
+    assert_eq!(seen.members.len(), 3);
+}

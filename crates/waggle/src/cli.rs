@@ -32,6 +32,22 @@ pub(crate) enum Command {
     Watch(WatchArgs),
     /// Measure throughput and latency against Waggle, etcd or ZooKeeper.
     Bench(BenchArgs),
+    /// The cluster's members.
+    #[command(subcommand)]
+    Members(MembersCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum MembersCommand {
+    /// List the members: id, address, role, log index and lag.
+    List(MembersListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MembersListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +117,12 @@ pub(crate) struct ServerArgs {
     /// Without it the node runs as a single-member cluster.
     #[arg(long, value_parser = parse_initial_cluster)]
     pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
+    /// Raft election timeout (the minimum; the maximum is twice it), e.g. 150ms.
+    #[arg(long, default_value = "150ms", value_parser = humantime::parse_duration)]
+    pub(crate) election_timeout: std::time::Duration,
+    /// Raft leader heartbeat interval, e.g. 50ms; must be below the election timeout.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub(crate) heartbeat_interval: std::time::Duration,
 }
 
 /// Parses `1=127.0.0.1:8300,2=127.0.0.1:8301`: ids of 1 or more, each listed once.

@@ -7,7 +7,7 @@ use waggle_client::{ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus
 
 use crate::{
     Failure,
-    cli::{DeregisterArgs, InstancesArgs, RegisterArgs, ServicesArgs, WatchArgs},
+    cli::{DeregisterArgs, InstancesArgs, MembersListArgs, RegisterArgs, ServicesArgs, WatchArgs},
     output,
     server_cmd::Signals,
 };
@@ -107,6 +107,23 @@ pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Fai
             })
             .collect();
         print!("{}", output::table(&["SERVICE", "INSTANCES", "PASSING", "TAGS"], &rows));
+    }
+    Ok(())
+}
+
+pub(crate) async fn members(server: &str, args: MembersListArgs) -> Result<(), Failure> {
+    let client = connect(server, ClientConfig::default()).await?;
+    let members = client.members().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&members).map_err(anyhow::Error::from)?);
+    } else {
+        let number = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+        let rows: Vec<Vec<String>> = members
+            .members
+            .iter()
+            .map(|m| vec![m.id.to_string(), m.address.clone(), m.role.clone(), number(m.log_index), number(m.lag)])
+            .collect();
+        print!("{}", output::table(&["ID", "ADDRESS", "ROLE", "LOG INDEX", "LAG"], &rows));
     }
     Ok(())
 }

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Command::Deregister(args) => client_cmds::deregister(&cli.server, args).await,
             Command::Services(args) => client_cmds::services(&cli.server, args).await,
             Command::Instances(args) => client_cmds::instances(&cli.server, args).await,
+            Command::Members(cli::MembersCommand::List(args)) => client_cmds::members(&cli.server, args).await,
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
         }

@@ -20,6 +20,8 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     config.http_addr = args.http_addr;
     config.raft.snapshot_every = args.snapshot_every;
     config.node_id = args.node_id;
+    config.raft.election_timeout = args.election_timeout;
+    config.raft.heartbeat_interval = args.heartbeat_interval;
     config.peer_addr = args.peer_addr;
     if let Some(members) = args.initial_cluster {
         config.initial_cluster = members;

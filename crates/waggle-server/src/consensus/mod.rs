@@ -359,6 +359,38 @@ impl Consensus {
         self.raft.metrics().borrow().running_state.is_ok()
     }
 
+    /// The members as this node sees them: (leader, term, members). Replication progress is
+    /// known only on the leader.
+    pub(crate) fn members(&self) -> (Option<u64>, u64, Vec<crate::MemberStatus>) {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let leader_last = m.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let log_index = if *id == self.node_id {
+                    m.last_applied.map(|l| l.index)
+                } else {
+                    m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map(|l| l.index)
+                };
+                let role = if m.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let lag = match (leader_last, log_index, m.current_leader == Some(self.node_id)) {
+                    (Some(last), Some(at), true) => Some(last.saturating_sub(at)),
+                    _ => None,
+                };
+                crate::MemberStatus { id: *id, peer_address: node.addr.clone(), role, log_index, lag }
+            })
+            .collect();
+        (m.current_leader, m.current_term, members)
+    }
+
     /// A consistent reading of this node's Raft progress.
     pub(crate) fn status(&self) -> crate::NodeStatus {
         let m = self.raft.metrics().borrow().clone();
