@@ -11,6 +11,10 @@ pub(crate) enum ProposeError {
     /// This node does not lead the cluster.
     #[error("this node is not the leader")]
     NotLeader,
+    /// The leader could not be reached at all (connection refused): the write was not
+    /// proposed anywhere, so it is safe to try again once a leader settles.
+    #[error("the leader is unreachable")]
+    LeaderUnreachable,
     /// Too many writes are already waiting; the client should back off and retry.
     #[error("too many writes in flight; retry later")]
     Overloaded,
@@ -28,6 +32,7 @@ impl From<ProposeError> for tonic::Status {
                 RefusalKind::Conflict => tonic::Status::already_exists(r.message),
             },
             ProposeError::NotLeader => tonic::Status::unavailable("this node is not the leader"),
+            ProposeError::LeaderUnreachable => tonic::Status::unavailable("the leader is unreachable"),
             ProposeError::Overloaded => tonic::Status::resource_exhausted("too many writes in flight; retry later"),
             ProposeError::Unavailable(m) => tonic::Status::unavailable(m),
         }

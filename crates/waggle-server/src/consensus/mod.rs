@@ -40,6 +40,9 @@ pub struct CommandBatch(pub Arc<[Command]>);
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchResult(pub Vec<CommandResult>);
 
+/// How long a write waits for a leader to settle (an election) before failing.
+const FORWARD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 1024;
 /// Proposals waiting for a batch; beyond this, writes are refused as overloaded rather than
@@ -273,18 +276,25 @@ impl Consensus {
         let Some(forwarder) = &self.forwarder else {
             return propose_locally(&self.proposals, command).await;
         };
-        if !self.is_leader()
-            && let Some(addr) = self.leader_peer_addr()
-        {
-            return self.caught_up(forwarder.forward(&addr, &command).await).await;
-        }
-        match propose_locally(&self.proposals, command.clone()).await {
-            // Leadership moved between the check and the proposal.
-            Err(ProposeError::NotLeader) => match self.leader_peer_addr() {
-                Some(addr) => self.caught_up(forwarder.forward(&addr, &command).await).await,
-                None => Err(ProposeError::NotLeader),
-            },
-            other => other,
+        // During an election the leader is gone or unknown for a few hundred milliseconds:
+        // rather than fail the client's write, follow leadership until it settles.
+        let deadline = tokio::time::Instant::now() + FORWARD_PATIENCE;
+        loop {
+            let result = if self.is_leader() {
+                propose_locally(&self.proposals, command.clone()).await
+            } else {
+                match self.leader_peer_addr() {
+                    Some(addr) => self.caught_up(forwarder.forward(&addr, &command).await).await,
+                    None => Err(ProposeError::NotLeader),
+                }
+            };
+            // Only errors that prove the write was proposed nowhere are retried: a write that
+            // might have been committed must not be applied twice.
+            let retry = matches!(result, Err(ProposeError::NotLeader | ProposeError::LeaderUnreachable));
+            if !retry || tokio::time::Instant::now() >= deadline {
+                return result;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

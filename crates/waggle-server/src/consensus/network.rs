@@ -73,6 +73,19 @@ impl Peer {
     }
 }
 
+/// Whether a call failed before reaching the peer (the connection was refused), so the
+/// request certainly had no effect there.
+fn never_connected(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = error.source();
+    }
+    status.code() == tonic::Code::Unavailable && status.message().contains("Connection refused")
+}
+
 #[derive(Clone, Copy)]
 enum Method {
     AppendEntries,
@@ -218,10 +231,13 @@ impl Forwarder {
         let client = self.client(addr)?;
         let data = serde_json::to_vec(command).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         let mut client = client;
-        let answer = client
-            .forward(RaftPayload { data })
-            .await
-            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        let answer = client.forward(RaftPayload { data }).await.map_err(|status| {
+            if never_connected(&status) {
+                ProposeError::LeaderUnreachable
+            } else {
+                ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message()))
+            }
+        })?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 }
