@@ -43,6 +43,19 @@ fn leader_of(servers: &[Server]) -> Option<usize> {
     })
 }
 
+/// Waits (at most `WAIT`) until one of `servers` leads, and returns its index.
+async fn wait_for_leader(servers: &[Server]) -> usize {
+    let elected = async {
+        loop {
+            if let Some(leader) = leader_of(servers) {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, elected).await.expect("a leader")
+}
+
 /// Registers `address` through whichever node leads, retrying while an election settles
 /// (what a client does: a node that does not lead refuses writes).
 async fn register_via_leader(servers: &[Server], address: &str) {
@@ -96,15 +109,7 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
     let leader = leader_of(&servers).expect("a leader");
     let old = servers.remove(leader);
     old.shutdown().await;
-    let elected = async {
-        loop {
-            if let Some(new) = leader_of(&servers) {
-                return new;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let new = timeout(WAIT, elected).await.expect("a new leader");
+    let new = wait_for_leader(&servers).await;
     assert_eq!(instances(&servers[new], "web").await.len(), 1);
     register_via_leader(&servers, "10.0.0.2").await;
 
@@ -130,15 +135,7 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
 async fn keepalives_sent_to_a_follower_keep_the_session_alive() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let servers = start_cluster(&dirs).await;
-    let elected = async {
-        loop {
-            if let Some(leader) = leader_of(&servers) {
-                return leader;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let leader = timeout(WAIT, elected).await.expect("a leader");
+    let leader = wait_for_leader(&servers).await;
     let follower = &servers[(leader + 1) % 3];
     let mut client = rpc(follower).await;
     // A 1 s session, created and kept alive through a follower for 3 s.
