@@ -241,7 +241,7 @@ impl ServiceClientBuilder {
         });
         let eject_classify = classify.clone();
         // Waiting for a first endpoint happens inside the call, under the deadline.
-        let mut balance = BalanceBuilder::<InstanceId, http::Request<ReplayBody>>::new(PolicyRef(self.policy.clone()))
+        let mut balance = BalanceBuilder::<InstanceId, http::Request<ReplayBody>>::new(self.policy.clone())
             .when_empty(WhenEmpty::WaitInCall)
             .call_timeout(attempt_timeout)
             .ejection(self.ejection)
@@ -317,32 +317,6 @@ fn authority(instance: &Instance) -> String {
         format!("[{address}]:{}", instance.spec.port)
     } else {
         format!("{address}:{}", instance.spec.port)
-    }
-}
-
-/// A shared policy, so one builder's policy can configure the balancer.
-#[derive(Debug)]
-struct PolicyRef(Arc<dyn Policy>);
-
-impl Policy for PolicyRef {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn is_consistent_hash(&self) -> bool {
-        self.0.is_consistent_hash()
-    }
-
-    fn load_decay(&self) -> Option<Duration> {
-        self.0.load_decay()
-    }
-
-    fn build(
-        &self,
-        candidates: &[waggle_balance::policy::Candidate],
-        rng: &mut rand::rngs::SmallRng,
-    ) -> Box<dyn waggle_balance::policy::Picker> {
-        self.0.build(candidates, rng)
     }
 }
 

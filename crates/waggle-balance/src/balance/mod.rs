@@ -609,18 +609,6 @@ where
         let avoid = (request_hash, exclude.to_vec(), attempts);
         ResponseFuture::new(self.shared.clone(), picked, request, avoid, self.rng.next_u64())
     }
-
-    /// The endpoints that take traffic now, with a clone of each one's service: for
-    /// strategies that address endpoints directly (broadcast, forking).
-    pub fn endpoints_now(&self) -> Vec<(K, S)> {
-        let table = self.shared.table.load();
-        table
-            .tiers
-            .iter()
-            .flat_map(|tier| tier.slots.iter())
-            .map(|slot| (slot.key.clone(), slot.endpoint.service.clone()))
-            .collect()
-    }
 }
 
 use std::future::Future as _;

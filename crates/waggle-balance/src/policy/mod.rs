@@ -63,6 +63,26 @@ pub trait Policy: Debug + Send + Sync + 'static {
     fn build(&self, candidates: &[Candidate], rng: &mut SmallRng) -> Box<dyn Picker>;
 }
 
+/// A shared policy is a policy, so one configured policy (an `Arc<dyn Policy>`) can build
+/// several balancers.
+impl<P: Policy + ?Sized> Policy for Arc<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn is_consistent_hash(&self) -> bool {
+        (**self).is_consistent_hash()
+    }
+
+    fn load_decay(&self) -> Option<Duration> {
+        (**self).load_decay()
+    }
+
+    fn build(&self, candidates: &[Candidate], rng: &mut SmallRng) -> Box<dyn Picker> {
+        (**self).build(candidates, rng)
+    }
+}
+
 /// Chooses one candidate per request.
 pub trait Picker: Debug + Send + Sync {
     /// Returns the index of the chosen candidate in `cx.candidates()`, which is the slice the
