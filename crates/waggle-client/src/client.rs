@@ -193,12 +193,20 @@ impl Client {
     /// The cluster's members as the server this client uses sees them.
     pub async fn members(&self) -> Result<Members, Error> {
         let resp = self.call(self.rpc().list_members(v1::ListMembersRequest {})).await?;
-        let members = resp
-            .members
-            .into_iter()
-            .map(|m| Member { id: m.id, address: m.peer_address, role: m.role, log_index: m.log_index, lag: m.lag })
-            .collect();
-        Ok(Members { leader: resp.leader, term: resp.term, answered_by: resp.answered_by, members })
+        Ok(members_from_wire(resp))
+    }
+
+    /// Adds member `id`, listening for peers at `peer_address`: it joins as a learner, catches
+    /// up, then becomes a voter (unless `learner`). The new node must already run with
+    /// `waggle server --join`. Returns the members once the change is committed.
+    pub async fn add_member(&self, id: u64, peer_address: &str, learner: bool) -> Result<Members, Error> {
+        let req = v1::AddMemberRequest { id, peer_address: peer_address.to_owned(), learner };
+        Ok(members_from_wire(self.call(self.rpc().add_member(req)).await?))
+    }
+
+    /// Removes member `id` (voter or learner). Returns the members once the change is committed.
+    pub async fn remove_member(&self, id: u64) -> Result<Members, Error> {
+        Ok(members_from_wire(self.call(self.rpc().remove_member(v1::RemoveMemberRequest { id })).await?))
     }
 
     /// A service's instances: passing ones, or all of them with `HealthFilter::All`.
@@ -304,4 +312,13 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration").field("instance", &self.instance).finish()
     }
+}
+
+fn members_from_wire(resp: v1::ListMembersResponse) -> Members {
+    let members = resp
+        .members
+        .into_iter()
+        .map(|m| Member { id: m.id, address: m.peer_address, role: m.role, log_index: m.log_index, lag: m.lag })
+        .collect();
+    Members { leader: resp.leader, term: resp.term, answered_by: resp.answered_by, members }
 }

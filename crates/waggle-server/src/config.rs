@@ -38,15 +38,22 @@ pub struct ServerConfig {
     /// The cluster's members at bootstrap, node id → peer address, this node included
     /// (etcd-style static bootstrap). Empty: a single-node cluster (the default).
     pub initial_cluster: std::collections::BTreeMap<u64, SocketAddr>,
+    /// Start as a new member of a running cluster (etcd's `--initial-cluster-state existing`):
+    /// no bootstrap; the node serves its peer address and waits, without a time limit, until
+    /// the cluster adds it with `waggle members add`.
+    pub join: bool,
 }
 
 /// Raft timing and log compaction settings.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RaftConfig {
-    /// Leader heartbeat (default 50 ms).
+    /// Leader heartbeat (default 40 ms). openraft ticks every 1.5 heartbeats.
     pub heartbeat_interval: Duration,
-    /// Minimum election timeout; the maximum is twice this (default 150 ms).
+    /// Minimum election timeout; the maximum is twice this (default 100 ms). A follower that
+    /// hears from its leader keeps it for a lease of the maximum, so it stands for election
+    /// between 3× and 4× this after the last heartbeat (300–400 ms by default), and it refuses
+    /// to vote while that lease runs: a flapping member cannot depose a healthy leader.
     pub election_timeout: Duration,
     /// Build a snapshot after this many log entries (default 10 000).
     pub snapshot_every: u64,
@@ -61,8 +68,8 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(150),
+            heartbeat_interval: Duration::from_millis(40),
+            election_timeout: Duration::from_millis(100),
             snapshot_every: 10_000,
             logs_kept_after_snapshot: 1_000,
             purge_batch: 256,
@@ -85,6 +92,7 @@ impl ServerConfig {
             raft: RaftConfig::default(),
             peer_addr: None,
             initial_cluster: std::collections::BTreeMap::new(),
+            join: false,
             seed: None,
         }
     }
@@ -95,6 +103,11 @@ impl ServerConfig {
         config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
+    }
+
+    /// Whether this node runs as a member of a multi-node cluster.
+    pub fn clustered(&self) -> bool {
+        self.join || !self.initial_cluster.is_empty()
     }
 
     /// Checks the settings.
@@ -109,11 +122,19 @@ impl ServerConfig {
         if self.watch_buffer == 0 || self.watch_history == 0 {
             return err("watch_buffer and watch_history must be at least 1");
         }
-        if self.raft.heartbeat_interval.is_zero() || self.raft.election_timeout <= self.raft.heartbeat_interval {
-            return err("election_timeout must be greater than heartbeat_interval (and both non-zero)");
+        if self.raft.heartbeat_interval.is_zero() || self.raft.election_timeout < self.raft.heartbeat_interval * 2 {
+            return err("election_timeout must be at least twice heartbeat_interval (and both non-zero)");
         }
         if self.raft.snapshot_every == 0 || self.raft.purge_batch == 0 {
             return err("snapshot_every and purge_batch must be at least 1");
+        }
+        if self.join {
+            if !self.initial_cluster.is_empty() {
+                return err("a joining node takes its members from the cluster: drop the initial cluster");
+            }
+            if self.peer_addr.is_none() {
+                return err("a joining node needs a peer address");
+            }
         }
         if !self.initial_cluster.is_empty() {
             let Some(peer_addr) = self.peer_addr else {

@@ -30,6 +30,7 @@ impl From<ProposeError> for tonic::Status {
                 RefusalKind::NotFound => tonic::Status::not_found(r.message),
                 RefusalKind::Invalid => tonic::Status::invalid_argument(r.message),
                 RefusalKind::Conflict => tonic::Status::already_exists(r.message),
+                RefusalKind::Precondition => tonic::Status::failed_precondition(r.message),
             },
             ProposeError::NotLeader => tonic::Status::unavailable("this node is not the leader"),
             ProposeError::LeaderUnreachable => tonic::Status::unavailable("the leader is unreachable"),

@@ -11,7 +11,7 @@ use waggle_core::{Command, HealthStatus, InstanceId, Revision, ServiceName, Sess
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use crate::{
-    consensus::{Consensus, RefusalKind},
+    consensus::{Consensus, MembershipChange, RefusalKind},
     error::ProposeError,
     sessions::SessionClock,
     watch::{Batch, ChangeKind, Start, WatchHub},
@@ -242,27 +242,37 @@ impl v1::registry_server::Registry for RegistryService {
         Ok(Response::new(v1::DeregisterResponse { revision: applied.revision.get() }))
     }
 
+    async fn add_member(
+        &self,
+        request: Request<v1::AddMemberRequest>,
+    ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        let req = request.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("id: member ids start at 1"));
+        }
+        let addr: std::net::SocketAddr = req
+            .peer_address
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("peer_address: {:?} is not HOST:PORT", req.peer_address)))?;
+        let change = MembershipChange::Add { id: req.id, addr: addr.to_string(), learner: req.learner };
+        self.consensus.change_membership(change).await?;
+        Ok(Response::new(self.member_list()))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<v1::RemoveMemberRequest>,
+    ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        let id = request.into_inner().id;
+        self.consensus.change_membership(MembershipChange::Remove { id }).await?;
+        Ok(Response::new(self.member_list()))
+    }
+
     async fn list_members(
         &self,
         _request: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        let (leader, term, members) = self.consensus.members();
-        let members = members
-            .into_iter()
-            .map(|m| v1::Member {
-                id: m.id,
-                peer_address: m.peer_address,
-                role: m.role.to_owned(),
-                log_index: m.log_index,
-                lag: m.lag,
-            })
-            .collect();
-        Ok(Response::new(v1::ListMembersResponse {
-            leader,
-            term,
-            answered_by: self.consensus.status().node_id,
-            members,
-        }))
+        Ok(Response::new(self.member_list()))
     }
 
     async fn list_services(
@@ -401,4 +411,22 @@ fn watch_stream(
     let watcher =
         Watcher { hub, service, from, incarnation, rx: None, last: Revision::INITIAL, ready: VecDeque::new() };
     futures_util::stream::unfold(watcher, |mut w| async move { w.next().await.map(|m| (Ok(m), w)) })
+}
+
+impl RegistryService {
+    /// The members as this node sees them.
+    fn member_list(&self) -> v1::ListMembersResponse {
+        let (leader, term, members) = self.consensus.members();
+        let members = members
+            .into_iter()
+            .map(|m| v1::Member {
+                id: m.id,
+                peer_address: m.peer_address,
+                role: m.role.to_owned(),
+                log_index: m.log_index,
+                lag: m.lag,
+            })
+            .collect();
+        v1::ListMembersResponse { leader, term, answered_by: self.consensus.status().node_id, members }
+    }
 }

@@ -105,7 +105,11 @@ impl Server {
         config.http_addr = http_addr;
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
-        let members: Vec<u64> = config.initial_cluster.keys().copied().collect();
+        let members = if config.join {
+            "join".to_owned()
+        } else {
+            config.initial_cluster.keys().map(u64::to_string).collect::<Vec<_>>().join(",")
+        };
         storage.check_identity(config.node_id, &members)?;
         let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
         let clock = Arc::new(SessionClock::new());

@@ -212,3 +212,120 @@ async fn any_member_lists_the_members_and_the_leader_knows_their_lag() {
     assert_eq!(seen.leader, answer.leader);
     assert_eq!(seen.members.len(), 3);
 }
+
+/// Starts a node that joins a running cluster (`--join`) in the background: it serves its
+/// peer address at once and finishes starting once the cluster adds it.
+fn start_joining(dir: &tempfile::TempDir, node_id: u64, peer: SocketAddr) -> tokio::task::JoinHandle<Server> {
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.node_id = node_id;
+    config.peer_addr = Some(peer);
+    config.join = true;
+    tokio::spawn(async move { Server::start(config).await.expect("the joining node starts") })
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, waited).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn roles(members: &v1::ListMembersResponse) -> BTreeMap<u64, String> {
+    members.members.iter().map(|m| (m.id, m.role.clone())).collect()
+}
+
+async fn wait_for_instances(server: &Server, n: usize) {
+    let caught_up = async {
+        while instances(server, "web").await.len() != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, caught_up)
+        .await
+        .unwrap_or_else(|_| panic!("node {} never held {n} instances", server.status().node_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_through_a_snapshot_removed_and_re_added_after_a_wipe() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Snapshot every 20 entries and keep no log behind it: a new member can only catch up
+    // from a snapshot.
+    let peers: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let starts = dirs.iter().enumerate().map(|(i, dir)| {
+        let mut config = ServerConfig::ephemeral(dir.path());
+        config.node_id = i as u64 + 1;
+        config.peer_addr = Some(peers[&config.node_id]);
+        config.initial_cluster = peers.clone();
+        config.raft.snapshot_every = 20;
+        config.raft.logs_kept_after_snapshot = 0;
+        config.raft.purge_batch = 1;
+        async move { Server::start(config).await.expect("node starts") }
+    });
+    let mut servers = futures_util::future::join_all(starts).await;
+    let leader = wait_for_leader(&servers).await;
+    for i in 0..60 {
+        register_via_leader(&servers, &format!("10.1.0.{i}")).await;
+    }
+    wait_until("the leader to purge its log", || servers[leader].status().purged_index.is_some()).await;
+
+    // Bad requests are refused with a clear status.
+    let follower = (leader + 1) % 3;
+    let mut client = rpc(&servers[follower]).await;
+    let add =
+        |id: u64, peer_address: &str| v1::AddMemberRequest { id, peer_address: peer_address.into(), learner: false };
+    let code = |r: Result<tonic::Response<v1::ListMembersResponse>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(code(client.add_member(add(0, "127.0.0.1:1")).await), tonic::Code::InvalidArgument);
+    assert_eq!(code(client.add_member(add(4, "nowhere")).await), tonic::Code::InvalidArgument);
+    assert_eq!(code(client.add_member(add(3, "127.0.0.1:1")).await), tonic::Code::AlreadyExists);
+    assert_eq!(code(client.remove_member(v1::RemoveMemberRequest { id: 9 }).await), tonic::Code::NotFound);
+
+    // A fourth node joins through a follower (forwarded to the leader): learner, then voter,
+    // catching up from a snapshot because the log it needs is gone.
+    let dir4 = tempfile::tempdir().unwrap();
+    let peer4 = free_addr();
+    let joining = start_joining(&dir4, 4, peer4);
+    let added = client.add_member(add(4, &peer4.to_string())).await.expect("member 4 added").into_inner();
+    assert_eq!(roles(&added).len(), 4);
+    assert_ne!(roles(&added)[&4], "learner", "promoted to voter: {added:?}");
+    let node4 = timeout(WAIT, joining).await.expect("node 4 finishes starting").unwrap();
+    wait_for_instances(&node4, 60).await;
+    assert!(node4.status().snapshot_index.is_some(), "node 4 installed a snapshot: {:?}", node4.status());
+    servers.push(node4);
+
+    // Remove a follower (not node 4), then wipe it.
+    let victim = (leader + 2) % 3;
+    let victim_id = servers[victim].status().node_id;
+    let after = rpc(&servers[leader])
+        .await
+        .remove_member(v1::RemoveMemberRequest { id: victim_id })
+        .await
+        .expect("member removed")
+        .into_inner();
+    assert_eq!(roles(&after).len(), 3);
+    assert!(!roles(&after).contains_key(&victim_id));
+    servers.remove(victim).shutdown().await;
+    std::fs::remove_dir_all(dirs[victim].path()).unwrap();
+    // Three voters (one of them node 4) still commit writes.
+    register_via_leader(&servers, "10.2.0.1").await;
+
+    // The wiped member comes back under its old id and address and catches up.
+    let rejoining = start_joining(&dirs[victim], victim_id, peers[&victim_id]);
+    let leader = wait_for_leader(&servers).await;
+    let back = rpc(&servers[leader])
+        .await
+        .add_member(add(victim_id, &peers[&victim_id].to_string()))
+        .await
+        .expect("wiped member re-added")
+        .into_inner();
+    assert_eq!(roles(&back).len(), 4);
+    let rejoined = timeout(WAIT, rejoining).await.expect("the wiped member finishes starting").unwrap();
+    wait_for_instances(&rejoined, 61).await;
+    assert!(rejoined.status().snapshot_index.is_some(), "{:?}", rejoined.status());
+    for server in servers {
+        wait_for_instances(&server, 61).await;
+        server.shutdown().await;
+    }
+    rejoined.shutdown().await;
+}

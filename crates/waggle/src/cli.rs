@@ -41,6 +41,36 @@ pub(crate) enum Command {
 pub(crate) enum MembersCommand {
     /// List the members: id, address, role, log index and lag.
     List(MembersListArgs),
+    /// Add a member: start it first with `waggle server --join`; it joins as a learner,
+    /// catches up, then becomes a voter.
+    Add(MembersAddArgs),
+    /// Remove a member (then stop its server).
+    Remove(MembersRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MembersAddArgs {
+    /// The new member's node id (its `--node-id`).
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) id: u64,
+    /// Its peer address, HOST:PORT (its `--peer-addr`).
+    pub(crate) peer_addr: SocketAddr,
+    /// Keep it a learner: it replicates and serves reads but does not vote.
+    #[arg(long)]
+    pub(crate) learner: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MembersRemoveArgs {
+    /// The member's node id.
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) id: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -117,11 +147,16 @@ pub(crate) struct ServerArgs {
     /// Without it the node runs as a single-member cluster.
     #[arg(long, value_parser = parse_initial_cluster)]
     pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
-    /// Raft election timeout (the minimum; the maximum is twice it), e.g. 150ms.
-    #[arg(long, default_value = "150ms", value_parser = humantime::parse_duration)]
+    /// Join a running cluster instead of bootstrapping one: serve --peer-addr and wait until
+    /// a member runs `waggle members add ID PEER_ADDR`.
+    #[arg(long, conflicts_with = "initial_cluster", requires = "peer_addr")]
+    pub(crate) join: bool,
+    /// Raft election timeout (the minimum; the maximum is twice it). A follower stands for
+    /// election 3–4× this after its leader's last heartbeat.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub(crate) election_timeout: std::time::Duration,
-    /// Raft leader heartbeat interval, e.g. 50ms; must be below the election timeout.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    /// Raft leader heartbeat interval; at most half the election timeout.
+    #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
     pub(crate) heartbeat_interval: std::time::Duration,
 }
 

@@ -7,7 +7,10 @@ use waggle_client::{ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus
 
 use crate::{
     Failure,
-    cli::{DeregisterArgs, InstancesArgs, MembersListArgs, RegisterArgs, ServicesArgs, WatchArgs},
+    cli::{
+        DeregisterArgs, InstancesArgs, MembersAddArgs, MembersListArgs, MembersRemoveArgs, RegisterArgs, ServicesArgs,
+        WatchArgs,
+    },
     output,
     server_cmd::Signals,
 };
@@ -113,9 +116,22 @@ pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Fai
 
 pub(crate) async fn members(server: &str, args: MembersListArgs) -> Result<(), Failure> {
     let client = connect(server, ClientConfig::default()).await?;
-    let members = client.members().await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&members).map_err(anyhow::Error::from)?);
+    print_members(&client.members().await?, args.json)
+}
+
+pub(crate) async fn add_member(server: &str, args: MembersAddArgs) -> Result<(), Failure> {
+    let client = connect(server, ClientConfig::default()).await?;
+    print_members(&client.add_member(args.id, &args.peer_addr.to_string(), args.learner).await?, args.json)
+}
+
+pub(crate) async fn remove_member(server: &str, args: MembersRemoveArgs) -> Result<(), Failure> {
+    let client = connect(server, ClientConfig::default()).await?;
+    print_members(&client.remove_member(args.id).await?, args.json)
+}
+
+fn print_members(members: &waggle_client::Members, json: bool) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(members).map_err(anyhow::Error::from)?);
     } else {
         let number = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
         let rows: Vec<Vec<String>> = members

@@ -64,6 +64,8 @@ fn main() -> ExitCode {
             Command::Services(args) => client_cmds::services(&cli.server, args).await,
             Command::Instances(args) => client_cmds::instances(&cli.server, args).await,
             Command::Members(cli::MembersCommand::List(args)) => client_cmds::members(&cli.server, args).await,
+            Command::Members(cli::MembersCommand::Add(args)) => client_cmds::add_member(&cli.server, args).await,
+            Command::Members(cli::MembersCommand::Remove(args)) => client_cmds::remove_member(&cli.server, args).await,
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
         }

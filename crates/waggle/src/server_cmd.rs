@@ -26,9 +26,14 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     if let Some(members) = args.initial_cluster {
         config.initial_cluster = members;
     }
+    config.join = args.join;
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let mut signals = Signals::install()?;
-    let server = Server::start(config).await.map_err(|e| Failure::Runtime(e.into()))?;
+    // A joining node waits to be added for as long as it takes; a signal must still stop it.
+    let server = tokio::select! {
+        started = Server::start(config) => started.map_err(|e| Failure::Runtime(e.into()))?,
+        _ = signals.recv() => return Ok(()),
+    };
     println!(
         "waggle server ready grpc={} http={} data-dir={} revision={}",
         server.grpc_addr(),

@@ -4,6 +4,7 @@
 
 mod log_store;
 mod log_writer;
+mod membership;
 mod network;
 mod record;
 mod state_machine;
@@ -15,6 +16,7 @@ use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use waggle_core::{Applied, ApplyError, Command};
 
 pub(crate) use log_store::LogStore;
+pub(crate) use membership::MembershipChange;
 pub(crate) use state_machine::StateMachine;
 
 pub(crate) use storage::Storage;
@@ -86,6 +88,8 @@ pub enum RefusalKind {
     Invalid,
     /// The object already exists.
     Conflict,
+    /// The cluster is not in a state that allows it (removing the last voter, say).
+    Precondition,
 }
 
 impl From<ApplyError> for Refusal {
@@ -217,7 +221,7 @@ impl Consensus {
         let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage, hub.clone(), clock.clone())?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
-        let clustered = !config.initial_cluster.is_empty();
+        let clustered = config.clustered();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
         // Peers must reach this node before it can join an election, so serve first.
         let peer_server = match (clustered, config.peer_addr) {
@@ -229,7 +233,8 @@ impl Consensus {
             }
             _ => None,
         };
-        if !raft.is_initialized().await? {
+        let initialized = raft.is_initialized().await?;
+        if !initialized && !config.join {
             // etcd-style static bootstrap: every member initialises with the same membership,
             // which writes the same first log entry everywhere.
             let members: BTreeMap<u64, BasicNode> = if clustered {
@@ -249,7 +254,17 @@ impl Consensus {
                 Err(e) => return Err(e.into()),
             }
         }
-        if clustered {
+        if config.join && !initialized {
+            tracing::info!(
+                node_id,
+                peer_addr = ?config.peer_addr,
+                "waiting to be added: run `waggle members add {node_id} <this peer address>` against the cluster"
+            );
+            raft.wait(None)
+                .metrics(|m| m.current_leader.is_some(), "waiting to be added to a cluster")
+                .await
+                .map_err(|e| anyhow::anyhow!("stopped waiting to be added: {e}"))?;
+        } else if clustered {
             raft.wait(Some(config.raft.startup_timeout))
                 .metrics(|m| m.current_leader.is_some(), "waiting for a leader")
                 .await

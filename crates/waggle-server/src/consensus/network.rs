@@ -182,18 +182,33 @@ impl RaftPeer for PeerService {
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
         let session: u64 = decode(request)?;
         // Only a running leader holds deadlines; anything else must not pretend to renew.
-        let leads = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.running_state.is_ok() && m.current_leader == Some(self.node_id)
-        };
-        let answer: Result<Option<u64>, ProposeError> = if leads {
+        let answer: Result<Option<u64>, ProposeError> = if raft_leads(&self.raft, self.node_id) {
             Ok(self.clock.keepalive(waggle_core::SessionId::new(session)).map(|ttl| ttl.as_millis()))
         } else {
             Err(ProposeError::NotLeader)
         };
         encode(&answer)
     }
+
+    async fn change_membership(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let change: super::MembershipChange = decode(request)?;
+        // Carried out here or refused as "not the leader", never forwarded again.
+        let answer = if raft_leads(&self.raft, self.node_id) {
+            super::membership::apply(&self.raft, &change).await
+        } else {
+            Err(ProposeError::NotLeader)
+        };
+        encode(&answer)
+    }
+}
+
+fn raft_leads(raft: &Raft, node_id: u64) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.running_state.is_ok() && m.current_leader == Some(node_id)
 }
 
 /// Clients for forwarding writes to the leader, one lazily connected channel per peer.
@@ -209,6 +224,21 @@ impl Forwarder {
         let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         let answer = client
             .keep_alive(RaftPayload { data })
+            .await
+            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    }
+
+    /// Asks the leader at `addr` to carry out a membership change.
+    pub(crate) async fn change_membership(
+        &self,
+        addr: &str,
+        change: &super::MembershipChange,
+    ) -> Result<(), ProposeError> {
+        let mut client = self.client(addr)?;
+        let data = serde_json::to_vec(change).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        let answer = client
+            .change_membership(RaftPayload { data })
             .await
             .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?

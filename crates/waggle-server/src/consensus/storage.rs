@@ -65,8 +65,10 @@ impl Storage {
     /// bootstrapped with) on first start, and refuses a later start whose configuration
     /// disagrees: a data dir copied to the wrong node, or a cluster flag forgotten, must not
     /// start and corrupt the cluster.
-    pub(crate) fn check_identity(&self, node_id: u64, members: &[u64]) -> anyhow::Result<()> {
-        let members_text = members.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    /// `members` is the bootstrap's member ids joined by commas, empty for a single node, or
+    /// `join` for a member added to a running cluster.
+    pub(crate) fn check_identity(&self, node_id: u64, members: &str) -> anyhow::Result<()> {
+        let members_text = members;
         let stored_id = self.read_meta("node_id")?;
         let Some(stored_id) = stored_id else {
             self.write_meta("node_id", &node_id.to_le_bytes())?;
@@ -83,7 +85,11 @@ impl Storage {
         }
         let stored_members = String::from_utf8(self.read_meta("members")?.unwrap_or_default()).unwrap_or_default();
         if stored_members != members_text {
-            let describe = |m: &str| if m.is_empty() { "a single node".to_owned() } else { format!("members {m}") };
+            let describe = |m: &str| match m {
+                "" => "a single node".to_owned(),
+                "join" => "a member that joined a running cluster (--join)".to_owned(),
+                m => format!("members {m}"),
+            };
             anyhow::bail!(
                 "this data dir was bootstrapped as {}, but the configuration says {}: pass the same --initial-cluster as at bootstrap, or use a fresh data dir",
                 describe(&stored_members),
