@@ -93,7 +93,7 @@ impl Storage {
             anyhow::bail!(
                 "this data dir was bootstrapped as {}, but the configuration says {}: pass the same --initial-cluster as at bootstrap, or use a fresh data dir",
                 describe(&stored_members),
-                describe(&members_text)
+                describe(members_text)
             );
         }
         Ok(())
