@@ -201,12 +201,28 @@ impl Client {
     /// `waggle server --join`. Returns the members once the change is committed.
     pub async fn add_member(&self, id: u64, peer_address: &str, learner: bool) -> Result<Members, Error> {
         let req = v1::AddMemberRequest { id, peer_address: peer_address.to_owned(), learner };
-        Ok(members_from_wire(self.call(self.rpc().add_member(req)).await?))
+        // Catching up may take a while (a large snapshot): not bounded by the request timeout.
+        Ok(members_from_wire(with_timeout(ADMIN_TIMEOUT, self.rpc().add_member(req)).await?))
     }
 
     /// Removes member `id` (voter or learner). Returns the members once the change is committed.
     pub async fn remove_member(&self, id: u64) -> Result<Members, Error> {
-        Ok(members_from_wire(self.call(self.rpc().remove_member(v1::RemoveMemberRequest { id })).await?))
+        let req = v1::RemoveMemberRequest { id };
+        Ok(members_from_wire(with_timeout(ADMIN_TIMEOUT, self.rpc().remove_member(req)).await?))
+    }
+
+    /// A backup of everything the server has applied: it builds a fresh snapshot and sends it.
+    /// Write the bytes to a file; `waggle snapshot restore` checks and restores it.
+    pub async fn save_snapshot(&self) -> Result<Vec<u8>, Error> {
+        let save = async {
+            let mut stream = self.rpc().save_snapshot(v1::SaveSnapshotRequest {}).await?.into_inner();
+            let mut file = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                file.extend_from_slice(&chunk.data);
+            }
+            Ok::<_, tonic::Status>(tonic::Response::new(file))
+        };
+        with_timeout(ADMIN_TIMEOUT, save).await
     }
 
     /// A service's instances: passing ones, or all of them with `HealthFilter::All`.
@@ -245,6 +261,9 @@ pub enum HealthFilter {
     /// Every instance, whatever its status.
     All,
 }
+
+/// How long membership changes and backups may take (catch-up, snapshot building).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) async fn with_timeout<T, F>(timeout: Duration, call: F) -> Result<T, Error>
 where

@@ -178,27 +178,17 @@ impl v1::registry_server::Registry for RegistryService {
                     }
                     // Only a running leader holds deadlines; a deposed or failed node must not
                     // pretend to renew: a cluster member asks the leader, a lone node refuses.
-                    Some(Ok(req)) if !consensus.is_leader() => {
-                        match consensus.forward_keepalive(req.session_id).await {
-                            Ok(ttl) => Ok(v1::KeepAliveResponse {
-                                session_id: req.session_id,
-                                found: ttl.is_some(),
-                                ttl_ms: ttl.unwrap_or(0),
-                            }),
-                            Err(_) => {
-                                let _ = tx.send(Err(Status::unavailable("this node is not the leader"))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Some(Ok(req)) => {
-                        let ttl = clock.keepalive(SessionId::new(req.session_id));
-                        Ok(v1::KeepAliveResponse {
+                    Some(Ok(req)) => match renew(&consensus, &clock, req.session_id).await {
+                        Ok(ttl) => Ok(v1::KeepAliveResponse {
                             session_id: req.session_id,
                             found: ttl.is_some(),
-                            ttl_ms: ttl.map_or(0, Ttl::as_millis),
-                        })
-                    }
+                            ttl_ms: ttl.unwrap_or(0),
+                        }),
+                        Err(_) => {
+                            let _ = tx.send(Err(Status::unavailable("this node is not the leader"))).await;
+                            return;
+                        }
+                    },
                 };
                 if tx.send(reply).await.is_err() {
                     return;
@@ -266,6 +256,18 @@ impl v1::registry_server::Registry for RegistryService {
         let id = request.into_inner().id;
         self.consensus.change_membership(MembershipChange::Remove { id }).await?;
         Ok(Response::new(self.member_list()))
+    }
+
+    type SaveSnapshotStream = BoxStream<v1::SnapshotChunk>;
+
+    async fn save_snapshot(
+        &self,
+        _request: Request<v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let file = self.consensus.backup().await?;
+        let chunks: Vec<Result<v1::SnapshotChunk, Status>> =
+            file.chunks(1 << 20).map(|chunk| Ok(v1::SnapshotChunk { data: chunk.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
     }
 
     async fn list_members(
@@ -397,6 +399,27 @@ impl Watcher {
     fn resync(&mut self) {
         self.from = None;
         self.rx = None;
+    }
+}
+
+/// Renews a session where its deadline lives: here if this node leads, otherwise on the
+/// leader. During an election (a few hundred milliseconds) it follows leadership for up to a
+/// second rather than failing the client's keepalive stream.
+async fn renew(consensus: &Consensus, clock: &SessionClock, session: u64) -> Result<Option<u64>, ProposeError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let answer = if consensus.is_leader() {
+            Ok(clock.keepalive(SessionId::new(session)).map(Ttl::as_millis))
+        } else if consensus.clustered() {
+            consensus.forward_keepalive(session).await
+        } else {
+            Err(ProposeError::NotLeader)
+        };
+        let settling = matches!(answer, Err(ProposeError::NotLeader | ProposeError::LeaderUnreachable));
+        if !settling || !consensus.clustered() || tokio::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -74,6 +74,53 @@ impl NodeStatus {
     }
 }
 
+/// What [`restore_snapshot`] restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreSummary {
+    /// The registry's revision in the backup; the restored node continues from it.
+    pub revision: u64,
+    /// Services in the backup.
+    pub services: usize,
+    /// Instances in the backup.
+    pub instances: usize,
+    /// Sessions in the backup. Each gets a full TTL of grace when the node starts, so clients
+    /// that still run can keep them alive.
+    pub sessions: usize,
+}
+
+/// Restores a backup (`waggle snapshot save`) into `config.data_dir`, which must not hold a
+/// data dir yet, as the state of a new cluster: a single node, or the members of
+/// `config.initial_cluster` (restore every member from the same file, as with etcd). Start
+/// the node afterwards with the same configuration.
+pub fn restore_snapshot(file: &std::path::Path, config: &ServerConfig) -> Result<RestoreSummary, ServerError> {
+    config.validate()?;
+    if config.join {
+        return Err(ServerError::Config("a restored node starts a new cluster: it cannot --join one".into()));
+    }
+    let members: std::collections::BTreeMap<u64, String> = if config.initial_cluster.is_empty() {
+        std::collections::BTreeMap::from([(config.node_id, config.grpc_addr.to_string())])
+    } else {
+        config.initial_cluster.iter().map(|(id, addr)| (*id, addr.to_string())).collect()
+    };
+    let summary = consensus::restore(file, &config.data_dir, config.node_id, &members, &identity(config))?;
+    Ok(RestoreSummary {
+        revision: summary.revision,
+        services: summary.services,
+        instances: summary.instances,
+        sessions: summary.sessions,
+    })
+}
+
+/// What the data dir records about the configuration it was created with.
+fn identity(config: &ServerConfig) -> String {
+    if config.join {
+        "join".to_owned()
+    } else {
+        config.initial_cluster.keys().map(u64::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// A running node.
 pub struct Server {
     grpc_addr: SocketAddr,
@@ -105,12 +152,7 @@ impl Server {
         config.http_addr = http_addr;
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
-        let members = if config.join {
-            "join".to_owned()
-        } else {
-            config.initial_cluster.keys().map(u64::to_string).collect::<Vec<_>>().join(",")
-        };
-        storage.check_identity(config.node_id, &members)?;
+        storage.check_identity(config.node_id, &identity(&config))?;
         let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
         let clock = Arc::new(SessionClock::new());
         let consensus = Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);

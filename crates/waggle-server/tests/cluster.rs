@@ -329,3 +329,55 @@ async fn members_are_added_through_a_snapshot_removed_and_re_added_after_a_wipe(
     }
     rejoined.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_every_member_of_a_new_cluster() {
+    // Back up a single node with some state.
+    let source = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig::ephemeral(source.path())).await.unwrap();
+    register_via_leader(std::slice::from_ref(&server), "10.3.0.1").await;
+    register_via_leader(std::slice::from_ref(&server), "10.3.0.2").await;
+    let mut stream = rpc(&server).await.save_snapshot(v1::SaveSnapshotRequest {}).await.unwrap().into_inner();
+    let mut file = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        file.extend_from_slice(&chunk.data);
+    }
+    drop(stream);
+    let revision = server.revision();
+    server.shutdown().await;
+    let path = source.path().join("backup");
+    std::fs::write(&path, file).unwrap();
+
+    // Restore the same file into three members of a new cluster, then start them.
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let configs: Vec<ServerConfig> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let mut config = ServerConfig::ephemeral(dir.path());
+            config.node_id = i as u64 + 1;
+            config.peer_addr = Some(peers[&config.node_id]);
+            config.initial_cluster = peers.clone();
+            let summary = waggle_server::restore_snapshot(&path, &config).expect("restores");
+            assert_eq!(summary.instances, 2);
+            config
+        })
+        .collect();
+    let servers =
+        futures_util::future::join_all(configs.into_iter().map(|c| async move { Server::start(c).await.unwrap() }))
+            .await;
+    wait_for_leader(&servers).await;
+    for server in &servers {
+        assert_eq!(server.revision(), revision);
+        assert_eq!(instances(server, "web").await.len(), 2);
+    }
+    // The new cluster replicates new writes everywhere.
+    register_via_leader(&servers, "10.3.0.3").await;
+    for server in &servers {
+        wait_for_instances(server, 3).await;
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
+}

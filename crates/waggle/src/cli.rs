@@ -35,6 +35,43 @@ pub(crate) enum Command {
     /// The cluster's members.
     #[command(subcommand)]
     Members(MembersCommand),
+    /// Backups: save a server's state to a file, restore a file into a fresh data dir.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Save a backup of the server's state (online; any member) to FILE.
+    Save(SnapshotSaveArgs),
+    /// Restore a backup into a fresh data dir, as a new single node or as one member of a
+    /// new cluster (restore every member from the same file); then start the server with the
+    /// same flags.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotSaveArgs {
+    /// Where to write the backup (written to FILE.part, then renamed).
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotRestoreArgs {
+    /// The backup file.
+    pub(crate) file: PathBuf,
+    /// The data dir to create (must not exist yet, or be empty).
+    #[arg(long)]
+    pub(crate) data_dir: PathBuf,
+    /// The node id the restored node will run as.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) node_id: u64,
+    /// Its peer address (when restoring a cluster member).
+    #[arg(long)]
+    pub(crate) peer_addr: Option<SocketAddr>,
+    /// The new cluster's members, ID=ADDR,… (when restoring a cluster member).
+    #[arg(long, value_parser = parse_initial_cluster, requires = "peer_addr")]
+    pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
 }
 
 #[derive(Debug, clap::Subcommand)]

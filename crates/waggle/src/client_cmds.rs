@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use futures_util::StreamExt;
 use waggle_client::{ChangeKind, Client, ClientConfig, HealthFilter, HealthStatus, InstanceSpec, Ttl};
 
@@ -9,7 +10,7 @@ use crate::{
     Failure,
     cli::{
         DeregisterArgs, InstancesArgs, MembersAddArgs, MembersListArgs, MembersRemoveArgs, RegisterArgs, ServicesArgs,
-        WatchArgs,
+        SnapshotSaveArgs, WatchArgs,
     },
     output,
     server_cmd::Signals,
@@ -127,6 +128,23 @@ pub(crate) async fn add_member(server: &str, args: MembersAddArgs) -> Result<(),
 pub(crate) async fn remove_member(server: &str, args: MembersRemoveArgs) -> Result<(), Failure> {
     let client = connect(server, ClientConfig::default()).await?;
     print_members(&client.remove_member(args.id).await?, args.json)
+}
+
+pub(crate) async fn save_snapshot(server: &str, args: SnapshotSaveArgs) -> Result<(), Failure> {
+    let client = connect(server, ClientConfig::default()).await?;
+    let file = client.save_snapshot().await?;
+    let mut part = args.file.clone().into_os_string();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let write = || -> std::io::Result<()> {
+        let mut out = std::fs::File::create(&part)?;
+        out.write_all(&file)?;
+        out.sync_all()?;
+        std::fs::rename(&part, &args.file)
+    };
+    write().with_context(|| format!("cannot write {}", args.file.display()))?;
+    println!("saved {} bytes to {}", file.len(), args.file.display());
+    Ok(())
 }
 
 fn print_members(members: &waggle_client::Members, json: bool) -> Result<(), Failure> {

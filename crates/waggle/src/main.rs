@@ -66,6 +66,8 @@ fn main() -> ExitCode {
             Command::Members(cli::MembersCommand::List(args)) => client_cmds::members(&cli.server, args).await,
             Command::Members(cli::MembersCommand::Add(args)) => client_cmds::add_member(&cli.server, args).await,
             Command::Members(cli::MembersCommand::Remove(args)) => client_cmds::remove_member(&cli.server, args).await,
+            Command::Snapshot(cli::SnapshotCommand::Save(args)) => client_cmds::save_snapshot(&cli.server, args).await,
+            Command::Snapshot(cli::SnapshotCommand::Restore(args)) => server_cmd::restore(args),
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
         }

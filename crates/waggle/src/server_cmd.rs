@@ -5,7 +5,10 @@ use std::io::Write;
 use anyhow::Context;
 use waggle_server::{Server, ServerConfig};
 
-use crate::{Failure, cli::ServerArgs};
+use crate::{
+    Failure,
+    cli::{ServerArgs, SnapshotRestoreArgs},
+};
 
 pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     // In --dev mode the temporary dir lives as long as this function (deleted on clean exit).
@@ -52,6 +55,27 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
         None => Ok(()),
         Some(reason) => Err(Failure::Runtime(anyhow::anyhow!("consensus stopped: {reason}"))),
     }
+}
+
+/// `waggle snapshot restore`: a backup into a fresh data dir (no server runs).
+pub(crate) fn restore(args: SnapshotRestoreArgs) -> Result<(), Failure> {
+    let mut config = ServerConfig::new(&args.data_dir);
+    config.node_id = args.node_id;
+    config.peer_addr = args.peer_addr;
+    if let Some(members) = args.initial_cluster {
+        config.initial_cluster = members;
+    }
+    config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
+    let restored = waggle_server::restore_snapshot(&args.file, &config).map_err(|e| Failure::Runtime(e.into()))?;
+    println!(
+        "restored revision {} ({} services, {} instances, {} sessions) into {}",
+        restored.revision,
+        restored.services,
+        restored.instances,
+        restored.sessions,
+        args.data_dir.display()
+    );
+    Ok(())
 }
 
 /// SIGINT / SIGTERM handlers, installed before anything is announced so that a signal sent

@@ -128,17 +128,20 @@ async fn wait_caught_up(raft: &Raft, id: u64, index: u64) -> Result<(), ProposeE
         .metrics(
             |m| {
                 let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten());
-                matched.is_some_and(|l| l.index >= index)
+                // Only a leader tracks replication: losing leadership ends the wait.
+                matched.is_some_and(|l| l.index >= index) || m.current_leader != Some(m.id)
             },
             "a new member catching up",
         )
         .await;
-    caught_up.map(|_| ()).map_err(|_| {
-        ProposeError::Unavailable(format!(
+    match caught_up {
+        Ok(m) if m.current_leader != Some(m.id) => Err(ProposeError::NotLeader),
+        Ok(_) => Ok(()),
+        Err(_) => Err(ProposeError::Unavailable(format!(
             "member {id} was added as a learner but has not caught up within {}s; is `waggle server --join` running at its peer address? It stays a learner until `waggle members add` is repeated",
             CATCH_UP_PATIENCE.as_secs()
-        ))
-    })
+        ))),
+    }
 }
 
 impl Consensus {
@@ -150,12 +153,37 @@ impl Consensus {
                 "this server runs as a single node; start it with --initial-cluster to change members".into(),
             ));
         };
-        if self.is_leader() {
-            return apply(&self.raft, &change).await;
-        }
-        match self.leader_peer_addr() {
-            Some(addr) => forwarder.change_membership(&addr, &change).await,
-            None => Err(ProposeError::NotLeader),
+        // Like a write, a change that meets an election follows leadership until it settles.
+        // Retrying is safe: adding a member is idempotent, and a removal that reported "not the
+        // leader" may have committed before leadership moved, so its retry may find the member
+        // already gone.
+        let deadline = tokio::time::Instant::now() + super::FORWARD_PATIENCE;
+        let mut retried = false;
+        loop {
+            let result = if self.is_leader() {
+                apply(&self.raft, &change).await
+            } else {
+                match self.leader_peer_addr() {
+                    Some(addr) => forwarder.change_membership(&addr, &change).await,
+                    None => Err(ProposeError::NotLeader),
+                }
+            };
+            match result {
+                Err(ProposeError::NotLeader | ProposeError::LeaderUnreachable)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(ProposeError::Refused(r))
+                    if retried
+                        && r.kind == RefusalKind::NotFound
+                        && matches!(change, MembershipChange::Remove { .. }) =>
+                {
+                    return Ok(());
+                }
+                result => return result,
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! peer network. All openraft types stay inside this module (blueprint risk 1: the 0.10
 //! migration should touch nothing else).
 
+mod backup;
 mod log_store;
 mod log_writer;
 mod membership;
@@ -15,6 +16,7 @@ use std::{collections::BTreeMap, io::Cursor, sync::Arc};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use waggle_core::{Applied, ApplyError, Command};
 
+pub(crate) use backup::restore;
 pub(crate) use log_store::LogStore;
 pub(crate) use membership::MembershipChange;
 pub(crate) use state_machine::StateMachine;
@@ -195,6 +197,9 @@ pub(crate) struct Consensus {
     forwarder: Option<network::Forwarder>,
     /// The local applied state, which a forwarded write waits for (read-your-writes).
     hub: Arc<WatchHub>,
+    /// The data dir, which backups read the snapshot from. Weak: shutdown waits for the Raft
+    /// tasks to release the data dir, and this handle must not keep it open.
+    storage: std::sync::Weak<Storage>,
 }
 
 impl Consensus {
@@ -219,7 +224,7 @@ impl Consensus {
         }
         .validate()?;
         let log_store = LogStore::new(storage.clone())?;
-        let state_machine = StateMachine::open(storage, hub.clone(), clock.clone())?;
+        let state_machine = StateMachine::open(storage.clone(), hub.clone(), clock.clone())?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = config.clustered();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
@@ -281,7 +286,8 @@ impl Consensus {
         let leading = leadership(&raft, node_id);
         tokio::spawn(run_batcher(raft.clone(), queue));
         let forwarder = clustered.then(network::Forwarder::default);
-        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder, hub })
+        let storage = Arc::downgrade(&storage);
+        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder, hub, storage })
     }
 
     /// Proposes a command and waits until it is durable and applied. In a cluster, a node
@@ -327,6 +333,12 @@ impl Consensus {
             }
         }
         result
+    }
+
+    /// A backup file of everything this node has applied (see `backup`).
+    pub(crate) async fn backup(&self) -> Result<Vec<u8>, ProposeError> {
+        let storage = self.storage.upgrade().ok_or_else(|| ProposeError::Unavailable("shutting down".into()))?;
+        backup::save(&self.raft, &storage).await
     }
 
     /// Whether this node runs in a cluster (and so can forward to a leader).

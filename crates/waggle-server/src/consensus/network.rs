@@ -86,6 +86,15 @@ fn never_connected(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().contains("Connection refused")
 }
 
+/// A failed forward: certainly not delivered (safe to retry) or of unknown outcome.
+fn forward_error(status: &tonic::Status) -> ProposeError {
+    if never_connected(status) {
+        ProposeError::LeaderUnreachable
+    } else {
+        ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message()))
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Method {
     AppendEntries,
@@ -222,10 +231,8 @@ impl Forwarder {
     pub(crate) async fn keep_alive(&self, addr: &str, session: u64) -> Result<Option<u64>, ProposeError> {
         let mut client = self.client(addr)?;
         let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-        let answer = client
-            .keep_alive(RaftPayload { data })
-            .await
-            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
+        let answer = client.keep_alive(RaftPayload { data }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -237,10 +244,7 @@ impl Forwarder {
     ) -> Result<(), ProposeError> {
         let mut client = self.client(addr)?;
         let data = serde_json::to_vec(change).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-        let answer = client
-            .change_membership(RaftPayload { data })
-            .await
-            .map_err(|status| ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message())))?;
+        let answer = client.change_membership(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -261,13 +265,7 @@ impl Forwarder {
         let client = self.client(addr)?;
         let data = serde_json::to_vec(command).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         let mut client = client;
-        let answer = client.forward(RaftPayload { data }).await.map_err(|status| {
-            if never_connected(&status) {
-                ProposeError::LeaderUnreachable
-            } else {
-                ProposeError::Unavailable(format!("forwarding to the leader: {}", status.message()))
-            }
-        })?;
+        let answer = client.forward(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 }
