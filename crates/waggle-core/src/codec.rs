@@ -32,7 +32,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7")]
     kind: Option<CommandKind>,
 }
 
@@ -48,6 +48,8 @@ enum CommandKind {
     Register(RegisterRecord),
     #[prost(message, tag = "6")]
     Deregister(InstanceKey),
+    #[prost(uint64, tag = "7")]
+    NameHistory(u64),
 }
 
 /// Several commands proposed together as one log entry (group commit). Each still consumes
@@ -128,6 +130,8 @@ struct SnapshotRecord {
     sessions: Vec<SessionRecord>,
     #[prost(message, repeated, tag = "4")]
     instances: Vec<InstanceRecord>,
+    #[prost(uint64, tag = "5")]
+    history: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -174,6 +178,7 @@ fn command_record(command: &Command) -> CommandRecord {
         Command::Deregister { service, id } => {
             CommandKind::Deregister(InstanceKey { service: service.to_string(), id: id.to_string() })
         }
+        Command::NameHistory { id } => CommandKind::NameHistory(*id),
     };
     CommandRecord { version: FORMAT_VERSION, kind: Some(kind) }
 }
@@ -206,6 +211,7 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
             service: ServiceName::new(k.service).map_err(invalid)?,
             id: InstanceId::new(k.id).map_err(invalid)?,
         },
+        CommandKind::NameHistory(id) => Command::NameHistory { id },
     })
 }
 
@@ -214,6 +220,7 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
     let record = SnapshotRecord {
         version: FORMAT_VERSION,
         revision: registry.revision().get(),
+        history: registry.history(),
         sessions: registry
             .sessions()
             .values()
@@ -279,7 +286,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
             return Err(CodecError::new("snapshot", format!("duplicate instance {} of {}", i.id(), i.service())));
         }
     }
-    Ok(Registry::from_parts(Revision::new(record.revision), sessions, instances))
+    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances))
 }
 
 fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {

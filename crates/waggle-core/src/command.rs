@@ -43,6 +43,14 @@ pub enum Command {
         /// Its id.
         id: InstanceId,
     },
+    /// Names this registry's history with a random id chosen by its first leader. Revisions
+    /// are comparable only within one history: a watcher resumes from a revision on any member
+    /// of the same history and starts over from a snapshot anywhere else (a wiped or restored
+    /// data dir). Refused once a history is named (or for id 0); consumes no revision.
+    NameHistory {
+        /// The id (not 0).
+        id: u64,
+    },
 }
 
 /// What the state machine answers for a command.

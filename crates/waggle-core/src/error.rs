@@ -37,6 +37,9 @@ pub enum ApplyError {
         /// The instance id looked for.
         id: InstanceId,
     },
+    /// The history is already named (or the id was 0).
+    #[error("the registry's history is already named")]
+    HistoryNamed,
     /// The command carried a value that breaks a model rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

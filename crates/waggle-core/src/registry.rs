@@ -16,6 +16,7 @@ pub type ServiceInstances = imbl::OrdMap<InstanceId, Arc<Instance>>;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Registry {
     revision: Revision,
+    history: u64,
     sessions: BTreeMap<SessionId, Session>,
     services: BTreeMap<ServiceName, Arc<ServiceInstances>>,
 }
@@ -29,6 +30,18 @@ impl Registry {
     /// The current revision.
     pub fn revision(&self) -> Revision {
         self.revision
+    }
+
+    /// The id naming this registry's history (0 until its first leader names it); see
+    /// [`Command::NameHistory`].
+    pub fn history(&self) -> u64 {
+        self.history
+    }
+
+    /// Forgets the history's name, for state restored from a backup: it continues as a new
+    /// history, named again by its first leader.
+    pub fn start_new_history(&mut self) {
+        self.history = 0;
     }
 
     /// Live sessions by id.
@@ -56,8 +69,17 @@ impl Registry {
             Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
             Command::Register { session, spec } => self.register(*session, spec, &mut effects),
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
+            Command::NameHistory { id } => self.name_history(*id),
         };
         Outcome { response, effects }
+    }
+
+    fn name_history(&mut self, id: u64) -> Result<Applied, ApplyError> {
+        if id == 0 || self.history != 0 {
+            return Err(ApplyError::HistoryNamed);
+        }
+        self.history = id;
+        Ok(self.applied())
     }
 
     fn applied(&self) -> Applied {
@@ -188,11 +210,13 @@ impl Registry {
     /// are derived from the instances, so they cannot disagree.
     pub(crate) fn from_parts(
         revision: Revision,
+        history: u64,
         sessions: Vec<(SessionId, Ttl, Revision)>,
         instances: Vec<Instance>,
     ) -> Self {
         let mut registry = Registry {
             revision,
+            history,
             sessions: sessions
                 .into_iter()
                 .map(|(id, ttl, create_revision)| {

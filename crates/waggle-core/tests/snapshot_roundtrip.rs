@@ -99,6 +99,8 @@ enum Op {
     /// Registers a registered instance again under its owner with a new weight and status.
     Update(InstanceRef, u32, HealthStatus),
     Deregister(InstanceRef),
+    /// Names the history (refused after the first time, and for 0).
+    NameHistory(u64),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -116,6 +118,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 1u32..=10_000, arb_status())
             .prop_map(|(i, weight, status)| Op::Update(InstanceRef::Existing(i), weight, status)),
         2 => instance_ref.prop_map(Op::Deregister),
+        1 => prop_oneof![Just(0u64), any::<u64>()].prop_map(Op::NameHistory),
     ]
 }
 
@@ -181,6 +184,7 @@ fn command_for(registry: &Registry, op: &Op) -> Command {
             let (service, id) = resolve_instance(registry, i);
             Command::Deregister { service, id }
         }
+        Op::NameHistory(id) => Command::NameHistory { id: *id },
     }
 }
 
@@ -207,6 +211,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             service: ServiceName::new(service).expect("name"),
             id: InstanceId::new(id).expect("printable id"),
         }),
+        any::<u64>().prop_map(|id| Command::NameHistory { id }),
     ]
 }
 

@@ -28,7 +28,6 @@ pub(crate) struct RegistryService {
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<SessionClock>,
     pub(crate) session_ids: SessionIds,
-    pub(crate) incarnation: u64,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -47,9 +46,14 @@ impl SessionIds {
     }
 
     fn next(&self) -> SessionId {
+        SessionId::new(self.next_id())
+    }
+
+    /// A random id, never 0.
+    pub(crate) fn next_id(&self) -> u64 {
         use rand::Rng;
         let mut rng = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        SessionId::new(rng.random_range(1..=u64::MAX))
+        rng.random_range(1..=u64::MAX)
     }
 }
 
@@ -326,10 +330,11 @@ impl v1::registry_server::Registry for RegistryService {
         let req = request.get_ref();
         let service =
             if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
-        // Revisions of another incarnation (a wiped or restored data dir) mean nothing here.
-        let same_history = req.incarnation == 0 || req.incarnation == self.incarnation;
+        // Revisions mean the same on every member of one history, and nothing in another (a
+        // wiped or restored data dir): there the watcher starts over from a snapshot.
+        let same_history = req.incarnation == 0 || req.incarnation == self.hub.history();
         let from = (req.from_revision > 0 && same_history).then(|| Revision::new(req.from_revision));
-        let stream = watch_stream(self.hub.clone(), service, from, self.incarnation);
+        let stream = watch_stream(self.hub.clone(), service, from);
         Ok(Response::new(Box::pin(stream.take_until(self.shutdown.clone().cancelled_owned()))))
     }
 }
@@ -341,7 +346,6 @@ struct Watcher {
     service: Option<ServiceName>,
     /// Where to resume on the next (re)subscription; `None` means start with a snapshot.
     from: Option<Revision>,
-    incarnation: u64,
     rx: Option<broadcast::Receiver<Arc<Batch>>>,
     last: Revision,
     ready: VecDeque<v1::WatchResponse>,
@@ -373,7 +377,7 @@ impl Watcher {
     async fn next(&mut self) -> Option<v1::WatchResponse> {
         loop {
             if let Some(mut message) = self.ready.pop_front() {
-                message.incarnation = self.incarnation;
+                message.incarnation = self.hub.history();
                 return Some(message);
             }
             let Some(rx) = &mut self.rx else {
@@ -429,10 +433,8 @@ fn watch_stream(
     hub: Arc<WatchHub>,
     service: Option<ServiceName>,
     from: Option<Revision>,
-    incarnation: u64,
 ) -> impl Stream<Item = Result<v1::WatchResponse, Status>> + Send {
-    let watcher =
-        Watcher { hub, service, from, incarnation, rx: None, last: Revision::INITIAL, ready: VecDeque::new() };
+    let watcher = Watcher { hub, service, from, rx: None, last: Revision::INITIAL, ready: VecDeque::new() };
     futures_util::stream::unfold(watcher, |mut w| async move { w.next().await.map(|m| (Ok(m), w)) })
 }
 

@@ -121,6 +121,32 @@ fn identity(config: &ServerConfig) -> String {
     }
 }
 
+/// Names the registry's history once (see `Command::NameHistory`): whichever member leads
+/// while it is unnamed proposes a random id. Every member then stamps it on watch messages, so
+/// a watcher resumes from its revision on any member of the cluster.
+async fn name_history(
+    consensus: Arc<Consensus>,
+    hub: Arc<WatchHub>,
+    ids: grpc::SessionIds,
+    shutdown: CancellationToken,
+) {
+    let mut leading = consensus.leadership();
+    while hub.history() == 0 {
+        if *leading.borrow_and_update() {
+            match consensus.propose(waggle_core::Command::NameHistory { id: ids.next_id() }).await {
+                // Named, by this proposal or an earlier one.
+                Ok(_) | Err(error::ProposeError::Refused(_)) => continue,
+                Err(e) => tracing::debug!("naming the history: {e}"),
+            }
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// A running node.
 pub struct Server {
     grpc_addr: SocketAddr,
@@ -170,12 +196,18 @@ impl Server {
             shutdown.clone(),
         )));
 
+        tasks.push(tokio::spawn(name_history(
+            consensus.clone(),
+            hub.clone(),
+            grpc::SessionIds::new(config.seed.map(|s| s ^ 0x5eed)),
+            shutdown.clone(),
+        )));
+
         let service = grpc::RegistryService {
             consensus: consensus.clone(),
             hub: hub.clone(),
             clock,
             session_ids: grpc::SessionIds::new(config.seed),
-            incarnation: storage.incarnation(),
             shutdown: shutdown.clone(),
         };
         // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).

@@ -143,6 +143,8 @@ pub(crate) struct HubLimits {
 pub(crate) struct WatchHub {
     state: Mutex<HubState>,
     limits: HubLimits,
+    /// The registry's history id (`Registry::history`), stamped on every watch message.
+    history: std::sync::atomic::AtomicU64,
 }
 
 impl WatchHub {
@@ -154,7 +156,13 @@ impl WatchHub {
                 all: Topic::new(limits.buffer, Revision::INITIAL),
             }),
             limits,
+            history: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The id of the registry's history (0 until its first leader names it).
+    pub(crate) fn history(&self) -> u64 {
+        self.history.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn state(&self) -> MutexGuard<'_, HubState> {
@@ -205,16 +213,37 @@ impl WatchHub {
             }
             Some(name) => {
                 let buffer = self.limits.buffer;
+                let all = &state.all;
                 let view = state.services.entry(name.clone()).or_default();
                 let instances = view.instances.clone();
                 let topic = view.topic.get_or_insert_with(|| Topic::new(buffer, current));
-                topic.subscribe(from, current, || instances.values().cloned().collect())
+                match from {
+                    // A resume from before this topic's own history (a service first watched
+                    // here after the watcher's revision: typically a watch that failed over
+                    // from another member) replays the service's changes from the history of
+                    // all services, when that still reaches back far enough.
+                    Some(from) if from < topic.floor && from >= all.floor && from <= current => {
+                        let batches = all
+                            .history
+                            .iter()
+                            .filter(|b| b.revision > from)
+                            .filter_map(|b| {
+                                let changes: Vec<Change> =
+                                    b.changes.iter().filter(|c| c.instance.service() == name).cloned().collect();
+                                (!changes.is_empty()).then(|| Arc::new(Batch::new(b.revision, changes, false)))
+                            })
+                            .collect();
+                        Subscription { start: Start::Replay { current, batches }, rx: topic.tx.subscribe() }
+                    }
+                    _ => topic.subscribe(from, current, || instances.values().cloned().collect()),
+                }
             }
         }
     }
 
     /// Publishes the effects of one applied command; `registry` is the state after it.
     pub(crate) fn publish(&self, registry: &Registry, effects: &[Effect]) {
+        self.history.store(registry.history(), std::sync::atomic::Ordering::Release);
         let mut per_service: HashMap<ServiceName, Vec<Change>> = HashMap::new();
         for effect in effects {
             let change = match effect {
@@ -265,6 +294,7 @@ impl WatchHub {
     /// Replaces every view with the registry's state (startup, snapshot install) and tells every
     /// subscriber to re-snapshot.
     pub(crate) fn reset(&self, registry: &Registry) {
+        self.history.store(registry.history(), std::sync::atomic::Ordering::Release);
         let mut guard = self.state();
         let state = &mut *guard;
         let revision = registry.revision();

@@ -190,18 +190,20 @@ async fn any_member_lists_the_members_and_the_leader_knows_their_lag() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let servers = start_cluster(&dirs).await;
     register_via_leader(&servers, "10.0.0.1").await;
-    let leader = leader_of(&servers).expect("a leader");
+    // Only the leader knows replication progress; ask whichever member leads now (a loaded
+    // machine may see an election meanwhile).
     let replicated = async {
         loop {
+            let leader = wait_for_leader(&servers).await;
             let answer = rpc(&servers[leader]).await.list_members(v1::ListMembersRequest {}).await.unwrap();
             let answer = answer.into_inner();
-            if answer.members.iter().all(|m| m.lag == Some(0)) {
-                return answer;
+            if answer.members.iter().all(|m| m.lag == Some(0)) && answer.leader == Some(leader as u64 + 1) {
+                return (leader, answer);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let answer = timeout(WAIT, replicated).await.expect("every member catches up");
+    let (leader, answer) = timeout(WAIT, replicated).await.expect("every member catches up");
     assert_eq!(answer.members.len(), 3);
     assert_eq!(answer.members.iter().filter(|m| m.role == "leader").count(), 1);
     assert_eq!(answer.members.iter().filter(|m| m.role == "follower").count(), 2);
@@ -377,6 +379,86 @@ async fn a_backup_restores_into_every_member_of_a_new_cluster() {
     for server in &servers {
         wait_for_instances(server, 3).await;
     }
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
+/// Reads watch messages until one carries deltas up to `revision`; returns (history id,
+/// revisions of the delta messages seen, whether a snapshot arrived).
+async fn read_watch(stream: &mut tonic::Streaming<v1::WatchResponse>, revision: u64) -> (u64, Vec<u64>, bool) {
+    let mut seen = Vec::new();
+    let mut snapshot = false;
+    let mut history = 0;
+    let read = async {
+        loop {
+            let message = stream.message().await.unwrap().expect("the watch stays open");
+            history = message.incarnation;
+            match message.event.unwrap() {
+                v1::watch_response::Event::Snapshot(s) => {
+                    snapshot = true;
+                    if s.revision >= revision && !s.continued {
+                        return;
+                    }
+                }
+                v1::watch_response::Event::Deltas(d) => {
+                    seen.push(d.revision);
+                    if d.revision >= revision {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    timeout(WAIT, read).await.expect("watch messages arrive");
+    (history, seen, snapshot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_member_without_a_gap_or_a_duplicate() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster(&dirs).await;
+    let leader = wait_for_leader(&servers).await;
+    register_via_leader(&servers, "10.5.0.1").await;
+    let first = servers[leader].revision().get();
+    for server in &servers {
+        wait_for_instances(server, 1).await;
+    }
+    // Watch member A from the start: a snapshot, then deltas.
+    let a = &servers[(leader + 1) % 3];
+    let request = |from_revision, incarnation| v1::WatchRequest { service: "web".into(), from_revision, incarnation };
+    let mut watch = rpc(a).await.watch(request(0, 0)).await.unwrap().into_inner();
+    // A second watcher that never goes away sees what the resumed one must see.
+    let mut steady = rpc(a).await.watch(request(0, 0)).await.unwrap().into_inner();
+    let (history, _, snapshot) = read_watch(&mut watch, first).await;
+    assert!(snapshot);
+    assert_ne!(history, 0, "the first leader named the history");
+    register_via_leader(&servers, "10.5.0.2").await;
+    let (_, seen, _) = read_watch(&mut watch, first + 1).await;
+    let last = *seen.last().unwrap();
+    drop(watch);
+
+    // Changes made while the watcher is away, then it resumes on member B.
+    register_via_leader(&servers, "10.5.0.3").await;
+    register_via_leader(&servers, "10.5.0.4").await;
+    let now = servers[leader].revision().get();
+    let b = &servers[(leader + 2) % 3];
+    wait_for_instances(b, 4).await;
+    assert_eq!(b.revision().get(), now, "every member numbers revisions alike");
+    let mut resumed = rpc(b).await.watch(request(last, history)).await.unwrap().into_inner();
+    let (same, seen, snapshot) = read_watch(&mut resumed, now).await;
+    assert_eq!(same, history);
+    assert!(!snapshot, "resumed from the revision, not from a snapshot");
+    let (_, all, _) = read_watch(&mut steady, now).await;
+    let expected: Vec<u64> = all.into_iter().filter(|r| *r > last).collect();
+    assert_eq!(seen, expected, "no gap and no duplicate");
+    assert_eq!(seen.len(), 2);
+
+    // Another history (any other cluster) resyncs with a snapshot instead.
+    let mut foreign = rpc(b).await.watch(request(last, history ^ 1)).await.unwrap().into_inner();
+    let (_, _, snapshot) = read_watch(&mut foreign, now).await;
+    assert!(snapshot);
+    drop((resumed, foreign, steady));
     for server in servers {
         server.shutdown().await;
     }

@@ -89,6 +89,27 @@ async fn killing_the_leader_five_times_loses_no_acknowledged_write() {
     // A registration whose session keeps sending keepalives through every failover.
     let keeper = register_until_acked(&client, InstanceSpec::new("keep", "10.9.9.9", 1).unwrap()).await;
 
+    // A watcher that fails over with the client: the revision its cache reports never goes
+    // back, and at the end it holds every acknowledged registration.
+    let discovery = client.discover("load").unwrap();
+    let revisions = {
+        let (discovery, stop) = (discovery.clone(), Arc::new(AtomicBool::new(false)));
+        let handle = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut seen = Vec::new();
+                while !stop.load(SeqCst) {
+                    if let Some(revision) = discovery.revision() {
+                        seen.push(revision.get());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen
+            }
+        });
+        (handle, stop)
+    };
+
     // Steady load: one registration after another, each retried until acknowledged.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -160,5 +181,20 @@ async fn killing_the_leader_five_times_loses_no_acknowledged_write() {
             .unwrap_or_else(|_| panic!("{} is missing acknowledged writes", member.url));
     }
     println!("{} acknowledged registrations, all present on all three members", acked.len());
+    let cached = async {
+        loop {
+            let ids: std::collections::HashSet<String> =
+                discovery.all_instances().iter().map(|i| i.id().to_string()).collect();
+            if acked.iter().all(|id| ids.contains(id)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, cached).await.expect("the failed-over watcher holds every acknowledged write");
+    revisions.1.store(true, SeqCst);
+    let seen = revisions.0.await.unwrap();
+    assert!(seen.len() > 100, "the watcher was sampled throughout: {}", seen.len());
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the watcher's revision went back: {seen:?}");
     drop((registrations, keeper));
 }

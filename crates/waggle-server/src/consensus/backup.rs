@@ -99,6 +99,11 @@ pub(crate) fn restore(
     if data_dir.join(super::storage::DB_FILE).exists() {
         anyhow::bail!("{} already holds a data dir: restore into a fresh one", data_dir.display());
     }
+    // The restored state starts a history of its own: revisions in it go on from the backup's,
+    // but watchers of the old cluster must not resume against it as if nothing happened since.
+    let mut registry = codec::decode_snapshot(&data)?;
+    registry.start_new_history();
+    let data = codec::encode_snapshot(&registry);
     let storage = Storage::open(data_dir)?;
     storage.check_identity(node_id, identity)?;
     let index = meta.last_log_id.map_or(0, |l| l.index);

@@ -98,7 +98,7 @@ impl From<ApplyError> for Refusal {
     fn from(e: ApplyError) -> Self {
         let kind = match e {
             ApplyError::Invalid(_) => RefusalKind::Invalid,
-            ApplyError::SessionIdTaken(_) => RefusalKind::Conflict,
+            ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed => RefusalKind::Conflict,
             ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } => RefusalKind::NotFound,
             _ => RefusalKind::Invalid,
         };

@@ -23,7 +23,6 @@ pub(crate) const DB_FILE: &str = "waggle.redb";
 pub(crate) struct Storage {
     db: Database,
     path: PathBuf,
-    incarnation: u64,
 }
 
 impl Storage {
@@ -44,21 +43,7 @@ impl Storage {
         txn.open_table(META)?;
         txn.open_table(SNAPSHOT)?;
         txn.commit()?;
-        let mut storage = Storage { db, path, incarnation: 0 };
-        storage.incarnation = match storage.read_meta("incarnation")? {
-            Some(bytes) => u64::from_le_bytes(
-                bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt incarnation in the data dir"))?,
-            ),
-            None => {
-                let id = {
-                    use rand::{Rng, SeedableRng};
-                    rand::rngs::SmallRng::from_os_rng().random_range(1..=u64::MAX)
-                };
-                storage.write_meta("incarnation", &id.to_le_bytes())?;
-                id
-            }
-        };
-        Ok(storage)
+        Ok(Storage { db, path })
     }
 
     /// Records which node this data dir belongs to (its id and the member ids it was
@@ -97,12 +82,6 @@ impl Storage {
             );
         }
         Ok(())
-    }
-
-    /// A random id fixed when the data dir was created: revisions are only comparable within
-    /// one incarnation.
-    pub(crate) fn incarnation(&self) -> u64 {
-        self.incarnation
     }
 
     /// The database file's path.
