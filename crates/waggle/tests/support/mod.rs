@@ -31,15 +31,28 @@ pub fn bin() -> &'static str {
 /// A `Command` for the binary, isolated from the caller's `WAGGLE_*` environment.
 pub fn waggle_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .env_remove("WAGGLE_SERVER")
+    cmd.args(args);
+    isolate(&mut cmd);
+    cmd
+}
+
+/// `waggle ARGS...` inside network namespace `netns` (`ip netns exec`, which execs the binary,
+/// so the child's pid is the waggle process's).
+pub fn waggle_in_netns(netns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, bin()]).args(args);
+    isolate(&mut cmd);
+    cmd
+}
+
+fn isolate(cmd: &mut Command) {
+    cmd.env_remove("WAGGLE_SERVER")
         .env_remove("WAGGLE_DATA_DIR")
         .env_remove("WAGGLE_GRPC_ADDR")
         .env_remove("WAGGLE_HTTP_ADDR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd
 }
 
 /// A spawned process whose stdout lines arrive on a channel and whose stderr is collected.
@@ -65,7 +78,12 @@ impl Proc {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: cannot spawn {} {args:?}: {e}", bin()));
+        Self::spawn_command(name, cmd)
+    }
+
+    /// Spawns a prepared command (see [`waggle_command`], [`waggle_in_netns`]).
+    pub fn spawn_command(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: cannot spawn {cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
@@ -276,7 +294,11 @@ pub struct Output {
 
 /// Runs `waggle ARGS...` to completion; panics (and kills it) after [`COMMAND_TIMEOUT`].
 pub fn run(args: &[&str]) -> Output {
-    let mut proc = Proc::spawn(&format!("waggle {}", args.join(" ")), args);
+    finish(Proc::spawn(&format!("waggle {}", args.join(" ")), args))
+}
+
+/// Waits for a one-shot command to finish and collects its output.
+pub fn finish(mut proc: Proc) -> Output {
     let status = proc.wait_exit(COMMAND_TIMEOUT);
     // The reader threads finish at EOF, right after the exit.
     let mut stdout = Vec::new();
