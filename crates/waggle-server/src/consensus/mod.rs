@@ -8,6 +8,8 @@ mod log_writer;
 mod membership;
 mod network;
 mod record;
+#[cfg(test)]
+mod sim;
 mod state_machine;
 mod storage;
 

@@ -102,7 +102,7 @@ enum Method {
     InstallSnapshot,
 }
 
-fn unreachable<E: std::error::Error>(why: &str) -> RPCError<u64, BasicNode, E> {
+pub(super) fn unreachable<E: std::error::Error>(why: &str) -> RPCError<u64, BasicNode, E> {
     let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why.to_owned());
     RPCError::Unreachable(Unreachable::new(&io))
 }
