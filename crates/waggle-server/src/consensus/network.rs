@@ -66,7 +66,19 @@ impl Peer {
             Method::Vote => client.vote(message).await,
             Method::InstallSnapshot => client.install_snapshot(message).await,
         };
-        let payload = answer.map_err(|status| unreachable(&status.to_string()))?.into_inner();
+        // Only a refused connection means the peer is down (openraft then backs off before
+        // retrying). A slow answer (a follower's fsync, a fresh connection's handshake) is an
+        // ordinary network error, retried at the next heartbeat: backing off for it would starve
+        // the follower of heartbeats and start a needless election.
+        let payload = answer
+            .map_err(|status| {
+                if never_connected(&status) {
+                    unreachable(&status.to_string())
+                } else {
+                    RPCError::Network(NetworkError::new(&status))
+                }
+            })?
+            .into_inner();
         let result: Result<Resp, RaftError<u64, E>> =
             serde_json::from_slice(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -108,6 +120,12 @@ pub(super) fn unreachable<E: std::error::Error>(why: &str) -> RPCError<u64, Basi
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// After a peer refused a connection (it is down or restarting), wait this long before
+    /// trying it again: short, so a restarted member gets the log (and heartbeats) again soon.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
