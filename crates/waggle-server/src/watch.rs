@@ -145,6 +145,8 @@ pub(crate) struct WatchHub {
     limits: HubLimits,
     /// The registry's history id (`Registry::history`), stamped on every watch message.
     history: std::sync::atomic::AtomicU64,
+    /// The applied revision, for writers waiting to read their own write here.
+    applied: tokio::sync::watch::Sender<Revision>,
 }
 
 impl WatchHub {
@@ -157,7 +159,14 @@ impl WatchHub {
             }),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
+            applied: tokio::sync::watch::Sender::new(Revision::INITIAL),
         }
+    }
+
+    /// Resolves once this node has applied `revision` (a write that another member committed).
+    pub(crate) async fn applied(&self, revision: Revision) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|applied| *applied >= revision).await;
     }
 
     /// The id of the registry's history (0 until its first leader names it).
@@ -262,6 +271,7 @@ impl WatchHub {
         let history = self.limits.history;
         let mut state = self.state();
         state.revision = revision;
+        self.applied.send_replace(revision);
         if per_service.is_empty() {
             return;
         }
@@ -299,6 +309,7 @@ impl WatchHub {
         let state = &mut *guard;
         let revision = registry.revision();
         state.revision = revision;
+        self.applied.send_replace(revision);
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {
             view.instances = Arc::default();
