@@ -287,7 +287,7 @@ impl Consensus {
         }
         let leading = leadership(&raft, node_id);
         tokio::spawn(run_batcher(raft.clone(), queue));
-        let forwarder = clustered.then(network::Forwarder::default);
+        let forwarder = clustered.then(network::Forwarder::start);
         let storage = Arc::downgrade(&storage);
         Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder, hub, storage })
     }

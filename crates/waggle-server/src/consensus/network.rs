@@ -197,10 +197,15 @@ impl RaftPeer for PeerService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let command: Command = decode(request)?;
-        // Proposed here, never forwarded again: if this node no longer leads, the answer says
-        // so and the client retries.
-        encode(&super::propose_locally(&self.proposals, command).await)
+        let commands = waggle_core::codec::decode_commands(&request.into_inner().data)
+            .map_err(|e| tonic::Status::invalid_argument(format!("malformed forwarded writes: {e}")))?;
+        // Proposed here, never forwarded again: if this node no longer leads, the answers say
+        // so and the follower retries. Queued together, they share the leader's next batch.
+        let answers = futures_util::future::join_all(
+            commands.into_iter().map(|command| super::propose_locally(&self.proposals, command)),
+        )
+        .await;
+        encode(&answers)
     }
 
     async fn keep_alive(
@@ -238,13 +243,57 @@ fn raft_leads(raft: &Raft, node_id: u64) -> bool {
     m.running_state.is_ok() && m.current_leader == Some(node_id)
 }
 
-/// Clients for forwarding writes to the leader, one lazily connected channel per peer.
+/// One lazily connected channel per peer.
 #[derive(Default)]
+struct Clients(std::sync::Mutex<std::collections::HashMap<String, RaftPeerClient<Channel>>>);
+
+impl Clients {
+    fn get(&self, addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
+        let mut clients = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(addr) {
+            return Ok(client.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
+        let client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
+        clients.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+/// A write waiting to be forwarded, and where its answer goes.
+struct Forwarded {
+    addr: String,
+    command: Command,
+    reply: tokio::sync::oneshot::Sender<Result<Applied, ProposeError>>,
+}
+
+/// Most writes in one forwarded batch.
+const FORWARD_BATCH: usize = 1024;
+/// Forwarded batches in flight at once; writes that arrive meanwhile wait for the next batch.
+const FORWARDS_IN_FLIGHT: usize = 4;
+
+/// Sends the writes, keepalives and membership changes a follower receives to the leader.
+/// Concurrent writes travel together: one `Forward` RPC carries every write queued while the
+/// previous batches were in flight, so a follower adds one round trip per batch, not per write.
 pub(crate) struct Forwarder {
-    clients: std::sync::Mutex<std::collections::HashMap<String, RaftPeerClient<Channel>>>,
+    clients: std::sync::Arc<Clients>,
+    queue: tokio::sync::mpsc::Sender<Forwarded>,
 }
 
 impl Forwarder {
+    /// Starts the batching task (on the current tokio runtime).
+    pub(crate) fn start() -> Self {
+        let clients = std::sync::Arc::new(Clients::default());
+        let (queue, rx) = tokio::sync::mpsc::channel(super::MAX_QUEUED_PROPOSALS);
+        tokio::spawn(run_forwarder(clients.clone(), rx));
+        Forwarder { clients, queue }
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
+        self.clients.get(addr)
+    }
+
     /// Renews `session` on the leader at `addr`: its TTL in ms, or `None` if unknown there.
     pub(crate) async fn keep_alive(&self, addr: &str, session: u64) -> Result<Option<u64>, ProposeError> {
         let mut client = self.client(addr)?;
@@ -266,26 +315,76 @@ impl Forwarder {
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
-    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(addr) {
-            return Ok(client.clone());
-        }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
-        let client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
-        clients.insert(addr.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    /// Sends `command` to the node whose peer address is `addr` and returns its answer.
+    /// Sends `command` to the node whose peer address is `addr` (in a batch with other writes)
+    /// and returns its answer.
     pub(crate) async fn forward(&self, addr: &str, command: &Command) -> Result<Applied, ProposeError> {
-        let client = self.client(addr)?;
-        let data = serde_json::to_vec(command).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-        let mut client = client;
-        let answer = client.forward(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let forwarded = Forwarded { addr: addr.to_owned(), command: command.clone(), reply };
+        self.queue.try_send(forwarded).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => ProposeError::Unavailable("shutting down".into()),
+        })?;
+        answer.await.map_err(|_| ProposeError::Unavailable("shutting down".into()))?
     }
+}
+
+/// Collects queued writes into batches per leader address and sends each as one `Forward`.
+async fn run_forwarder(clients: std::sync::Arc<Clients>, mut queue: tokio::sync::mpsc::Receiver<Forwarded>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
+    let mut carried: Option<Forwarded> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < FORWARD_BATCH {
+            match queue.try_recv() {
+                Ok(next) if next.addr == batch[0].addr => batch.push(next),
+                // Leadership moved: this one starts the next batch.
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let client = clients.get(&batch[0].addr);
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|f| (f.command, f.reply)).unzip();
+            let answers = match client {
+                Ok(client) => send_batch(client, &commands).await,
+                Err(e) => Err(e),
+            };
+            drop(slot);
+            match answers {
+                Ok(answers) if answers.len() == replies.len() => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Ok(answers) => {
+                    let e =
+                        ProposeError::Unavailable(format!("{} answers for {} writes", answers.len(), replies.len()));
+                    replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone()))));
+                }
+                Err(e) => replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone())))),
+            }
+        });
+    }
+}
+
+async fn send_batch(
+    mut client: RaftPeerClient<Channel>,
+    commands: &[Command],
+) -> Result<Vec<Result<Applied, ProposeError>>, ProposeError> {
+    let data = waggle_core::codec::encode_commands(commands);
+    let answer = client.forward(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
+    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
 }
 
 fn raft_node_id(raft: &Raft) -> u64 {
@@ -301,7 +400,9 @@ pub(crate) fn serve(
 ) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small request/response pairs (heartbeats, forwarded batches, their answers): never
+        // wait for Nagle + delayed ACK (40 ms stalls).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder().add_service(
             RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock })
                 .max_decoding_message_size(64 << 20),
