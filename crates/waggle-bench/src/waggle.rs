@@ -190,7 +190,7 @@ struct DiscoverWorker {
 
 impl Worker for DiscoverWorker {
     async fn op(&mut self, _seq: u64) -> anyhow::Result<()> {
-        let req = v1::GetServiceRequest { service: "bench-disc".into(), include_unhealthy: false };
+        let req = v1::GetServiceRequest { service: "bench-disc".into(), include_unhealthy: false, linearizable: false };
         let n = self.rpc.get_service(req).await?.into_inner().into_instances().len();
         anyhow::ensure!(n > 0, "no instances");
         Ok(())

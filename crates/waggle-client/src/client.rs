@@ -182,7 +182,7 @@ impl Client {
 
     /// Lists the services that have instances.
     pub async fn services(&self) -> Result<Vec<ServiceSummary>, Error> {
-        let resp = self.call(self.rpc().list_services(v1::ListServicesRequest {})).await?;
+        let resp = self.call(self.rpc().list_services(v1::ListServicesRequest { linearizable: false })).await?;
         Ok(resp
             .services
             .into_iter()
@@ -225,12 +225,31 @@ impl Client {
         with_timeout(ADMIN_TIMEOUT, save).await
     }
 
-    /// A service's instances: passing ones, or all of them with `HealthFilter::All`.
+    /// A service's instances: passing ones, or all of them with `HealthFilter::All`, as the
+    /// member that answers has applied them (in a cluster, possibly a moment behind the
+    /// leader; see [`Client::instances_linearizable`]).
     pub async fn instances(&self, service: &str, filter: HealthFilter) -> Result<Vec<Instance>, Error> {
+        self.get_service(service, filter, false).await
+    }
+
+    /// Like [`Client::instances`], but linearizable: the answer includes every write
+    /// acknowledged before the call, whichever member answers (read-index: a quorum round
+    /// trip through the leader).
+    pub async fn instances_linearizable(&self, service: &str, filter: HealthFilter) -> Result<Vec<Instance>, Error> {
+        self.get_service(service, filter, true).await
+    }
+
+    async fn get_service(
+        &self,
+        service: &str,
+        filter: HealthFilter,
+        linearizable: bool,
+    ) -> Result<Vec<Instance>, Error> {
         let service = ServiceName::new(service)?;
         let req = v1::GetServiceRequest {
             service: service.to_string(),
             include_unhealthy: matches!(filter, HealthFilter::All),
+            linearizable,
         };
         let resp = self.call(self.rpc().get_service(req)).await?;
         resp.into_instances().iter().map(instance_from_wire).collect()

@@ -283,8 +283,11 @@ impl v1::registry_server::Registry for RegistryService {
 
     async fn list_services(
         &self,
-        _request: Request<v1::ListServicesRequest>,
+        request: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        if request.get_ref().linearizable {
+            self.consensus.read_barrier().await?;
+        }
         let (revision, services) = self.hub.services();
         let services = services
             .into_iter()
@@ -309,6 +312,9 @@ impl v1::registry_server::Registry for RegistryService {
     ) -> Result<Response<waggle_proto::GetServiceResponse>, Status> {
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
+        if req.linearizable {
+            self.consensus.read_barrier().await?;
+        }
         // Encoded once per version of the service, then shared by every read.
         let (revision, instances, reads) = self.hub.service(&service);
         let include_unhealthy = req.include_unhealthy;

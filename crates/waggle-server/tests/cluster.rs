@@ -80,7 +80,7 @@ async fn register_via_leader(servers: &[Server], address: &str) {
 }
 
 async fn instances(server: &Server, service: &str) -> Vec<v1::Instance> {
-    let request = v1::GetServiceRequest { service: service.into(), include_unhealthy: true };
+    let request = v1::GetServiceRequest { service: service.into(), include_unhealthy: true, linearizable: false };
     match rpc(server).await.get_service(request).await {
         Ok(answer) => answer.into_inner().into_instances(),
         Err(_) => Vec::new(),
@@ -458,6 +458,33 @@ async fn a_watch_resumes_on_another_member_without_a_gap_or_a_duplicate() {
     let (_, _, snapshot) = read_watch(&mut foreign, now).await;
     assert!(snapshot);
     drop((resumed, foreign, steady));
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster(&dirs).await;
+    let leader = wait_for_leader(&servers).await;
+    let mut writer = rpc(&servers[leader]).await;
+    let session = writer.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
+    let session_id = session.into_inner().session_id;
+    let mut readers = [rpc(&servers[(leader + 1) % 3]).await, rpc(&servers[(leader + 2) % 3]).await];
+    for i in 0..20u32 {
+        let instance =
+            v1::Instance { service: "lin".into(), address: format!("10.6.0.{i}"), port: 80, ..Default::default() };
+        writer.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.unwrap();
+        // Acknowledged by the leader; a follower's linearizable read must include it at once.
+        let reader = &mut readers[i as usize % 2];
+        let req = v1::GetServiceRequest { service: "lin".into(), include_unhealthy: true, linearizable: true };
+        let seen = reader.get_service(req).await.expect("a linearizable read").into_inner().into_instances();
+        assert_eq!(seen.len(), i as usize + 1, "read {i} missed an acknowledged write");
+        let all = reader.list_services(v1::ListServicesRequest { linearizable: true }).await.unwrap().into_inner();
+        assert!(all.services.iter().any(|s| s.name == "lin" && s.instances == i + 1));
+    }
+    drop((writer, readers));
     for server in servers {
         server.shutdown().await;
     }

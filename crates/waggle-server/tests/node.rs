@@ -38,10 +38,11 @@ async fn register(client: &mut RegistryClient<Channel>, session_id: u64, instanc
 
 /// Everything a client can read, for comparing states.
 async fn dump(client: &mut RegistryClient<Channel>) -> BTreeMap<String, Vec<v1::Instance>> {
-    let services = client.list_services(v1::ListServicesRequest {}).await.unwrap().into_inner().services;
+    let services =
+        client.list_services(v1::ListServicesRequest { linearizable: false }).await.unwrap().into_inner().services;
     let mut out = BTreeMap::new();
     for s in services {
-        let req = v1::GetServiceRequest { service: s.name.clone(), include_unhealthy: true };
+        let req = v1::GetServiceRequest { service: s.name.clone(), include_unhealthy: true, linearizable: false };
         out.insert(s.name, client.get_service(req).await.unwrap().into_inner().into_instances());
     }
     out
@@ -252,7 +253,7 @@ async fn bad_requests_get_clear_statuses() {
     assert_eq!(client.register(req).await.unwrap_err().code(), Code::NotFound);
     let req = v1::DeregisterRequest { service: "web".into(), id: "nope".into() };
     assert_eq!(client.deregister(req).await.unwrap_err().code(), Code::NotFound);
-    let req = v1::GetServiceRequest { service: "-x".into(), include_unhealthy: false };
+    let req = v1::GetServiceRequest { service: "-x".into(), include_unhealthy: false, linearizable: false };
     assert_eq!(client.get_service(req).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(server.revision().get(), 2, "nothing but the session was written");
     server.shutdown().await;

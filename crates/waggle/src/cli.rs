@@ -271,6 +271,10 @@ pub(crate) struct InstancesArgs {
     /// Include warning and critical instances.
     #[arg(long)]
     pub(crate) all: bool,
+    /// Linearizable read: include every write acknowledged before the call, whichever member
+    /// answers (a quorum round trip through the leader).
+    #[arg(long)]
+    pub(crate) linearizable: bool,
 }
 
 #[derive(Debug, Args)]

@@ -166,7 +166,11 @@ pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), F
     waggle_core::ServiceName::new(&args.service)?;
     let client = connect(server, ClientConfig::default()).await?;
     let filter = if args.all { HealthFilter::All } else { HealthFilter::Passing };
-    let instances = client.instances(&args.service, filter).await?;
+    let instances = if args.linearizable {
+        client.instances_linearizable(&args.service, filter).await?
+    } else {
+        client.instances(&args.service, filter).await?
+    };
     if args.json {
         let list: Vec<_> = instances.iter().map(output::instance_json).collect();
         println!("{}", serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?);

@@ -172,6 +172,14 @@ fn an_isolated_leader_acknowledges_nothing_expires_nothing_and_rejoins() {
     assert!(isolated.contains(&"10.0.0.1:80".to_owned()), "the isolated node expired a session: {isolated:?}");
     assert!(isolated.contains(&"10.0.0.2:80".to_owned()), "{isolated:?}");
     assert!(!isolated.contains(&"10.0.0.4:80".to_owned()), "the isolated node cannot know later writes");
+    // A linearizable read cannot be served by the isolated node (no quorum confirms it), but
+    // is by the majority, and includes the write the isolated node does not know.
+    let stale = client(&net, &url(leader), &["instances", "svc", "--linearizable"]);
+    assert_ne!(stale.code, Some(0), "the isolated node served a linearizable read: {stale:?}");
+    eprintln!("isolated linearizable read: {}", stale.stderr.trim());
+    let fresh = client(&net, &majority, &["instances", "svc", "--all", "--json", "--linearizable"]);
+    assert_eq!(fresh.code, Some(0), "{fresh:?}");
+    assert!(fresh.stdout.contains("10.0.0.4"), "{fresh:?}");
 
     for other in &others {
         net.cut(leader, *other, false);

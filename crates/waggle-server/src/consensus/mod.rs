@@ -166,6 +166,18 @@ async fn propose_locally(
     answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
 }
 
+/// On the leader: confirms leadership with a quorum and waits until everything committed
+/// before is applied here (openraft's read-index), then answers the applied revision.
+async fn read_index(raft: &Raft, hub: &WatchHub) -> Result<u64, ProposeError> {
+    match raft.ensure_linearizable().await {
+        Ok(_) => Ok(hub.revision().get()),
+        Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+            Err(ProposeError::NotLeader)
+        }
+        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+    }
+}
+
 /// Follows Raft metrics and publishes whether `node_id` leads with a running core.
 fn leadership(raft: &Raft, node_id: u64) -> tokio::sync::watch::Receiver<bool> {
     let leads = move |m: &openraft::RaftMetrics<u64, BasicNode>| {
@@ -236,7 +248,7 @@ impl Consensus {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                Some(network::serve(raft.clone(), proposals.clone(), clock.clone(), listener))
+                Some(network::serve(raft.clone(), proposals.clone(), clock.clone(), hub.clone(), listener))
             }
             _ => None,
         };
@@ -337,6 +349,38 @@ impl Consensus {
     pub(crate) async fn backup(&self) -> Result<Vec<u8>, ProposeError> {
         let storage = self.storage.upgrade().ok_or_else(|| ProposeError::Unavailable("shutting down".into()))?;
         backup::save(&self.raft, &storage).await
+    }
+
+    /// Waits until a read here is linearizable: nothing committed before this call is missing
+    /// from the local state. The leader confirms its leadership with a quorum; a follower asks
+    /// the leader for the revision to reach and waits until it has applied it. Follows
+    /// leadership through an election for up to `FORWARD_PATIENCE`.
+    pub(crate) async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_PATIENCE;
+        loop {
+            let revision = if self.is_leader() {
+                read_index(&self.raft, &self.hub).await
+            } else {
+                match (&self.forwarder, self.leader_peer_addr()) {
+                    (Some(forwarder), Some(addr)) => forwarder.read_index(&addr).await,
+                    _ => Err(ProposeError::NotLeader),
+                }
+            };
+            match revision {
+                Ok(revision) => {
+                    let applied = self.hub.applied(waggle_core::Revision::new(revision));
+                    return tokio::time::timeout(FORWARD_PATIENCE, applied).await.map_err(|_| {
+                        ProposeError::Unavailable("this member is too far behind the leader to read".into())
+                    });
+                }
+                Err(ProposeError::NotLeader | ProposeError::LeaderUnreachable)
+                    if self.forwarder.is_some() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Whether this node runs in a cluster (and so can forward to a leader).

@@ -158,6 +158,7 @@ struct PeerService {
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     clock: std::sync::Arc<crate::sessions::SessionClock>,
     node_id: u64,
+    hub: std::sync::Arc<crate::watch::WatchHub>,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -222,6 +223,13 @@ impl RaftPeer for PeerService {
         encode(&answer)
     }
 
+    async fn read_index(
+        &self,
+        _request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        encode(&self.read_index_here().await)
+    }
+
     async fn change_membership(
         &self,
         request: tonic::Request<RaftPayload>,
@@ -234,6 +242,15 @@ impl RaftPeer for PeerService {
             Err(ProposeError::NotLeader)
         };
         encode(&answer)
+    }
+}
+
+impl PeerService {
+    async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        if !raft_leads(&self.raft, self.node_id) {
+            return Err(ProposeError::NotLeader);
+        }
+        super::read_index(&self.raft, &self.hub).await
     }
 }
 
@@ -300,6 +317,15 @@ impl Forwarder {
         let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
         let answer = client.keep_alive(RaftPayload { data }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    }
+
+    /// Asks the leader at `addr` for a read index: the revision a linearizable read must see.
+    pub(crate) async fn read_index(&self, addr: &str) -> Result<u64, ProposeError> {
+        let mut client = self.client(addr)?;
+        // A read is idempotent: whatever kept it from the leader, it may be asked again.
+        let answer =
+            client.read_index(RaftPayload { data: Vec::new() }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -396,6 +422,7 @@ pub(crate) fn serve(
     raft: Raft,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     clock: std::sync::Arc<crate::sessions::SessionClock>,
+    hub: std::sync::Arc<crate::watch::WatchHub>,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -404,7 +431,7 @@ pub(crate) fn serve(
         // wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder().add_service(
-            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock })
+            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock, hub })
                 .max_decoding_message_size(64 << 20),
         );
         if let Err(error) = server.serve_with_incoming(incoming).await {
