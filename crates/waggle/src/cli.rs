@@ -66,11 +66,12 @@ pub(crate) struct SnapshotRestoreArgs {
     /// The node id the restored node will run as.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_id: u64,
-    /// Its peer address (when restoring a cluster member).
-    #[arg(long)]
+    /// Its peer address (when restoring a cluster member; default: its entry in
+    /// --initial-cluster).
+    #[arg(long, value_parser = parse_peer_addr)]
     pub(crate) peer_addr: Option<SocketAddr>,
     /// The new cluster's members, ID=ADDR,… (when restoring a cluster member).
-    #[arg(long, value_parser = parse_initial_cluster, requires = "peer_addr")]
+    #[arg(long, value_parser = parse_initial_cluster)]
     pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
 }
 
@@ -90,7 +91,8 @@ pub(crate) struct MembersAddArgs {
     /// The new member's node id (its `--node-id`).
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) id: u64,
-    /// Its peer address, HOST:PORT (its `--peer-addr`).
+    /// Its peer address, IP[:PORT] (its `--peer-addr`; port 8300 if omitted).
+    #[arg(value_parser = parse_peer_addr)]
     pub(crate) peer_addr: SocketAddr,
     /// Keep it a learner: it replicates and serves reads but does not vote.
     #[arg(long)]
@@ -177,11 +179,12 @@ pub(crate) struct ServerArgs {
     /// This node's id in a cluster (1 or more).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_id: u64,
-    /// Where to listen for Raft traffic from the other members (cluster mode).
-    #[arg(long)]
+    /// Where to listen for Raft traffic from the other members, IP[:PORT] (port 8300 if
+    /// omitted). Default in a cluster: this node's entry in --initial-cluster.
+    #[arg(long, value_parser = parse_peer_addr)]
     pub(crate) peer_addr: Option<SocketAddr>,
-    /// The members at bootstrap, ID=ADDR,ID=ADDR,… (peer addresses, this node included).
-    /// Without it the node runs as a single-member cluster.
+    /// The members at bootstrap, ID=IP[:PORT],… (peer addresses, this node included; port
+    /// 8300 if omitted). Without it the node runs as a single-member cluster.
     #[arg(long, value_parser = parse_initial_cluster)]
     pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
     /// Join a running cluster instead of bootstrapping one: serve --peer-addr and wait until
@@ -197,6 +200,21 @@ pub(crate) struct ServerArgs {
     pub(crate) heartbeat_interval: std::time::Duration,
 }
 
+/// The customary port for Raft traffic between members.
+pub(crate) const DEFAULT_PEER_PORT: u16 = 8300;
+
+/// Parses a peer address: `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 8300).
+pub(crate) fn parse_peer_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    ip.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PEER_PORT))
+        .map_err(|_| format!("`{text}` is not an IP[:PORT] address"))
+}
+
 /// Parses `1=127.0.0.1:8300,2=127.0.0.1:8301`: ids of 1 or more, each listed once.
 pub(crate) fn parse_initial_cluster(text: &str) -> Result<std::collections::BTreeMap<u64, SocketAddr>, String> {
     let mut members = std::collections::BTreeMap::new();
@@ -206,7 +224,7 @@ pub(crate) fn parse_initial_cluster(text: &str) -> Result<std::collections::BTre
         if id == 0 {
             return Err("node ids start at 1".into());
         }
-        let addr: SocketAddr = addr.trim().parse().map_err(|_| format!("`{addr}` is not an IP:PORT address"))?;
+        let addr = parse_peer_addr(addr)?;
         if members.insert(id, addr).is_some() {
             return Err(format!("node {id} is listed twice"));
         }
@@ -295,12 +313,18 @@ mod tests {
         let members = parse_initial_cluster("1=127.0.0.1:8300, 2=127.0.0.1:8301,3=[::1]:8302").unwrap();
         assert_eq!(members.len(), 3);
         assert_eq!(members[&3].to_string(), "[::1]:8302");
+        // The peer port defaults to 8300.
+        let members = parse_initial_cluster("1=10.0.0.1,2=[::1],3=10.0.0.3:9000").unwrap();
+        assert_eq!(members[&1].to_string(), "10.0.0.1:8300");
+        assert_eq!(members[&2].to_string(), "[::1]:8300");
+        assert_eq!(members[&3].to_string(), "10.0.0.3:9000");
         for (bad, why) in [
             ("", "no member"),
             ("1=127.0.0.1:8300,1=127.0.0.1:8301", "twice"),
             ("0=127.0.0.1:8300", "start at 1"),
             ("x=127.0.0.1:8300", "not a node id"),
-            ("1=localhost", "not an IP:PORT"),
+            ("1=localhost", "not an IP[:PORT]"),
+            ("1=10.0.0.1:99999", "not an IP[:PORT]"),
             ("127.0.0.1:8300", "not ID=ADDR"),
         ] {
             let error = parse_initial_cluster(bad).unwrap_err();

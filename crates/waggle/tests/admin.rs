@@ -93,8 +93,6 @@ fn a_joining_node_is_added_as_a_voter_and_removed() {
             data.to_str().unwrap().to_owned(),
             "--node-id".to_owned(),
             i.to_string(),
-            "--peer-addr".to_owned(),
-            format!("127.0.0.1:{}", peers[i - 1]),
             "--grpc-addr".to_owned(),
             "127.0.0.1:0".to_owned(),
             "--http-addr".to_owned(),
@@ -118,9 +116,10 @@ fn a_joining_node_is_added_as_a_voter_and_removed() {
         .collect();
     let url = urls.join(",");
 
-    // The fourth node serves its peer address and waits to be added.
+    // The fourth node serves its peer address and waits to be added. (The bootstrap members
+    // took theirs from --initial-cluster.)
     let mut args = node_args(4);
-    args.push("--join".to_owned());
+    args.extend(["--peer-addr".to_owned(), format!("127.0.0.1:{}", peers[3]), "--join".to_owned()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut joining = Proc::spawn("node4", &args);
     let peer4 = format!("127.0.0.1:{}", peers[3]);
