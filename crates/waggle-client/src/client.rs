@@ -30,6 +30,8 @@ struct Inner {
     config: ClientConfig,
     keeper: mpsc::UnboundedSender<KeeperCmd>,
     session: watch::Receiver<Option<SessionId>>,
+    /// The servers calls fail over between (shared with `rpc`).
+    failover: Failover,
 }
 
 impl std::fmt::Debug for Client {
@@ -60,6 +62,8 @@ pub struct Member {
     pub id: u64,
     /// Where it takes Raft traffic (a single node lists its client address).
     pub address: String,
+    /// Where clients reach it (`None` while the answering member cannot ask it).
+    pub client_url: Option<String>,
     /// `leader`, `follower` or `learner`.
     pub role: String,
     /// The highest log index known to be on it.
@@ -105,31 +109,27 @@ impl Client {
         // between them.
         let mut channels = Vec::new();
         for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let endpoint = Endpoint::from_shared(one.to_owned())
-                .map_err(|e| Error::InvalidUrl { url: one.to_owned(), reason: e.to_string() })?
-                .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
-                return Err(Error::InvalidUrl {
-                    url: one.to_owned(),
-                    reason: "the scheme must be http or https".into(),
-                });
-            }
-            channels.push(endpoint.connect_lazy());
+            channels.push((one.to_owned(), channel(one, &config)?));
         }
         if channels.is_empty() {
             return Err(Error::InvalidUrl { url, reason: "no server URL given".into() });
         }
+        let failover = Failover::new(channels);
         // Large services exceed tonic's default 4 MiB message limit; allow 64 MiB.
-        let rpc = RegistryClient::new(Failover::new(channels)).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let rpc = RegistryClient::new(failover.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
         // Unbounded: a dropped Registration must never lose its deregistration to a full queue.
         let (keeper_tx, keeper_rx) = mpsc::unbounded_channel();
         let (session_tx, session_rx) = watch::channel(None);
         tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx).run());
-        Ok(Client { inner: Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx }) })
+        let inner = Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx, failover });
+        tokio::spawn(learn_members(Arc::downgrade(&inner)));
+        Ok(Client { inner })
+    }
+
+    /// The server URLs calls may fail over to: those given, then the cluster's other members
+    /// as learned from the member list.
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.failover.urls()
     }
 
     /// The server URL.
@@ -281,6 +281,50 @@ pub enum HealthFilter {
     All,
 }
 
+/// A lazily connected channel to one server.
+fn channel(url: &str, config: &ClientConfig) -> Result<tonic::transport::Channel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::InvalidUrl { url: url.to_owned(), reason: e.to_string() })?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if endpoint.uri().scheme_str().is_none_or(|s| s != "http" && s != "https") {
+        return Err(Error::InvalidUrl { url: url.to_owned(), reason: "the scheme must be http or https".into() });
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// How often the client refreshes the member list it fails over to.
+const MEMBER_REFRESH: Duration = Duration::from_secs(30);
+
+/// Learns the cluster's members from the member list, so a client given one URL can fail over
+/// to the others: at once (retrying every second until a server answers), then every
+/// `MEMBER_REFRESH`. Ends when the client is dropped. Members are only ever added: a URL that
+/// stops answering is skipped by the failover like any other.
+async fn learn_members(inner: std::sync::Weak<Inner>) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut rpc = inner.rpc.clone();
+        let listed = with_timeout(inner.config.request_timeout, rpc.list_members(v1::ListMembersRequest {})).await;
+        wait = match listed {
+            Ok(members) => {
+                for member in members.members.iter().filter(|m| !m.client_url.is_empty()) {
+                    let config = &inner.config;
+                    if inner.failover.add(&member.client_url, || channel(&member.client_url, config).ok()) {
+                        tracing::debug!(url = %member.client_url, "learned a cluster member");
+                    }
+                }
+                MEMBER_REFRESH
+            }
+            Err(_) => Duration::from_secs(1),
+        };
+    }
+}
+
 /// How long membership changes and backups may take (catch-up, snapshot building).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -356,7 +400,14 @@ fn members_from_wire(resp: v1::ListMembersResponse) -> Members {
     let members = resp
         .members
         .into_iter()
-        .map(|m| Member { id: m.id, address: m.peer_address, role: m.role, log_index: m.log_index, lag: m.lag })
+        .map(|m| Member {
+            id: m.id,
+            address: m.peer_address,
+            client_url: (!m.client_url.is_empty()).then_some(m.client_url),
+            role: m.role,
+            log_index: m.log_index,
+            lag: m.lag,
+        })
         .collect();
     Members { leader: resp.leader, term: resp.term, answered_by: resp.answered_by, members }
 }

@@ -5,26 +5,68 @@
 //! transport failures, and never move it. Any member of a cluster serves every call (writes
 //! and keepalives are forwarded to the leader), so "the next URL" is always a fine choice.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use tonic::transport::Channel;
 use tower::{BoxError, Service};
 
-/// One channel per URL and the index of the current one, shared by every clone.
-#[derive(Clone, Debug)]
+/// The servers and the index of the current one, shared by every clone.
+#[derive(Debug)]
+struct Servers {
+    /// (URL, channel), the configured ones first; learned members are appended.
+    list: RwLock<Vec<(String, Channel)>>,
+    current: AtomicUsize,
+}
+
+/// The failover transport. Cloned per call site; every clone shares the server list.
+#[derive(Debug)]
 pub(crate) struct Failover {
-    channels: Vec<Channel>,
-    current: Arc<AtomicUsize>,
-    /// The channel `poll_ready` readied, which `call` must use.
-    ready: usize,
+    servers: Arc<Servers>,
+    /// The server (index and channel clone) `poll_ready` readied, which `call` must use.
+    ready: Option<(usize, Channel)>,
 }
 
 impl Failover {
-    pub(crate) fn new(channels: Vec<Channel>) -> Self {
-        Failover { channels, current: Arc::new(AtomicUsize::new(0)), ready: 0 }
+    pub(crate) fn new(servers: Vec<(String, Channel)>) -> Self {
+        Failover {
+            servers: Arc::new(Servers { list: RwLock::new(servers), current: AtomicUsize::new(0) }),
+            ready: None,
+        }
     }
+
+    /// Adds a server (a cluster member learned from the member list) unless already known.
+    pub(crate) fn add(&self, url: &str, connect: impl FnOnce() -> Option<Channel>) -> bool {
+        let mut list = self.servers.list.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.iter().any(|(known, _)| same_url(known, url)) {
+            return false;
+        }
+        match connect() {
+            Some(channel) => {
+                list.push((url.to_owned(), channel));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The URLs calls may go to.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        let list = self.servers.list.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.iter().map(|(url, _)| url.clone()).collect()
+    }
+}
+
+impl Clone for Failover {
+    /// A clone is not ready: it shares the servers, not the readied channel.
+    fn clone(&self) -> Self {
+        Failover { servers: self.servers.clone(), ready: None }
+    }
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 impl Service<http::Request<tonic::body::Body>> for Failover {
@@ -33,21 +75,36 @@ impl Service<http::Request<tonic::body::Body>> for Failover {
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.ready = self.current.load(Relaxed) % self.channels.len().max(1);
-        self.channels[self.ready].poll_ready(cx).map_err(Into::into)
+        if self.ready.is_none() {
+            let list = self.servers.list.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let index = self.servers.current.load(Relaxed) % list.len().max(1);
+            let Some((_, channel)) = list.get(index) else {
+                return Poll::Ready(Err("no server to call".into()));
+            };
+            self.ready = Some((index, channel.clone()));
+        }
+        match &mut self.ready {
+            Some((_, channel)) => channel.poll_ready(cx).map_err(Into::into),
+            None => Poll::Ready(Err("no server to call".into())),
+        }
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let used = self.ready;
-        let call = self.channels[used].call(request);
-        let (current, n) = (self.current.clone(), self.channels.len());
+        let Some((used, mut channel)) = self.ready.take() else {
+            return Box::pin(async { Err("call without poll_ready".into()) });
+        };
+        let call = channel.call(request);
+        let servers = self.servers.clone();
         Box::pin(async move {
             let result = call.await;
-            if result.is_err() && n > 1 {
-                // Only the first caller to see this server fail moves on; others that failed
-                // on it at the same time must not skip the next one too.
-                let _ = current.compare_exchange(used, (used + 1) % n, Relaxed, Relaxed);
-                tracing::debug!(server = used, "transport failure; moving to the next server");
+            if result.is_err() {
+                let n = servers.list.read().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+                if n > 1 {
+                    // Only the first caller to see this server fail moves on; others that
+                    // failed on it at the same time must not skip the next one too.
+                    let _ = servers.current.compare_exchange(used, (used + 1) % n, Relaxed, Relaxed);
+                    tracing::debug!(server = used, "transport failure; moving to the next server");
+                }
             }
             result.map_err(Into::into)
         })

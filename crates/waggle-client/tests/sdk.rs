@@ -346,8 +346,20 @@ async fn a_client_of_a_cluster_fails_over_when_its_server_dies() {
     let mut servers = futures_util::future::join_all(starts).await;
     let urls: Vec<String> = servers.iter().map(url).collect();
 
-    // The client knows all three members and starts on the first.
-    let client = Client::connect_with(urls.join(","), fast_config(1_500)).await.unwrap();
+    // The client is given one member and learns the others from the member list.
+    let client = Client::connect_with(&urls[0], fast_config(1_500)).await.unwrap();
+    let learned = async {
+        while client.servers().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(WAIT, learned).await.expect("the client learns every member");
+    let mut listed: Vec<String> =
+        client.members().await.unwrap().members.into_iter().filter_map(|m| m.client_url).collect();
+    listed.sort();
+    let mut expected = urls.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "every member's client URL is listed");
     let registration = client.register(InstanceSpec::new("web", "10.0.0.1", 80).unwrap()).await.unwrap();
     let web = client.discover("web").unwrap();
     timeout(WAIT, web.ready()).await.unwrap();

@@ -250,7 +250,7 @@ impl v1::registry_server::Registry for RegistryService {
             .map_err(|_| Status::invalid_argument(format!("peer_address: {:?} is not HOST:PORT", req.peer_address)))?;
         let change = MembershipChange::Add { id: req.id, addr: addr.to_string(), learner: req.learner };
         self.consensus.change_membership(change).await?;
-        Ok(Response::new(self.member_list()))
+        Ok(Response::new(self.member_list().await))
     }
 
     async fn remove_member(
@@ -259,7 +259,7 @@ impl v1::registry_server::Registry for RegistryService {
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
         let id = request.into_inner().id;
         self.consensus.change_membership(MembershipChange::Remove { id }).await?;
-        Ok(Response::new(self.member_list()))
+        Ok(Response::new(self.member_list().await))
     }
 
     type SaveSnapshotStream = BoxStream<v1::SnapshotChunk>;
@@ -278,7 +278,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         _request: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        Ok(Response::new(self.member_list()))
+        Ok(Response::new(self.member_list().await))
     }
 
     async fn list_services(
@@ -445,17 +445,24 @@ fn watch_stream(
 }
 
 impl RegistryService {
-    /// The members as this node sees them.
-    fn member_list(&self) -> v1::ListMembersResponse {
-        let (leader, term, members) = self.consensus.members();
-        let members = members
+    /// The members as this node sees them, with the URLs clients reach them at.
+    async fn member_list(&self) -> v1::ListMembersResponse {
+        let (leader, term, statuses) = self.consensus.members();
+        // Asked of every member at once (each at most 500 ms, once per member).
+        let urls = futures_util::future::join_all(
+            statuses.iter().map(|m| self.consensus.client_url_of(m.id, &m.peer_address)),
+        )
+        .await;
+        let members = statuses
             .into_iter()
-            .map(|m| v1::Member {
+            .zip(urls)
+            .map(|(m, client_url)| v1::Member {
                 id: m.id,
                 peer_address: m.peer_address,
                 role: m.role.to_owned(),
                 log_index: m.log_index,
                 lag: m.lag,
+                client_url: client_url.unwrap_or_default(),
             })
             .collect();
         v1::ListMembersResponse { leader, term, answered_by: self.consensus.status().node_id, members }

@@ -155,9 +155,12 @@ fn print_members(members: &waggle_client::Members, json: bool) -> Result<(), Fai
         let rows: Vec<Vec<String>> = members
             .members
             .iter()
-            .map(|m| vec![m.id.to_string(), m.address.clone(), m.role.clone(), number(m.log_index), number(m.lag)])
+            .map(|m| {
+                let url = m.client_url.clone().unwrap_or_else(|| "-".to_owned());
+                vec![m.id.to_string(), m.address.clone(), url, m.role.clone(), number(m.log_index), number(m.lag)]
+            })
             .collect();
-        print!("{}", output::table(&["ID", "ADDRESS", "ROLE", "LOG INDEX", "LAG"], &rows));
+        print!("{}", output::table(&["ID", "PEER ADDRESS", "CLIENT URL", "ROLE", "LOG INDEX", "LAG"], &rows));
     }
     Ok(())
 }

@@ -166,6 +166,18 @@ async fn propose_locally(
     answer.await.map_err(|_| ProposeError::Unavailable("the node is shutting down".into()))?
 }
 
+/// The URL clients reach this node at: its gRPC address, with the peer address's IP when
+/// it listens on every interface (0.0.0.0 / ::).
+fn client_url(config: &ServerConfig) -> String {
+    let mut addr = config.grpc_addr;
+    if addr.ip().is_unspecified()
+        && let Some(peer) = config.peer_addr
+    {
+        addr.set_ip(peer.ip());
+    }
+    format!("http://{addr}")
+}
+
 /// On the leader: confirms leadership with a quorum and waits until everything committed
 /// before is applied here (openraft's read-index), then answers the applied revision.
 async fn read_index(raft: &Raft, hub: &WatchHub) -> Result<u64, ProposeError> {
@@ -211,6 +223,9 @@ pub(crate) struct Consensus {
     forwarder: Option<network::Forwarder>,
     /// The local applied state, which a forwarded write waits for (read-your-writes).
     hub: Arc<WatchHub>,
+    /// This node's client URL, and the ones learned from the other members (by peer address).
+    client_url: String,
+    client_urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The data dir, which backups read the snapshot from. Weak: shutdown waits for the Raft
     /// tasks to release the data dir, and this handle must not keep it open.
     storage: std::sync::Weak<Storage>,
@@ -248,7 +263,14 @@ impl Consensus {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                Some(network::serve(raft.clone(), proposals.clone(), clock.clone(), hub.clone(), listener))
+                Some(network::serve(
+                    raft.clone(),
+                    proposals.clone(),
+                    clock.clone(),
+                    hub.clone(),
+                    client_url(config),
+                    listener,
+                ))
             }
             _ => None,
         };
@@ -301,7 +323,18 @@ impl Consensus {
         tokio::spawn(run_batcher(raft.clone(), queue));
         let forwarder = clustered.then(network::Forwarder::start);
         let storage = Arc::downgrade(&storage);
-        Ok(Consensus { raft, node_id, leading, proposals, peer_server, forwarder, hub, storage })
+        Ok(Consensus {
+            raft,
+            node_id,
+            leading,
+            proposals,
+            peer_server,
+            forwarder,
+            hub,
+            client_url: client_url(config),
+            client_urls: Default::default(),
+            storage,
+        })
     }
 
     /// Proposes a command and waits until it is durable and applied. In a cluster, a node
@@ -468,6 +501,21 @@ impl Consensus {
             })
             .collect();
         (m.current_leader, m.current_term, members)
+    }
+
+    /// Where clients reach member `id` (peer address `peer`): asked of the member once, then
+    /// remembered; `None` while it cannot be asked.
+    pub(crate) async fn client_url_of(&self, id: u64, peer: &str) -> Option<String> {
+        if id == self.node_id {
+            return Some(self.client_url.clone());
+        }
+        let known = self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(peer).cloned();
+        if known.is_some() {
+            return known;
+        }
+        let url = self.forwarder.as_ref()?.describe(peer).await.ok()?;
+        self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer.to_owned(), url.clone());
+        Some(url)
     }
 
     /// A consistent reading of this node's Raft progress.

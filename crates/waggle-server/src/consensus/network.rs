@@ -159,6 +159,7 @@ struct PeerService {
     clock: std::sync::Arc<crate::sessions::SessionClock>,
     node_id: u64,
     hub: std::sync::Arc<crate::watch::WatchHub>,
+    client_url: String,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -221,6 +222,13 @@ impl RaftPeer for PeerService {
             Err(ProposeError::NotLeader)
         };
         encode(&answer)
+    }
+
+    async fn describe(
+        &self,
+        _request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        encode(&self.client_url)
     }
 
     async fn read_index(
@@ -318,6 +326,17 @@ impl Forwarder {
         // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
         let answer = client.keep_alive(RaftPayload { data }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    }
+
+    /// Asks the member at `addr` where clients reach it.
+    pub(crate) async fn describe(&self, addr: &str) -> Result<String, ProposeError> {
+        let mut client = self.client(addr)?;
+        let ask = client.describe(RaftPayload { data: Vec::new() });
+        let answer = tokio::time::timeout(Duration::from_millis(500), ask)
+            .await
+            .map_err(|_| ProposeError::LeaderUnreachable)?
+            .map_err(|_| ProposeError::LeaderUnreachable)?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
     }
 
     /// Asks the leader at `addr` for a read index: the revision a linearizable read must see.
@@ -423,6 +442,7 @@ pub(crate) fn serve(
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     clock: std::sync::Arc<crate::sessions::SessionClock>,
     hub: std::sync::Arc<crate::watch::WatchHub>,
+    client_url: String,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -431,7 +451,7 @@ pub(crate) fn serve(
         // wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder().add_service(
-            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock, hub })
+            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock, hub, client_url })
                 .max_decoding_message_size(64 << 20),
         );
         if let Err(error) = server.serve_with_incoming(incoming).await {
