@@ -164,7 +164,11 @@ impl Consensus {
                 apply(&self.raft, &change).await
             } else {
                 match self.leader_peer_addr() {
-                    Some(addr) => forwarder.change_membership(&addr, &change).await,
+                    Some(addr) => match forwarder.change_membership(&addr, &change).await {
+                        // Answer with the membership as changed, here too.
+                        Ok(()) => self.applied_here(&change).await,
+                        Err(e) => Err(e),
+                    },
                     None => Err(ProposeError::NotLeader),
                 }
             };
@@ -185,6 +189,27 @@ impl Consensus {
                 result => return result,
             }
         }
+    }
+}
+
+impl Consensus {
+    /// Waits (at most 5 s) until this node has applied a change the leader committed.
+    async fn applied_here(&self, change: &MembershipChange) -> Result<(), ProposeError> {
+        let done = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+            let membership = m.membership_config.membership();
+            match change {
+                MembershipChange::Add { id, learner, .. } => {
+                    membership.get_node(id).is_some() && (*learner || membership.voter_ids().any(|v| v == *id))
+                }
+                MembershipChange::Remove { id } => membership.get_node(id).is_none(),
+            }
+        };
+        self.raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(done, "a membership change applied here")
+            .await
+            .map(|_| ())
+            .map_err(|_| ProposeError::Unavailable("the change is committed but not yet applied on this member".into()))
     }
 }
 
