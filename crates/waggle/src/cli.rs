@@ -63,16 +63,38 @@ pub(crate) struct SnapshotRestoreArgs {
     /// The data dir to create (must not exist yet, or be empty).
     #[arg(long)]
     pub(crate) data_dir: PathBuf,
-    /// The node id the restored node will run as.
+    /// Who the restored node will be (flags as for `waggle server`).
+    #[command(flatten)]
+    pub(crate) member: MemberArgs,
+}
+
+/// A node's place in a cluster: shared by `waggle server` and `waggle snapshot restore`.
+#[derive(Debug, Args)]
+pub(crate) struct MemberArgs {
+    /// This node's id in a cluster (1 or more).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_id: u64,
-    /// Its peer address (when restoring a cluster member; default: its entry in
-    /// --initial-cluster).
+    /// Where to listen for Raft traffic from the other members, IP[:PORT] (port 8300 if
+    /// omitted). Default in a cluster: this node's entry in --initial-cluster.
     #[arg(long, value_parser = parse_peer_addr)]
     pub(crate) peer_addr: Option<SocketAddr>,
-    /// The new cluster's members, ID=ADDR,… (when restoring a cluster member).
+    /// The members at bootstrap, ID=IP[:PORT],… (peer addresses, this node included; port
+    /// 8300 if omitted). Without it the node runs as a single-member cluster.
     #[arg(long, value_parser = parse_initial_cluster)]
     pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
+}
+
+impl MemberArgs {
+    /// Sets the node id, peer address (given, or else this node's entry in the initial
+    /// cluster) and initial cluster.
+    pub(crate) fn apply(self, config: &mut waggle_server::ServerConfig) {
+        config.node_id = self.node_id;
+        config.peer_addr =
+            self.peer_addr.or_else(|| self.initial_cluster.as_ref().and_then(|m| m.get(&self.node_id).copied()));
+        if let Some(members) = self.initial_cluster {
+            config.initial_cluster = members;
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -176,17 +198,8 @@ pub(crate) struct ServerArgs {
     /// Build a snapshot (and purge the log) every N entries.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_every: u64,
-    /// This node's id in a cluster (1 or more).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) node_id: u64,
-    /// Where to listen for Raft traffic from the other members, IP[:PORT] (port 8300 if
-    /// omitted). Default in a cluster: this node's entry in --initial-cluster.
-    #[arg(long, value_parser = parse_peer_addr)]
-    pub(crate) peer_addr: Option<SocketAddr>,
-    /// The members at bootstrap, ID=IP[:PORT],… (peer addresses, this node included; port
-    /// 8300 if omitted). Without it the node runs as a single-member cluster.
-    #[arg(long, value_parser = parse_initial_cluster)]
-    pub(crate) initial_cluster: Option<std::collections::BTreeMap<u64, SocketAddr>>,
+    #[command(flatten)]
+    pub(crate) member: MemberArgs,
     /// Join a running cluster instead of bootstrapping one: serve --peer-addr and wait until
     /// a member runs `waggle members add ID PEER_ADDR`.
     #[arg(long, conflicts_with = "initial_cluster", requires = "peer_addr")]

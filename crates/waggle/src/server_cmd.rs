@@ -22,13 +22,9 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.raft.snapshot_every = args.snapshot_every;
-    config.node_id = args.node_id;
     config.raft.election_timeout = args.election_timeout;
     config.raft.heartbeat_interval = args.heartbeat_interval;
-    config.peer_addr = peer_addr(args.peer_addr, args.node_id, args.initial_cluster.as_ref());
-    if let Some(members) = args.initial_cluster {
-        config.initial_cluster = members;
-    }
+    args.member.apply(&mut config);
     config.join = args.join;
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let mut signals = Signals::install()?;
@@ -57,23 +53,10 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     }
 }
 
-/// The peer address given, or else this node's entry in the initial cluster.
-fn peer_addr(
-    given: Option<std::net::SocketAddr>,
-    node_id: u64,
-    initial_cluster: Option<&std::collections::BTreeMap<u64, std::net::SocketAddr>>,
-) -> Option<std::net::SocketAddr> {
-    given.or_else(|| initial_cluster.and_then(|members| members.get(&node_id).copied()))
-}
-
 /// `waggle snapshot restore`: a backup into a fresh data dir (no server runs).
 pub(crate) fn restore(args: SnapshotRestoreArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(&args.data_dir);
-    config.node_id = args.node_id;
-    config.peer_addr = peer_addr(args.peer_addr, args.node_id, args.initial_cluster.as_ref());
-    if let Some(members) = args.initial_cluster {
-        config.initial_cluster = members;
-    }
+    args.member.apply(&mut config);
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let restored = waggle_server::restore_snapshot(&args.file, &config).map_err(|e| Failure::Runtime(e.into()))?;
     println!(
