@@ -257,8 +257,9 @@ impl Server {
         self.hub.revision()
     }
 
-    /// Resolves if the consensus engine stops on its own (a fatal storage error): the node
-    /// can no longer accept writes and should exit.
+    /// Resolves if the consensus engine stops on its own (a fatal storage error), or when this
+    /// member is removed from its cluster: the node can no longer accept writes and should
+    /// exit.
     pub async fn failed(&self) -> String {
         self.consensus.failed().await
     }

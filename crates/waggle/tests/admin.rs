@@ -153,4 +153,8 @@ fn a_joining_node_is_added_as_a_voter_and_removed() {
     assert_eq!(role(&list, 4), None);
     let gone = poll(PATIENCE, Duration::from_millis(50), || role(&members(&urls[1]), 4).is_none().then_some(()));
     assert!(gone.is_some(), "every member sees the removal");
+    // The removed member's server notices and exits (status 1, saying why).
+    let status = joining.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(1));
+    assert!(joining.stderr().contains("removed from the cluster"), "{}", joining.stderr());
 }

@@ -115,6 +115,9 @@ pub(super) async fn apply(raft: &Raft, change: &MembershipChange) -> Result<(), 
                 ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
             };
             raft.change_membership(change, false).await.map_err(write_error)?;
+            if let Some(node) = nodes.get(id) {
+                super::network::Forwarder::notify_removed(&node.addr, *id).await;
+            }
         }
     }
     Ok(())

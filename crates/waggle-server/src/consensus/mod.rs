@@ -226,6 +226,8 @@ pub(crate) struct Consensus {
     /// This node's client URL, and the ones learned from the other members (by peer address).
     client_url: String,
     client_urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Set when the leader reports this member removed (`failed` then resolves).
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// The data dir, which backups read the snapshot from. Weak: shutdown waits for the Raft
     /// tasks to release the data dir, and this handle must not keep it open.
     storage: std::sync::Weak<Storage>,
@@ -257,20 +259,23 @@ impl Consensus {
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = config.clustered();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
+        let removed = Arc::new(tokio::sync::watch::Sender::new(false));
         // Peers must reach this node before it can join an election, so serve first.
         let peer_server = match (clustered, config.peer_addr) {
             (true, Some(addr)) => {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                Some(network::serve(
-                    raft.clone(),
-                    proposals.clone(),
-                    clock.clone(),
-                    hub.clone(),
-                    client_url(config),
-                    listener,
-                ))
+                let service = network::PeerService {
+                    raft: raft.clone(),
+                    proposals: proposals.clone(),
+                    clock: clock.clone(),
+                    node_id,
+                    hub: hub.clone(),
+                    client_url: client_url(config),
+                    removed: removed.clone(),
+                };
+                Some(network::serve(service, listener))
             }
             _ => None,
         };
@@ -333,6 +338,7 @@ impl Consensus {
             hub,
             client_url: client_url(config),
             client_urls: Default::default(),
+            removed,
             storage,
         })
     }
@@ -456,12 +462,31 @@ impl Consensus {
     /// Resolves with the reason if the Raft core stops running (fatal error or shutdown).
     pub(crate) async fn failed(&self) -> String {
         let mut metrics = self.raft.metrics();
+        let mut removed = self.removed.subscribe();
+        let mut was_member = false;
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return fatal.to_string();
+            if *removed.borrow_and_update() {
+                return format!("node {} was removed from the cluster", self.node_id);
             }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".to_string();
+            {
+                let m = metrics.borrow_and_update();
+                if let Err(fatal) = &m.running_state {
+                    return fatal.to_string();
+                }
+                // Removed from the cluster (`waggle members remove`): it will hear from no
+                // leader again and must not go on serving stale state.
+                let membership = m.membership_config.membership();
+                if membership.get_node(&self.node_id).is_some() {
+                    was_member = true;
+                } else if was_member && membership.nodes().next().is_some() {
+                    return format!("node {} was removed from the cluster", self.node_id);
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() {
+                    return "raft stopped".to_string();
+                },
+                _ = removed.changed() => {}
             }
         }
     }

@@ -153,13 +153,16 @@ impl RaftNetwork<TypeConfig> for Peer {
 
 /// The server side: hands each RPC to the local Raft node, and forwarded writes to the local
 /// proposal queue.
-struct PeerService {
-    raft: Raft,
-    proposals: tokio::sync::mpsc::Sender<Proposal>,
-    clock: std::sync::Arc<crate::sessions::SessionClock>,
-    node_id: u64,
-    hub: std::sync::Arc<crate::watch::WatchHub>,
-    client_url: String,
+pub(super) struct PeerService {
+    pub(super) raft: Raft,
+    pub(super) proposals: tokio::sync::mpsc::Sender<Proposal>,
+    pub(super) clock: std::sync::Arc<crate::sessions::SessionClock>,
+    pub(super) node_id: u64,
+    pub(super) hub: std::sync::Arc<crate::watch::WatchHub>,
+    /// Where clients reach this node (`Describe`).
+    pub(super) client_url: String,
+    /// Set when the leader reports this node removed from the cluster.
+    pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -222,6 +225,20 @@ impl RaftPeer for PeerService {
             Err(ProposeError::NotLeader)
         };
         encode(&answer)
+    }
+
+    async fn removed(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let id: u64 = decode(request)?;
+        // Peers are trusted here as for every Raft message (an AppendEntries can do far more).
+        // A removed member hears from no leader again: it stops rather than serve stale state.
+        if id == self.node_id {
+            tracing::warn!("the leader reports this member removed from the cluster");
+            self.removed.send_replace(true);
+        }
+        encode(&())
     }
 
     async fn describe(
@@ -328,6 +345,19 @@ impl Forwarder {
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
+    /// Tells the member at `addr` (best effort) that the cluster removed it, so it stops.
+    pub(crate) async fn notify_removed(addr: &str, id: u64) {
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return };
+        let tell = async {
+            let mut client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
+            let data = serde_json::to_vec(&id).unwrap_or_default();
+            client.removed(RaftPayload { data }).await
+        };
+        if tokio::time::timeout(Duration::from_secs(1), tell).await.is_err() {
+            tracing::info!(id, addr, "could not tell the removed member; it must be stopped by hand");
+        }
+    }
+
     /// Asks the member at `addr` where clients reach it.
     pub(crate) async fn describe(&self, addr: &str) -> Result<String, ProposeError> {
         let mut client = self.client(addr)?;
@@ -432,28 +462,15 @@ async fn send_batch(
     serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
 }
 
-fn raft_node_id(raft: &Raft) -> u64 {
-    raft.metrics().borrow().id
-}
-
 /// Serves the peer protocol on `listener` until the task is aborted.
-pub(crate) fn serve(
-    raft: Raft,
-    proposals: tokio::sync::mpsc::Sender<Proposal>,
-    clock: std::sync::Arc<crate::sessions::SessionClock>,
-    hub: std::sync::Arc<crate::watch::WatchHub>,
-    client_url: String,
-    listener: tokio::net::TcpListener,
-) -> tokio::task::JoinHandle<()> {
+pub(super) fn serve(service: PeerService, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(async move {
         // Small request/response pairs (heartbeats, forwarded batches, their answers): never
         // wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder().add_service(
-            RaftPeerServer::new(PeerService { node_id: raft_node_id(&raft), raft, proposals, clock, hub, client_url })
-                .max_decoding_message_size(64 << 20),
-        );
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftPeerServer::new(service).max_decoding_message_size(64 << 20));
         if let Err(error) = server.serve_with_incoming(incoming).await {
             tracing::error!(?addr, %error, "raft peer server stopped");
         }
