@@ -58,6 +58,19 @@ impl Failover {
     }
 }
 
+impl Servers {
+    /// Moves the current server past `used` after a transport failure on it. Only the first
+    /// caller to see a server fail moves on; others that failed on it at the same time must
+    /// not skip the next one too.
+    fn rotate_from(&self, used: usize) {
+        let n = self.list.read().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        if n > 1 {
+            let _ = self.current.compare_exchange(used, (used + 1) % n, Relaxed, Relaxed);
+            tracing::debug!(server = used, "transport failure; moving to the next server");
+        }
+    }
+}
+
 impl Clone for Failover {
     /// A clone is not ready: it shares the servers, not the readied channel.
     fn clone(&self) -> Self {
@@ -83,9 +96,19 @@ impl Service<http::Request<tonic::body::Body>> for Failover {
             };
             self.ready = Some((index, channel.clone()));
         }
-        match &mut self.ready {
-            Some((_, channel)) => channel.poll_ready(cx).map_err(Into::into),
-            None => Poll::Ready(Err("no server to call".into())),
+        let Some((used, channel)) = &mut self.ready else {
+            return Poll::Ready(Err("no server to call".into()));
+        };
+        match channel.poll_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                // A channel that cannot become ready (its worker is gone): move on, so the next
+                // call tries another server.
+                let used = *used;
+                self.ready = None;
+                self.servers.rotate_from(used);
+                Poll::Ready(Err(e.into()))
+            }
+            other => other.map_err(Into::into),
         }
     }
 
@@ -98,13 +121,7 @@ impl Service<http::Request<tonic::body::Body>> for Failover {
         Box::pin(async move {
             let result = call.await;
             if result.is_err() {
-                let n = servers.list.read().unwrap_or_else(std::sync::PoisonError::into_inner).len();
-                if n > 1 {
-                    // Only the first caller to see this server fail moves on; others that
-                    // failed on it at the same time must not skip the next one too.
-                    let _ = servers.current.compare_exchange(used, (used + 1) % n, Relaxed, Relaxed);
-                    tracing::debug!(server = used, "transport failure; moving to the next server");
-                }
+                servers.rotate_from(used);
             }
             result.map_err(Into::into)
         })

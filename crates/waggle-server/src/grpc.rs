@@ -338,7 +338,16 @@ impl v1::registry_server::Registry for RegistryService {
             if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
         // Revisions mean the same on every member of one history, and nothing in another (a
         // wiped or restored data dir): there the watcher starts over from a snapshot.
-        let same_history = req.incarnation == 0 || req.incarnation == self.hub.history();
+        let history = self.hub.history();
+        let same_history = req.incarnation == 0 || req.incarnation == history;
+        // A watch failing over from a member that was further ahead: wait (briefly) to catch
+        // up rather than answer with an older snapshot, which would take the watcher back.
+        if req.incarnation != 0 && req.incarnation == history && req.from_revision > self.hub.revision().get() {
+            let caught_up = self.hub.applied(Revision::new(req.from_revision));
+            if tokio::time::timeout(std::time::Duration::from_secs(2), caught_up).await.is_err() {
+                return Err(Status::unavailable("this member is behind the watcher's revision; try another"));
+            }
+        }
         let from = (req.from_revision > 0 && same_history).then(|| Revision::new(req.from_revision));
         let stream = watch_stream(self.hub.clone(), service, from);
         Ok(Response::new(Box::pin(stream.take_until(self.shutdown.clone().cancelled_owned()))))
@@ -418,7 +427,7 @@ impl Watcher {
 async fn renew(consensus: &Consensus, clock: &SessionClock, session: u64) -> Result<Option<u64>, ProposeError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        let answer = if consensus.is_leader() {
+        let answer = if consensus.leads_with_quorum() {
             Ok(clock.keepalive(SessionId::new(session)).map(Ttl::as_millis))
         } else if consensus.clustered() {
             consensus.forward_keepalive(session).await

@@ -147,7 +147,7 @@ pub(crate) async fn run_expiry(
             continue;
         }
         tracing::info!(sessions = ?expired, "expiring sessions");
-        if let Err(e) = consensus.propose(Command::ExpireSessions { sessions: expired }).await {
+        if let Err(e) = consensus.propose_here(Command::ExpireSessions { sessions: expired }).await {
             tracing::warn!("expiry proposal failed: {e}");
         }
     }

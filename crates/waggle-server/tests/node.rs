@@ -360,6 +360,13 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
     // Restoring twice into the same data dir is refused: it would overwrite a node.
     let again = waggle_server::restore_snapshot(&path, &config).unwrap_err().to_string();
     assert!(again.contains("fresh"), "{again}");
+    // So is a dir that holds anything else.
+    let cluttered = restored_dir.path().join("cluttered");
+    std::fs::create_dir_all(&cluttered).unwrap();
+    std::fs::write(cluttered.join("notes.txt"), "keep me").unwrap();
+    let error = waggle_server::restore_snapshot(&path, &ServerConfig::ephemeral(&cluttered)).unwrap_err();
+    assert!(error.to_string().contains("not empty"), "{error}");
+    assert_eq!(std::fs::read_dir(&cluttered).unwrap().count(), 1, "nothing written");
 
     let restored = Server::start(config).await.expect("the restored node starts");
     let mut client = rpc(&restored).await;

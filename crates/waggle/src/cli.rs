@@ -219,13 +219,19 @@ pub(crate) const DEFAULT_PEER_PORT: u16 = 8300;
 /// Parses a peer address: `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 8300).
 pub(crate) fn parse_peer_addr(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let ip = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+            let ip = ip.parse::<std::net::IpAddr>().map_err(|_| format!("`{text}` is not an IP[:PORT] address"))?;
+            SocketAddr::new(ip, DEFAULT_PEER_PORT)
+        }
+    };
+    // Other members dial it: one host (not 0.0.0.0 or multicast) and a real port.
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!("`{text}` cannot be dialled by other members: give a host IP and a port other than 0"));
     }
-    let ip = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
-    ip.parse::<std::net::IpAddr>()
-        .map(|ip| SocketAddr::new(ip, DEFAULT_PEER_PORT))
-        .map_err(|_| format!("`{text}` is not an IP[:PORT] address"))
+    Ok(addr)
 }
 
 /// Parses `1=127.0.0.1:8300,2=127.0.0.1:8301`: ids of 1 or more, each listed once.
@@ -338,6 +344,8 @@ mod tests {
             ("x=127.0.0.1:8300", "not a node id"),
             ("1=localhost", "not an IP[:PORT]"),
             ("1=10.0.0.1:99999", "not an IP[:PORT]"),
+            ("1=0.0.0.0:8300", "cannot be dialled"),
+            ("1=10.0.0.1:0", "cannot be dialled"),
             ("127.0.0.1:8300", "not ID=ADDR"),
         ] {
             let error = parse_initial_cluster(bad).unwrap_err();

@@ -99,12 +99,42 @@ pub(crate) fn restore(
     if data_dir.join(super::storage::DB_FILE).exists() {
         anyhow::bail!("{} already holds a data dir: restore into a fresh one", data_dir.display());
     }
+    if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        anyhow::bail!("{} is not empty: restore into a fresh (missing or empty) dir", data_dir.display());
+    }
+    // Built beside the target and renamed into place: a restore that fails half-way leaves
+    // nothing a server would start from.
+    let name = data_dir.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    let building = data_dir.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let written = write_restored(&building, &meta, &data, node_id, members, identity);
+    if let Err(e) = written.and_then(|()| {
+        if data_dir.exists() {
+            std::fs::remove_dir(data_dir)?;
+        }
+        std::fs::rename(&building, data_dir).map_err(anyhow::Error::from)
+    }) {
+        let _ = std::fs::remove_dir_all(&building);
+        return Err(e);
+    }
+    Ok(summary)
+}
+
+/// Writes the restored data dir's contents into `dir` (a fresh one).
+fn write_restored(
+    dir: &Path,
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data: &[u8],
+    node_id: u64,
+    members: &BTreeMap<u64, String>,
+    identity: &str,
+) -> anyhow::Result<()> {
     // The restored state starts a history of its own: revisions in it go on from the backup's,
     // but watchers of the old cluster must not resume against it as if nothing happened since.
-    let mut registry = codec::decode_snapshot(&data)?;
+    let mut registry = codec::decode_snapshot(data)?;
     registry.start_new_history();
     let data = codec::encode_snapshot(&registry);
-    let storage = Storage::open(data_dir)?;
+    let storage = Storage::open(dir)?;
     storage.check_identity(node_id, identity)?;
     let index = meta.last_log_id.map_or(0, |l| l.index);
     let log_id = LogId::new(LeaderId::new(0, 0), index);
@@ -115,12 +145,12 @@ pub(crate) fn restore(
     let meta = SnapshotMeta {
         last_log_id: Some(log_id),
         last_membership: membership,
-        snapshot_id: format!("restored-{index}-{}", summary.revision),
+        snapshot_id: format!("restored-{index}-{}", registry.revision()),
     };
     storage.write_snapshot(&record::encode_snapshot(&meta, &data))?;
     // The log begins after the snapshot: openraft reads this as "everything up to here purged".
     storage.write_meta("last_purged", &serde_json::to_vec(&Some(log_id))?)?;
-    Ok(summary)
+    Ok(())
 }
 
 #[cfg(test)]

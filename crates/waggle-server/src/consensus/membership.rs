@@ -42,12 +42,22 @@ impl MembershipChange {
     /// Checks the change against the current membership (on the leader, before proposing).
     fn check(&self, voters: &BTreeSet<u64>, nodes: &BTreeMap<u64, BasicNode>) -> Result<(), ProposeError> {
         match self {
-            MembershipChange::Add { id, addr, .. } => {
+            MembershipChange::Add { id, addr, learner } => {
                 if *id == 0 {
                     return Err(refused(RefusalKind::Invalid, "member ids start at 1".into()));
                 }
-                if addr.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(refused(RefusalKind::Invalid, format!("peer address {addr:?} is not HOST:PORT")));
+                match addr.parse::<std::net::SocketAddr>() {
+                    Err(_) => {
+                        return Err(refused(RefusalKind::Invalid, format!("peer address {addr:?} is not IP:PORT")));
+                    }
+                    // Peers dial this address: it must name one host and a real port.
+                    Ok(a) if a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0 => {
+                        return Err(refused(
+                            RefusalKind::Invalid,
+                            format!("peer address {addr} cannot be dialled (unspecified or multicast IP, or port 0)"),
+                        ));
+                    }
+                    Ok(_) => {}
                 }
                 if let Some(node) = nodes.get(id)
                     && node.addr != *addr
@@ -59,6 +69,12 @@ impl MembershipChange {
                 }
                 if let Some((other, _)) = nodes.iter().find(|(other, node)| *other != id && node.addr == *addr) {
                     return Err(refused(RefusalKind::Conflict, format!("member {other} already uses {addr}")));
+                }
+                if *learner && voters.contains(id) {
+                    return Err(refused(
+                        RefusalKind::Precondition,
+                        format!("member {id} is a voter; remove it first to re-add it as a learner"),
+                    ));
                 }
                 Ok(())
             }
@@ -78,6 +94,10 @@ impl MembershipChange {
 fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::NotLeader,
+        // Another change is still being committed: try again shortly.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::InProgress(e),
+        )) => ProposeError::Unavailable(format!("{e}; retry shortly")),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             refused(RefusalKind::Precondition, e.to_string())
         }
@@ -244,6 +264,10 @@ mod tests {
         assert_eq!(kind(add(4, "127.0.0.1:8301").check(&voters, &nodes)), Some(RefusalKind::Conflict));
         assert_eq!(kind(add(4, "not an address").check(&voters, &nodes)), Some(RefusalKind::Invalid));
         assert_eq!(kind(add(0, "127.0.0.1:8304").check(&voters, &nodes)), Some(RefusalKind::Invalid));
+        assert_eq!(kind(add(4, "0.0.0.0:8304").check(&voters, &nodes)), Some(RefusalKind::Invalid));
+        assert_eq!(kind(add(4, "127.0.0.1:0").check(&voters, &nodes)), Some(RefusalKind::Invalid));
+        let learner = MembershipChange::Add { id: 3, addr: "127.0.0.1:8303".into(), learner: true };
+        assert_eq!(kind(learner.check(&voters, &nodes)), Some(RefusalKind::Precondition));
         let remove = |id| MembershipChange::Remove { id };
         assert!(remove(2).check(&voters, &nodes).is_ok());
         assert_eq!(kind(remove(9).check(&voters, &nodes)), Some(RefusalKind::NotFound));

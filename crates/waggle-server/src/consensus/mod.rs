@@ -178,6 +178,11 @@ fn client_url(config: &ServerConfig) -> String {
     format!("http://{addr}")
 }
 
+/// Whether a quorum acknowledged this leader within `window_ms` (always, for a lone member).
+fn quorum_fresh(raft: &Raft, window_ms: u64) -> bool {
+    raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms <= window_ms)
+}
+
 /// On the leader: confirms leadership with a quorum and waits until everything committed
 /// before is applied here (openraft's read-index), then answers the applied revision.
 async fn read_index(raft: &Raft, hub: &WatchHub) -> Result<u64, ProposeError> {
@@ -185,6 +190,11 @@ async fn read_index(raft: &Raft, hub: &WatchHub) -> Result<u64, ProposeError> {
         Ok(_) => Ok(hub.revision().get()),
         Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
             Err(ProposeError::NotLeader)
+        }
+        // A follower answered late (or a quorum is unreachable): worth asking again until the
+        // read's deadline; an isolated leader keeps failing and the read is refused.
+        Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+            Err(ProposeError::LeaderUnreachable)
         }
         Err(e) => Err(ProposeError::Unavailable(e.to_string())),
     }
@@ -225,7 +235,11 @@ pub(crate) struct Consensus {
     hub: Arc<WatchHub>,
     /// This node's client URL, and the ones learned from the other members (by peer address).
     client_url: String,
-    client_urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    client_urls: std::sync::Mutex<std::collections::HashMap<(u64, String), String>>,
+    /// How fresh a quorum's acknowledgement must be for this leader to renew a session: the
+    /// followers' leader lease (twice the minimum election timeout), before which none of
+    /// them can have elected another leader.
+    election_timeout_ms: u64,
     /// Set when the leader reports this member removed (`failed` then resolves).
     removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// The data dir, which backups read the snapshot from. Weak: shutdown waits for the Raft
@@ -267,6 +281,7 @@ impl Consensus {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
                 let service = network::PeerService {
+                    election_timeout_ms: config.raft.election_timeout.as_millis() as u64 * 2,
                     raft: raft.clone(),
                     proposals: proposals.clone(),
                     clock: clock.clone(),
@@ -338,6 +353,7 @@ impl Consensus {
             hub,
             client_url: client_url(config),
             client_urls: Default::default(),
+            election_timeout_ms: config.raft.election_timeout.as_millis() as u64 * 2,
             removed,
             storage,
         })
@@ -370,6 +386,12 @@ impl Consensus {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Proposes on this node only, never forwarding: for what only the current leader may
+    /// decide (session expiry). If leadership moved meanwhile, the answer is `NotLeader`.
+    pub(crate) async fn propose_here(&self, command: Command) -> Result<Applied, ProposeError> {
+        propose_locally(&self.proposals, command).await
     }
 
     /// Waits (briefly) until this node has applied a write the leader committed, so a client
@@ -447,6 +469,13 @@ impl Consensus {
     /// round trip; cheap enough for every keepalive).
     pub(crate) fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// True when this node leads and a quorum acknowledged it within the followers' lease: the
+    /// test for answering keepalives. openraft 0.9 keeps an isolated leader leading, and its
+    /// renewals would hide from the client that the majority expires its session.
+    pub(crate) fn leads_with_quorum(&self) -> bool {
+        self.is_leader() && quorum_fresh(&self.raft, self.election_timeout_ms)
     }
 
     /// Confirms with a quorum that this node still leads (a read-index round).
@@ -534,12 +563,13 @@ impl Consensus {
         if id == self.node_id {
             return Some(self.client_url.clone());
         }
-        let known = self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(peer).cloned();
+        let key = (id, peer.to_owned());
+        let known = self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
         if known.is_some() {
             return known;
         }
         let url = self.forwarder.as_ref()?.describe(peer).await.ok()?;
-        self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer.to_owned(), url.clone());
+        self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, url.clone());
         Some(url)
     }
 

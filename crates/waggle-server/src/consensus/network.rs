@@ -98,6 +98,24 @@ fn never_connected(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().contains("Connection refused")
 }
 
+/// How long a follower waits for the leader's answer to each kind of forwarded request. A
+/// leader that is cut off (its writes never commit) or gone without closing the connection
+/// must not hold a follower's requests, or its batching slots, for longer.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
+const KEEPALIVE_DEADLINE: Duration = Duration::from_secs(1);
+const READ_INDEX_DEADLINE: Duration = Duration::from_secs(2);
+const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs a peer call with a deadline (a timeout becomes `DEADLINE_EXCEEDED`).
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("no answer within {deadline:?}"))))
+}
+
 /// A failed forward: certainly not delivered (safe to retry) or of unknown outcome.
 fn forward_error(status: &tonic::Status) -> ProposeError {
     if never_connected(status) {
@@ -163,6 +181,8 @@ pub(super) struct PeerService {
     pub(super) client_url: String,
     /// Set when the leader reports this node removed from the cluster.
     pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// How fresh a quorum's acknowledgement must be for this leader to renew a session.
+    pub(super) election_timeout_ms: u64,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -219,7 +239,8 @@ impl RaftPeer for PeerService {
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
         let session: u64 = decode(request)?;
         // Only a running leader holds deadlines; anything else must not pretend to renew.
-        let answer: Result<Option<u64>, ProposeError> = if raft_leads(&self.raft, self.node_id) {
+        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.election_timeout_ms);
+        let answer: Result<Option<u64>, ProposeError> = if leads {
             Ok(self.clock.keepalive(waggle_core::SessionId::new(session)).map(|ttl| ttl.as_millis()))
         } else {
             Err(ProposeError::NotLeader)
@@ -297,7 +318,14 @@ impl Clients {
         }
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
-        let client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
+        // HTTP/2 pings notice a leader that vanished without closing the connection.
+        let endpoint = endpoint
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
+        let client = RaftPeerClient::new(endpoint.connect_lazy());
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -341,7 +369,9 @@ impl Forwarder {
         let mut client = self.client(addr)?;
         let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
-        let answer = client.keep_alive(RaftPayload { data }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
+        let answer = within(KEEPALIVE_DEADLINE, client.keep_alive(RaftPayload { data }))
+            .await
+            .map_err(|_| ProposeError::LeaderUnreachable)?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -373,8 +403,9 @@ impl Forwarder {
     pub(crate) async fn read_index(&self, addr: &str) -> Result<u64, ProposeError> {
         let mut client = self.client(addr)?;
         // A read is idempotent: whatever kept it from the leader, it may be asked again.
-        let answer =
-            client.read_index(RaftPayload { data: Vec::new() }).await.map_err(|_| ProposeError::LeaderUnreachable)?;
+        let answer = within(READ_INDEX_DEADLINE, client.read_index(RaftPayload { data: Vec::new() }))
+            .await
+            .map_err(|_| ProposeError::LeaderUnreachable)?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -386,7 +417,9 @@ impl Forwarder {
     ) -> Result<(), ProposeError> {
         let mut client = self.client(addr)?;
         let data = serde_json::to_vec(change).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-        let answer = client.change_membership(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
+        let answer = within(MEMBERSHIP_DEADLINE, client.change_membership(RaftPayload { data }))
+            .await
+            .map_err(|s| forward_error(&s))?;
         serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
     }
 
@@ -458,7 +491,8 @@ async fn send_batch(
     commands: &[Command],
 ) -> Result<Vec<Result<Applied, ProposeError>>, ProposeError> {
     let data = waggle_core::codec::encode_commands(commands);
-    let answer = client.forward(RaftPayload { data }).await.map_err(|s| forward_error(&s))?;
+    // Past the deadline the outcome is unknown: `Unavailable`, never retried.
+    let answer = within(FORWARD_DEADLINE, client.forward(RaftPayload { data })).await.map_err(|s| forward_error(&s))?;
     serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
 }
 
