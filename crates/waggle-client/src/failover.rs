@@ -1,8 +1,9 @@
 //! The transport under the SDK's gRPC client: one lazily connected channel per server URL,
 //! and a failover between them. Calls go to the current server; a call that fails at the
-//! transport level (refused, reset, unreachable) moves the current server to the next URL, so
-//! the SDK's own retry after back-off reaches a live member. gRPC statuses are answers, not
-//! transport failures, and never move it. Any member of a cluster serves every call (writes
+//! transport level (refused, reset, unreachable), or that a member answers with UNAVAILABLE
+//! (cut off from the quorum, shutting down), moves the current server to the next URL, so the
+//! SDK's own retry after back-off reaches a live member. Other gRPC statuses are answers and
+//! never move it. Any member of a cluster serves every call (writes
 //! and keepalives are forwarded to the leader), so "the next URL" is always a fine choice.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -120,7 +121,13 @@ impl Service<http::Request<tonic::body::Body>> for Failover {
         let servers = self.servers.clone();
         Box::pin(async move {
             let result = call.await;
-            if result.is_err() {
+            // A transport failure, or a member answering UNAVAILABLE (it is cut off from the
+            // quorum, or shutting down): the next call goes to another member. The status of
+            // an error answer travels in its headers (trailers-only response).
+            let unavailable = |r: &http::Response<tonic::body::Body>| {
+                r.headers().get("grpc-status").is_some_and(|s| s.as_bytes() == b"14")
+            };
+            if result.as_ref().map_or(true, unavailable) {
                 servers.rotate_from(used);
             }
             result.map_err(Into::into)
