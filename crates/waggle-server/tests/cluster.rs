@@ -288,6 +288,18 @@ async fn members_are_added_through_a_snapshot_removed_and_re_added_after_a_wipe(
     let dir4 = tempfile::tempdir().unwrap();
     let peer4 = free_addr();
     let joining = start_joining(&dir4, 4, peer4);
+    // Under the wrong id it is refused: whoever answers at the address must be that node.
+    let wrong = timeout(WAIT, async {
+        loop {
+            match client.add_member(add(5, &peer4.to_string())).await {
+                Err(status) if status.code() == tonic::Code::AlreadyExists => return status,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("adding node 4 as node 5 is refused");
+    assert!(wrong.message().contains("is node 4"), "{wrong:?}");
     let added = client.add_member(add(4, &peer4.to_string())).await.expect("member 4 added").into_inner();
     assert_eq!(roles(&added).len(), 4);
     assert_ne!(roles(&added)[&4], "learner", "promoted to voter: {added:?}");
@@ -315,12 +327,22 @@ async fn members_are_added_through_a_snapshot_removed_and_re_added_after_a_wipe(
     // The wiped member comes back under its old id and address and catches up.
     let rejoining = start_joining(&dirs[victim], victim_id, peers[&victim_id]);
     let leader = wait_for_leader(&servers).await;
-    let back = rpc(&servers[leader])
-        .await
-        .add_member(add(victim_id, &peers[&victim_id].to_string()))
-        .await
-        .expect("wiped member re-added")
-        .into_inner();
+    let mut client = rpc(&servers[leader]).await;
+    // Until the new process listens, the cluster answers UNAVAILABLE ("nothing answers").
+    let back = timeout(WAIT, async {
+        loop {
+            match client.add_member(add(victim_id, &peers[&victim_id].to_string())).await {
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answer => return answer,
+            }
+        }
+    })
+    .await
+    .expect("the wiped member answers")
+    .expect("wiped member re-added")
+    .into_inner();
     assert_eq!(roles(&back).len(), 4);
     let rejoined = timeout(WAIT, rejoining).await.expect("the wiped member finishes starting").unwrap();
     wait_for_instances(&rejoined, 61).await;

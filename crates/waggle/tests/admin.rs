@@ -133,7 +133,12 @@ fn a_joining_node_is_added_as_a_voter_and_removed() {
     assert_ne!(unknown.code, Some(0));
     assert!(unknown.stderr.contains("not in the cluster"), "{unknown:?}");
 
-    let added = client(&url, &["members", "add", "4", &peer4, "--json"]);
+    // Retried while node 4 is still starting ("nothing answers at ...").
+    let added = poll(PATIENCE, Duration::from_millis(50), || {
+        let out = client(&url, &["members", "add", "4", &peer4, "--json"]);
+        (out.code == Some(0) || !out.stderr.contains("nothing answers")).then_some(out)
+    })
+    .expect("node 4 answers");
     assert_eq!(added.code, Some(0), "{added:?}");
     let list: Value = serde_json::from_str(&added.stdout).unwrap();
     assert_eq!(list["members"].as_array().unwrap().len(), 4, "{list}");

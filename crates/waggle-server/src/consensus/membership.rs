@@ -114,6 +114,21 @@ pub(super) async fn apply(raft: &Raft, change: &MembershipChange) -> Result<(), 
     change.check(&voters, &nodes)?;
     match change {
         MembershipChange::Add { id, addr, learner } => {
+            // Raft messages do not name their target: a member added under the wrong id
+            // would vote twice. Whoever answers at the address must be that node.
+            if !nodes.contains_key(id) {
+                let who = super::network::identify(addr).await.map_err(|_| {
+                    ProposeError::Unavailable(format!(
+                        "nothing answers at {addr}: start the new member first with `waggle server --node-id {id} --peer-addr {addr} --join`"
+                    ))
+                })?;
+                if who.node_id != *id {
+                    return Err(refused(
+                        RefusalKind::Conflict,
+                        format!("the node at {addr} is node {}, not node {id}", who.node_id),
+                    ));
+                }
+            }
             let index = if nodes.contains_key(id) {
                 raft.metrics().borrow().last_log_index.unwrap_or(0)
             } else {

@@ -568,7 +568,7 @@ impl Consensus {
         if known.is_some() {
             return known;
         }
-        let url = self.forwarder.as_ref()?.describe(peer).await.ok()?;
+        let url = self.forwarder.as_ref()?.describe(peer).await.ok().filter(|who| who.node_id == id)?.client_url;
         self.client_urls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, url.clone());
         Some(url)
     }

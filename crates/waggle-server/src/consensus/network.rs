@@ -266,7 +266,7 @@ impl RaftPeer for PeerService {
         &self,
         _request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        encode(&self.client_url)
+        encode(&Identity { node_id: self.node_id, client_url: self.client_url.clone() })
     }
 
     async fn read_index(
@@ -331,6 +331,32 @@ impl Clients {
     }
 }
 
+/// Who answers at a peer address (`Describe`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
+    /// Its node id.
+    pub(crate) node_id: u64,
+    /// Where clients reach it.
+    pub(crate) client_url: String,
+}
+
+/// Asks a peer who it is (at most 500 ms).
+async fn describe(mut client: RaftPeerClient<Channel>) -> Result<Identity, ProposeError> {
+    let ask = client.describe(RaftPayload { data: Vec::new() });
+    let answer = tokio::time::timeout(Duration::from_millis(500), ask)
+        .await
+        .map_err(|_| ProposeError::LeaderUnreachable)?
+        .map_err(|_| ProposeError::LeaderUnreachable)?;
+    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
+}
+
+/// Asks whoever listens at peer address `addr` who it is (a one-off connection).
+pub(crate) async fn identify(addr: &str) -> Result<Identity, ProposeError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ProposeError::Unavailable(format!("peer address {addr}: {e}")))?;
+    describe(RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy())).await
+}
+
 /// A write waiting to be forwarded, and where its answer goes.
 struct Forwarded {
     addr: String,
@@ -389,14 +415,8 @@ impl Forwarder {
     }
 
     /// Asks the member at `addr` where clients reach it.
-    pub(crate) async fn describe(&self, addr: &str) -> Result<String, ProposeError> {
-        let mut client = self.client(addr)?;
-        let ask = client.describe(RaftPayload { data: Vec::new() });
-        let answer = tokio::time::timeout(Duration::from_millis(500), ask)
-            .await
-            .map_err(|_| ProposeError::LeaderUnreachable)?
-            .map_err(|_| ProposeError::LeaderUnreachable)?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
+    pub(crate) async fn describe(&self, addr: &str) -> Result<Identity, ProposeError> {
+        describe(self.client(addr)?).await
     }
 
     /// Asks the leader at `addr` for a read index: the revision a linearizable read must see.
