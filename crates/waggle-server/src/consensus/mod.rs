@@ -242,6 +242,8 @@ pub(crate) struct Consensus {
     election_timeout_ms: u64,
     /// Set when the leader reports this member removed (`failed` then resolves).
     removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Serialises backups.
+    backups: tokio::sync::Semaphore,
     /// The data dir, which backups read the snapshot from. Weak: shutdown waits for the Raft
     /// tasks to release the data dir, and this handle must not keep it open.
     storage: std::sync::Weak<Storage>,
@@ -355,6 +357,7 @@ impl Consensus {
             client_urls: Default::default(),
             election_timeout_ms: config.raft.election_timeout.as_millis() as u64 * 2,
             removed,
+            backups: tokio::sync::Semaphore::new(1),
             storage,
         })
     }
@@ -409,6 +412,8 @@ impl Consensus {
     /// A backup file of everything this node has applied (see `backup`).
     pub(crate) async fn backup(&self) -> Result<Vec<u8>, ProposeError> {
         let storage = self.storage.upgrade().ok_or_else(|| ProposeError::Unavailable("shutting down".into()))?;
+        // One backup at a time: concurrent saves would each build a snapshot.
+        let _one = self.backups.acquire().await.map_err(|_| ProposeError::Unavailable("shutting down".into()))?;
         backup::save(&self.raft, &storage).await
     }
 
