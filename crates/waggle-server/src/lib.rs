@@ -19,6 +19,7 @@ mod consensus;
 mod error;
 mod grpc;
 mod http;
+mod metrics;
 mod sessions;
 mod watch;
 
@@ -203,6 +204,8 @@ impl Server {
             shutdown.clone(),
         )));
 
+        let clock_for_http = clock.clone();
+        let requests = Arc::new(metrics::RequestCounts::default());
         let service = grpc::RegistryService {
             consensus: consensus.clone(),
             hub: hub.clone(),
@@ -213,6 +216,7 @@ impl Server {
         // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
+            .layer(metrics::CountLayer(requests.clone()))
             .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
@@ -221,8 +225,9 @@ impl Server {
             }
         }));
 
-        let http = axum::serve(http_listener, http::router(consensus.clone(), hub.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let state = http::AppState { consensus: consensus.clone(), hub: hub.clone(), clock: clock_for_http, requests };
+        let http =
+            axum::serve(http_listener, http::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http.await {
                 tracing::error!("HTTP server failed: {e}");

@@ -392,3 +392,84 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
         assert!(!target.exists(), "{name}: nothing written");
     }
 }
+
+/// A plain HTTP/1.1 GET: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Small bodies: axum answers with a Content-Length, not chunks.
+    (code, body.to_owned())
+}
+
+#[tokio::test]
+async fn prometheus_metrics_and_http_service_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let mut client = rpc(&server).await;
+    let s = session(&mut client, 60_000).await;
+    let mut tagged = instance("api", "10.0.0.1", 8080);
+    tagged.tags = vec!["v1".into(), "canary".into()];
+    tagged.meta = [("team".to_owned(), "core".to_owned()), ("odd-key".to_owned(), "x".to_owned())].into();
+    tagged.zone = "eu-1".into();
+    register(&mut client, s, tagged).await;
+    register(&mut client, s, instance("api", "::1", 8081)).await;
+    let mut sick = instance("api", "10.0.0.3", 8080);
+    sick.status = v1::HealthStatus::Critical as i32;
+    register(&mut client, s, sick).await;
+    register(&mut client, s, instance("db", "10.0.1.1", 5432)).await;
+    // One refused request, counted under its status code (INVALID_ARGUMENT = 3).
+    let bad = client.register(v1::RegisterRequest { session_id: s, instance: Some(instance("api", "", 0)) }).await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+
+    let (code, text) = http_get(server.http_addr(), "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "waggle_raft_is_leader 1",
+        "waggle_raft_leader_known 1",
+        "waggle_registry_sessions 1",
+        "waggle_registry_services 2",
+        "waggle_registry_instances{service=\"api\",status=\"passing\"} 2",
+        "waggle_registry_instances{service=\"api\",status=\"critical\"} 1",
+        "waggle_grpc_requests_total{method=\"Register\",code=\"0\"} 4",
+        "waggle_grpc_requests_total{method=\"Register\",code=\"3\"} 1",
+        "# TYPE waggle_grpc_requests_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    let revision = format!("waggle_registry_revision {}", server.revision().get());
+    assert!(text.lines().any(|l| l == revision), "{text}");
+    let (code, same) = http_get(server.http_addr(), "/v1/agent/metrics?format=prometheus").await;
+    assert_eq!(code, 200);
+    assert!(same.contains("waggle_raft_term"));
+    assert_eq!(http_get(server.http_addr(), "/v1/agent/metrics").await.0, 400);
+
+    // http_sd: one group per passing instance; the critical one is left out.
+    let (code, body) = http_get(server.http_addr(), "/v1/prometheus/sd").await;
+    assert_eq!(code, 200);
+    let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let targets: Vec<&str> = groups.as_array().unwrap().iter().map(|g| g["targets"][0].as_str().unwrap()).collect();
+    assert_eq!(targets.len(), 3, "{groups}");
+    assert!(
+        targets.contains(&"10.0.0.1:8080") && targets.contains(&"[::1]:8081") && targets.contains(&"10.0.1.1:5432")
+    );
+    let group = groups.as_array().unwrap().iter().find(|g| g["targets"][0] == "10.0.0.1:8080").unwrap();
+    let labels = &group["labels"];
+    assert_eq!(labels["__meta_waggle_service"], "api");
+    assert_eq!(labels["__meta_waggle_tags"], ",v1,canary,");
+    assert_eq!(labels["__meta_waggle_zone"], "eu-1");
+    assert_eq!(labels["__meta_waggle_meta_team"], "core");
+    assert_eq!(labels["__meta_waggle_meta_odd_key"], "x");
+    let (_, only) = http_get(server.http_addr(), "/v1/prometheus/sd?service=db").await;
+    let only: serde_json::Value = serde_json::from_str(&only).unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(http_get(server.http_addr(), "/v1/prometheus/sd?service=-bad").await.0, 400);
+    drop(client);
+    server.shutdown().await;
+}
