@@ -20,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<crate::sessions::SessionClock>,
     pub(crate) requests: Arc<crate::metrics::RequestCounts>,
+    /// The HTTP listener's address (the Consul node address).
+    pub(crate) http_addr: std::net::SocketAddr,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -28,6 +30,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/agent/metrics", get(agent_metrics))
         .route("/v1/prometheus/sd", get(service_discovery))
+        .merge(crate::consul::routes())
+        .fallback(crate::consul::not_found)
         .with_state(state)
 }
 

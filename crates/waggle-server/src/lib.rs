@@ -16,6 +16,7 @@
 
 mod config;
 mod consensus;
+mod consul;
 mod error;
 mod grpc;
 mod http;
@@ -225,7 +226,13 @@ impl Server {
             }
         }));
 
-        let state = http::AppState { consensus: consensus.clone(), hub: hub.clone(), clock: clock_for_http, requests };
+        let state = http::AppState {
+            consensus: consensus.clone(),
+            hub: hub.clone(),
+            clock: clock_for_http,
+            requests,
+            http_addr,
+        };
         let http =
             axum::serve(http_listener, http::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {

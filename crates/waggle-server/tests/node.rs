@@ -395,6 +395,12 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
 
 /// A plain HTTP/1.1 GET: (status, body).
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (code, _, body) = http_get_with_head(addr, path).await;
+    (code, body)
+}
+
+/// A plain HTTP/1.1 GET: (status, head, body).
+async fn http_get_with_head(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -405,7 +411,107 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     // Small bodies: axum answers with a Content-Length, not chunks.
-    (code, body.to_owned())
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn consul_index(head: &str) -> u64 {
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-consul-index: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no X-Consul-Index in {head}"))
+}
+
+#[tokio::test]
+async fn consul_catalog_and_health_reads_with_blocking_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let http = server.http_addr();
+    let mut client = rpc(&server).await;
+    let s = session(&mut client, 60_000).await;
+    let mut tagged = instance("api", "10.0.0.1", 8080);
+    tagged.tags = vec!["v1".into()];
+    tagged.weight = Some(5);
+    register(&mut client, s, tagged).await;
+    let mut sick = instance("api", "10.0.0.2", 8080);
+    sick.status = v1::HealthStatus::Critical as i32;
+    register(&mut client, s, sick).await;
+    register(&mut client, s, instance("db", "10.0.1.1", 5432)).await;
+
+    let (code, head, body) = http_get_with_head(http, "/v1/catalog/services").await;
+    assert_eq!(code, 200);
+    assert_eq!(consul_index(&head), server.revision().get());
+    assert!(head.lines().any(|l| l == "x-consul-knownleader: true"), "{head}");
+    let services: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(services, serde_json::json!({ "api": ["v1"], "db": [] }));
+
+    let (_, body) = http_get(http, "/v1/catalog/service/api?tag=v1").await;
+    let catalog: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(catalog.as_array().unwrap().len(), 1);
+    assert_eq!(catalog[0]["ServiceAddress"], "10.0.0.1");
+    assert_eq!(catalog[0]["ServicePort"], 8080);
+    assert_eq!(catalog[0]["ServiceWeights"]["Passing"], 5);
+    assert_eq!(catalog[0]["Datacenter"], "dc1");
+
+    // Health: every instance with the node's serfHealth and its own check; `passing` filters;
+    // catalog and health list one service in the same order.
+    let (_, body) = http_get(http, "/v1/health/service/api").await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = health.as_array().unwrap().iter().map(|e| e["Service"]["ID"].as_str().unwrap()).collect();
+    let (_, body) = http_get(http, "/v1/catalog/service/api").await;
+    let catalog: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let catalog_ids: Vec<&str> = catalog.as_array().unwrap().iter().map(|e| e["ServiceID"].as_str().unwrap()).collect();
+    assert_eq!(ids, catalog_ids);
+    assert_eq!(ids.len(), 2);
+    let sick = health.as_array().unwrap().iter().find(|e| e["Service"]["Address"] == "10.0.0.2").unwrap();
+    assert_eq!(sick["Checks"][0]["CheckID"], "serfHealth");
+    assert_eq!(sick["Checks"][1]["Status"], "critical");
+    let (_, body) = http_get(http, "/v1/health/service/api?passing").await;
+    let passing: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+
+    // A blocking query at the current index times out on `wait` with the same index…
+    let index = server.revision().get();
+    let (_, head, _) = http_get_with_head(http, &format!("/v1/health/service/api?index={index}&wait=100ms")).await;
+    assert_eq!(consul_index(&head), index);
+    // …and one with a long wait is woken by a change.
+    let blocked = tokio::spawn(async move {
+        http_get_with_head(http, &format!("/v1/health/service/api?index={index}&wait=30s")).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    register(&mut client, s, instance("api", "10.0.0.3", 8080)).await;
+    let (code, head, body) = timeout(WAIT, blocked).await.expect("woken by the change").unwrap();
+    assert_eq!(code, 200);
+    assert!(consul_index(&head) > index);
+    assert!(body.contains("10.0.0.3"));
+
+    // Status, datacenters and agent self.
+    let (_, body) = http_get(http, "/v1/catalog/datacenters").await;
+    assert_eq!(body, "[\"dc1\"]");
+    let (_, leader) = http_get(http, "/v1/status/leader").await;
+    let (_, peers) = http_get(http, "/v1/status/peers").await;
+    let peers: Vec<String> = serde_json::from_str(&peers).unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(leader, format!("\"{}\"", peers[0]));
+    let (_, me) = http_get(http, "/v1/agent/self").await;
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["Config"]["Datacenter"], "dc1");
+    assert!(me["Config"]["NodeName"].as_str().unwrap().starts_with("waggle-"));
+
+    // Bad input gets Consul-shaped errors.
+    for (path, code, text) in [
+        ("/v1/catalog/services?dc=dc2", 500, "No path to datacenter"),
+        ("/v1/health/service/api?wait=soon", 400, "invalid wait"),
+        ("/v1/health/service/api?index=x", 400, "invalid index"),
+        ("/v1/health/service/api?filter=Service.Port==80", 400, "not supported"),
+        ("/v1/catalog/service/-bad-", 400, "invalid service name"),
+        ("/v1/kv/x", 404, "unsupported endpoint"),
+    ] {
+        let (got, body) = http_get(http, path).await;
+        assert_eq!(got, code, "{path}: {body}");
+        assert!(body.contains(text), "{path}: {body}");
+    }
+    drop(client);
+    server.shutdown().await;
 }
 
 #[tokio::test]

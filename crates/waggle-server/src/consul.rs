@@ -1,0 +1,301 @@
+//! The Consul-compatible HTTP API, read side (issue 7, in progress): catalog and health
+//! queries for services, datacenters, status and agent self, with blocking queries
+//! (`?index=&wait=`) served by the watch hub's revision (no polling) and Consul's headers.
+//!
+//! Mapping: every instance is a Consul service instance on one node, the server answering
+//! (`waggle-<id>`, datacenter `dc1`), which carries the node-level `serfHealth` check; each
+//! instance has one service check whose status is the instance's. `X-Consul-Index` is the
+//! registry revision (starts at 1, never 0, only grows).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+use waggle_core::{HealthStatus, Instance, Revision, ServiceName};
+
+use crate::http::AppState;
+
+/// The only datacenter.
+pub(crate) const DATACENTER: &str = "dc1";
+/// Blocking queries wait this long by default, and at most `MAX_WAIT`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/datacenters", get(datacenters))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/agent/self", get(agent_self))
+}
+
+/// A Consul-shaped error: status code and a plain-text message.
+struct ConsulError(StatusCode, String);
+
+impl IntoResponse for ConsulError {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ConsulError {
+    ConsulError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The query parameters these endpoints understand.
+#[derive(Default)]
+struct Params {
+    index: Option<u64>,
+    wait: Option<Duration>,
+    tags: Vec<String>,
+    passing: bool,
+    consistent: bool,
+}
+
+fn params(raw: Option<String>) -> Result<Params, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    let mut p = Params::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "dc" if !value.is_empty() && value != DATACENTER => {
+                return Err(ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter".into()));
+            }
+            "index" => {
+                p.index = Some(value.parse().map_err(|_| bad_request(format!("invalid index {value:?}")))?);
+            }
+            "wait" => {
+                let wait = humantime::parse_duration(&value)
+                    .map_err(|e| bad_request(format!("invalid wait {value:?}: {e}")))?;
+                p.wait = Some(wait.min(MAX_WAIT));
+            }
+            "tag" => p.tags.push(value),
+            "passing" => p.passing = value.is_empty() || value == "true" || value == "1",
+            "consistent" => p.consistent = true,
+            "filter" => return Err(bad_request("filter expressions are not supported yet")),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// Runs a blocking query: if `?index` is at or past the current revision, waits until the
+/// registry changes or the wait (plus up to 1/16 jitter) ends. Then reads.
+async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError> {
+    if p.consistent {
+        state
+            .consensus
+            .read_barrier()
+            .await
+            .map_err(|e| ConsulError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    let current = state.hub.revision();
+    if let Some(index) = p.index
+        && index >= current.get()
+    {
+        let wait = p.wait.unwrap_or(DEFAULT_WAIT);
+        let jitter = wait / 16;
+        let jitter = Duration::from_millis(rand_below(jitter.as_millis() as u64 + 1));
+        let changed = state.hub.applied(Revision::new(index.saturating_add(1)));
+        let _ = tokio::time::timeout(wait + jitter, changed).await;
+    }
+    Ok(state.hub.revision())
+}
+
+/// A random number below `n` (jitter only: std's per-instance random hasher keys suffice).
+fn rand_below(n: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(n) % n.max(1)
+}
+
+/// JSON with Consul's headers.
+fn answer(state: &AppState, index: Revision, body: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("X-Consul-Index", HeaderValue::from(index.get().max(1)));
+    let known = state.consensus.status().leader.is_some();
+    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static(if known { "true" } else { "false" }));
+    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+    (headers, body.to_string()).into_response()
+}
+
+fn node_name(state: &AppState) -> String {
+    format!("waggle-{}", state.consensus.status().node_id)
+}
+
+fn node_address(state: &AppState) -> String {
+    state.http_addr.ip().to_string()
+}
+
+fn matches_tags(instance: &Instance, tags: &[String]) -> bool {
+    tags.iter().all(|t| instance.spec.tags.contains(t))
+}
+
+fn status_text(status: HealthStatus) -> &'static str {
+    match status {
+        HealthStatus::Passing => "passing",
+        HealthStatus::Warning => "warning",
+        _ => "critical",
+    }
+}
+
+fn service_name(name: &str) -> Result<ServiceName, ConsulError> {
+    ServiceName::new(name).map_err(|e| bad_request(format!("invalid service name: {e}")))
+}
+
+async fn catalog_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let index = blocking(&state, &p).await?;
+    let (_, services) = state.hub.services();
+    let mut out = serde_json::Map::new();
+    for (name, instances) in &services {
+        let tags: BTreeSet<&String> = instances.values().flat_map(|i| i.spec.tags.iter()).collect();
+        out.insert(name.to_string(), json!(tags));
+    }
+    Ok(answer(&state, index, Value::Object(out)))
+}
+
+/// One service's instances in a stable order (by id), which catalog and health answers share:
+/// Traefik pairs them by position.
+fn instances(state: &AppState, name: &ServiceName, tags: &[String]) -> Vec<std::sync::Arc<Instance>> {
+    let (_, instances, _) = state.hub.service(name);
+    instances.values().filter(|i| matches_tags(i, tags)).cloned().collect()
+}
+
+fn meta(instance: &Instance) -> BTreeMap<&String, &String> {
+    instance.spec.meta.iter().collect()
+}
+
+fn weights(instance: &Instance) -> Value {
+    json!({ "Passing": instance.spec.weight, "Warning": 1 })
+}
+
+async fn catalog_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let name = service_name(&name)?;
+    let index = blocking(&state, &p).await?;
+    let node = node_name(&state);
+    let address = node_address(&state);
+    let list: Vec<Value> = instances(&state, &name, &p.tags)
+        .iter()
+        .map(|i| {
+            json!({
+                "ID": "",
+                "Node": node,
+                "Address": address,
+                "Datacenter": DATACENTER,
+                "TaggedAddresses": { "lan": address },
+                "NodeMeta": {},
+                "ServiceKind": "",
+                "ServiceID": i.spec.id.to_string(),
+                "ServiceName": name.to_string(),
+                "ServiceTags": i.spec.tags,
+                "ServiceAddress": i.spec.address,
+                "ServiceTaggedAddresses": {},
+                "ServiceWeights": weights(i),
+                "ServiceMeta": meta(i),
+                "ServicePort": i.spec.port,
+                "ServiceEnableTagOverride": false,
+                "CreateIndex": i.create_revision.get(),
+                "ModifyIndex": i.modify_revision.get(),
+            })
+        })
+        .collect();
+    Ok(answer(&state, index, Value::Array(list)))
+}
+
+async fn health_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let name = service_name(&name)?;
+    let index = blocking(&state, &p).await?;
+    let node = node_name(&state);
+    let address = node_address(&state);
+    let serf = json!({
+        "Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+        "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
+        "ServiceTags": [], "Type": "", "CreateIndex": 1, "ModifyIndex": 1,
+    });
+    let list: Vec<Value> = instances(&state, &name, &p.tags)
+        .iter()
+        .filter(|i| !p.passing || i.spec.status == HealthStatus::Passing)
+        .map(|i| {
+            let id = i.spec.id.to_string();
+            json!({
+                "Node": {
+                    "ID": "", "Node": node, "Address": address, "Datacenter": DATACENTER,
+                    "TaggedAddresses": { "lan": address }, "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1,
+                },
+                "Service": {
+                    "ID": id, "Service": name.to_string(), "Tags": i.spec.tags, "Address": i.spec.address,
+                    "Meta": meta(i), "Port": i.spec.port, "Weights": weights(i), "EnableTagOverride": false,
+                    "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+                },
+                "Checks": [serf, {
+                    "Node": node, "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
+                    "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
+                    "ServiceName": name.to_string(), "ServiceTags": i.spec.tags, "Type": "waggle",
+                    "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+                }],
+            })
+        })
+        .collect();
+    Ok(answer(&state, index, Value::Array(list)))
+}
+
+async fn datacenters(State(state): State<AppState>) -> Response {
+    answer(&state, state.hub.revision(), json!([DATACENTER]))
+}
+
+/// The leader's peer address (`""` without a leader), as Consul answers its server address.
+async fn status_leader(State(state): State<AppState>) -> Response {
+    let (leader, _, members) = state.consensus.members();
+    let addr = leader.and_then(|l| members.iter().find(|m| m.id == l)).map(|m| m.peer_address.clone());
+    answer(&state, state.hub.revision(), json!(addr.unwrap_or_default()))
+}
+
+/// The voters' peer addresses.
+async fn status_peers(State(state): State<AppState>) -> Response {
+    let (_, _, members) = state.consensus.members();
+    let peers: Vec<String> = members.into_iter().filter(|m| m.role != "learner").map(|m| m.peer_address).collect();
+    answer(&state, state.hub.revision(), json!(peers))
+}
+
+async fn agent_self(State(state): State<AppState>) -> Response {
+    let node = node_name(&state);
+    let body = json!({
+        "Config": {
+            "Datacenter": DATACENTER,
+            "PrimaryDatacenter": DATACENTER,
+            "NodeName": node,
+            "NodeID": "",
+            "Server": true,
+            "Version": concat!(env!("CARGO_PKG_VERSION"), "-waggle"),
+        },
+        "Member": { "Name": node, "Addr": node_address(&state), "Port": state.http_addr.port(), "Status": 1 },
+        "Meta": {},
+    });
+    answer(&state, state.hub.revision(), body)
+}
+
+/// The path and status code of an unknown endpoint, Consul-style.
+pub(crate) async fn not_found() -> impl IntoResponse {
+    ConsulError(StatusCode::NOT_FOUND, "unsupported endpoint (see docs/compatibility.md)\n".into())
+}
