@@ -1,0 +1,102 @@
+//! Real Consul clients against a real server, through the Consul-compatible HTTP API:
+//! VictoriaMetrics' `vmagent` (Debian `victoria-metrics`, installed by `.ci/run`) with
+//! `consul_sd_configs` discovers registered instances and follows changes through blocking
+//! queries. Every address is on 127.0.0.1; discovered targets are local ports nothing listens
+//! on, and vmagent's remote write goes to a closed local port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{PATIENCE, Proc, Server, free_port, http_get, poll};
+use tempfile::TempDir;
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `instance` labels of vmagent's active targets for job `job` (None while it is not up).
+fn targets(web: std::net::SocketAddr, job: &str) -> Option<Vec<(String, Value)>> {
+    // Not listening yet: the helper panics on a refused connection.
+    let (code, body) = std::panic::catch_unwind(|| http_get(web, "/api/v1/targets")).ok()?;
+    let answer: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    let mut found: Vec<(String, Value)> = answer["data"]["activeTargets"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["labels"]["job"] == job)
+        .map(|t| (t["labels"]["instance"].as_str().unwrap_or_default().to_owned(), t.clone()))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(found)
+}
+
+#[test]
+fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
+    let http = server.ready.http;
+    let first = format!("127.0.0.1:{}", free_port());
+    let second = format!("127.0.0.1:{}", free_port());
+    let mut register = Proc::spawn(
+        "register",
+        &["--server", &server.url(), "register", "api", &first, "--tag", "prod", "--meta", "team=core", "--ttl", "60s"],
+    );
+    register.expect_line("registered", PATIENCE, |l| l.starts_with("registered "));
+
+    let config = dir.path().join("scrape.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n\
+             \x20 - job_name: consul\n    scrape_interval: 1s\n    consul_sd_configs:\n      - server: '{http}'\n\
+             \x20   relabel_configs:\n      - source_labels: [__meta_consul_service]\n        target_label: service\n\
+             \x20     - source_labels: [__meta_consul_tags]\n        target_label: tags\n\
+             \x20     - source_labels: [__meta_consul_service_metadata_team]\n        target_label: team\n"
+        ),
+    )
+    .unwrap();
+    let web: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new("vmagent")
+        .arg(format!("-promscrape.config={}", config.display()))
+        .arg(format!("-httpListenAddr={web}"))
+        .arg(format!("-remoteWrite.url=http://127.0.0.1:{}/api/v1/write", free_port()))
+        .arg(format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()))
+        .arg("-promscrape.consulSDCheckInterval=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
+    let _vmagent = Child(child);
+
+    let one = poll(PATIENCE, Duration::from_millis(250), || {
+        targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == first)
+    })
+    .expect("vmagent discovers the registered instance");
+    let labels = &one[0].1["labels"];
+    assert_eq!(labels["service"], "api", "{labels}");
+    assert_eq!(labels["tags"], ",prod,", "{labels}");
+    assert_eq!(labels["team"], "core", "{labels}");
+
+    // A second instance appears, then the first one goes: vmagent follows both changes.
+    let mut register2 =
+        Proc::spawn("register2", &["--server", &server.url(), "register", "api", &second, "--ttl", "60s"]);
+    register2.expect_line("registered", PATIENCE, |l| l.starts_with("registered "));
+    let both = poll(PATIENCE, Duration::from_millis(250), || targets(web, "consul").filter(|t| t.len() == 2));
+    assert!(both.is_some(), "vmagent sees the second instance");
+    register.sigterm();
+    register.wait_exit(PATIENCE);
+    let left = poll(PATIENCE, Duration::from_millis(250), || {
+        targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == second)
+    });
+    assert!(left.is_some(), "vmagent drops the deregistered instance");
+}
