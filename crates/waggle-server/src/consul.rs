@@ -60,6 +60,7 @@ struct Params {
     tags: Vec<String>,
     passing: bool,
     consistent: bool,
+    filter: Option<String>,
 }
 
 fn params(raw: Option<String>) -> Result<Params, ConsulError> {
@@ -82,7 +83,7 @@ fn params(raw: Option<String>) -> Result<Params, ConsulError> {
             "tag" => p.tags.push(value),
             "passing" => p.passing = value.is_empty() || value == "true" || value == "1",
             "consistent" => p.consistent = true,
-            "filter" => return Err(bad_request("filter expressions are not supported yet")),
+            "filter" => p.filter = Some(value),
             _ => {}
         }
     }
@@ -155,6 +156,9 @@ fn service_name(name: &str) -> Result<ServiceName, ConsulError> {
 
 async fn catalog_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
     let p = params(raw)?;
+    if p.filter.is_some() {
+        return Err(bad_request("filter is not supported on this endpoint"));
+    }
     let index = blocking(&state, &p).await?;
     let (_, services) = state.hub.services();
     let mut out = serde_json::Map::new();
@@ -187,35 +191,65 @@ async fn catalog_service(
 ) -> Result<Response, ConsulError> {
     let p = params(raw)?;
     let name = service_name(&name)?;
+    let filter = parse_filter(&p, &catalog_entry(&state, &name, &template()), CATALOG_MAPS)?;
     let index = blocking(&state, &p).await?;
-    let node = node_name(&state);
-    let address = node_address(&state);
     let list: Vec<Value> = instances(&state, &name, &p.tags)
         .iter()
-        .map(|i| {
-            json!({
-                "ID": "",
-                "Node": node,
-                "Address": address,
-                "Datacenter": DATACENTER,
-                "TaggedAddresses": { "lan": address },
-                "NodeMeta": {},
-                "ServiceKind": "",
-                "ServiceID": i.spec.id.to_string(),
-                "ServiceName": name.to_string(),
-                "ServiceTags": i.spec.tags,
-                "ServiceAddress": i.spec.address,
-                "ServiceTaggedAddresses": {},
-                "ServiceWeights": weights(i),
-                "ServiceMeta": meta(i),
-                "ServicePort": i.spec.port,
-                "ServiceEnableTagOverride": false,
-                "CreateIndex": i.create_revision.get(),
-                "ModifyIndex": i.modify_revision.get(),
-            })
-        })
+        .map(|i| catalog_entry(&state, &name, i))
+        .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
         .collect();
     Ok(answer(&state, index, Value::Array(list)))
+}
+
+/// Object fields of catalog entries that are maps (any key is a valid selector).
+const CATALOG_MAPS: &[&str] = &["ServiceMeta", "NodeMeta", "TaggedAddresses", "ServiceTaggedAddresses"];
+/// The same for health entries.
+const HEALTH_MAPS: &[&str] = &["Meta", "TaggedAddresses"];
+
+/// An instance with every field, to check filter selectors against when there is no entry.
+fn template() -> Instance {
+    let spec = waggle_core::InstanceSpec::new("template", "127.0.0.1", 1).unwrap_or_else(|_| unreachable!());
+    Instance {
+        spec,
+        session: waggle_core::SessionId::new(1),
+        create_revision: Revision::new(1),
+        modify_revision: Revision::new(1),
+    }
+}
+
+fn parse_filter(p: &Params, template: &Value, maps: &[&str]) -> Result<Option<crate::filter::Expr>, ConsulError> {
+    p.filter
+        .as_deref()
+        .map(|text| {
+            crate::filter::parse(text, template, maps)
+                .map_err(|e| bad_request(format!("Failed to create boolean expression evaluator: {e}")))
+        })
+        .transpose()
+}
+
+fn catalog_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
+    let node = node_name(state);
+    let address = node_address(state);
+    json!({
+        "ID": "",
+        "Node": node,
+        "Address": address,
+        "Datacenter": DATACENTER,
+        "TaggedAddresses": { "lan": address },
+        "NodeMeta": {},
+        "ServiceKind": "",
+        "ServiceID": i.spec.id.to_string(),
+        "ServiceName": name.to_string(),
+        "ServiceTags": i.spec.tags,
+        "ServiceAddress": i.spec.address,
+        "ServiceTaggedAddresses": {},
+        "ServiceWeights": weights(i),
+        "ServiceMeta": meta(i),
+        "ServicePort": i.spec.port,
+        "ServiceEnableTagOverride": false,
+        "CreateIndex": i.create_revision.get(),
+        "ModifyIndex": i.modify_revision.get(),
+    })
 }
 
 async fn health_service(
@@ -225,39 +259,43 @@ async fn health_service(
 ) -> Result<Response, ConsulError> {
     let p = params(raw)?;
     let name = service_name(&name)?;
+    let filter = parse_filter(&p, &health_entry(&state, &name, &template()), HEALTH_MAPS)?;
     let index = blocking(&state, &p).await?;
-    let node = node_name(&state);
-    let address = node_address(&state);
+    let list: Vec<Value> = instances(&state, &name, &p.tags)
+        .iter()
+        .filter(|i| !p.passing || i.spec.status == HealthStatus::Passing)
+        .map(|i| health_entry(&state, &name, i))
+        .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
+        .collect();
+    Ok(answer(&state, index, Value::Array(list)))
+}
+
+fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
+    let node = node_name(state);
+    let address = node_address(state);
     let serf = json!({
         "Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
         "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
         "ServiceTags": [], "Type": "", "CreateIndex": 1, "ModifyIndex": 1,
     });
-    let list: Vec<Value> = instances(&state, &name, &p.tags)
-        .iter()
-        .filter(|i| !p.passing || i.spec.status == HealthStatus::Passing)
-        .map(|i| {
-            let id = i.spec.id.to_string();
-            json!({
-                "Node": {
-                    "ID": "", "Node": node, "Address": address, "Datacenter": DATACENTER,
-                    "TaggedAddresses": { "lan": address }, "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1,
-                },
-                "Service": {
-                    "ID": id, "Service": name.to_string(), "Tags": i.spec.tags, "Address": i.spec.address,
-                    "Meta": meta(i), "Port": i.spec.port, "Weights": weights(i), "EnableTagOverride": false,
-                    "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-                },
-                "Checks": [serf, {
-                    "Node": node, "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
-                    "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
-                    "ServiceName": name.to_string(), "ServiceTags": i.spec.tags, "Type": "waggle",
-                    "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-                }],
-            })
-        })
-        .collect();
-    Ok(answer(&state, index, Value::Array(list)))
+    let id = i.spec.id.to_string();
+    json!({
+        "Node": {
+            "ID": "", "Node": node, "Address": address, "Datacenter": DATACENTER,
+            "TaggedAddresses": { "lan": address }, "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1,
+        },
+        "Service": {
+            "ID": id, "Service": name.to_string(), "Tags": i.spec.tags, "Address": i.spec.address,
+            "Meta": meta(i), "Port": i.spec.port, "Weights": weights(i), "EnableTagOverride": false,
+            "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+        },
+        "Checks": [serf, {
+            "Node": node, "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
+            "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
+            "ServiceName": name.to_string(), "ServiceTags": i.spec.tags, "Type": "waggle",
+            "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+        }],
+    })
 }
 
 async fn datacenters(State(state): State<AppState>) -> Response {

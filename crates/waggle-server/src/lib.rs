@@ -18,6 +18,7 @@ mod config;
 mod consensus;
 mod consul;
 mod error;
+mod filter;
 mod grpc;
 mod http;
 mod metrics;

@@ -484,6 +484,18 @@ async fn consul_catalog_and_health_reads_with_blocking_queries() {
     assert!(consul_index(&head) > index);
     assert!(body.contains("10.0.0.3"));
 
+    // Filters: on the fields each endpoint shows.
+    let (code, body) = http_get(http, "/v1/catalog/service/api?filter=ServiceTags%20contains%20v1").await;
+    assert_eq!(code, 200, "{body}");
+    let only: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    let path = "/v1/health/service/api?filter=Service.Address%20!%3D%20%2210.0.0.1%22%20and%20Checks.Status%20%3D%3D%20critical";
+    let (code, body) = http_get(http, path).await;
+    assert_eq!(code, 200, "{body}");
+    let sick: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sick.as_array().unwrap().len(), 1, "{sick}");
+    assert_eq!(sick[0]["Service"]["Address"], "10.0.0.2");
+
     // Status, datacenters and agent self.
     let (_, body) = http_get(http, "/v1/catalog/datacenters").await;
     assert_eq!(body, "[\"dc1\"]");
@@ -502,7 +514,9 @@ async fn consul_catalog_and_health_reads_with_blocking_queries() {
         ("/v1/catalog/services?dc=dc2", 500, "No path to datacenter"),
         ("/v1/health/service/api?wait=soon", 400, "invalid wait"),
         ("/v1/health/service/api?index=x", 400, "invalid index"),
-        ("/v1/health/service/api?filter=Service.Port==80", 400, "not supported"),
+        ("/v1/health/service/api?filter=Service.Nope%20%3D%3D%201", 400, "not valid"),
+        ("/v1/health/service/api?filter=Service.Port%20%3D", 400, "boolean expression"),
+        ("/v1/catalog/services?filter=ServiceName%20%3D%3D%20api", 400, "not supported on this endpoint"),
         ("/v1/catalog/service/-bad-", 400, "invalid service name"),
         ("/v1/kv/x", 404, "unsupported endpoint"),
     ] {
