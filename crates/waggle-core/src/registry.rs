@@ -87,7 +87,7 @@ impl Registry {
     }
 
     fn create_session(&mut self, id: SessionId, ttl: Ttl, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
-        if id.get() == 0 || self.sessions.contains_key(&id) {
+        if id.get() == 0 || id == SessionId::AGENT || self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionIdTaken(id));
         }
         self.revision = self.revision.next();
@@ -97,7 +97,7 @@ impl Registry {
     }
 
     fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
-        if !self.sessions.contains_key(&id) {
+        if id == SessionId::AGENT || !self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionNotFound(id));
         }
         self.revision = self.revision.next();
@@ -106,7 +106,9 @@ impl Registry {
     }
 
     fn expire_sessions(&mut self, ids: &[SessionId], effects: &mut Vec<Effect>) -> Applied {
-        let live: Vec<SessionId> = ids.iter().copied().filter(|id| self.sessions.contains_key(id)).collect();
+        // The agent session has no deadline: nothing expires it.
+        let live: Vec<SessionId> =
+            ids.iter().copied().filter(|id| *id != SessionId::AGENT && self.sessions.contains_key(id)).collect();
         if !live.is_empty() {
             self.revision = self.revision.next();
             for id in live {
@@ -136,6 +138,17 @@ impl Registry {
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
         spec.validate()?;
+        if session_id == SessionId::AGENT && !self.sessions.contains_key(&session_id) {
+            // Created with the first registration that needs it (no effect: nothing tracks
+            // its deadline, it has none).
+            let session = Session {
+                id: session_id,
+                ttl: crate::Ttl::MAX,
+                create_revision: self.revision.next(),
+                instances: Default::default(),
+            };
+            self.sessions.insert(session_id, session);
+        }
         if !self.sessions.contains_key(&session_id) {
             return Err(ApplyError::SessionNotFound(session_id));
         }

@@ -11,6 +11,11 @@ use crate::{InstanceId, Revision, ServiceName, ValidationError, validate::limits
 pub struct SessionId(u64);
 
 impl SessionId {
+    /// The agent session: it owns instances registered without a session of their own (the
+    /// Consul-compatible agent API). It is created by the first such registration, never
+    /// expires and cannot be revoked; its instances stay until deregistered.
+    pub const AGENT: SessionId = SessionId(u64::MAX);
+
     /// Wraps a raw id (as received over the wire).
     pub fn new(raw: u64) -> Self {
         SessionId(raw)
@@ -35,6 +40,8 @@ pub struct Ttl(u64);
 impl Ttl {
     /// The default TTL, 10 s.
     pub const DEFAULT: Ttl = Ttl(10_000);
+    /// The longest TTL, 24 h.
+    pub const MAX: Ttl = Ttl(limits::MAX_TTL_MS);
 
     /// Validates a TTL given in milliseconds.
     pub fn from_millis(ms: u64) -> Result<Self, ValidationError> {

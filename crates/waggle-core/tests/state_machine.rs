@@ -730,3 +730,30 @@ fn session_ids_must_be_fresh_and_non_zero() {
     assert!(outcome.effects.is_empty());
     assert_eq!(registry, before, "a refused create changes nothing");
 }
+
+#[test]
+fn the_agent_session_owns_sessionless_instances_and_never_ends() {
+    let agent = SessionId::AGENT;
+    let (registry, outcomes) = run_with_state(&[
+        // Created with the first registration that needs it.
+        Command::Register { session: agent, spec: spec("web", "a") },
+        // Nobody can take its id, revoke it or expire it.
+        Command::CreateSession { session: agent, ttl: Ttl::DEFAULT },
+        Command::RevokeSession { session: agent },
+        Command::ExpireSessions { sessions: vec![agent] },
+        Command::Register { session: agent, spec: spec("web", "b") },
+    ]);
+    assert!(outcomes[0].response.is_ok());
+    assert!(outcomes[0].effects.iter().all(|e| !matches!(e, Effect::SessionOpened { .. })), "nothing tracks it");
+    assert!(matches!(outcomes[1].response, Err(ApplyError::SessionIdTaken(_))));
+    assert!(matches!(outcomes[2].response, Err(ApplyError::SessionNotFound(_))));
+    assert!(outcomes[3].effects.is_empty(), "expiry ignores it");
+    assert!(outcomes[4].response.is_ok());
+    assert_eq!(registry.service("web").map(|s| s.len()), Some(2));
+    // Its instances leave one by one, by deregistration.
+    let (registry, _) = run_with_state(&[
+        Command::Register { session: agent, spec: spec("web", "a") },
+        Command::Deregister { service: ServiceName::new("web").unwrap(), id: InstanceId::new("a").unwrap() },
+    ]);
+    assert!(registry.service("web").is_none());
+}

@@ -37,6 +37,186 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/service/register", axum::routing::put(agent_register))
+        .route("/v1/agent/service/deregister/{id}", axum::routing::put(agent_deregister))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/service/{id}", get(agent_service))
+        // Registration bodies are small; Consul's own limit is larger, ours is documented.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The largest request body accepted (documented in docs/compatibility.md).
+pub(crate) const MAX_BODY: usize = 512 * 1024;
+
+/// Consul's `AgentServiceRegistration`, the fields Waggle maps (others are ignored, as
+/// Consul's agent ignores those it does not use). Keys match as Go's decoder matches them:
+/// case-insensitively, and Consul also takes snake_case (`tagged_addresses`).
+struct Registration {
+    id: Option<String>,
+    name: String,
+    tags: Vec<String>,
+    address: String,
+    port: u32,
+    meta: BTreeMap<String, String>,
+    weight: Option<u32>,
+    has_checks: bool,
+}
+
+fn canonical(key: &str) -> String {
+    key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
+}
+
+impl Registration {
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let Value::Object(fields) = value else { return Err("the body must be a JSON object".into()) };
+        let fields: BTreeMap<String, Value> = fields.into_iter().map(|(k, v)| (canonical(&k), v)).collect();
+        let string = |key: &str| -> Result<Option<String>, String> {
+            match fields.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(format!("{key}: expected a string, got {other}")),
+            }
+        };
+        let tags = match fields.get("tags") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|t| t.as_str().map(str::to_owned).ok_or_else(|| format!("Tags: expected strings, got {t}")))
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("Tags: expected a list, got {other}")),
+        };
+        let meta = match fields.get("meta") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    v.as_str().map(|v| (k.clone(), v.to_owned())).ok_or_else(|| format!("Meta.{k}: expected a string"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("Meta: expected an object, got {other}")),
+        };
+        let port = match fields.get("port") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| format!("Port: expected a port number, got {v}"))?,
+        };
+        let weight = match fields.get("weights") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(w)) => {
+                let w: BTreeMap<String, &Value> = w.iter().map(|(k, v)| (canonical(k), v)).collect();
+                match w.get("passing") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .and_then(|p| u32::try_from(p).ok())
+                            .ok_or_else(|| format!("Weights.Passing: expected a number, got {v}"))?,
+                    ),
+                }
+            }
+            Some(other) => return Err(format!("Weights: expected an object, got {other}")),
+        };
+        let present = |key: &str| fields.get(key).is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()));
+        Ok(Registration {
+            id: string("id")?,
+            name: string("name")?.ok_or("missing field Name")?,
+            tags,
+            address: string("address")?.unwrap_or_default(),
+            port,
+            meta,
+            weight,
+            has_checks: present("check")
+                || present("checks")
+                || ["ttl", "http", "tcp", "grpc", "script"].iter().any(|k| present(k)),
+        })
+    }
+}
+
+fn unavailable(e: crate::error::ProposeError) -> ConsulError {
+    ConsulError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `PUT /v1/agent/service/register`: the instance belongs to the agent session (it stays until
+/// deregistered); `ID` defaults to `Name`, `Address` to this node's.
+async fn agent_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
+    let reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    if reg.has_checks {
+        return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
+    }
+    let address = if reg.address.is_empty() { node_address(&state) } else { reg.address };
+    let invalid = |e: waggle_core::ValidationError| bad_request(format!("Invalid service: {e}"));
+    let mut spec = waggle_core::InstanceSpec::new(&reg.name, &address, reg.port).map_err(invalid)?;
+    if let Some(id) = reg.id.filter(|id| !id.is_empty()) {
+        spec = spec.with_id(&id).map_err(invalid)?;
+    } else {
+        spec = spec.with_id(&reg.name).map_err(invalid)?;
+    }
+    spec.tags = reg.tags;
+    spec.meta = reg.meta.into_iter().collect();
+    if let Some(w) = reg.weight {
+        spec = spec.with_weight(w);
+    }
+    spec.validate().map_err(invalid)?;
+    let command = waggle_core::Command::Register { session: waggle_core::SessionId::AGENT, spec };
+    state.consensus.propose(command).await.map_err(unavailable)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The agent's own instances (registered through this API), in id order.
+fn agent_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
+    let (_, services) = state.hub.services();
+    let mut all: Vec<_> = services
+        .iter()
+        .flat_map(|(_, instances)| instances.values().filter(|i| i.session == waggle_core::SessionId::AGENT).cloned())
+        .collect();
+    all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+    all
+}
+
+/// `PUT /v1/agent/service/deregister/:id`.
+async fn agent_deregister(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ConsulError> {
+    let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
+        return Err(ConsulError(
+            StatusCode::NOT_FOUND,
+            format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."),
+        ));
+    };
+    let command =
+        waggle_core::Command::Deregister { service: instance.spec.service.clone(), id: instance.spec.id.clone() };
+    state.consensus.propose(command).await.map_err(unavailable)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+fn agent_service_json(i: &Instance) -> Value {
+    json!({
+        "ID": i.spec.id.to_string(), "Service": i.spec.service.to_string(), "Tags": i.spec.tags,
+        "Meta": meta(i), "Port": i.spec.port, "Address": i.spec.address, "Weights": weights(i),
+        "EnableTagOverride": false, "Datacenter": DATACENTER, "ContentHash": "",
+        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+    })
+}
+
+/// `GET /v1/agent/services`: the agent's instances by id.
+async fn agent_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    if p.filter.is_some() {
+        return Err(bad_request("filter is not supported on this endpoint"));
+    }
+    let mut out = serde_json::Map::new();
+    for i in agent_instances(&state) {
+        out.insert(i.spec.id.to_string(), agent_service_json(&i));
+    }
+    Ok(answer(&state, state.hub.revision(), Value::Object(out)))
+}
+
+/// `GET /v1/agent/service/:id`.
+async fn agent_service(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ConsulError> {
+    match agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) {
+        Some(i) => Ok(answer(&state, state.hub.revision(), agent_service_json(&i))),
+        None => Err(ConsulError(StatusCode::NOT_FOUND, format!("unknown service ID: {id}"))),
+    }
 }
 
 /// A Consul-shaped error: status code and a plain-text message.

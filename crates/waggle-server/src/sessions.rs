@@ -37,6 +37,9 @@ impl SessionClock {
 
     /// Starts tracking a new session with a full TTL.
     pub(crate) fn track(&self, id: SessionId, ttl: Ttl) {
+        if id == SessionId::AGENT {
+            return; // no deadline
+        }
         self.leases().insert(id, Lease { ttl, deadline: Instant::now() + ttl.as_duration() });
     }
 
@@ -50,7 +53,11 @@ impl SessionClock {
         let now = Instant::now();
         let mut leases = self.leases();
         leases.clear();
-        leases.extend(sessions.map(|(id, ttl)| (id, Lease { ttl, deadline: now + ttl.as_duration() })));
+        leases.extend(
+            sessions
+                .filter(|(id, _)| *id != SessionId::AGENT)
+                .map(|(id, ttl)| (id, Lease { ttl, deadline: now + ttl.as_duration() })),
+        );
     }
 
     /// Gives every session a full TTL from now (after this node becomes leader).

@@ -593,3 +593,70 @@ async fn prometheus_metrics_and_http_service_discovery() {
     drop(client);
     server.shutdown().await;
 }
+
+/// A plain HTTP/1.1 request with a body: (status, body).
+async fn http_send(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A server may answer (413) before reading a large body; that is fine.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap(), body.to_owned())
+}
+
+#[tokio::test]
+async fn consul_agent_registration_and_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let http = server.http_addr();
+    // Keys match case-insensitively and in snake_case, as Consul's decoder does.
+    let body = br#"{"name":"web","ID":"web-1","port":8080,"Address":"10.0.0.1","tags":["v1"],"meta":{"team":"core"},"weights":{"passing":7}}"#;
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", body).await.0, 200);
+    // ID defaults to Name; Address to this node's.
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"db","Port":5432}"#).await.0, 200);
+    let (_, services) = http_get(http, "/v1/agent/services").await;
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    assert_eq!(services["web-1"]["Weights"]["Passing"], 7);
+    assert_eq!(services["web-1"]["Meta"]["team"], "core");
+    assert_eq!(services["db"]["Address"], http.ip().to_string());
+    let (code, one) = http_get(http, "/v1/agent/service/web-1").await;
+    assert_eq!(code, 200);
+    assert!(one.contains("\"Service\":\"web\""), "{one}");
+
+    for (body, code, text) in [
+        (&b"{not json"[..], 400, "Request decode failed"),
+        (&b"[1,2]"[..], 400, "JSON object"),
+        (&br#"{"Port":80}"#[..], 400, "missing field Name"),
+        (&br#"{"Name":"web","Port":"eighty"}"#[..], 400, "Port"),
+        (&br#"{"Name":"web","Tags":"v1"}"#[..], 400, "Tags"),
+        (&br#"{"Name":"bad name!","Port":80}"#[..], 400, "Invalid service"),
+        (&br#"{"Name":"web","Port":80,"Check":{"TTL":"10s"}}"#[..], 400, "health checks are not supported"),
+    ] {
+        let (got, answer) = http_send(http, "PUT", "/v1/agent/service/register", body).await;
+        assert_eq!(got, code, "{}: {answer}", String::from_utf8_lossy(body));
+        assert!(answer.contains(text), "{}: {answer}", String::from_utf8_lossy(body));
+    }
+    let huge = vec![b' '; 600 * 1024];
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", &huge).await.0, 413);
+    let (code, answer) = http_send(http, "PUT", "/v1/agent/service/deregister/nope", b"").await;
+    assert_eq!(code, 404, "{answer}");
+    assert_eq!(http_get(http, "/v1/agent/service/nope").await.0, 404);
+
+    // Agent instances stay until deregistered (no session to expire), and survive a restart.
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/deregister/db", b"").await.0, 200);
+    let addr = server.grpc_addr();
+    server.shutdown().await;
+    let server = start(dir.path(), |c| c.grpc_addr = addr).await;
+    let (_, services) = http_get(server.http_addr(), "/v1/agent/services").await;
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    assert_eq!(services.as_object().unwrap().keys().collect::<Vec<_>>(), ["web-1"]);
+    server.shutdown().await;
+}

@@ -100,3 +100,21 @@ fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
     });
     assert!(left.is_some(), "vmagent drops the deregistered instance");
 }
+
+#[test]
+fn py_consul_registers_reads_blocks_and_deregisters() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
+    let http = server.ready.http;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/py_consul.py");
+    let out = Command::new("python3")
+        .args([script, &http.ip().to_string(), &http.port().to_string()])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "py-consul (pip install py-consul; .ci/run does it): {stdout}\n{stderr}"
+    );
+}
