@@ -369,16 +369,30 @@ async fn catalog_service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
+    service_query(&state, &name, raw, catalog_entry, CATALOG_MAPS, false).await
+}
+
+/// A read of one service's instances as `entry` renders them: `?tag`, `?passing` (where
+/// `honour_passing`), `?filter` on the rendered fields, blocking.
+async fn service_query(
+    state: &AppState,
+    name: &str,
+    raw: Option<String>,
+    entry: fn(&AppState, &ServiceName, &Instance) -> Value,
+    maps: &[&str],
+    honour_passing: bool,
+) -> Result<Response, ConsulError> {
     let p = params(raw)?;
-    let name = service_name(&name)?;
-    let filter = parse_filter(&p, &catalog_entry(&state, &name, &template()), CATALOG_MAPS)?;
-    let index = blocking(&state, &p).await?;
-    let list: Vec<Value> = instances(&state, &name, &p.tags)
+    let name = service_name(name)?;
+    let filter = parse_filter(&p, &entry(state, &name, &template()), maps)?;
+    let index = blocking(state, &p).await?;
+    let list: Vec<Value> = instances(state, &name, &p.tags)
         .iter()
-        .map(|i| catalog_entry(&state, &name, i))
+        .filter(|i| !(honour_passing && p.passing) || i.spec.status == HealthStatus::Passing)
+        .map(|i| entry(state, &name, i))
         .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
         .collect();
-    Ok(answer(&state, index, Value::Array(list)))
+    Ok(answer(state, index, Value::Array(list)))
 }
 
 /// Object fields of catalog entries that are maps (any key is a valid selector).
@@ -437,17 +451,7 @@ async fn health_service(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
-    let name = service_name(&name)?;
-    let filter = parse_filter(&p, &health_entry(&state, &name, &template()), HEALTH_MAPS)?;
-    let index = blocking(&state, &p).await?;
-    let list: Vec<Value> = instances(&state, &name, &p.tags)
-        .iter()
-        .filter(|i| !p.passing || i.spec.status == HealthStatus::Passing)
-        .map(|i| health_entry(&state, &name, i))
-        .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
-        .collect();
-    Ok(answer(&state, index, Value::Array(list)))
+    service_query(&state, &name, raw, health_entry, HEALTH_MAPS, true).await
 }
 
 fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {

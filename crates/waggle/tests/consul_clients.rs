@@ -12,18 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{PATIENCE, Proc, Server, free_port, http_get, poll};
+use support::{KillOnDrop, PATIENCE, Proc, Server, free_port, http_get, poll};
 use tempfile::TempDir;
-
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The `instance` labels of vmagent's active targets for job `job` (None while it is not up).
 fn targets(web: std::net::SocketAddr, job: &str) -> Option<Vec<(String, Value)>> {
@@ -76,7 +66,7 @@ fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
-    let _vmagent = Child(child);
+    let _vmagent = KillOnDrop(child);
 
     let one = poll(PATIENCE, Duration::from_millis(250), || {
         targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == first)

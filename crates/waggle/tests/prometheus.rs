@@ -11,18 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{PATIENCE, Proc, Server, free_port, http_get, poll};
+use support::{KillOnDrop, PATIENCE, Proc, Server, free_port, http_get, poll};
 use tempfile::TempDir;
-
-/// Prometheus, killed when dropped.
-struct Prometheus(std::process::Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_metrics_and_discovers_instances_over_http_sd() {
@@ -57,7 +47,7 @@ fn prometheus_scrapes_metrics_and_discovers_instances_over_http_sd() {
         .stderr(Stdio::null())
         .spawn()
         .expect("Debian's prometheus is installed (apt-get install prometheus; .ci/run does it)");
-    let _prometheus = Prometheus(child);
+    let _prometheus = KillOnDrop(child);
     let web: std::net::SocketAddr = web.parse().unwrap();
 
     // The registered instance is discovered, with the service label relabelled from ours.
