@@ -41,6 +41,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/agent/service/deregister/{id}", axum::routing::put(agent_deregister))
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/agent/service/{id}", get(agent_service))
+        .route("/v1/agent/checks", get(agent_checks))
+        .route("/v1/agent/members", get(agent_members))
+        .route("/v1/agent/health/service/name/{name}", get(agent_health_by_name))
+        .route("/v1/agent/health/service/id/{id}", get(agent_health_by_id))
+        .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route("/v1/catalog/node/{node}", get(catalog_node))
+        .route("/v1/health/checks/{service}", get(health_checks))
+        .route("/v1/health/node/{node}", get(health_node))
+        .route("/v1/health/state/{state}", get(health_state))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
@@ -454,32 +463,188 @@ async fn health_service(
     service_query(&state, &name, raw, health_entry, HEALTH_MAPS, true).await
 }
 
-fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
-    let node = node_name(state);
+/// The node every instance is on: the member answering.
+fn node_json(state: &AppState) -> Value {
     let address = node_address(state);
-    let serf = json!({
-        "Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+    json!({
+        "ID": "", "Node": node_name(state), "Address": address, "Datacenter": DATACENTER,
+        "TaggedAddresses": { "lan": address }, "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1,
+    })
+}
+
+/// The node-level check: the answering member is alive.
+fn serf_check(state: &AppState) -> Value {
+    json!({
+        "Node": node_name(state), "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
         "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "", "ServiceName": "",
         "ServiceTags": [], "Type": "", "CreateIndex": 1, "ModifyIndex": 1,
-    });
-    let id = i.spec.id.to_string();
+    })
+}
+
+/// An instance's own check, whose status is the instance's.
+fn service_check(state: &AppState, i: &Instance) -> Value {
+    let (id, name) = (i.spec.id.to_string(), i.spec.service.to_string());
     json!({
-        "Node": {
-            "ID": "", "Node": node, "Address": address, "Datacenter": DATACENTER,
-            "TaggedAddresses": { "lan": address }, "Meta": {}, "CreateIndex": 1, "ModifyIndex": 1,
-        },
+        "Node": node_name(state), "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
+        "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
+        "ServiceName": name, "ServiceTags": i.spec.tags, "Type": "waggle",
+        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+    })
+}
+
+fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
+    json!({
+        "Node": node_json(state),
         "Service": {
-            "ID": id, "Service": name.to_string(), "Tags": i.spec.tags, "Address": i.spec.address,
+            "ID": i.spec.id.to_string(), "Service": name.to_string(), "Tags": i.spec.tags, "Address": i.spec.address,
             "Meta": meta(i), "Port": i.spec.port, "Weights": weights(i), "EnableTagOverride": false,
             "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
         },
-        "Checks": [serf, {
-            "Node": node, "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
-            "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
-            "ServiceName": name.to_string(), "ServiceTags": i.spec.tags, "Type": "waggle",
-            "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-        }],
+        "Checks": [serf_check(state), service_check(state, i)],
     })
+}
+
+/// Every instance, in (service, id) order.
+fn all_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
+    let (_, services) = state.hub.services();
+    services.iter().flat_map(|(_, instances)| instances.values().cloned()).collect()
+}
+
+/// `GET /v1/catalog/nodes`: the answering member.
+async fn catalog_nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let index = blocking(&state, &p).await?;
+    Ok(answer(&state, index, json!([node_json(&state)])))
+}
+
+/// `GET /v1/catalog/node/:node`: the node and its services, or `null` for another node.
+async fn catalog_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let index = blocking(&state, &p).await?;
+    if node != node_name(&state) {
+        return Ok(answer(&state, index, Value::Null));
+    }
+    let services: serde_json::Map<String, Value> =
+        all_instances(&state).iter().map(|i| (i.spec.id.to_string(), agent_service_json(i))).collect();
+    Ok(answer(&state, index, json!({ "Node": node_json(&state), "Services": services })))
+}
+
+/// `GET /v1/health/checks/:service`: its instances' checks.
+async fn health_checks(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let name = service_name(&name)?;
+    let index = blocking(&state, &p).await?;
+    let checks: Vec<Value> = instances(&state, &name, &p.tags).iter().map(|i| service_check(&state, i)).collect();
+    Ok(answer(&state, index, Value::Array(checks)))
+}
+
+/// Every check: the node's, then each instance's.
+fn all_checks(state: &AppState) -> Vec<Value> {
+    std::iter::once(serf_check(state)).chain(all_instances(state).iter().map(|i| service_check(state, i))).collect()
+}
+
+/// `GET /v1/health/node/:node`.
+async fn health_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let p = params(raw)?;
+    let index = blocking(&state, &p).await?;
+    let checks = if node == node_name(&state) { all_checks(&state) } else { Vec::new() };
+    Ok(answer(&state, index, Value::Array(checks)))
+}
+
+/// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`).
+async fn health_state(
+    State(state): State<AppState>,
+    Path(wanted): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
+        return Err(bad_request(format!("Invalid check state {wanted:?}: any, passing, warning or critical")));
+    }
+    let p = params(raw)?;
+    let index = blocking(&state, &p).await?;
+    let checks: Vec<Value> =
+        all_checks(&state).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
+    Ok(answer(&state, index, Value::Array(checks)))
+}
+
+/// `GET /v1/agent/checks`: the checks of the agent's instances, by check id.
+async fn agent_checks(State(state): State<AppState>) -> Response {
+    let checks: serde_json::Map<String, Value> =
+        agent_instances(&state).iter().map(|i| (format!("service:{}", i.spec.id), service_check(&state, i))).collect();
+    answer(&state, state.hub.revision(), Value::Object(checks))
+}
+
+/// `GET /v1/agent/members`: the cluster's members, as Consul lists its servers.
+async fn agent_members(State(state): State<AppState>) -> Response {
+    let (_, _, members) = state.consensus.members();
+    let list: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let (addr, port) = m.peer_address.rsplit_once(':').unwrap_or((m.peer_address.as_str(), "0"));
+            json!({
+                "Name": format!("waggle-{}", m.id), "Addr": addr.trim_matches(|c| c == '[' || c == ']'),
+                "Port": port.parse::<u16>().unwrap_or(0), "Status": 1,
+                "Tags": { "role": "consul", "dc": DATACENTER, "id": m.id.to_string(), "raft_role": m.role },
+            })
+        })
+        .collect();
+    answer(&state, state.hub.revision(), Value::Array(list))
+}
+
+/// The aggregated status of instances (the worst), and its HTTP code as Consul's agent health
+/// endpoints answer: 200 passing, 429 warning, 503 critical.
+fn aggregate(statuses: impl Iterator<Item = HealthStatus>) -> (&'static str, StatusCode) {
+    let worst = statuses.max_by_key(|s| match s {
+        HealthStatus::Passing => 0,
+        HealthStatus::Warning => 1,
+        _ => 2,
+    });
+    match worst {
+        None | Some(HealthStatus::Passing) => ("passing", StatusCode::OK),
+        Some(HealthStatus::Warning) => ("warning", StatusCode::TOO_MANY_REQUESTS),
+        Some(_) => ("critical", StatusCode::SERVICE_UNAVAILABLE),
+    }
+}
+
+fn agent_health_json(state: &AppState, i: &Instance) -> Value {
+    let (status, _) = aggregate(std::iter::once(i.spec.status));
+    json!({ "AggregatedStatus": status, "Service": agent_service_json(i), "Checks": [service_check(state, i)] })
+}
+
+/// `GET /v1/agent/health/service/name/:name`.
+async fn agent_health_by_name(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ConsulError> {
+    let name = service_name(&name)?;
+    let mine: Vec<_> = agent_instances(&state).into_iter().filter(|i| i.spec.service == name).collect();
+    if mine.is_empty() {
+        return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceName {name} Not Found")));
+    }
+    let (_, code) = aggregate(mine.iter().map(|i| i.spec.status));
+    let body: Vec<Value> = mine.iter().map(|i| agent_health_json(&state, i)).collect();
+    Ok((code, [(header::CONTENT_TYPE, "application/json")], Value::Array(body).to_string()).into_response())
+}
+
+/// `GET /v1/agent/health/service/id/:id`.
+async fn agent_health_by_id(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ConsulError> {
+    let Some(i) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
+        return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceId {id} Not Found")));
+    };
+    let (_, code) = aggregate(std::iter::once(i.spec.status));
+    Ok((code, [(header::CONTENT_TYPE, "application/json")], agent_health_json(&state, &i).to_string()).into_response())
 }
 
 async fn datacenters(State(state): State<AppState>) -> Response {

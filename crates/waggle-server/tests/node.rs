@@ -660,3 +660,52 @@ async fn consul_agent_registration_and_its_errors() {
     assert_eq!(services.as_object().unwrap().keys().collect::<Vec<_>>(), ["web-1"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn consul_nodes_checks_states_members_and_agent_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let http = server.http_addr();
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}")) };
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"web","ID":"w1","Port":80}"#).await.0, 200);
+    let mut client = rpc(&server).await;
+    let s = session(&mut client, 60_000).await;
+    let mut warn = instance("web", "10.0.0.2", 80);
+    warn.status = v1::HealthStatus::Warning as i32;
+    register(&mut client, s, warn).await;
+
+    let (_, nodes) = http_get(http, "/v1/catalog/nodes").await;
+    let nodes = json(&nodes);
+    let node = nodes[0]["Node"].as_str().unwrap().to_owned();
+    assert!(node.starts_with("waggle-"));
+    let (_, one) = http_get(http, &format!("/v1/catalog/node/{node}")).await;
+    let one = json(&one);
+    assert_eq!(one["Services"].as_object().unwrap().len(), 2, "{one}");
+    assert_eq!(http_get(http, "/v1/catalog/node/elsewhere").await.1, "null");
+
+    let (_, checks) = http_get(http, "/v1/health/checks/web").await;
+    assert_eq!(json(&checks).as_array().unwrap().len(), 2);
+    let (_, node_checks) = http_get(http, &format!("/v1/health/node/{node}")).await;
+    let node_checks = json(&node_checks);
+    assert_eq!(node_checks[0]["CheckID"], "serfHealth");
+    assert_eq!(node_checks.as_array().unwrap().len(), 3);
+    let (_, warning) = http_get(http, "/v1/health/state/warning").await;
+    assert_eq!(json(&warning).as_array().unwrap().len(), 1);
+    let (_, any) = http_get(http, "/v1/health/state/any").await;
+    assert_eq!(json(&any).as_array().unwrap().len(), 3);
+    assert_eq!(http_get(http, "/v1/health/state/sideways").await.0, 400);
+
+    let (_, agent_checks) = http_get(http, "/v1/agent/checks").await;
+    assert!(json(&agent_checks)["service:w1"]["Status"] == "passing", "{agent_checks}");
+    let (_, members) = http_get(http, "/v1/agent/members").await;
+    assert_eq!(json(&members)[0]["Tags"]["dc"], "dc1");
+    // Agent health answers with Consul's status codes: 200 passing, 404 unknown.
+    let (code, health) = http_get(http, "/v1/agent/health/service/id/w1").await;
+    assert_eq!(code, 200);
+    assert_eq!(json(&health)["AggregatedStatus"], "passing");
+    assert_eq!(http_get(http, "/v1/agent/health/service/name/web").await.0, 200);
+    assert_eq!(http_get(http, "/v1/agent/health/service/id/nope").await.0, 404);
+    assert_eq!(http_get(http, "/v1/agent/health/service/name/nope").await.0, 404);
+    drop(client);
+    server.shutdown().await;
+}
