@@ -313,14 +313,14 @@ fn answer(state: &AppState, index: Revision, body: Value) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("X-Consul-Index", HeaderValue::from(index.get().max(1)));
-    let known = state.consensus.status().leader.is_some();
+    let known = state.consensus.leader_known();
     headers.insert("X-Consul-KnownLeader", HeaderValue::from_static(if known { "true" } else { "false" }));
     headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
     (headers, body.to_string()).into_response()
 }
 
 fn node_name(state: &AppState) -> String {
-    format!("waggle-{}", state.consensus.status().node_id)
+    format!("waggle-{}", state.consensus.node_id())
 }
 
 fn node_address(state: &AppState) -> String {

@@ -449,6 +449,16 @@ impl Consensus {
         }
     }
 
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Whether this node knows a leader (cheap: no copy of the metrics).
+    pub(crate) fn leader_known(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
+    }
+
     /// Whether this node runs in a cluster (and so can forward to a leader).
     pub(crate) fn clustered(&self) -> bool {
         self.forwarder.is_some()
