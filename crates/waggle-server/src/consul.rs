@@ -310,13 +310,18 @@ fn rand_below(n: u64) -> u64 {
 
 /// JSON with Consul's headers.
 fn answer(state: &AppState, index: Revision, body: Value) -> Response {
+    answer_text(state, index, body.to_string())
+}
+
+/// Rendered JSON with Consul's headers.
+fn answer_text(state: &AppState, index: Revision, body: String) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("X-Consul-Index", HeaderValue::from(index.get().max(1)));
     let known = state.consensus.leader_known();
     headers.insert("X-Consul-KnownLeader", HeaderValue::from_static(if known { "true" } else { "false" }));
     headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
-    (headers, body.to_string()).into_response()
+    (headers, body).into_response()
 }
 
 fn node_name(state: &AppState) -> String {
@@ -395,13 +400,32 @@ async fn service_query(
     let name = service_name(name)?;
     let filter = parse_filter(&p, &entry(state, &name, &template()), maps)?;
     let index = blocking(state, &p).await?;
-    let list: Vec<Value> = instances(state, &name, &p.tags)
-        .iter()
-        .filter(|i| !(honour_passing && p.passing) || i.spec.status == HealthStatus::Passing)
-        .map(|i| entry(state, &name, i))
-        .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
-        .collect();
-    Ok(answer(state, index, Value::Array(list)))
+    let passing_only = honour_passing && p.passing;
+    let (_, instances, reads) = state.hub.service(&name);
+    let render = || {
+        let list: Vec<Value> = instances
+            .values()
+            .filter(|i| matches_tags(i, &p.tags))
+            .filter(|i| !passing_only || i.spec.status == HealthStatus::Passing)
+            .map(|i| entry(state, &name, i))
+            .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
+            .collect();
+        Value::Array(list).to_string()
+    };
+    // The plain reads (no tag, no filter) are rendered once per version of the service.
+    let body = if p.tags.is_empty() && filter.is_none() {
+        let kind = if !honour_passing {
+            0
+        } else if passing_only {
+            1
+        } else {
+            2
+        };
+        reads.consul[kind].get_or_init(render).clone()
+    } else {
+        render()
+    };
+    Ok(answer_text(state, index, body))
 }
 
 /// Object fields of catalog entries that are maps (any key is a valid selector).

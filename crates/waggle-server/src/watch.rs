@@ -122,6 +122,9 @@ pub(crate) struct ReadCache {
     pub(crate) passing: std::sync::OnceLock<waggle_proto::EncodedInstances>,
     /// Every instance.
     pub(crate) all: std::sync::OnceLock<waggle_proto::EncodedInstances>,
+    /// Consul-compatible JSON answers without tag or filter, by kind (see `consul.rs`), built
+    /// once per version of the service.
+    pub(crate) consul: [std::sync::OnceLock<String>; 3],
 }
 
 struct HubState {

@@ -667,7 +667,10 @@ async fn consul_nodes_checks_states_members_and_agent_health() {
     let server = start(dir.path(), |_| {}).await;
     let http = server.http_addr();
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}")) };
-    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"web","ID":"w1","Port":80}"#).await.0, 200);
+    assert_eq!(
+        http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"web","ID":"w1","Port":80}"#).await.0,
+        200
+    );
     let mut client = rpc(&server).await;
     let s = session(&mut client, 60_000).await;
     let mut warn = instance("web", "10.0.0.2", 80);
