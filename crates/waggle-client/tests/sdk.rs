@@ -19,9 +19,19 @@ async fn start_server(dir: &Path, grpc: SocketAddr) -> Server {
     Server::start(config).await.expect("server starts")
 }
 
+/// A free address for a peer listener bound later.
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    // Below the kernel's ephemeral range (32768 and up): no outgoing connection can take the
+    // port between this check and the server's bind. A counter keeps this process's parallel
+    // tests apart; the process id spreads consecutive test binaries.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 40) * 300;
+    loop {
+        let port = (base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 300) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("local addr");
+        }
+    }
 }
 
 fn fast_config(ttl_ms: u64) -> ClientConfig {

@@ -15,8 +15,19 @@ use waggle_server::{Server, ServerConfig};
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A free address for a peer listener bound later.
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    // Below the kernel's ephemeral range (32768 and up): no outgoing connection can take the
+    // port between this check and the server's bind. A counter keeps this process's parallel
+    // tests apart; the process id spreads consecutive test binaries.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 40) * 300;
+    loop {
+        let port = (base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 300) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("local addr");
+        }
+    }
 }
 
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {

@@ -288,10 +288,19 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a process started later.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    // Below the kernel's ephemeral range (32768 and up): no outgoing connection can take the
+    // port between this check and the server's bind. A counter keeps this process's parallel
+    // tests apart; the process id spreads consecutive test binaries.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 40) * 300;
+    loop {
+        let port = (base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 300) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("local addr").port();
+        }
+    }
 }
 
 /// The result of a one-shot command.
