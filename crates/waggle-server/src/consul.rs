@@ -46,6 +46,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/agent/health/service/name/{name}", get(agent_health_by_name))
         .route("/v1/agent/health/service/id/{id}", get(agent_health_by_id))
         .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route("/v1/catalog/register", axum::routing::put(catalog_register))
+        .route("/v1/catalog/deregister", axum::routing::put(catalog_deregister))
         .route("/v1/catalog/node/{node}", get(catalog_node))
         .route("/v1/health/checks/{service}", get(health_checks))
         .route("/v1/health/node/{node}", get(health_node))
@@ -78,6 +80,12 @@ fn canonical(key: &str) -> String {
 impl Registration {
     fn parse(body: &[u8]) -> Result<Self, String> {
         let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Self::from_value(value)
+    }
+
+    /// From a registration object (the agent's body, or a catalog registration's `Service`,
+    /// whose name is under `Service` rather than `Name`).
+    fn from_value(value: Value) -> Result<Self, String> {
         let Value::Object(fields) = value else { return Err("the body must be a JSON object".into()) };
         let fields: BTreeMap<String, Value> = fields.into_iter().map(|(k, v)| (canonical(&k), v)).collect();
         let string = |key: &str| -> Result<Option<String>, String> {
@@ -130,7 +138,7 @@ impl Registration {
         let present = |key: &str| fields.get(key).is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()));
         Ok(Registration {
             id: string("id")?,
-            name: string("name")?.ok_or("missing field Name")?,
+            name: string("name")?.or(string("service")?).ok_or("missing field Name")?,
             tags,
             address: string("address")?.unwrap_or_default(),
             port,
@@ -151,10 +159,63 @@ fn unavailable(e: crate::error::ProposeError) -> ConsulError {
 /// deregistered); `ID` defaults to `Name`, `Address` to this node's.
 async fn agent_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
     let reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    register_agent_instance(&state, reg).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Fields of a catalog registration, keys matched like the agent's.
+fn catalog_fields(body: &[u8]) -> Result<BTreeMap<String, Value>, ConsulError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(bad_request("Request decode failed: the body must be a JSON object"));
+    };
+    Ok(fields.into_iter().map(|(k, v)| (canonical(&k), v)).collect())
+}
+
+/// `PUT /v1/catalog/register`: its `Service` is registered like an agent service (the node
+/// fields are not modelled: every instance is on the answering member). Answers `true`.
+async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
+    let fields = catalog_fields(&body)?;
+    if fields.get("check").is_some_and(|c| !c.is_null()) || fields.get("checks").is_some_and(|c| !c.is_null()) {
+        return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
+    }
+    match fields.get("service") {
+        None | Some(Value::Null) => {}
+        Some(service) => {
+            let mut reg = Registration::from_value(service.clone())
+                .map_err(|e| bad_request(format!("Request decode failed: Service: {e}")))?;
+            if reg.address.is_empty()
+                && let Some(Value::String(address)) = fields.get("address")
+            {
+                reg.address = address.clone();
+            }
+            register_agent_instance(&state, reg).await?;
+        }
+    }
+    Ok(answer(&state, state.hub.revision(), Value::Bool(true)))
+}
+
+/// `PUT /v1/catalog/deregister`: with `ServiceID`, that instance (answers `true` whether or not
+/// it existed, as Consul does); a whole node is not modelled.
+async fn catalog_deregister(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
+    let fields = catalog_fields(&body)?;
+    let Some(Value::String(id)) = fields.get("serviceid") else {
+        return Err(bad_request("deregistering a whole node is not supported: give ServiceID"));
+    };
+    if let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) {
+        let command =
+            waggle_core::Command::Deregister { service: instance.spec.service.clone(), id: instance.spec.id.clone() };
+        state.consensus.propose(command).await.map_err(unavailable)?;
+    }
+    Ok(answer(&state, state.hub.revision(), Value::Bool(true)))
+}
+
+/// Registers `reg` under the agent session.
+async fn register_agent_instance(state: &AppState, reg: Registration) -> Result<(), ConsulError> {
     if reg.has_checks {
         return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
     }
-    let address = if reg.address.is_empty() { node_address(&state) } else { reg.address };
+    let address = if reg.address.is_empty() { node_address(state) } else { reg.address };
     let invalid = |e: waggle_core::ValidationError| bad_request(format!("Invalid service: {e}"));
     let mut spec = waggle_core::InstanceSpec::new(&reg.name, &address, reg.port).map_err(invalid)?;
     if let Some(id) = reg.id.filter(|id| !id.is_empty()) {
@@ -170,7 +231,7 @@ async fn agent_register(State(state): State<AppState>, body: axum::body::Bytes) 
     spec.validate().map_err(invalid)?;
     let command = waggle_core::Command::Register { session: waggle_core::SessionId::AGENT, spec };
     state.consensus.propose(command).await.map_err(unavailable)?;
-    Ok(StatusCode::OK.into_response())
+    Ok(())
 }
 
 /// The agent's own instances (registered through this API), in id order.
