@@ -657,10 +657,12 @@ async fn consul_agent_registration_and_its_errors() {
     let (_, cache) = http_get(http, "/v1/catalog/service/cache").await;
     let cache: serde_json::Value = serde_json::from_str(&cache).unwrap();
     assert_eq!(cache[0]["ServiceAddress"], "10.9.0.1", "the node's address stands in for the service's");
-    let with_check = br#"{"Node":"n","Address":"10.9.0.1","Service":{"Service":"x","Port":1},"Check":{"Status":"passing"}}"#;
+    let with_check =
+        br#"{"Node":"n","Address":"10.9.0.1","Service":{"Service":"x","Port":1},"Check":{"Status":"passing"}}"#;
     assert_eq!(http_send(http, "PUT", "/v1/catalog/register", with_check).await.0, 400);
     assert_eq!(http_send(http, "PUT", "/v1/catalog/deregister", br#"{"Node":"ext-1"}"#).await.0, 400);
-    let (code, answer) = http_send(http, "PUT", "/v1/catalog/deregister", br#"{"Node":"ext-1","ServiceID":"cache-1"}"#).await;
+    let (code, answer) =
+        http_send(http, "PUT", "/v1/catalog/deregister", br#"{"Node":"ext-1","ServiceID":"cache-1"}"#).await;
     assert_eq!((code, answer.as_str()), (200, "true"));
     assert_eq!(http_get(http, "/v1/catalog/service/cache").await.1, "[]");
 
