@@ -215,7 +215,13 @@ async fn register_agent_instance(state: &AppState, reg: Registration) -> Result<
     if reg.has_checks {
         return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
     }
-    let address = if reg.address.is_empty() { node_address(state) } else { reg.address };
+    let address = if !reg.address.is_empty() {
+        reg.address
+    } else if state.http_addr.ip().is_unspecified() {
+        return Err(bad_request("Address is required: this server listens on every interface"));
+    } else {
+        node_address(state)
+    };
     let invalid = |e: waggle_core::ValidationError| bad_request(format!("Invalid service: {e}"));
     let mut spec = waggle_core::InstanceSpec::new(&reg.name, &address, reg.port).map_err(invalid)?;
     if let Some(id) = reg.id.filter(|id| !id.is_empty()) {
@@ -229,6 +235,11 @@ async fn register_agent_instance(state: &AppState, reg: Registration) -> Result<
         spec = spec.with_weight(w);
     }
     spec.validate().map_err(invalid)?;
+    // A service id is unique per agent: the same id under another name replaces the old one.
+    for old in agent_instances(state).into_iter().filter(|i| i.spec.id == spec.id && i.spec.service != spec.service) {
+        let command = waggle_core::Command::Deregister { service: old.spec.service.clone(), id: old.spec.id.clone() };
+        state.consensus.propose(command).await.map_err(unavailable)?;
+    }
     let command = waggle_core::Command::Register { session: waggle_core::SessionId::AGENT, spec };
     state.consensus.propose(command).await.map_err(unavailable)?;
     Ok(())
@@ -270,10 +281,7 @@ fn agent_service_json(i: &Instance) -> Value {
 
 /// `GET /v1/agent/services`: the agent's instances by id.
 async fn agent_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
-    if p.filter.is_some() {
-        return Err(bad_request("filter is not supported on this endpoint"));
-    }
+    unfiltered(params(raw)?)?;
     let mut out = serde_json::Map::new();
     for i in agent_instances(&state) {
         out.insert(i.spec.id.to_string(), agent_service_json(&i));
@@ -340,6 +348,14 @@ fn params(raw: Option<String>) -> Result<Params, ConsulError> {
     Ok(p)
 }
 
+/// Refuses `?filter=` where the endpoint does not apply it (rather than ignore it).
+fn unfiltered(p: Params) -> Result<Params, ConsulError> {
+    match p.filter {
+        Some(_) => Err(bad_request("filter is not supported on this endpoint")),
+        None => Ok(p),
+    }
+}
+
 /// Runs a blocking query: if `?index` is at or past the current revision, waits until the
 /// registry changes or the wait (plus up to 1/16 jitter) ends. Then reads.
 async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError> {
@@ -351,8 +367,10 @@ async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError>
             .map_err(|e| ConsulError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let current = state.hub.revision();
+    // An index past ours (a restored registry, another cluster's index) is answered at once, so
+    // the client resets to ours rather than block on a number it will not see soon.
     if let Some(index) = p.index
-        && index >= current.get()
+        && index == current.get()
     {
         let wait = p.wait.unwrap_or(DEFAULT_WAIT);
         let jitter = wait / 16;
@@ -410,10 +428,7 @@ fn service_name(name: &str) -> Result<ServiceName, ConsulError> {
 }
 
 async fn catalog_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
-    if p.filter.is_some() {
-        return Err(bad_request("filter is not supported on this endpoint"));
-    }
+    let p = unfiltered(params(raw)?)?;
     let index = blocking(&state, &p).await?;
     let (_, services) = state.hub.services();
     let mut out = serde_json::Map::new();
@@ -597,7 +612,7 @@ fn all_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
 
 /// `GET /v1/catalog/nodes`: the answering member.
 async fn catalog_nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
+    let p = unfiltered(params(raw)?)?;
     let index = blocking(&state, &p).await?;
     Ok(answer(&state, index, json!([node_json(&state)])))
 }
@@ -608,7 +623,7 @@ async fn catalog_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
+    let p = unfiltered(params(raw)?)?;
     let index = blocking(&state, &p).await?;
     if node != node_name(&state) {
         return Ok(answer(&state, index, Value::Null));
@@ -624,7 +639,7 @@ async fn health_checks(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
+    let p = unfiltered(params(raw)?)?;
     let name = service_name(&name)?;
     let index = blocking(&state, &p).await?;
     let checks: Vec<Value> = instances(&state, &name, &p.tags).iter().map(|i| service_check(&state, i)).collect();
@@ -642,7 +657,7 @@ async fn health_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = params(raw)?;
+    let p = unfiltered(params(raw)?)?;
     let index = blocking(&state, &p).await?;
     let checks = if node == node_name(&state) { all_checks(&state) } else { Vec::new() };
     Ok(answer(&state, index, Value::Array(checks)))
@@ -657,7 +672,7 @@ async fn health_state(
     if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
         return Err(bad_request(format!("Invalid check state {wanted:?}: any, passing, warning or critical")));
     }
-    let p = params(raw)?;
+    let p = unfiltered(params(raw)?)?;
     let index = blocking(&state, &p).await?;
     let checks: Vec<Value> =
         all_checks(&state).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
@@ -665,10 +680,11 @@ async fn health_state(
 }
 
 /// `GET /v1/agent/checks`: the checks of the agent's instances, by check id.
-async fn agent_checks(State(state): State<AppState>) -> Response {
+async fn agent_checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
+    unfiltered(params(raw)?)?;
     let checks: serde_json::Map<String, Value> =
         agent_instances(&state).iter().map(|i| (format!("service:{}", i.spec.id), service_check(&state, i))).collect();
-    answer(&state, state.hub.revision(), Value::Object(checks))
+    Ok(answer(&state, state.hub.revision(), Value::Object(checks)))
 }
 
 /// `GET /v1/agent/members`: the cluster's members, as Consul lists its servers.

@@ -113,7 +113,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Nesting so far (parentheses and `not`): bounded, so no input can exhaust the stack.
+    depth: usize,
+    /// Regular expressions so far: bounded, so no input compiles megabytes of them.
+    regexes: usize,
 }
+
+/// Deepest nesting of parentheses and `not` accepted.
+const MAX_DEPTH: usize = 32;
+/// Most `matches` clauses in one filter.
+const MAX_REGEXES: usize = 8;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -158,19 +167,38 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Expr, String> {
-        if self.word_is("not") {
-            self.at += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        let nested = self.word_is("not") || self.peek() == Some(&Token::Symbol("("));
+        if nested {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(format!("the expression nests deeper than {MAX_DEPTH}"));
+            }
         }
-        if self.peek() == Some(&Token::Symbol("(")) {
+        let expr = if self.word_is("not") {
+            self.at += 1;
+            Expr::Not(Box::new(self.not()?))
+        } else if self.peek() == Some(&Token::Symbol("(")) {
             self.at += 1;
             let inner = self.or()?;
             if self.next() != Some(Token::Symbol(")")) {
                 return Err("expected )".into());
             }
-            return Ok(inner);
+            inner
+        } else {
+            self.matcher()?
+        };
+        if nested {
+            self.depth -= 1;
         }
-        self.matcher()
+        Ok(expr)
+    }
+
+    fn regex(&mut self, pattern: &str) -> Result<regex::Regex, String> {
+        self.regexes += 1;
+        if self.regexes > MAX_REGEXES {
+            return Err(format!("at most {MAX_REGEXES} matches clauses"));
+        }
+        regex(pattern)
     }
 
     fn value(&mut self) -> Result<String, String> {
@@ -238,10 +266,16 @@ impl Parser {
                 Op::Empty(negated)
             }
             Some(Token::Word(w)) if w == "contains" => Op::Contains(self.value()?, false),
-            Some(Token::Word(w)) if w == "matches" => Op::Matches(regex(&self.value()?)?, false),
+            Some(Token::Word(w)) if w == "matches" => {
+                let pattern = self.value()?;
+                Op::Matches(self.regex(&pattern)?, false)
+            }
             Some(Token::Word(w)) if w == "not" => match self.next() {
                 Some(Token::Word(w)) if w == "contains" => Op::Contains(self.value()?, true),
-                Some(Token::Word(w)) if w == "matches" => Op::Matches(regex(&self.value()?)?, true),
+                Some(Token::Word(w)) if w == "matches" => {
+                    let pattern = self.value()?;
+                    Op::Matches(self.regex(&pattern)?, true)
+                }
                 other => return Err(format!("expected contains or matches after not, found {other:?}")),
             },
             other => return Err(format!("expected an operator after the selector, found {other:?}")),
@@ -263,7 +297,7 @@ pub(crate) fn parse(text: &str, template: &Value, maps: &[&str]) -> Result<Expr,
     if text.len() > 4096 {
         return Err("filter expression too long (at most 4096 bytes)".into());
     }
-    let mut parser = Parser { tokens: tokenize(text)?, at: 0 };
+    let mut parser = Parser { tokens: tokenize(text)?, at: 0, depth: 0, regexes: 0 };
     let expr = parser.or()?;
     if parser.at < parser.tokens.len() {
         return Err(format!("unexpected {:?} after the expression", parser.tokens[parser.at]));
@@ -430,5 +464,10 @@ mod tests {
             assert!(error.contains(why), "{filter}: {error}");
         }
         assert!(parse(&"a".repeat(5000), &e, &[]).unwrap_err().contains("too long"));
+        // Nesting and regexes are bounded: no input exhausts the stack or the memory.
+        assert!(parse(&"(".repeat(4000), &e, &[]).unwrap_err().contains("nests deeper"));
+        assert!(parse(&"not ".repeat(1000), &e, &[]).unwrap_err().contains("nests deeper"));
+        let many = vec!["ServiceName matches x"; 9].join(" or ");
+        assert!(parse(&many, &e, &[]).unwrap_err().contains("matches clauses"));
     }
 }

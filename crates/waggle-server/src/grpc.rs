@@ -65,6 +65,10 @@ fn session_id(raw: u64) -> Result<SessionId, Status> {
     if raw == 0 {
         return Err(Status::invalid_argument("invalid session_id: required (create a session first)"));
     }
+    if raw == SessionId::AGENT.get() {
+        // Reserved for the Consul-compatible agent API: its instances never expire.
+        return Err(Status::invalid_argument("invalid session_id: reserved for the agent API"));
+    }
     Ok(SessionId::new(raw))
 }
 

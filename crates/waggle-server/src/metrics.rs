@@ -35,13 +35,23 @@ impl RequestCounts {
 
 /// The last segment of a gRPC path (`/waggle.v1.Registry/Register` → `Register`); anything
 /// else is `other`, so the label set stays bounded whatever clients send.
-fn method_of(path: &str) -> &str {
-    match path.strip_prefix("/waggle.v1.Registry/") {
-        Some(method) if !method.is_empty() && method.len() <= 32 && method.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            method
-        }
-        _ => "other",
-    }
+fn method_of(path: &str) -> &'static str {
+    const METHODS: &[&str] = &[
+        "CreateSession",
+        "KeepAlive",
+        "RevokeSession",
+        "Register",
+        "Deregister",
+        "ListServices",
+        "GetService",
+        "Watch",
+        "ListMembers",
+        "AddMember",
+        "RemoveMember",
+        "SaveSnapshot",
+    ];
+    let method = path.strip_prefix("/waggle.v1.Registry/").unwrap_or("");
+    METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
 }
 
 /// A tower layer counting gRPC requests into [`RequestCounts`].
@@ -225,6 +235,7 @@ mod tests {
         assert_eq!(method_of("/waggle.v1.Registry/"), "other");
         assert_eq!(method_of("/evil/../x"), "other");
         assert_eq!(method_of("/waggle.v1.Registry/a\"b"), "other");
+        assert_eq!(method_of("/waggle.v1.Registry/Nope"), "other", "only the service's methods get a label");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

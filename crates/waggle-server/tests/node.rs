@@ -650,6 +650,21 @@ async fn consul_agent_registration_and_its_errors() {
     assert_eq!(code, 404, "{answer}");
     assert_eq!(http_get(http, "/v1/agent/service/nope").await.0, 404);
 
+    // An id is unique per agent: the same id under another name replaces the old instance.
+    assert_eq!(
+        http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"db2","ID":"db","Port":5432}"#).await.0,
+        200
+    );
+    assert_eq!(http_get(http, "/v1/catalog/service/db").await.1, "[]");
+    assert_eq!(http_send(http, "PUT", "/v1/agent/service/register", br#"{"Name":"db","Port":5432}"#).await.0, 200);
+    // The agent session is not for gRPC clients.
+    let mut client = rpc(&server).await;
+    let taken = client
+        .register(v1::RegisterRequest { session_id: u64::MAX, instance: Some(instance("x", "10.0.0.9", 1)) })
+        .await;
+    assert_eq!(taken.unwrap_err().code(), Code::InvalidArgument);
+    drop(client);
+
     // The catalog endpoints register and deregister the same way.
     let body = br#"{"Node":"ext-1","Address":"10.9.0.1","Service":{"Service":"cache","ID":"cache-1","Port":6379}}"#;
     let (code, answer) = http_send(http, "PUT", "/v1/catalog/register", body).await;
@@ -713,6 +728,15 @@ async fn consul_nodes_checks_states_members_and_agent_health() {
     let (_, any) = http_get(http, "/v1/health/state/any").await;
     assert_eq!(json(&any).as_array().unwrap().len(), 3);
     assert_eq!(http_get(http, "/v1/health/state/sideways").await.0, 400);
+    // Endpoints that do not filter refuse a filter rather than ignore it.
+    for path in ["/v1/health/state/any?filter=Status%20%3D%3D%20passing", "/v1/agent/checks?filter=x%20%3D%3D%201"] {
+        assert_eq!(http_get(http, path).await.0, 400, "{path}");
+    }
+    // An index past the registry's (a restored registry) answers at once, with the current one.
+    let ahead = format!("/v1/health/service/web?index={}&wait=60s", server.revision().get() + 1000);
+    let (code, head, _) = timeout(WAIT, http_get_with_head(http, &ahead)).await.expect("answered at once");
+    assert_eq!(code, 200);
+    assert_eq!(consul_index(&head), server.revision().get());
 
     let (_, agent_checks) = http_get(http, "/v1/agent/checks").await;
     assert!(json(&agent_checks)["service:w1"]["Status"] == "passing", "{agent_checks}");
