@@ -467,7 +467,7 @@ mod tests {
         // Nesting and regexes are bounded: no input exhausts the stack or the memory.
         assert!(parse(&"(".repeat(4000), &e, &[]).unwrap_err().contains("nests deeper"));
         assert!(parse(&"not ".repeat(1000), &e, &[]).unwrap_err().contains("nests deeper"));
-        let many = vec!["ServiceName matches x"; 9].join(" or ");
+        let many = ["ServiceName matches x"; 9].join(" or ");
         assert!(parse(&many, &e, &[]).unwrap_err().contains("matches clauses"));
     }
 }
