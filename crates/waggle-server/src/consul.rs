@@ -333,10 +333,12 @@ fn params(raw: Option<String>) -> Result<Params, ConsulError> {
             "index" => {
                 p.index = Some(value.parse().map_err(|_| bad_request(format!("invalid index {value:?}")))?);
             }
+            // An empty wait is no wait parameter, as in Consul.
+            "wait" if value.is_empty() => {}
             "wait" => {
-                let wait = humantime::parse_duration(&value)
-                    .map_err(|e| bad_request(format!("invalid wait {value:?}: {e}")))?;
-                p.wait = Some(wait.min(MAX_WAIT));
+                let wait = go_duration(&value).ok_or_else(|| bad_request(format!("invalid wait {value:?}")))?;
+                // 0 means the default, as in Consul.
+                p.wait = (!wait.is_zero()).then_some(wait.min(MAX_WAIT));
             }
             "tag" => p.tags.push(value),
             "passing" => p.passing = value.is_empty() || value == "true" || value == "1",
@@ -346,6 +348,36 @@ fn params(raw: Option<String>) -> Result<Params, ConsulError> {
         }
     }
     Ok(p)
+}
+
+/// Parses a Go duration (`300ms`, `1.5s`, `2h45m`), as Consul's `?wait=` takes them.
+fn go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    (total.is_finite() && total < 1e9).then(|| Duration::from_secs_f64(total))
 }
 
 /// Refuses `?filter=` where the endpoint does not apply it (rather than ignore it).
@@ -781,6 +813,22 @@ async fn agent_self(State(state): State<AppState>) -> Response {
         "Meta": {},
     });
     answer(&state, state.hub.revision(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_as_go_durations() {
+        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(go_duration("2h45m"), Some(Duration::from_secs(9900)));
+        assert_eq!(go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "soon", "5", "1.2.3s", "5x", "1e3s"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
+    }
 }
 
 /// The path and status code of an unknown endpoint, Consul-style.
