@@ -815,6 +815,11 @@ async fn agent_self(State(state): State<AppState>) -> Response {
     answer(&state, state.hub.revision(), body)
 }
 
+/// The path and status code of an unknown endpoint, Consul-style.
+pub(crate) async fn not_found() -> impl IntoResponse {
+    ConsulError(StatusCode::NOT_FOUND, "unsupported endpoint (see docs/compatibility.md)\n".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,9 +834,4 @@ mod tests {
             assert_eq!(go_duration(bad), None, "{bad:?}");
         }
     }
-}
-
-/// The path and status code of an unknown endpoint, Consul-style.
-pub(crate) async fn not_found() -> impl IntoResponse {
-    ConsulError(StatusCode::NOT_FOUND, "unsupported endpoint (see docs/compatibility.md)\n".into())
 }
