@@ -5,12 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 DURATION="${1:-5s}"
-cargo build --release -q -p waggle
-BIN="${CARGO_TARGET_DIR:-target}/release/waggle"
-WORK=$(mktemp -d)
-trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$BIN" server --data-dir "$WORK/data" --grpc-addr 127.0.0.1:19502 --http-addr 127.0.0.1:19500 > "$WORK/log" 2>&1 &
-until grep -q ready "$WORK/log"; do sleep 0.05; done
+. bench/lib.sh
+start_server 19502 19500
 for i in $(seq 1 20); do
     curl -sf -X PUT --data "{\"Name\":\"web\",\"ID\":\"web-$i\",\"Address\":\"10.0.0.$i\",\"Port\":8080,\"Tags\":[\"v1\"]}" \
         http://127.0.0.1:19500/v1/agent/service/register

@@ -388,6 +388,11 @@ fn unfiltered(p: Params) -> Result<Params, ConsulError> {
     }
 }
 
+/// The query of an endpoint that takes no `tag` or `filter`: parsed, then blocked on.
+async fn plain_query(state: &AppState, raw: Option<String>) -> Result<Revision, ConsulError> {
+    blocking(state, &unfiltered(params(raw)?)?).await
+}
+
 /// Runs a blocking query: if `?index` is at or past the current revision, waits until the
 /// registry changes or the wait (plus up to 1/16 jitter) ends. Then reads.
 async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError> {
@@ -460,8 +465,7 @@ fn service_name(name: &str) -> Result<ServiceName, ConsulError> {
 }
 
 async fn catalog_services(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
-    let p = unfiltered(params(raw)?)?;
-    let index = blocking(&state, &p).await?;
+    let index = plain_query(&state, raw).await?;
     let (_, services) = state.hub.services();
     let mut out = serde_json::Map::new();
     for (name, instances) in &services {
@@ -644,8 +648,7 @@ fn all_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
 
 /// `GET /v1/catalog/nodes`: the answering member.
 async fn catalog_nodes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
-    let p = unfiltered(params(raw)?)?;
-    let index = blocking(&state, &p).await?;
+    let index = plain_query(&state, raw).await?;
     Ok(answer(&state, index, json!([node_json(&state)])))
 }
 
@@ -655,8 +658,7 @@ async fn catalog_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = unfiltered(params(raw)?)?;
-    let index = blocking(&state, &p).await?;
+    let index = plain_query(&state, raw).await?;
     if node != node_name(&state) {
         return Ok(answer(&state, index, Value::Null));
     }
@@ -689,8 +691,7 @@ async fn health_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let p = unfiltered(params(raw)?)?;
-    let index = blocking(&state, &p).await?;
+    let index = plain_query(&state, raw).await?;
     let checks = if node == node_name(&state) { all_checks(&state) } else { Vec::new() };
     Ok(answer(&state, index, Value::Array(checks)))
 }
@@ -704,8 +705,7 @@ async fn health_state(
     if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
         return Err(bad_request(format!("Invalid check state {wanted:?}: any, passing, warning or critical")));
     }
-    let p = unfiltered(params(raw)?)?;
-    let index = blocking(&state, &p).await?;
+    let index = plain_query(&state, raw).await?;
     let checks: Vec<Value> =
         all_checks(&state).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
     Ok(answer(&state, index, Value::Array(checks)))

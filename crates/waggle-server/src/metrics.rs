@@ -15,20 +15,14 @@ use waggle_core::HealthStatus;
 
 /// gRPC requests by (method, gRPC status code), counted as answers leave.
 #[derive(Default)]
-pub(crate) struct RequestCounts(Mutex<BTreeMap<(String, u32), u64>>);
+pub(crate) struct RequestCounts(Mutex<BTreeMap<(&'static str, u32), u64>>);
 
 impl RequestCounts {
-    fn add(&self, method: &str, code: u32) {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match counts.get_mut(&(method.to_owned(), code)) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert((method.to_owned(), code), 1);
-            }
-        }
+    fn add(&self, method: &'static str, code: u32) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry((method, code)).or_insert(0) += 1;
     }
 
-    fn snapshot(&self) -> BTreeMap<(String, u32), u64> {
+    fn snapshot(&self) -> BTreeMap<(&'static str, u32), u64> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
@@ -86,7 +80,7 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let method = method_of(request.uri().path()).to_owned();
+        let method = method_of(request.uri().path());
         let counts = self.counts.clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -100,7 +94,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                counts.add(&method, code);
+                counts.add(method, code);
             }
             answer
         })
@@ -184,7 +178,7 @@ pub(crate) fn render(reading: &Reading, counts: &RequestCounts) -> String {
         "# HELP waggle_grpc_requests_total gRPC requests answered, by method and gRPC status code.\n# TYPE waggle_grpc_requests_total counter"
     );
     for ((method, code), n) in counts.snapshot() {
-        let _ = writeln!(out, "waggle_grpc_requests_total{{method=\"{}\",code=\"{code}\"}} {n}", label(&method));
+        let _ = writeln!(out, "waggle_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}");
     }
     out
 }

@@ -239,7 +239,7 @@ pub(crate) struct Consensus {
     /// How fresh a quorum's acknowledgement must be for this leader to renew a session: the
     /// followers' leader lease (twice the minimum election timeout), before which none of
     /// them can have elected another leader.
-    election_timeout_ms: u64,
+    lease_ms: u64,
     /// Set when the leader reports this member removed (`failed` then resolves).
     removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// Serialises backups.
@@ -283,7 +283,7 @@ impl Consensus {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
                 let service = network::PeerService {
-                    election_timeout_ms: config.raft.election_timeout.as_millis() as u64 * 2,
+                    lease_ms: config.raft.election_timeout.as_millis() as u64 * 2,
                     raft: raft.clone(),
                     proposals: proposals.clone(),
                     clock: clock.clone(),
@@ -355,7 +355,7 @@ impl Consensus {
             hub,
             client_url: client_url(config),
             client_urls: Default::default(),
-            election_timeout_ms: config.raft.election_timeout.as_millis() as u64 * 2,
+            lease_ms: config.raft.election_timeout.as_millis() as u64 * 2,
             removed,
             backups: tokio::sync::Semaphore::new(1),
             storage,
@@ -475,7 +475,9 @@ impl Consensus {
 
     /// The current leader's peer address, if there is a leader other than this node.
     fn leader_peer_addr(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // On every forwarded write: read the metrics in place rather than copy them.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader.filter(|leader| *leader != self.node_id)?;
         metrics.membership_config.membership().get_node(&leader).map(|node| node.addr.clone())
     }
@@ -490,7 +492,7 @@ impl Consensus {
     /// test for answering keepalives. openraft 0.9 keeps an isolated leader leading, and its
     /// renewals would hide from the client that the majority expires its session.
     pub(crate) fn leads_with_quorum(&self) -> bool {
-        self.is_leader() && quorum_fresh(&self.raft, self.election_timeout_ms)
+        self.is_leader() && quorum_fresh(&self.raft, self.lease_ms)
     }
 
     /// Confirms with a quorum that this node still leads (a read-index round).

@@ -182,7 +182,7 @@ pub(super) struct PeerService {
     /// Set when the leader reports this node removed from the cluster.
     pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How fresh a quorum's acknowledgement must be for this leader to renew a session.
-    pub(super) election_timeout_ms: u64,
+    pub(super) lease_ms: u64,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -239,7 +239,7 @@ impl RaftPeer for PeerService {
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
         let session: u64 = decode(request)?;
         // Only a running leader holds deadlines; anything else must not pretend to renew.
-        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.election_timeout_ms);
+        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.lease_ms);
         let answer: Result<Option<u64>, ProposeError> = if leads {
             Ok(self.clock.keepalive(waggle_core::SessionId::new(session)).map(|ttl| ttl.as_millis()))
         } else {
@@ -347,14 +347,30 @@ async fn describe(mut client: RaftPeerClient<Channel>) -> Result<Identity, Propo
         .await
         .map_err(|_| ProposeError::LeaderUnreachable)?
         .map_err(|_| ProposeError::LeaderUnreachable)?;
-    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
+    answer_of(answer)
 }
 
 /// Asks whoever listens at peer address `addr` who it is (a one-off connection).
 pub(crate) async fn identify(addr: &str) -> Result<Identity, ProposeError> {
+    describe(one_off(addr)?).await
+}
+
+/// A client for one call to the peer at `addr`, outside the cached channels.
+fn one_off(addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| ProposeError::Unavailable(format!("peer address {addr}: {e}")))?;
-    describe(RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy())).await
+    Ok(RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy()))
+}
+
+/// A value as a peer payload.
+fn payload<T: Serialize>(value: &T) -> Result<RaftPayload, ProposeError> {
+    let data = serde_json::to_vec(value).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+    Ok(RaftPayload { data })
+}
+
+/// A peer's answer decoded.
+fn answer_of<T: DeserializeOwned>(answer: tonic::Response<RaftPayload>) -> Result<T, ProposeError> {
+    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
 }
 
 /// A write waiting to be forwarded, and where its answer goes.
@@ -393,22 +409,17 @@ impl Forwarder {
     /// Renews `session` on the leader at `addr`: its TTL in ms, or `None` if unknown there.
     pub(crate) async fn keep_alive(&self, addr: &str, session: u64) -> Result<Option<u64>, ProposeError> {
         let mut client = self.client(addr)?;
-        let data = serde_json::to_vec(&session).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
-        let answer = within(KEEPALIVE_DEADLINE, client.keep_alive(RaftPayload { data }))
+        let answer = within(KEEPALIVE_DEADLINE, client.keep_alive(payload(&session)?))
             .await
             .map_err(|_| ProposeError::LeaderUnreachable)?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+        answer_of(answer)?
     }
 
     /// Tells the member at `addr` (best effort) that the cluster removed it, so it stops.
     pub(crate) async fn notify_removed(addr: &str, id: u64) {
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return };
-        let tell = async {
-            let mut client = RaftPeerClient::new(endpoint.connect_timeout(Duration::from_millis(500)).connect_lazy());
-            let data = serde_json::to_vec(&id).unwrap_or_default();
-            client.removed(RaftPayload { data }).await
-        };
+        let (Ok(mut client), Ok(message)) = (one_off(addr), payload(&id)) else { return };
+        let tell = client.removed(message);
         if tokio::time::timeout(Duration::from_secs(1), tell).await.is_err() {
             tracing::info!(id, addr, "could not tell the removed member; it must be stopped by hand");
         }
@@ -426,7 +437,7 @@ impl Forwarder {
         let answer = within(READ_INDEX_DEADLINE, client.read_index(RaftPayload { data: Vec::new() }))
             .await
             .map_err(|_| ProposeError::LeaderUnreachable)?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+        answer_of(answer)?
     }
 
     /// Asks the leader at `addr` to carry out a membership change.
@@ -436,11 +447,10 @@ impl Forwarder {
         change: &super::MembershipChange,
     ) -> Result<(), ProposeError> {
         let mut client = self.client(addr)?;
-        let data = serde_json::to_vec(change).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-        let answer = within(MEMBERSHIP_DEADLINE, client.change_membership(RaftPayload { data }))
+        let answer = within(MEMBERSHIP_DEADLINE, client.change_membership(payload(change)?))
             .await
             .map_err(|s| forward_error(&s))?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+        answer_of(answer)?
     }
 
     /// Sends `command` to the node whose peer address is `addr` (in a batch with other writes)
@@ -513,7 +523,7 @@ async fn send_batch(
     let data = waggle_core::codec::encode_commands(commands);
     // Past the deadline the outcome is unknown: `Unavailable`, never retried.
     let answer = within(FORWARD_DEADLINE, client.forward(RaftPayload { data })).await.map_err(|s| forward_error(&s))?;
-    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
+    answer_of(answer)
 }
 
 /// Serves the peer protocol on `listener` until the task is aborted.
