@@ -347,6 +347,7 @@ pub(crate) fn instance_from_wire(w: &v1::Instance) -> Result<Instance, Error> {
         session: SessionId::new(w.session_id),
         create_revision: waggle_core::Revision::new(w.create_revision),
         modify_revision: waggle_core::Revision::new(w.modify_revision),
+        checks: Vec::new(),
     })
 }
 

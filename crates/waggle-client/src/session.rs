@@ -174,6 +174,7 @@ impl Keeper {
             session,
             create_revision: waggle_core::Revision::INITIAL,
             modify_revision: waggle_core::Revision::INITIAL,
+            checks: Vec::new(),
         });
         wire.session_id = 0;
         wire.create_revision = 0;

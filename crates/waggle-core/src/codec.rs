@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName, SessionId, Ttl,
+    Check, CheckKind, CheckSpec, CheckUpdate, Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName, SessionId, Ttl,
     ValidationError, Zone,
 };
 
@@ -32,7 +32,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     kind: Option<CommandKind>,
 }
 
@@ -50,6 +50,108 @@ enum CommandKind {
     Deregister(InstanceKey),
     #[prost(uint64, tag = "7")]
     NameHistory(u64),
+    #[prost(message, tag = "8")]
+    AgentRegister(AgentRegisterRecord),
+    #[prost(message, tag = "9")]
+    PutCheck(CheckCommandRecord),
+    #[prost(message, tag = "10")]
+    RemoveCheck(CheckCommandRecord),
+    #[prost(message, tag = "11")]
+    UpdateChecks(CheckUpdates),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AgentRegisterRecord {
+    #[prost(message, optional, tag = "1")]
+    instance: Option<InstanceRecord>,
+    #[prost(message, repeated, tag = "2")]
+    checks: Vec<CheckRecord>,
+}
+
+/// `PutCheck` (with `check`) or `RemoveCheck` (with `check_id`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckCommandRecord {
+    #[prost(message, optional, tag = "1")]
+    key: Option<InstanceKey>,
+    #[prost(message, optional, tag = "2")]
+    check: Option<CheckRecord>,
+    #[prost(string, tag = "3")]
+    check_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckUpdates {
+    #[prost(message, repeated, tag = "1")]
+    updates: Vec<CheckUpdateRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckUpdateRecord {
+    #[prost(message, optional, tag = "1")]
+    key: Option<InstanceKey>,
+    #[prost(string, tag = "2")]
+    check: String,
+    #[prost(uint32, tag = "3")]
+    status: u32,
+    #[prost(string, tag = "4")]
+    output: String,
+}
+
+/// A check definition, and in instances and snapshots its state (`status`, `output`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckRecord {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    name: String,
+    #[prost(string, tag = "3")]
+    notes: String,
+    /// 1 ttl, 2 http, 3 tcp, 4 grpc, 5 maintenance, 6 static.
+    #[prost(uint32, tag = "4")]
+    kind: u32,
+    #[prost(uint64, tag = "5")]
+    ttl_ms: u64,
+    #[prost(string, tag = "6")]
+    url: String,
+    #[prost(string, tag = "7")]
+    method: String,
+    #[prost(message, repeated, tag = "8")]
+    headers: Vec<HeaderRecord>,
+    #[prost(string, tag = "9")]
+    body: String,
+    #[prost(bool, tag = "10")]
+    tls_skip_verify: bool,
+    /// TCP / gRPC `host:port`.
+    #[prost(string, tag = "11")]
+    address: String,
+    #[prost(string, tag = "12")]
+    grpc_service: String,
+    #[prost(bool, tag = "13")]
+    grpc_tls: bool,
+    #[prost(uint64, tag = "14")]
+    interval_ms: u64,
+    #[prost(uint64, tag = "15")]
+    timeout_ms: u64,
+    #[prost(uint32, tag = "16")]
+    success_before_passing: u32,
+    #[prost(uint32, tag = "17")]
+    failures_before_critical: u32,
+    #[prost(uint64, tag = "18")]
+    deregister_after_ms: u64,
+    #[prost(uint32, tag = "19")]
+    initial: u32,
+    #[prost(uint32, tag = "20")]
+    status: u32,
+    #[prost(string, tag = "21")]
+    output: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HeaderRecord {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
 }
 
 /// Several commands proposed together as one log entry (group commit). Each still consumes
@@ -118,6 +220,8 @@ struct InstanceRecord {
     create_revision: u64,
     #[prost(uint64, tag = "12")]
     modify_revision: u64,
+    #[prost(message, repeated, tag = "13")]
+    checks: Vec<CheckRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -179,6 +283,31 @@ fn command_record(command: &Command) -> CommandRecord {
             CommandKind::Deregister(InstanceKey { service: service.to_string(), id: id.to_string() })
         }
         Command::NameHistory { id } => CommandKind::NameHistory(*id),
+        Command::AgentRegister { spec, checks } => CommandKind::AgentRegister(AgentRegisterRecord {
+            instance: Some(spec_record(spec)),
+            checks: checks.iter().map(check_spec_record).collect(),
+        }),
+        Command::PutCheck { service, id, check } => CommandKind::PutCheck(CheckCommandRecord {
+            key: Some(InstanceKey { service: service.to_string(), id: id.to_string() }),
+            check: Some(check_spec_record(check)),
+            check_id: String::new(),
+        }),
+        Command::RemoveCheck { service, id, check } => CommandKind::RemoveCheck(CheckCommandRecord {
+            key: Some(InstanceKey { service: service.to_string(), id: id.to_string() }),
+            check: None,
+            check_id: check.clone(),
+        }),
+        Command::UpdateChecks { updates } => CommandKind::UpdateChecks(CheckUpdates {
+            updates: updates
+                .iter()
+                .map(|u| CheckUpdateRecord {
+                    key: Some(InstanceKey { service: u.service.to_string(), id: u.instance.to_string() }),
+                    check: u.check.clone(),
+                    status: status_code(u.status),
+                    output: u.output.clone(),
+                })
+                .collect(),
+        }),
     };
     CommandRecord { version: FORMAT_VERSION, kind: Some(kind) }
 }
@@ -212,6 +341,126 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
             id: InstanceId::new(k.id).map_err(invalid)?,
         },
         CommandKind::NameHistory(id) => Command::NameHistory { id },
+        CommandKind::AgentRegister(r) => Command::AgentRegister {
+            spec: record_spec(r.instance.ok_or_else(|| CodecError::new("command", "register without instance"))?)
+                .map_err(invalid)?,
+            checks: r.checks.into_iter().map(|c| record_check_spec(&c)).collect::<Result<_, _>>().map_err(invalid)?,
+        },
+        CommandKind::PutCheck(r) => {
+            let (service, id) = key_of(r.key).map_err(invalid)?;
+            let check = r.check.ok_or_else(|| CodecError::new("command", "check without definition"))?;
+            Command::PutCheck { service, id, check: record_check_spec(&check).map_err(invalid)? }
+        }
+        CommandKind::RemoveCheck(r) => {
+            let (service, id) = key_of(r.key).map_err(invalid)?;
+            Command::RemoveCheck { service, id, check: r.check_id }
+        }
+        CommandKind::UpdateChecks(r) => Command::UpdateChecks {
+            updates: r
+                .updates
+                .into_iter()
+                .map(|u| {
+                    let (service, instance) = key_of(u.key)?;
+                    Ok(CheckUpdate { service, instance, check: u.check, status: code_status(u.status)?, output: u.output })
+                })
+                .collect::<Result<_, ValidationError>>()
+                .map_err(invalid)?,
+        },
+    })
+}
+
+fn key_of(key: Option<InstanceKey>) -> Result<(ServiceName, InstanceId), ValidationError> {
+    let key = key.ok_or_else(|| ValidationError::new("instance", "missing"))?;
+    Ok((ServiceName::new(key.service)?, InstanceId::new(key.id)?))
+}
+
+fn status_code(status: HealthStatus) -> u32 {
+    match status {
+        HealthStatus::Passing => 0,
+        HealthStatus::Warning => 1,
+        HealthStatus::Critical => 2,
+    }
+}
+
+fn code_status(code: u32) -> Result<HealthStatus, ValidationError> {
+    match code {
+        0 => Ok(HealthStatus::Passing),
+        1 => Ok(HealthStatus::Warning),
+        2 => Ok(HealthStatus::Critical),
+        n => Err(ValidationError::new("status", format!("unknown status code {n}"))),
+    }
+}
+
+fn check_spec_record(spec: &CheckSpec) -> CheckRecord {
+    let mut r = CheckRecord {
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        notes: spec.notes.clone(),
+        interval_ms: spec.interval_ms,
+        timeout_ms: spec.timeout_ms,
+        success_before_passing: spec.success_before_passing,
+        failures_before_critical: spec.failures_before_critical,
+        deregister_after_ms: spec.deregister_after_ms,
+        initial: status_code(spec.initial),
+        ..Default::default()
+    };
+    match &spec.kind {
+        CheckKind::Ttl { ttl_ms } => {
+            r.kind = 1;
+            r.ttl_ms = *ttl_ms;
+        }
+        CheckKind::Http { url, method, headers, body, tls_skip_verify } => {
+            r.kind = 2;
+            r.url = url.clone();
+            r.method = method.clone();
+            r.headers =
+                headers.iter().map(|(name, value)| HeaderRecord { name: name.clone(), value: value.clone() }).collect();
+            r.body = body.clone();
+            r.tls_skip_verify = *tls_skip_verify;
+        }
+        CheckKind::Tcp { address } => {
+            r.kind = 3;
+            r.address = address.clone();
+        }
+        CheckKind::Grpc { address, service, tls } => {
+            r.kind = 4;
+            r.address = address.clone();
+            r.grpc_service = service.clone();
+            r.grpc_tls = *tls;
+        }
+        CheckKind::Maintenance => r.kind = 5,
+        CheckKind::Static => r.kind = 6,
+    }
+    r
+}
+
+fn record_check_spec(r: &CheckRecord) -> Result<CheckSpec, ValidationError> {
+    let kind = match r.kind {
+        1 => CheckKind::Ttl { ttl_ms: r.ttl_ms },
+        2 => CheckKind::Http {
+            url: r.url.clone(),
+            method: r.method.clone(),
+            headers: r.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+            body: r.body.clone(),
+            tls_skip_verify: r.tls_skip_verify,
+        },
+        3 => CheckKind::Tcp { address: r.address.clone() },
+        4 => CheckKind::Grpc { address: r.address.clone(), service: r.grpc_service.clone(), tls: r.grpc_tls },
+        5 => CheckKind::Maintenance,
+        6 => CheckKind::Static,
+        n => return Err(ValidationError::new("check", format!("unknown check kind {n}"))),
+    };
+    Ok(CheckSpec {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        notes: r.notes.clone(),
+        kind,
+        interval_ms: r.interval_ms,
+        timeout_ms: r.timeout_ms,
+        success_before_passing: r.success_before_passing,
+        failures_before_critical: r.failures_before_critical,
+        deregister_after_ms: r.deregister_after_ms,
+        initial: code_status(r.initial)?,
     })
 }
 
@@ -239,6 +488,15 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                 r.session = i.session.get();
                 r.create_revision = i.create_revision.get();
                 r.modify_revision = i.modify_revision.get();
+                r.checks = i
+                    .checks
+                    .iter()
+                    .map(|c| CheckRecord {
+                        status: status_code(c.status),
+                        output: c.output.clone(),
+                        ..check_spec_record(&c.spec)
+                    })
+                    .collect();
                 r
             })
             .collect(),
@@ -263,6 +521,14 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         .into_iter()
         .map(|r| {
             let (session, create, modify) = (r.session, r.create_revision, r.modify_revision);
+            let checks = r
+                .checks
+                .iter()
+                .map(|c| {
+                    Ok(Check { spec: record_check_spec(c)?, status: code_status(c.status)?, output: c.output.clone() })
+                })
+                .collect::<Result<Vec<_>, ValidationError>>()
+                .map_err(invalid)?;
             let spec = record_spec(r).map_err(invalid)?;
             spec.validate().map_err(invalid)?;
             Ok(Instance {
@@ -270,6 +536,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
                 session: SessionId::new(session),
                 create_revision: Revision::new(create),
                 modify_revision: Revision::new(modify),
+                checks,
             })
         })
         .collect::<Result<Vec<_>, CodecError>>()?;
@@ -309,26 +576,16 @@ fn spec_record(spec: &InstanceSpec) -> InstanceRecord {
         meta: spec.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         weight: spec.weight,
         zone: spec.zone.as_ref().map(|z| z.to_string()).unwrap_or_default(),
-        status: match spec.status {
-            HealthStatus::Passing => 0,
-            HealthStatus::Warning => 1,
-            HealthStatus::Critical => 2,
-        },
+        status: status_code(spec.status),
         session: 0,
         create_revision: 0,
         modify_revision: 0,
+        checks: Vec::new(),
     }
 }
 
 fn record_spec(r: InstanceRecord) -> Result<InstanceSpec, ValidationError> {
-    let status = match r.status {
-        0 => HealthStatus::Passing,
-        1 => HealthStatus::Warning,
-        2 => HealthStatus::Critical,
-        n => {
-            return Err(ValidationError::new("status", format!("unknown status code {n}")));
-        }
-    };
+    let status = code_status(r.status)?;
     let spec = InstanceSpec {
         service: ServiceName::new(&r.service)?,
         id: InstanceId::new(&r.id)?,

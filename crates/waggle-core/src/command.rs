@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{ApplyError, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};
+use crate::{ApplyError, CheckSpec, CheckUpdate, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};
 
 /// A state change proposed through the log. Everything time-dependent has already been
 /// decided by the proposer (for example which sessions expired), so applying a command is
@@ -42,6 +42,40 @@ pub enum Command {
         service: ServiceName,
         /// Its id.
         id: InstanceId,
+    },
+    /// Registers (or replaces) an instance under the agent session with its health checks,
+    /// which replace any it had (a check whose definition is unchanged keeps its status).
+    /// With checks, the instance's status is the worst of theirs.
+    AgentRegister {
+        /// The instance.
+        spec: InstanceSpec,
+        /// Its checks (ids unique on the node).
+        checks: Vec<CheckSpec>,
+    },
+    /// Adds a check to an instance, or replaces the one with the same id.
+    PutCheck {
+        /// The instance's service.
+        service: ServiceName,
+        /// The instance.
+        id: InstanceId,
+        /// The check.
+        check: CheckSpec,
+    },
+    /// Removes a check from an instance.
+    RemoveCheck {
+        /// The instance's service.
+        service: ServiceName,
+        /// The instance.
+        id: InstanceId,
+        /// The check's id.
+        check: String,
+    },
+    /// Status transitions of checks, decided by the leader. Updates naming a check that no
+    /// longer exists, or repeating its status and output, change nothing; if none changes
+    /// anything no revision is consumed.
+    UpdateChecks {
+        /// The transitions.
+        updates: Vec<CheckUpdate>,
     },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member

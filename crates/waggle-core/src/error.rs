@@ -37,6 +37,12 @@ pub enum ApplyError {
         /// The instance id looked for.
         id: InstanceId,
     },
+    /// Another instance already has a check with this id.
+    #[error("check id {0:?} is already used by another service instance")]
+    CheckIdTaken(String),
+    /// The instance has no check with this id.
+    #[error("check {0:?} not found")]
+    CheckNotFound(String),
     /// The history is already named (or the id was 0).
     #[error("the registry's history is already named")]
     HistoryNamed,

@@ -159,6 +159,10 @@ pub struct Instance {
     pub create_revision: Revision,
     /// The revision that last changed it.
     pub modify_revision: Revision,
+    /// Its health checks (agent registrations only); when there are any, `spec.status` is
+    /// the worst of their statuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::Check>,
 }
 
 impl Instance {

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+mod check;
 pub mod codec;
 mod command;
 mod error;
@@ -28,6 +29,7 @@ mod revision;
 mod session;
 mod validate;
 
+pub use check::{Check, CheckKind, CheckSpec, CheckUpdate, aggregate, check_limits, truncate_output};
 pub use command::{Applied, Command, Effect, Outcome, Response};
 pub use error::{ApplyError, ValidationError};
 pub use instance::{HealthStatus, Instance, InstanceSpec, default_id};

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision, ServiceName, Session,
+    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision, ServiceName, Session,
     SessionId, Ttl,
 };
 
@@ -19,6 +19,8 @@ pub struct Registry {
     history: u64,
     sessions: BTreeMap<SessionId, Session>,
     services: BTreeMap<ServiceName, Arc<ServiceInstances>>,
+    /// Which instance each check id belongs to (derived from the instances' checks).
+    check_owners: BTreeMap<String, (ServiceName, InstanceId)>,
 }
 
 impl Registry {
@@ -67,7 +69,13 @@ impl Registry {
             Command::CreateSession { session, ttl } => self.create_session(*session, *ttl, &mut effects),
             Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
             Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
-            Command::Register { session, spec } => self.register(*session, spec, &mut effects),
+            Command::Register { session, spec } => self.register(*session, spec, None, &mut effects),
+            Command::AgentRegister { spec, checks } => {
+                self.register(SessionId::AGENT, spec, Some(checks), &mut effects)
+            }
+            Command::PutCheck { service, id, check } => self.put_check(service, id, check, &mut effects),
+            Command::RemoveCheck { service, id, check } => self.remove_check(service, id, check, &mut effects),
+            Command::UpdateChecks { updates } => Ok(self.update_checks(updates, &mut effects)),
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
             Command::NameHistory { id } => self.name_history(*id),
         };
@@ -131,13 +139,67 @@ impl Registry {
         effects.push(Effect::SessionClosed { session: id });
     }
 
+    /// The instance that owns check `id`, if any.
+    pub fn check_owner(&self, id: &str) -> Option<&(ServiceName, InstanceId)> {
+        self.check_owners.get(id)
+    }
+
+    /// Checks a new set of checks for `service`/`id`: each valid, ids unique and not owned by
+    /// another instance.
+    fn check_checks(&self, service: &ServiceName, id: &InstanceId, checks: &[CheckSpec]) -> Result<(), ApplyError> {
+        if checks.len() > crate::check_limits::MAX_CHECKS {
+            let rule = format!("at most {} checks per instance", crate::check_limits::MAX_CHECKS);
+            return Err(crate::ValidationError::new("checks", rule).into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for check in checks {
+            check.validate()?;
+            if !seen.insert(check.id.as_str()) {
+                return Err(crate::ValidationError::new("check.id", format!("{:?} is given twice", check.id)).into());
+            }
+            if let Some((s, i)) = self.check_owners.get(&check.id)
+                && (s != service || i != id)
+            {
+                return Err(ApplyError::CheckIdTaken(check.id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks an instance gets from new definitions: an unchanged definition keeps its
+    /// state, anything else starts in its initial status.
+    fn merged_checks(previous: Option<&Instance>, specs: &[CheckSpec]) -> Vec<Check> {
+        specs
+            .iter()
+            .map(|spec| {
+                previous
+                    .and_then(|p| p.checks.iter().find(|c| c.spec == *spec))
+                    .cloned()
+                    .unwrap_or_else(|| Check::new(spec.clone()))
+            })
+            .collect()
+    }
+
+    fn index_checks(&mut self, instance: &Instance, previous: Option<&Instance>) {
+        for check in previous.iter().flat_map(|p| &p.checks) {
+            self.check_owners.remove(&check.spec.id);
+        }
+        for check in &instance.checks {
+            self.check_owners.insert(check.spec.id.clone(), (instance.spec.service.clone(), instance.spec.id.clone()));
+        }
+    }
+
     fn register(
         &mut self,
         session_id: SessionId,
         spec: &InstanceSpec,
+        checks: Option<&[CheckSpec]>,
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
         spec.validate()?;
+        if let Some(checks) = checks {
+            self.check_checks(&spec.service, &spec.id, checks)?;
+        }
         if session_id == SessionId::AGENT && !self.sessions.contains_key(&session_id) {
             // Created with the first registration that needs it (no effect: nothing tracks
             // its deadline, it has none).
@@ -153,9 +215,15 @@ impl Registry {
             return Err(ApplyError::SessionNotFound(session_id));
         }
         let previous = self.services.get(&spec.service).and_then(|s| s.get(&spec.id)).cloned();
+        let checks = checks.map(|c| Self::merged_checks(previous.as_deref(), c)).unwrap_or_default();
+        let mut stored = spec.clone();
+        if !checks.is_empty() {
+            stored.status = crate::aggregate(&checks);
+        }
         if let Some(prev) = &previous
             && prev.session == session_id
-            && prev.spec == *spec
+            && prev.spec == stored
+            && prev.checks == checks
         {
             // Idempotent re-registration: nothing changes, no revision is consumed.
             return Ok(self.applied());
@@ -175,14 +243,15 @@ impl Registry {
             // session of its previous incarnation, which may not have expired yet.
             old_owner.instances.remove(&key);
         }
-        let mut stored = spec.clone();
         stored.service = service;
         let instance = Arc::new(Instance {
             spec: stored,
             session: session_id,
             create_revision: previous.as_ref().map_or(self.revision, |p| p.create_revision),
             modify_revision: self.revision,
+            checks,
         });
+        self.index_checks(&instance, previous.as_deref());
         if let Some(session) = self.sessions.get_mut(&session_id) {
             session.instances.insert(key);
         }
@@ -216,7 +285,109 @@ impl Registry {
         if instances.is_empty() {
             self.services.remove(service);
         }
+        for check in removed.iter().flat_map(|i| &i.checks) {
+            self.check_owners.remove(&check.spec.id);
+        }
         removed
+    }
+
+    /// Replaces an instance's checks (and so its status) at a new revision.
+    fn set_checks(&mut self, previous: &Arc<Instance>, checks: Vec<Check>, effects: &mut Vec<Effect>) {
+        let mut instance = Instance::clone(previous);
+        instance.checks = checks;
+        if !instance.checks.is_empty() {
+            instance.spec.status = crate::aggregate(&instance.checks);
+        }
+        instance.modify_revision = self.revision;
+        let instance = Arc::new(instance);
+        self.index_checks(&instance, Some(previous));
+        if let Some(instances) = self.services.get_mut(&instance.spec.service) {
+            Arc::make_mut(instances).insert(instance.spec.id.clone(), instance.clone());
+        }
+        effects.push(Effect::InstanceUpserted { instance, created: false });
+    }
+
+    fn instance(&self, service: &ServiceName, id: &InstanceId) -> Result<Arc<Instance>, ApplyError> {
+        self.service(service.as_str())
+            .and_then(|s| s.get(id))
+            .cloned()
+            .ok_or_else(|| ApplyError::InstanceNotFound { service: service.clone(), id: id.clone() })
+    }
+
+    fn put_check(
+        &mut self,
+        service: &ServiceName,
+        id: &InstanceId,
+        check: &CheckSpec,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        let previous = self.instance(service, id)?;
+        self.check_checks(service, id, std::slice::from_ref(check))?;
+        let mut specs: Vec<CheckSpec> = previous.checks.iter().map(|c| c.spec.clone()).collect();
+        match specs.iter_mut().find(|c| c.id == check.id) {
+            Some(existing) => *existing = check.clone(),
+            None => specs.push(check.clone()),
+        }
+        self.check_checks(service, id, &specs)?;
+        let checks = Self::merged_checks(Some(&previous), &specs);
+        if checks == previous.checks {
+            return Ok(self.applied());
+        }
+        self.revision = self.revision.next();
+        self.set_checks(&previous, checks, effects);
+        Ok(self.applied())
+    }
+
+    fn remove_check(
+        &mut self,
+        service: &ServiceName,
+        id: &InstanceId,
+        check: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        let previous = self.instance(service, id)?;
+        if !previous.checks.iter().any(|c| c.spec.id == check) {
+            return Err(ApplyError::CheckNotFound(check.to_owned()));
+        }
+        self.revision = self.revision.next();
+        let checks = previous.checks.iter().filter(|c| c.spec.id != check).cloned().collect();
+        self.set_checks(&previous, checks, effects);
+        Ok(self.applied())
+    }
+
+    fn update_checks(&mut self, updates: &[CheckUpdate], effects: &mut Vec<Effect>) -> Applied {
+        // Group by instance, so an instance changes once however many of its checks moved.
+        let mut changed: BTreeMap<(ServiceName, InstanceId), Vec<Check>> = BTreeMap::new();
+        for update in updates {
+            let key = (update.service.clone(), update.instance.clone());
+            let checks = match changed.get_mut(&key) {
+                Some(checks) => checks,
+                None => match self.service(update.service.as_str()).and_then(|s| s.get(&update.instance)) {
+                    Some(instance) => changed.entry(key).or_insert_with(|| instance.checks.clone()),
+                    None => continue,
+                },
+            };
+            let output = crate::truncate_output(update.output.clone());
+            if let Some(check) = checks.iter_mut().find(|c| c.spec.id == update.check) {
+                check.status = update.status;
+                check.output = output;
+            }
+        }
+        let changed: Vec<_> = changed
+            .into_iter()
+            .filter_map(|((service, id), checks)| {
+                let previous = self.service(service.as_str())?.get(&id)?.clone();
+                (previous.checks != checks).then_some((previous, checks))
+            })
+            .collect();
+        if changed.is_empty() {
+            return self.applied();
+        }
+        self.revision = self.revision.next();
+        for (previous, checks) in changed {
+            self.set_checks(&previous, checks, effects);
+        }
+        self.applied()
     }
 
     /// Rebuilds a registry from its parts (used by the snapshot codec). Session instance sets
@@ -237,6 +408,7 @@ impl Registry {
                 })
                 .collect(),
             services: BTreeMap::new(),
+            check_owners: BTreeMap::new(),
         };
         for mut instance in instances {
             if let Some((name, _)) = registry.services.get_key_value(&instance.spec.service) {
@@ -245,6 +417,7 @@ impl Registry {
             if let Some(session) = registry.sessions.get_mut(&instance.session) {
                 session.instances.insert((instance.spec.service.clone(), instance.spec.id.clone()));
             }
+            registry.index_checks(&instance, None);
             Arc::make_mut(registry.services.entry(instance.spec.service.clone()).or_default())
                 .insert(instance.spec.id.clone(), Arc::new(instance));
         }

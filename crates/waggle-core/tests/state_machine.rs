@@ -100,6 +100,7 @@ fn instance(spec: &InstanceSpec, session: u64, create_revision: u64, modify_revi
         session: sid(session),
         create_revision: rev(create_revision),
         modify_revision: rev(modify_revision),
+        checks: Vec::new(),
     })
 }
 

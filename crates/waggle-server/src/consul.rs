@@ -553,6 +553,7 @@ fn template() -> Instance {
         session: waggle_core::SessionId::new(1),
         create_revision: Revision::new(1),
         modify_revision: Revision::new(1),
+        checks: Vec::new(),
     }
 }
 
