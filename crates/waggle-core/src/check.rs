@@ -201,9 +201,10 @@ fn check_text(field: &'static str, s: &str, max: usize, empty_ok: bool) -> Resul
 fn check_url(url: &str) -> Result<(), ValidationError> {
     let err = |why: &str| ValidationError::new("check.http", format!("{why} (got {url:?})"));
     check_text("check.http", url, MAX_ID, false)?;
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(|| {
-        err("must be an http:// or https:// URL")
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| err("must be an http:// or https:// URL"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
         return Err(err("must name a host"));
@@ -300,8 +301,12 @@ mod tests {
         assert!(http("http://127.0.0.1:8080/health").validate().is_ok());
         assert_eq!(http("ftp://x/").validate().expect_err("scheme").field, "check.http");
         assert_eq!(http("http:///x").validate().expect_err("host").field, "check.http");
-        assert_eq!(CheckSpec { interval_ms: 0, ..http("http://a/") }.validate().expect_err("interval").field, "check.interval");
-        let tcp = |a: &str| CheckSpec { interval_ms: 1_000, ..CheckSpec::new("t", "", CheckKind::Tcp { address: a.into() }) };
+        assert_eq!(
+            CheckSpec { interval_ms: 0, ..http("http://a/") }.validate().expect_err("interval").field,
+            "check.interval"
+        );
+        let tcp =
+            |a: &str| CheckSpec { interval_ms: 1_000, ..CheckSpec::new("t", "", CheckKind::Tcp { address: a.into() }) };
         assert!(tcp("127.0.0.1:80").validate().is_ok());
         assert!(tcp("[::1]:80").validate().is_ok());
         assert!(tcp("db.local:5432").validate().is_ok());

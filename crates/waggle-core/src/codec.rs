@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Check, CheckKind, CheckSpec, CheckUpdate, Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry, Revision, ServiceName, SessionId, Ttl,
-    ValidationError, Zone,
+    Check, CheckKind, CheckSpec, CheckUpdate, Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry,
+    Revision, ServiceName, SessionId, Ttl, ValidationError, Zone,
 };
 
 /// The format version this build writes. Readers accept this version and older ones.
@@ -361,7 +361,13 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
                 .into_iter()
                 .map(|u| {
                     let (service, instance) = key_of(u.key)?;
-                    Ok(CheckUpdate { service, instance, check: u.check, status: code_status(u.status)?, output: u.output })
+                    Ok(CheckUpdate {
+                        service,
+                        instance,
+                        check: u.check,
+                        status: code_status(u.status)?,
+                        output: u.output,
+                    })
                 })
                 .collect::<Result<_, ValidationError>>()
                 .map_err(invalid)?,

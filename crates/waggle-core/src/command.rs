@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::{ApplyError, CheckSpec, CheckUpdate, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};
+use crate::{
+    ApplyError, CheckSpec, CheckUpdate, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl,
+};
 
 /// A state change proposed through the log. Everything time-dependent has already been
 /// decided by the proposer (for example which sessions expired), so applying a command is

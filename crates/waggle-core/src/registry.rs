@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome, Revision, ServiceName, Session,
-    SessionId, Ttl,
+    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome,
+    Revision, ServiceName, Session, SessionId, Ttl,
 };
 
 /// The instances of one service, by id: a persistent (structurally shared) ordered map, so

@@ -54,18 +54,29 @@ fn an_instance_is_as_bad_as_its_worst_check() {
 
     // Repeating a state, or naming a check or instance that is gone, changes nothing.
     let before = r.clone();
-    let same = apply(&mut r, Command::UpdateChecks {
-        updates: vec![update("w1", "a", HealthStatus::Passing, "ok"), update("gone", "a", HealthStatus::Critical, "")],
-    });
+    let same = apply(
+        &mut r,
+        Command::UpdateChecks {
+            updates: vec![
+                update("w1", "a", HealthStatus::Passing, "ok"),
+                update("gone", "a", HealthStatus::Critical, ""),
+            ],
+        },
+    );
     assert_eq!(same, Ok(4));
     assert_eq!(r, before, "no revision consumed");
 
     // Maintenance is a check: critical while present.
-    let maintenance = CheckSpec { notes: "upgrade".into(), ..CheckSpec::new("_service_maintenance:w1", "m", CheckKind::Maintenance) };
+    let maintenance =
+        CheckSpec { notes: "upgrade".into(), ..CheckSpec::new("_service_maintenance:w1", "m", CheckKind::Maintenance) };
     let (web, w1) = (ServiceName::new("web").unwrap(), InstanceId::new("w1").unwrap());
     apply(&mut r, Command::PutCheck { service: web.clone(), id: w1.clone(), check: maintenance }).unwrap();
     assert_eq!(status(&r, "w1"), HealthStatus::Critical);
-    apply(&mut r, Command::RemoveCheck { service: web.clone(), id: w1.clone(), check: "_service_maintenance:w1".into() }).unwrap();
+    apply(
+        &mut r,
+        Command::RemoveCheck { service: web.clone(), id: w1.clone(), check: "_service_maintenance:w1".into() },
+    )
+    .unwrap();
     assert_eq!(status(&r, "w1"), HealthStatus::Passing);
     assert_eq!(
         apply(&mut r, Command::RemoveCheck { service: web, id: w1, check: "nope".into() }),
@@ -100,15 +111,21 @@ fn re_registration_keeps_unchanged_checks_and_ids_stay_unique() {
     let twice = apply(&mut r, Command::AgentRegister { spec: spec("w2"), checks: vec![ttl("b"), ttl("b")] });
     assert!(matches!(twice, Err(ApplyError::Invalid(e)) if e.field == "check.id"));
     let bad = CheckSpec::new("c", "", CheckKind::Tcp { address: "nowhere".into() });
-    assert!(matches!(apply(&mut r, Command::AgentRegister { spec: spec("w2"), checks: vec![bad] }), Err(ApplyError::Invalid(_))));
+    assert!(matches!(
+        apply(&mut r, Command::AgentRegister { spec: spec("w2"), checks: vec![bad] }),
+        Err(ApplyError::Invalid(_))
+    ));
 
     // Deregistering frees the id; registering without checks drops them.
     apply(&mut r, Command::AgentRegister { spec: spec("w1"), checks: vec![] }).unwrap();
     assert_eq!(status(&r, "w1"), HealthStatus::Passing);
     assert_eq!(r.check_owner("a"), None);
     apply(&mut r, Command::AgentRegister { spec: spec("w2"), checks: vec![ttl("a")] }).unwrap();
-    apply(&mut r, Command::Deregister { service: ServiceName::new("web").unwrap(), id: InstanceId::new("w2").unwrap() })
-        .unwrap();
+    apply(
+        &mut r,
+        Command::Deregister { service: ServiceName::new("web").unwrap(), id: InstanceId::new("w2").unwrap() },
+    )
+    .unwrap();
     assert_eq!(r.check_owner("a"), None);
     assert!(r.sessions().contains_key(&SessionId::AGENT));
 }

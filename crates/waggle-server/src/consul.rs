@@ -15,12 +15,12 @@ use axum::{
     extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, put},
 };
 use serde_json::{Value, json};
 use waggle_core::{HealthStatus, Instance, Revision, ServiceName};
 
-use crate::http::AppState;
+use crate::{consul_checks as checks, http::AppState};
 
 /// The only datacenter.
 pub(crate) const DATACENTER: &str = "dc1";
@@ -52,6 +52,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/health/checks/{service}", get(health_checks))
         .route("/v1/health/node/{node}", get(health_node))
         .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/agent/check/register", put(checks::check_register))
+        .route("/v1/agent/check/deregister/{id}", put(checks::check_deregister))
+        .route("/v1/agent/check/pass/{id}", put(checks::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(checks::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(checks::check_fail))
+        .route("/v1/agent/check/update/{id}", put(checks::check_update))
+        .route("/v1/agent/service/maintenance/{id}", put(checks::service_maintenance))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
@@ -70,10 +77,11 @@ struct Registration {
     port: u32,
     meta: BTreeMap<String, String>,
     weight: Option<u32>,
-    has_checks: bool,
+    check: Option<Value>,
+    checks: Option<Value>,
 }
 
-fn canonical(key: &str) -> String {
+pub(crate) fn canonical(key: &str) -> String {
     key.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
 }
 
@@ -135,7 +143,6 @@ impl Registration {
             }
             Some(other) => return Err(format!("Weights: expected an object, got {other}")),
         };
-        let present = |key: &str| fields.get(key).is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()));
         Ok(Registration {
             id: string("id")?,
             name: string("name")?.or(string("service")?).ok_or("missing field Name")?,
@@ -144,14 +151,13 @@ impl Registration {
             port,
             meta,
             weight,
-            has_checks: present("check")
-                || present("checks")
-                || ["ttl", "http", "tcp", "grpc", "script"].iter().any(|k| present(k)),
+            check: fields.get("check").cloned(),
+            checks: fields.get("checks").cloned(),
         })
     }
 }
 
-fn unavailable(e: crate::error::ProposeError) -> ConsulError {
+pub(crate) fn unavailable(e: crate::error::ProposeError) -> ConsulError {
     ConsulError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -159,7 +165,7 @@ fn unavailable(e: crate::error::ProposeError) -> ConsulError {
 /// deregistered); `ID` defaults to `Name`, `Address` to this node's.
 async fn agent_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
     let reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    register_agent_instance(&state, reg).await?;
+    register_agent_instance(&state, reg, false).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -173,13 +179,16 @@ fn catalog_fields(body: &[u8]) -> Result<BTreeMap<String, Value>, ConsulError> {
 }
 
 /// `PUT /v1/catalog/register`: its `Service` is registered like an agent service (the node
-/// fields are not modelled: every instance is on the answering member). Answers `true`.
+/// fields are not modelled: every instance is on the answering member). Its `Check` /
+/// `Checks` are the service's, carrying a status that nothing runs. Answers `true`.
 async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
     let fields = catalog_fields(&body)?;
-    if fields.get("check").is_some_and(|c| !c.is_null()) || fields.get("checks").is_some_and(|c| !c.is_null()) {
-        return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
-    }
+    let has_checks =
+        fields.get("check").is_some_and(|c| !c.is_null()) || fields.get("checks").is_some_and(|c| !c.is_null());
     match fields.get("service") {
+        None | Some(Value::Null) if has_checks => {
+            return Err(bad_request("node-level checks are not supported: register them with a Service"));
+        }
         None | Some(Value::Null) => {}
         Some(service) => {
             let mut reg = Registration::from_value(service.clone())
@@ -189,7 +198,9 @@ async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes
             {
                 reg.address = address.clone();
             }
-            register_agent_instance(&state, reg).await?;
+            reg.check = fields.get("check").cloned();
+            reg.checks = fields.get("checks").cloned();
+            register_agent_instance(&state, reg, true).await?;
         }
     }
     Ok(answer(&state, state.hub.revision(), Value::Bool(true)))
@@ -210,11 +221,9 @@ async fn catalog_deregister(State(state): State<AppState>, body: axum::body::Byt
     Ok(answer(&state, state.hub.revision(), Value::Bool(true)))
 }
 
-/// Registers `reg` under the agent session.
-async fn register_agent_instance(state: &AppState, reg: Registration) -> Result<(), ConsulError> {
-    if reg.has_checks {
-        return Err(bad_request("health checks are not supported yet (docs/compatibility.md)"));
-    }
+/// Registers `reg` under the agent session, with its checks (`static_checks`: a catalog
+/// registration's, which only carry a status).
+async fn register_agent_instance(state: &AppState, reg: Registration, static_checks: bool) -> Result<(), ConsulError> {
     let address = if !reg.address.is_empty() {
         reg.address
     } else if state.http_addr.ip().is_unspecified() {
@@ -235,18 +244,25 @@ async fn register_agent_instance(state: &AppState, reg: Registration) -> Result<
         spec = spec.with_weight(w);
     }
     spec.validate().map_err(invalid)?;
+    let checks = checks::registration_checks(
+        reg.check.as_ref(),
+        reg.checks.as_ref(),
+        spec.id.as_str(),
+        spec.service.as_str(),
+        static_checks,
+    )
+    .map_err(|e| bad_request(format!("Invalid check: {e}")))?;
     // A service id is unique per agent: the same id under another name replaces the old one.
     for old in agent_instances(state).into_iter().filter(|i| i.spec.id == spec.id && i.spec.service != spec.service) {
         let command = waggle_core::Command::Deregister { service: old.spec.service.clone(), id: old.spec.id.clone() };
         state.consensus.propose(command).await.map_err(unavailable)?;
     }
-    let command = waggle_core::Command::Register { session: waggle_core::SessionId::AGENT, spec };
-    state.consensus.propose(command).await.map_err(unavailable)?;
+    checks::propose(state, waggle_core::Command::AgentRegister { spec, checks }).await?;
     Ok(())
 }
 
 /// The agent's own instances (registered through this API), in id order.
-fn agent_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
+pub(crate) fn agent_instances(state: &AppState) -> Vec<std::sync::Arc<Instance>> {
     let (_, services) = state.hub.services();
     let mut all: Vec<_> = services
         .iter()
@@ -298,7 +314,7 @@ async fn agent_service(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// A Consul-shaped error: status code and a plain-text message.
-struct ConsulError(StatusCode, String);
+pub(crate) struct ConsulError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ConsulError {
     fn into_response(self) -> Response {
@@ -306,7 +322,7 @@ impl IntoResponse for ConsulError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ConsulError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ConsulError {
     ConsulError(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -351,7 +367,7 @@ fn params(raw: Option<String>) -> Result<Params, ConsulError> {
 }
 
 /// Parses a Go duration (`300ms`, `1.5s`, `2h45m`), as Consul's `?wait=` takes them.
-fn go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }
@@ -440,7 +456,7 @@ fn answer_text(state: &AppState, index: Revision, body: String) -> Response {
     (headers, body).into_response()
 }
 
-fn node_name(state: &AppState) -> String {
+pub(crate) fn node_name(state: &AppState) -> String {
     format!("waggle-{}", state.consensus.node_id())
 }
 
@@ -452,7 +468,7 @@ fn matches_tags(instance: &Instance, tags: &[String]) -> bool {
     tags.iter().all(|t| instance.spec.tags.contains(t))
 }
 
-fn status_text(status: HealthStatus) -> &'static str {
+pub(crate) fn status_text(status: HealthStatus) -> &'static str {
     match status {
         HealthStatus::Passing => "passing",
         HealthStatus::Warning => "warning",
@@ -618,17 +634,6 @@ fn serf_check(state: &AppState) -> Value {
     })
 }
 
-/// An instance's own check, whose status is the instance's.
-fn service_check(state: &AppState, i: &Instance) -> Value {
-    let (id, name) = (i.spec.id.to_string(), i.spec.service.to_string());
-    json!({
-        "Node": node_name(state), "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
-        "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
-        "ServiceName": name, "ServiceTags": i.spec.tags, "Type": "waggle",
-        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-    })
-}
-
 fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
     json!({
         "Node": node_json(state),
@@ -637,7 +642,7 @@ fn health_entry(state: &AppState, name: &ServiceName, i: &Instance) -> Value {
             "Meta": meta(i), "Port": i.spec.port, "Weights": weights(i), "EnableTagOverride": false,
             "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
         },
-        "Checks": [serf_check(state), service_check(state, i)],
+        "Checks": std::iter::once(serf_check(state)).chain(checks::instance_checks(state, i)).collect::<Vec<_>>(),
     })
 }
 
@@ -677,13 +682,16 @@ async fn health_checks(
     let p = unfiltered(params(raw)?)?;
     let name = service_name(&name)?;
     let index = blocking(&state, &p).await?;
-    let checks: Vec<Value> = instances(&state, &name, &p.tags).iter().map(|i| service_check(&state, i)).collect();
+    let checks: Vec<Value> =
+        instances(&state, &name, &p.tags).iter().flat_map(|i| checks::instance_checks(&state, i)).collect();
     Ok(answer(&state, index, Value::Array(checks)))
 }
 
 /// Every check: the node's, then each instance's.
 fn all_checks(state: &AppState) -> Vec<Value> {
-    std::iter::once(serf_check(state)).chain(all_instances(state).iter().map(|i| service_check(state, i))).collect()
+    std::iter::once(serf_check(state))
+        .chain(all_instances(state).iter().flat_map(|i| checks::instance_checks(state, i)))
+        .collect()
 }
 
 /// `GET /v1/health/node/:node`.
@@ -715,8 +723,11 @@ async fn health_state(
 /// `GET /v1/agent/checks`: the checks of the agent's instances, by check id.
 async fn agent_checks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ConsulError> {
     unfiltered(params(raw)?)?;
-    let checks: serde_json::Map<String, Value> =
-        agent_instances(&state).iter().map(|i| (format!("service:{}", i.spec.id), service_check(&state, i))).collect();
+    let checks: serde_json::Map<String, Value> = agent_instances(&state)
+        .iter()
+        .flat_map(|i| checks::instance_checks(&state, i))
+        .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_owned(), c))
+        .collect();
     Ok(answer(&state, state.hub.revision(), Value::Object(checks)))
 }
 
@@ -754,7 +765,7 @@ fn aggregate(statuses: impl Iterator<Item = HealthStatus>) -> (&'static str, Sta
 
 fn agent_health_json(state: &AppState, i: &Instance) -> Value {
     let (status, _) = aggregate(std::iter::once(i.spec.status));
-    json!({ "AggregatedStatus": status, "Service": agent_service_json(i), "Checks": [service_check(state, i)] })
+    json!({ "AggregatedStatus": status, "Service": agent_service_json(i), "Checks": checks::instance_checks(state, i) })
 }
 
 /// `GET /v1/agent/health/service/name/:name`.

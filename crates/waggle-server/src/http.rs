@@ -19,6 +19,7 @@ pub(crate) struct AppState {
     pub(crate) consensus: Arc<Consensus>,
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<crate::sessions::SessionClock>,
+    pub(crate) health: Arc<crate::health::HealthChecks>,
     pub(crate) requests: Arc<crate::metrics::RequestCounts>,
     /// The HTTP listener's address (the Consul node address).
     pub(crate) http_addr: std::net::SocketAddr,
@@ -45,6 +46,7 @@ async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         members: state.consensus.members().2.len(),
         revision: revision.get(),
         sessions: state.clock.len(),
+        checks: state.health.len(),
         services: crate::metrics::by_status(&services),
     };
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], crate::metrics::render(&reading, &state.requests))

@@ -17,11 +17,14 @@
 mod config;
 mod consensus;
 mod consul;
+mod consul_checks;
 mod error;
 mod filter;
 mod grpc;
+mod health;
 mod http;
 mod metrics;
+mod probe;
 mod sessions;
 mod watch;
 
@@ -184,7 +187,9 @@ impl Server {
         storage.check_identity(config.node_id, &identity(&config))?;
         let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
         let clock = Arc::new(SessionClock::new());
-        let consensus = Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone()).await?);
+        let health = Arc::new(health::HealthChecks::new());
+        let consensus =
+            Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone(), health.clone()).await?);
         tracing::info!(data = %storage.path().display(), revision = %hub.revision(), "registry ready");
 
         let shutdown = CancellationToken::new();
@@ -198,6 +203,8 @@ impl Server {
             config.session_tick,
             shutdown.clone(),
         )));
+
+        tasks.push(tokio::spawn(health::run_checks(health.clone(), consensus.clone(), shutdown.clone())));
 
         tasks.push(tokio::spawn(name_history(
             consensus.clone(),
@@ -217,8 +224,13 @@ impl Server {
         };
         // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        // The standard gRPC health service, for load balancers, Kubernetes probes and Waggle's
+        // own gRPC checks: serving while the node runs.
+        let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
+        grpc_health.set_serving::<waggle_proto::v1::registry_server::RegistryServer<grpc::RegistryService>>().await;
         let grpc = tonic::transport::Server::builder()
             .layer(metrics::CountLayer(requests.clone()))
+            .add_service(grpc_health_service)
             .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
@@ -231,6 +243,7 @@ impl Server {
             consensus: consensus.clone(),
             hub: hub.clone(),
             clock: clock_for_http,
+            health,
             requests,
             http_addr,
         };

@@ -108,6 +108,7 @@ pub(crate) struct Reading {
     pub(crate) members: usize,
     pub(crate) revision: u64,
     pub(crate) sessions: usize,
+    pub(crate) checks: usize,
     /// (service, instances by status)
     pub(crate) services: Vec<(String, [usize; 3])>,
 }
@@ -162,6 +163,7 @@ pub(crate) fn render(reading: &Reading, counts: &RequestCounts) -> String {
     gauge("waggle_raft_log_entries", "Entries in the log on disk.", s.log_entries());
     gauge("waggle_registry_revision", "The registry's revision as applied here.", reading.revision);
     gauge("waggle_registry_sessions", "Live sessions.", reading.sessions as u64);
+    gauge("waggle_health_checks", "Health checks defined (run by the leader).", reading.checks as u64);
     gauge("waggle_registry_services", "Services with at least one instance.", reading.services.len() as u64);
     let _ = writeln!(
         out,

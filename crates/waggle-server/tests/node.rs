@@ -10,6 +10,9 @@ use tonic::{Code, transport::Channel};
 use waggle_proto::v1::{self, registry_client::RegistryClient, watch_response::Event};
 use waggle_server::{Server, ServerConfig};
 
+mod common;
+use common::{consul_index, http_get, http_get_with_head, http_send};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
@@ -393,34 +396,6 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
     }
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let (code, _, body) = http_get_with_head(addr, path).await;
-    (code, body)
-}
-
-/// A plain HTTP/1.1 GET: (status, head, body).
-async fn http_get_with_head(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // Small bodies: axum answers with a Content-Length, not chunks.
-    (code, head.to_owned(), body.to_owned())
-}
-
-fn consul_index(head: &str) -> u64 {
-    head.lines()
-        .find_map(|l| l.strip_prefix("x-consul-index: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no X-Consul-Index in {head}"))
-}
-
 #[tokio::test]
 async fn consul_catalog_and_health_reads_with_blocking_queries() {
     let dir = tempfile::tempdir().unwrap();
@@ -595,23 +570,6 @@ async fn prometheus_metrics_and_http_service_discovery() {
 }
 
 /// A plain HTTP/1.1 request with a body: (status, body).
-async fn http_send(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A server may answer (413) before reading a large body; that is fine.
-    let _ = stream.write_all(body).await;
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap(), body.to_owned())
-}
-
 #[tokio::test]
 async fn consul_agent_registration_and_its_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -638,7 +596,7 @@ async fn consul_agent_registration_and_its_errors() {
         (&br#"{"Name":"web","Port":"eighty"}"#[..], 400, "Port"),
         (&br#"{"Name":"web","Tags":"v1"}"#[..], 400, "Tags"),
         (&br#"{"Name":"bad name!","Port":80}"#[..], 400, "Invalid service"),
-        (&br#"{"Name":"web","Port":80,"Check":{"TTL":"10s"}}"#[..], 400, "health checks are not supported"),
+        (&br#"{"Name":"web","Port":80,"Check":{"TTL":"soon"}}"#[..], 400, "Invalid check: TTL: invalid duration"),
     ] {
         let (got, answer) = http_send(http, "PUT", "/v1/agent/service/register", body).await;
         assert_eq!(got, code, "{}: {answer}", String::from_utf8_lossy(body));
@@ -672,8 +630,7 @@ async fn consul_agent_registration_and_its_errors() {
     let (_, cache) = http_get(http, "/v1/catalog/service/cache").await;
     let cache: serde_json::Value = serde_json::from_str(&cache).unwrap();
     assert_eq!(cache[0]["ServiceAddress"], "10.9.0.1", "the node's address stands in for the service's");
-    let with_check =
-        br#"{"Node":"n","Address":"10.9.0.1","Service":{"Service":"x","Port":1},"Check":{"Status":"passing"}}"#;
+    let with_check = br#"{"Node":"n","Address":"10.9.0.1","Check":{"Status":"passing"}}"#;
     assert_eq!(http_send(http, "PUT", "/v1/catalog/register", with_check).await.0, 400);
     assert_eq!(http_send(http, "PUT", "/v1/catalog/deregister", br#"{"Node":"ext-1"}"#).await.0, 400);
     let (code, answer) =

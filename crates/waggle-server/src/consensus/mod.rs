@@ -100,8 +100,12 @@ impl From<ApplyError> for Refusal {
     fn from(e: ApplyError) -> Self {
         let kind = match e {
             ApplyError::Invalid(_) => RefusalKind::Invalid,
-            ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed => RefusalKind::Conflict,
-            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } => RefusalKind::NotFound,
+            ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed | ApplyError::CheckIdTaken(_) => {
+                RefusalKind::Conflict
+            }
+            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } | ApplyError::CheckNotFound(_) => {
+                RefusalKind::NotFound
+            }
             _ => RefusalKind::Invalid,
         };
         Refusal { kind, message: e.to_string() }
@@ -257,6 +261,7 @@ impl Consensus {
         storage: Arc<Storage>,
         hub: Arc<WatchHub>,
         clock: Arc<SessionClock>,
+        health: Arc<crate::health::HealthChecks>,
     ) -> anyhow::Result<Self> {
         let node_id = config.node_id;
         let raft_config = Config {
@@ -271,7 +276,7 @@ impl Consensus {
         }
         .validate()?;
         let log_store = LogStore::new(storage.clone())?;
-        let state_machine = StateMachine::open(storage.clone(), hub.clone(), clock.clone())?;
+        let state_machine = StateMachine::open(storage.clone(), hub.clone(), clock.clone(), health.clone())?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = config.clustered();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
@@ -287,6 +292,7 @@ impl Consensus {
                     raft: raft.clone(),
                     proposals: proposals.clone(),
                     clock: clock.clone(),
+                    health: health.clone(),
                     node_id,
                     hub: hub.clone(),
                     client_url: client_url(config),
@@ -470,6 +476,45 @@ impl Consensus {
         match (&self.forwarder, self.leader_peer_addr()) {
             (Some(forwarder), Some(addr)) => forwarder.keep_alive(&addr, session).await,
             _ => Err(ProposeError::NotLeader),
+        }
+    }
+
+    /// A TTL check report: taken on the leader (a renewed deadline, and the new status written
+    /// if it changed), forwarded from anywhere else; answers once the write, if any, is
+    /// applied here.
+    pub(crate) async fn report_check(
+        &self,
+        health: &crate::health::HealthChecks,
+        report: crate::health::Report,
+    ) -> Result<(), crate::health::ReportFailure> {
+        use crate::health::ReportFailure;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let answer = if self.leads_with_quorum() {
+                crate::health::take_report(health, report.clone(), |command| self.propose_here(command)).await
+            } else {
+                match (&self.forwarder, self.leader_peer_addr()) {
+                    (Some(forwarder), Some(addr)) => forwarder.report_check(&addr, &report).await,
+                    _ => Err(ReportFailure::Propose(ProposeError::NotLeader)),
+                }
+            };
+            let settling = matches!(
+                answer,
+                Err(ReportFailure::Propose(ProposeError::NotLeader | ProposeError::LeaderUnreachable))
+            );
+            if settling && self.clustered() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+            let revision = answer?;
+            if let Some(revision) = revision {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    self.hub.applied(waggle_core::Revision::new(revision)),
+                )
+                .await;
+            }
+            return Ok(());
         }
     }
 

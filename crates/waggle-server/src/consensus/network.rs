@@ -183,6 +183,8 @@ pub(super) struct PeerService {
     pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How fresh a quorum's acknowledgement must be for this leader to renew a session.
     pub(super) lease_ms: u64,
+    /// The checks, for TTL reports a follower received.
+    pub(super) health: std::sync::Arc<crate::health::HealthChecks>,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -260,6 +262,22 @@ impl RaftPeer for PeerService {
             self.removed.send_replace(true);
         }
         encode(&())
+    }
+
+    async fn report_check(
+        &self,
+        request: tonic::Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let report: crate::health::Report = decode(request)?;
+        // Taken here or refused as "not the leader", never forwarded again.
+        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.lease_ms);
+        let answer = if leads {
+            crate::health::take_report(&self.health, report, |command| super::propose_locally(&self.proposals, command))
+                .await
+        } else {
+            Err(crate::health::ReportFailure::Propose(ProposeError::NotLeader))
+        };
+        encode(&answer)
     }
 
     async fn describe(
@@ -428,6 +446,20 @@ impl Forwarder {
     /// Asks the member at `addr` where clients reach it.
     pub(crate) async fn describe(&self, addr: &str) -> Result<Identity, ProposeError> {
         describe(self.client(addr)?).await
+    }
+
+    /// Sends a TTL check report to the leader at `addr`: the revision that wrote it, if any.
+    pub(crate) async fn report_check(
+        &self,
+        addr: &str,
+        report: &crate::health::Report,
+    ) -> Result<Option<u64>, crate::health::ReportFailure> {
+        let unreachable = || crate::health::ReportFailure::Propose(ProposeError::LeaderUnreachable);
+        let mut client = self.client(addr).map_err(crate::health::ReportFailure::Propose)?;
+        let request = payload(report).map_err(crate::health::ReportFailure::Propose)?;
+        // A report is idempotent: whatever kept it from the leader, it may be sent again.
+        let answer = within(KEEPALIVE_DEADLINE, client.report_check(request)).await.map_err(|_| unreachable())?;
+        serde_json::from_slice(&answer.into_inner().data).map_err(|_| unreachable())?
     }
 
     /// Asks the leader at `addr` for a read index: the revision a linearizable read must see.

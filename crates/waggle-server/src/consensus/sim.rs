@@ -233,8 +233,13 @@ impl Member {
         .unwrap_or_else(|e| panic!("sim config: {e}"));
         // A restarted member rebuilds its state from the log, as after a real crash.
         self.hub = Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64 }));
-        let sm = StateMachine::open(self.storage.clone(), self.hub.clone(), Arc::new(SessionClock::new()))
-            .unwrap_or_else(|e| panic!("state machine: {e}"));
+        let sm = StateMachine::open(
+            self.storage.clone(),
+            self.hub.clone(),
+            Arc::new(SessionClock::new()),
+            Arc::new(crate::health::HealthChecks::new()),
+        )
+        .unwrap_or_else(|e| panic!("state machine: {e}"));
         let network = SimNetwork { from: self.id, net: net.clone() };
         let raft = Raft::new(self.id, Arc::new(config), network, self.log.clone(), sm)
             .await

@@ -12,7 +12,7 @@ use openraft::{
 use waggle_core::{Effect, Registry, codec};
 
 use super::{BatchResult, CommandBatch, CommandResult, Refusal, TypeConfig, record, storage::Storage};
-use crate::{sessions::SessionClock, watch::WatchHub};
+use crate::{health::HealthChecks, sessions::SessionClock, watch::WatchHub};
 
 /// The registry as a Raft state machine.
 pub(crate) struct StateMachine {
@@ -22,6 +22,7 @@ pub(crate) struct StateMachine {
     membership: StoredMembership<u64, BasicNode>,
     hub: Arc<WatchHub>,
     clock: Arc<SessionClock>,
+    health: Arc<HealthChecks>,
 }
 
 fn snap_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -30,7 +31,12 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
 
 impl StateMachine {
     /// Restores from the data dir's latest snapshot (if any) and seeds the hub and clock.
-    pub(crate) fn open(storage: Arc<Storage>, hub: Arc<WatchHub>, clock: Arc<SessionClock>) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        storage: Arc<Storage>,
+        hub: Arc<WatchHub>,
+        clock: Arc<SessionClock>,
+        health: Arc<HealthChecks>,
+    ) -> anyhow::Result<Self> {
         let mut sm = StateMachine {
             storage,
             registry: Registry::new(),
@@ -38,6 +44,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             hub,
             clock,
+            health,
         };
         if let Some(bytes) = sm.storage.read_snapshot()? {
             let (meta, data) = record::decode_snapshot(&bytes)?;
@@ -61,6 +68,7 @@ impl StateMachine {
     fn reseed(&self) {
         self.hub.reset(&self.registry);
         self.clock.reset(self.registry.sessions().values().map(|s| (s.id, s.ttl)));
+        self.health.reset(&self.registry);
     }
 
     fn publish(&self, effects: &[Effect]) {
@@ -71,6 +79,7 @@ impl StateMachine {
                 Effect::InstanceUpserted { .. } | Effect::InstanceRemoved { .. } => {}
             }
         }
+        self.health.observe(effects);
         self.hub.publish(&self.registry, effects);
     }
 }

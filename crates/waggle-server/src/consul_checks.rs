@@ -1,0 +1,507 @@
+//! The Consul agent's health-check API: check definitions in registrations and
+//! `check/register`, `check/deregister`, TTL reports (`check/pass|warn|fail|update`), service
+//! maintenance, and the checks as Consul renders them. The checks run on the leader
+//! (`health.rs`); this module only translates.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use waggle_core::{CheckKind, CheckSpec, Command, HealthStatus, Instance};
+
+use crate::{
+    consul::{ConsulError, agent_instances, bad_request, canonical, go_duration, node_name, status_text, unavailable},
+    health::{Report, ReportError, ReportFailure},
+    http::AppState,
+};
+
+/// A JSON object with its keys matched as Consul's decoder matches them.
+pub(crate) type Fields = BTreeMap<String, Value>;
+
+pub(crate) fn fields_of(value: &Value, what: &str) -> Result<Fields, String> {
+    match value {
+        Value::Object(map) => Ok(map.iter().map(|(k, v)| (canonical(k), v.clone())).collect()),
+        other => Err(format!("{what}: expected an object, got {other}")),
+    }
+}
+
+/// Consul's spelling of a (canonical) field name, for error messages.
+fn field_name(key: &str) -> &str {
+    const NAMES: &[&str] = &[
+        "CheckID",
+        "ID",
+        "Name",
+        "Notes",
+        "Status",
+        "TTL",
+        "HTTP",
+        "Method",
+        "Header",
+        "Body",
+        "TLSSkipVerify",
+        "TCP",
+        "GRPC",
+        "GRPCUseTLS",
+        "Interval",
+        "Timeout",
+        "SuccessBeforePassing",
+        "FailuresBeforeCritical",
+        "DeregisterCriticalServiceAfter",
+        "ServiceID",
+        "Output",
+    ];
+    NAMES.iter().find(|n| n.to_lowercase() == key).copied().unwrap_or(key)
+}
+
+fn string(fields: &Fields, key: &str) -> Result<String, String> {
+    let shown = field_name(key);
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("{shown}: expected a string, got {other}")),
+    }
+}
+
+/// A duration field: a Go duration string (`"10s"`) or a number of nanoseconds; 0 if absent.
+fn duration_ms(fields: &Fields, key: &str) -> Result<u64, String> {
+    let shown = field_name(key);
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::String(s)) if s.is_empty() => Ok(0),
+        Some(Value::String(s)) => go_duration(s)
+            .map(|d| d.as_millis() as u64)
+            .ok_or_else(|| format!("{shown}: invalid duration {s:?} (use Go syntax, like \"10s\")")),
+        Some(Value::Number(n)) => {
+            n.as_u64().map(|ns| ns / 1_000_000).ok_or_else(|| format!("{shown}: invalid duration {n}"))
+        }
+        Some(other) => Err(format!("{shown}: invalid duration {other}")),
+    }
+}
+
+fn count(fields: &Fields, key: &str) -> Result<u32, String> {
+    let shown = field_name(key);
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => {
+            v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| format!("{shown}: expected a count, got {v}"))
+        }
+    }
+}
+
+fn flag(fields: &Fields, key: &str) -> Result<bool, String> {
+    let shown = field_name(key);
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(format!("{shown}: expected true or false, got {other}")),
+    }
+}
+
+pub(crate) fn parse_status(text: &str) -> Result<HealthStatus, String> {
+    match text {
+        "passing" => Ok(HealthStatus::Passing),
+        "warning" => Ok(HealthStatus::Warning),
+        "critical" => Ok(HealthStatus::Critical),
+        other => Err(format!("Invalid check status: {other:?} (passing, warning or critical)")),
+    }
+}
+
+/// A check definition (Consul's `AgentServiceCheck` / `CheckDefinition`). `default_id` and
+/// `default_name` apply when `CheckID` / `Name` are absent. With `is_static` (catalog
+/// registrations) the check only carries a status.
+pub(crate) fn parse_check(
+    fields: &Fields,
+    default_id: &str,
+    default_name: &str,
+    is_static: bool,
+) -> Result<CheckSpec, String> {
+    for unsupported in
+        ["args", "scriptargs", "dockercontainerid", "h2ping", "udp", "osservice", "aliasservice", "aliasnode"]
+    {
+        if fields.get(unsupported).is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!("")) {
+            return Err(format!("{unsupported}: this kind of check is not supported (docs/compatibility.md)"));
+        }
+    }
+    let mut id = string(fields, "checkid")?;
+    if id.is_empty() {
+        id = string(fields, "id")?;
+    }
+    let mut name = string(fields, "name")?;
+    if name.is_empty() {
+        name = default_name.to_owned();
+    }
+    if id.is_empty() {
+        id = if default_id.is_empty() { name.clone() } else { default_id.to_owned() };
+    }
+    let interval_ms = duration_ms(fields, "interval")?;
+    let ttl_ms = duration_ms(fields, "ttl")?;
+    let (http_url, tcp, grpc) = (string(fields, "http")?, string(fields, "tcp")?, string(fields, "grpc")?);
+    let kinds = [ttl_ms > 0, !http_url.is_empty(), !tcp.is_empty(), !grpc.is_empty()];
+    let kind = match (is_static, kinds.iter().filter(|k| **k).count()) {
+        (true, _) => CheckKind::Static,
+        (false, 0) => return Err("a check needs one of TTL, HTTP, TCP or GRPC".into()),
+        (false, 1) if ttl_ms > 0 => CheckKind::Ttl { ttl_ms },
+        (false, 1) if !http_url.is_empty() => {
+            let mut headers = Vec::new();
+            match fields.get("header") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(map)) => {
+                    for (name, values) in map {
+                        match values {
+                            Value::Array(list) => {
+                                for v in list {
+                                    let v = v.as_str().ok_or_else(|| format!("Header.{name}: expected strings"))?;
+                                    headers.push((name.clone(), v.to_owned()));
+                                }
+                            }
+                            Value::String(v) => headers.push((name.clone(), v.clone())),
+                            other => return Err(format!("Header.{name}: expected a list of strings, got {other}")),
+                        }
+                    }
+                }
+                Some(other) => return Err(format!("Header: expected an object, got {other}")),
+            }
+            if http_url.starts_with("https://") {
+                return Err("HTTP: https:// checks are not supported yet (docs/compatibility.md)".into());
+            }
+            let method = string(fields, "method")?;
+            CheckKind::Http {
+                url: http_url,
+                method: if method.is_empty() { "GET".into() } else { method },
+                headers,
+                body: string(fields, "body")?,
+                tls_skip_verify: flag(fields, "tlsskipverify")?,
+            }
+        }
+        (false, 1) if !tcp.is_empty() => CheckKind::Tcp { address: tcp },
+        (false, 1) => {
+            if flag(fields, "grpcusetls")? {
+                return Err("GRPCUseTLS: TLS gRPC checks are not supported yet (docs/compatibility.md)".into());
+            }
+            let (address, service) = grpc.split_once('/').unwrap_or((grpc.as_str(), ""));
+            CheckKind::Grpc { address: address.to_owned(), service: service.to_owned(), tls: false }
+        }
+        (false, _) => return Err("a check takes only one of TTL, HTTP, TCP or GRPC".into()),
+    };
+    let status = string(fields, "status")?;
+    let timeout_ms = duration_ms(fields, "timeout")?;
+    Ok(CheckSpec {
+        id,
+        name,
+        notes: string(fields, "notes")?,
+        kind,
+        interval_ms,
+        timeout_ms: if timeout_ms == 0 { waggle_core::check_limits::DEFAULT_TIMEOUT_MS } else { timeout_ms },
+        success_before_passing: count(fields, "successbeforepassing")?,
+        failures_before_critical: count(fields, "failuresbeforecritical")?,
+        deregister_after_ms: duration_ms(fields, "deregistercriticalserviceafter")?,
+        initial: if status.is_empty() { HealthStatus::Critical } else { parse_status(&status)? },
+    })
+}
+
+/// The checks of a service registration: `Check` (id `service:ID`) and `Checks`
+/// (`service:ID:1`, `:2`, ...), as Consul numbers them.
+pub(crate) fn registration_checks(
+    check: Option<&Value>,
+    checks: Option<&Value>,
+    service_id: &str,
+    service_name: &str,
+    is_static: bool,
+) -> Result<Vec<CheckSpec>, String> {
+    let name = format!("Service '{service_name}' check");
+    let mut out = Vec::new();
+    if let Some(check) = check.filter(|c| !c.is_null()) {
+        out.push(parse_check(&fields_of(check, "Check")?, &format!("service:{service_id}"), &name, is_static)?);
+    }
+    match checks {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (n, check) in list.iter().enumerate() {
+                let id = format!("service:{service_id}:{}", n + 1);
+                out.push(parse_check(&fields_of(check, "Checks")?, &id, &name, is_static)?);
+            }
+        }
+        Some(other) => return Err(format!("Checks: expected a list, got {other}")),
+    }
+    Ok(out)
+}
+
+fn duration_text(ms: u64) -> String {
+    if ms == 0 {
+        String::new()
+    } else if ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// One check as Consul's `HealthCheck`.
+pub(crate) fn check_json(state: &AppState, i: &Instance, check: &waggle_core::Check) -> Value {
+    let spec = &check.spec;
+    let mut definition = serde_json::Map::new();
+    match &spec.kind {
+        CheckKind::Http { url, method, .. } => {
+            definition.insert("HTTP".into(), json!(url));
+            definition.insert("Method".into(), json!(method));
+        }
+        CheckKind::Tcp { address } => {
+            definition.insert("TCP".into(), json!(address));
+        }
+        CheckKind::Grpc { address, service, .. } => {
+            let target = if service.is_empty() { address.clone() } else { format!("{address}/{service}") };
+            definition.insert("GRPC".into(), json!(target));
+        }
+        CheckKind::Ttl { ttl_ms } => {
+            definition.insert("TTL".into(), json!(duration_text(*ttl_ms)));
+        }
+        _ => {}
+    }
+    if spec.kind.is_active() {
+        definition.insert("Interval".into(), json!(duration_text(spec.interval_ms)));
+        definition.insert("Timeout".into(), json!(duration_text(spec.timeout_ms)));
+    }
+    if spec.deregister_after_ms > 0 {
+        definition.insert("DeregisterCriticalServiceAfter".into(), json!(duration_text(spec.deregister_after_ms)));
+    }
+    json!({
+        "Node": node_name(state), "CheckID": spec.id, "Name": spec.name, "Status": status_text(check.status),
+        "Notes": spec.notes, "Output": check.output, "ServiceID": i.spec.id.to_string(),
+        "ServiceName": i.spec.service.to_string(), "ServiceTags": i.spec.tags, "Type": spec.kind.type_name(),
+        "Interval": if spec.kind.is_active() { duration_text(spec.interval_ms) } else { String::new() },
+        "Timeout": if spec.kind.is_active() { duration_text(spec.timeout_ms) } else { String::new() },
+        "ExposedPort": 0, "Definition": Value::Object(definition),
+        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+    })
+}
+
+/// An instance's checks as Consul renders them. An instance without checks (an SDK
+/// registration, whose session is its liveness) shows one check carrying its status.
+pub(crate) fn instance_checks(state: &AppState, i: &Instance) -> Vec<Value> {
+    if !i.checks.is_empty() {
+        return i.checks.iter().map(|c| check_json(state, i, c)).collect();
+    }
+    let (id, name) = (i.spec.id.to_string(), i.spec.service.to_string());
+    vec![json!({
+        "Node": node_name(state), "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
+        "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
+        "ServiceName": name, "ServiceTags": i.spec.tags, "Type": "waggle", "Interval": "", "Timeout": "",
+        "ExposedPort": 0, "Definition": {},
+        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
+    })]
+}
+
+fn unknown_check(id: &str) -> ConsulError {
+    ConsulError(
+        StatusCode::NOT_FOUND,
+        format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."),
+    )
+}
+
+/// `PUT /v1/agent/check/register`: a check on one of the agent's service instances
+/// (`ServiceID`); node-level checks are not modelled.
+pub(crate) async fn check_register(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    let service_id = string(&fields, "serviceid").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    if service_id.is_empty() {
+        return Err(bad_request("ServiceID is required: node-level checks are not supported (docs/compatibility.md)"));
+    }
+    let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == service_id) else {
+        return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceID {service_id:?} does not exist")));
+    };
+    let check = parse_check(&fields, "", "", false).map_err(|e| bad_request(format!("Invalid check: {e}")))?;
+    if check.name.is_empty() {
+        return Err(bad_request("Missing check name"));
+    }
+    let command = Command::PutCheck { service: instance.spec.service.clone(), id: instance.spec.id.clone(), check };
+    propose(&state, command).await
+}
+
+/// Proposes a check change; refusals are the client's fault (400, 404 for unknown objects).
+pub(crate) async fn propose(state: &AppState, command: Command) -> Result<Response, ConsulError> {
+    match state.consensus.propose(command).await {
+        Ok(_) => Ok(StatusCode::OK.into_response()),
+        Err(crate::error::ProposeError::Refused(r)) => {
+            let code = match r.kind {
+                crate::consensus::RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Err(ConsulError(code, r.message))
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// `PUT /v1/agent/check/deregister/:id`.
+pub(crate) async fn check_deregister(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    let info = state.health.get(&id).ok_or_else(|| unknown_check(&id))?;
+    propose(&state, Command::RemoveCheck { service: info.service, id: info.instance, check: id }).await
+}
+
+/// `PUT /v1/agent/check/pass|warn|fail/:id?note=`.
+pub(crate) async fn check_pass(
+    state: State<AppState>,
+    id: Path<String>,
+    raw: RawQuery,
+) -> Result<Response, ConsulError> {
+    ttl_report(state, id, raw, HealthStatus::Passing).await
+}
+
+pub(crate) async fn check_warn(
+    state: State<AppState>,
+    id: Path<String>,
+    raw: RawQuery,
+) -> Result<Response, ConsulError> {
+    ttl_report(state, id, raw, HealthStatus::Warning).await
+}
+
+pub(crate) async fn check_fail(
+    state: State<AppState>,
+    id: Path<String>,
+    raw: RawQuery,
+) -> Result<Response, ConsulError> {
+    ttl_report(state, id, raw, HealthStatus::Critical).await
+}
+
+async fn ttl_report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    status: HealthStatus,
+) -> Result<Response, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    let note = pairs.into_iter().find(|(k, _)| k == "note").map(|(_, v)| v).unwrap_or_default();
+    report(&state, id, status, note).await
+}
+
+/// `PUT /v1/agent/check/update/:id` with `{"Status": ..., "Output": ...}`.
+pub(crate) async fn check_update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    let status = string(&fields, "status").map_err(bad_request)?;
+    let status = parse_status(&status).map_err(bad_request)?;
+    let output = string(&fields, "output").map_err(bad_request)?;
+    report(&state, id, status, output).await
+}
+
+async fn report(
+    state: &AppState,
+    check: String,
+    status: HealthStatus,
+    output: String,
+) -> Result<Response, ConsulError> {
+    if output.len() > waggle_core::check_limits::MAX_OUTPUT * 16 {
+        return Err(bad_request("Output is too large"));
+    }
+    let report = Report { check: check.clone(), status, output };
+    match state.consensus.report_check(&state.health, report).await {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        Err(ReportFailure::Check(ReportError::Unknown)) => Err(unknown_check(&check)),
+        Err(ReportFailure::Check(ReportError::NotTtl)) => {
+            Err(bad_request(format!("CheckID {check:?} does not have associated TTL")))
+        }
+        Err(ReportFailure::Propose(e)) => Err(unavailable(e)),
+    }
+}
+
+/// `PUT /v1/agent/service/maintenance/:id?enable=true|false&reason=`: a critical
+/// `_service_maintenance:ID` check while enabled.
+pub(crate) async fn service_maintenance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let enable = match get("enable").as_deref() {
+        None | Some("") => return Err(bad_request("Missing value for enable")),
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(bad_request(format!("Invalid value for enable: {other:?}"))),
+    };
+    let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
+        return Err(ConsulError(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")));
+    };
+    let check_id = format!("_service_maintenance:{id}");
+    let (service, id) = (instance.spec.service.clone(), instance.spec.id.clone());
+    if enable {
+        let reason = get("reason").filter(|r| !r.is_empty()).unwrap_or_else(|| {
+            "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+                .into()
+        });
+        let check =
+            CheckSpec { notes: reason, ..CheckSpec::new(check_id, "Service Maintenance Mode", CheckKind::Maintenance) };
+        propose(&state, Command::PutCheck { service, id, check }).await
+    } else if instance.checks.iter().any(|c| c.spec.id == check_id) {
+        propose(&state, Command::RemoveCheck { service, id, check: check_id }).await
+    } else {
+        Ok(StatusCode::OK.into_response())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: Value) -> Result<CheckSpec, String> {
+        parse_check(&fields_of(&value, "check")?, "service:web", "Service 'web' check", false)
+    }
+
+    #[test]
+    fn check_definitions_parse_like_consuls() {
+        let c = parse(json!({"HTTP": "http://127.0.0.1:1/h", "Interval": "10s", "Timeout": "1s",
+            "Header": {"X-A": ["1", "2"]}, "method": "POST", "SuccessBeforePassing": 2,
+            "DeregisterCriticalServiceAfter": "90m"}))
+        .expect("http");
+        assert_eq!(c.id, "service:web");
+        assert_eq!(
+            (c.interval_ms, c.timeout_ms, c.success_before_passing, c.deregister_after_ms),
+            (10_000, 1_000, 2, 5_400_000)
+        );
+        assert!(matches!(&c.kind, CheckKind::Http { method, headers, .. } if method == "POST" && headers.len() == 2));
+        let ttl = parse(json!({"ttl": "15s", "check_id": "mine", "status": "passing"})).expect("ttl");
+        assert_eq!((ttl.id.as_str(), ttl.initial), ("mine", HealthStatus::Passing));
+        assert_eq!(ttl.kind, CheckKind::Ttl { ttl_ms: 15_000 });
+        let grpc = parse(json!({"GRPC": "127.0.0.1:9/my.Svc", "Interval": 1_000_000_000u64})).expect("grpc");
+        assert_eq!(grpc.kind, CheckKind::Grpc { address: "127.0.0.1:9".into(), service: "my.Svc".into(), tls: false });
+        assert_eq!(grpc.interval_ms, 1_000);
+        for (bad, why) in [
+            (json!({"Interval": "10s"}), "one of"),
+            (json!({"TTL": "10s", "TCP": "a:1"}), "only one"),
+            (json!({"TTL": "soon"}), "invalid duration"),
+            (json!({"Args": ["/bin/true"], "Interval": "1s"}), "not supported"),
+            (json!({"TTL": "1s", "Status": "fine"}), "Invalid check status"),
+            (json!({"HTTP": "https://x/", "Interval": "1s"}), "https"),
+            (json!({"TCP": 5}), "expected a string"),
+        ] {
+            let e = parse(bad.clone()).expect_err("refused");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let numbered = registration_checks(
+            None,
+            Some(&json!([{"TTL": "5s"}, {"TCP": "a:1", "Interval": "1s"}])),
+            "w1",
+            "web",
+            false,
+        )
+        .expect("checks");
+        assert_eq!(numbered.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["service:w1:1", "service:w1:2"]);
+    }
+}
