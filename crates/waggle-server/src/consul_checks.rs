@@ -203,8 +203,9 @@ pub(crate) fn parse_check(
     })
 }
 
-/// The checks of a service registration: `Check` (id `service:ID`) and `Checks`
-/// (`service:ID:1`, `:2`, ...), as Consul numbers them.
+/// The checks of a service registration, `Check` then `Checks`. Without a `CheckID` they are
+/// named as Consul names them: `service:ID`, or `service:ID:1`, `:2`, ... when there are
+/// several.
 pub(crate) fn registration_checks(
     check: Option<&Value>,
     checks: Option<&Value>,
@@ -212,22 +213,29 @@ pub(crate) fn registration_checks(
     service_name: &str,
     is_static: bool,
 ) -> Result<Vec<CheckSpec>, String> {
-    let name = format!("Service '{service_name}' check");
-    let mut out = Vec::new();
+    let mut definitions = Vec::new();
     if let Some(check) = check.filter(|c| !c.is_null()) {
-        out.push(parse_check(&fields_of(check, "Check")?, &format!("service:{service_id}"), &name, is_static)?);
+        definitions.push(fields_of(check, "Check")?);
     }
     match checks {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
-            for (n, check) in list.iter().enumerate() {
-                let id = format!("service:{service_id}:{}", n + 1);
-                out.push(parse_check(&fields_of(check, "Checks")?, &id, &name, is_static)?);
+            for check in list {
+                definitions.push(fields_of(check, "Checks")?);
             }
         }
         Some(other) => return Err(format!("Checks: expected a list, got {other}")),
     }
-    Ok(out)
+    let name = format!("Service '{service_name}' check");
+    let several = definitions.len() > 1;
+    definitions
+        .iter()
+        .enumerate()
+        .map(|(n, fields)| {
+            let id = if several { format!("service:{service_id}:{}", n + 1) } else { format!("service:{service_id}") };
+            parse_check(fields, &id, &name, is_static)
+        })
+        .collect()
 }
 
 fn duration_text(ms: u64) -> String {
@@ -503,5 +511,7 @@ mod tests {
         )
         .expect("checks");
         assert_eq!(numbered.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["service:w1:1", "service:w1:2"]);
+        let one = registration_checks(None, Some(&json!([{"TTL": "5s"}])), "w1", "web", false).expect("one");
+        assert_eq!(one[0].id, "service:w1", "numbered only when there are several");
     }
 }

@@ -530,3 +530,56 @@ async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() {
         server.shutdown().await;
     }
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+async fn check_status(server: &Server, service: &str) -> Option<(String, String)> {
+    let (_, body) = common::http_get(server.http_addr(), &format!("/v1/health/checks/{service}")).await;
+    let checks: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let first = checks.as_array()?.first()?;
+    Some((first["Status"].as_str()?.to_owned(), first["Output"].as_str()?.to_owned()))
+}
+
+async fn wait_for_check(server: &Server, service: &str, status: &str) -> String {
+    let reached = async {
+        loop {
+            if let Some((s, output)) = check_status(server, service).await
+                && s == status
+            {
+                return output;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(WAIT, reached).await.unwrap_or_else(|_| panic!("{service} never became {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_reports_sent_to_a_follower_reach_the_leader_and_checks_follow_leadership() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = start_cluster(&dirs).await;
+    let leader = wait_for_leader(&servers).await;
+    let follower = (leader + 1) % 3;
+    let http = servers[follower].http_addr();
+    let body = br#"{"Name":"cron","ID":"cron-1","Port":1,"Address":"10.0.0.1","Check":{"TTL":"1s"}}"#;
+    let (code, answer) = common::http_send(http, "PUT", "/v1/agent/service/register", body).await;
+    assert_eq!(code, 200, "{answer}");
+    // Reports to the follower renew the leader's deadline: passing for 3 s with a 1 s TTL.
+    for _ in 0..10 {
+        let (code, answer) = common::http_send(http, "PUT", "/v1/agent/check/pass/service:cron-1?note=tick", b"").await;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(check_status(&servers[follower], "cron").await, Some(("passing".into(), "tick".into())));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(wait_for_check(&servers[follower], "cron", "critical").await, "TTL expired");
+
+    // The leader goes; the new one runs the check, and reports reach it.
+    servers.remove(leader).shutdown().await;
+    let survivor = &servers[0];
+    let (code, answer) =
+        common::http_send(survivor.http_addr(), "PUT", "/v1/agent/check/pass/service:cron-1", b"").await;
+    assert_eq!(code, 200, "{answer}");
+    wait_for_check(&servers[1], "cron", "passing").await;
+    assert_eq!(wait_for_check(&servers[1], "cron", "critical").await, "TTL expired");
+}

@@ -1,6 +1,7 @@
 """py-consul (PyPI) against Waggle's Consul-compatible HTTP API: agent registration,
 catalog and health reads with tag / passing filters, a blocking query woken by a change,
-deregistration, and a refused registration. Usage: py_consul.py HOST PORT"""
+deregistration, a refused registration, TTL checks (pass / warn / fail, a blocking query
+woken by a check), check registration and maintenance mode. Usage: py_consul.py HOST PORT"""
 import sys
 import threading
 import time
@@ -51,5 +52,45 @@ except Exception as e:  # py-consul raises on 4xx
     assert "400" in str(e) or "Invalid" in str(e), e
 else:
     raise AssertionError("an invalid registration was accepted")
+
+# TTL checks: critical until passed, then passing; warn and fail through the check API.
+c.agent.service.register("cron", service_id="cron-1", address="127.0.0.1", port=9000,
+                         check=consul.Check.ttl("30s"))
+_, nodes = c.health.service("cron", passing=True)
+assert nodes == [], nodes
+index, _ = c.health.service("cron")
+
+
+def report():
+    time.sleep(0.5)
+    c.agent.check.ttl_pass("service:cron-1", notes="alive")
+
+
+threading.Thread(target=report).start()
+new_index, nodes = c.health.service("cron", index=index, wait="20s", passing=True)
+assert int(new_index) > int(index), (index, new_index)
+assert [n["Service"]["ID"] for n in nodes] == ["cron-1"], nodes
+check = [ch for ch in nodes[0]["Checks"] if ch["CheckID"] == "service:cron-1"][0]
+assert check["Status"] == "passing" and check["Output"] == "alive", check
+c.agent.check.ttl_warn("service:cron-1", notes="slow")
+assert c.agent.checks()["service:cron-1"]["Status"] == "warning"
+c.agent.check.ttl_fail("service:cron-1")
+_, checks = c.health.checks("cron")
+assert [ch["Status"] for ch in checks] == ["critical"], checks
+_, critical = c.health.state("critical")
+assert "service:cron-1" in {ch["CheckID"] for ch in critical}, critical
+
+# A check registered on its own, and maintenance mode.
+c.agent.check.register("disk", check=consul.Check.ttl("10s"), check_id="disk-1", service_id="cron-1")
+assert "disk-1" in c.agent.checks()
+c.agent.check.deregister("disk-1")
+assert "disk-1" not in c.agent.checks()
+c.agent.check.ttl_pass("service:cron-1")
+c.agent.service.maintenance("cron-1", "true", reason="upgrade")
+_, nodes = c.health.service("cron", passing=True)
+assert nodes == [], nodes
+c.agent.service.maintenance("cron-1", "false")
+_, nodes = c.health.service("cron", passing=True)
+assert len(nodes) == 1, nodes
 
 print("ok")
