@@ -18,7 +18,7 @@ for i in 1 2 3; do cluster+="${cluster:+,}$i=127.0.0.1:$((19300 + i))"; done
 for i in 1 2 3; do
     "$BIN" server --data-dir "$WORK/w$i" --node-id $i --peer-addr 127.0.0.1:$((19300 + i)) \
         --initial-cluster "$cluster" --grpc-addr 127.0.0.1:$((19310 + i)) \
-        --http-addr 127.0.0.1:$((19320 + i)) > "$WORK/w$i.log" 2>&1 &
+        --http-addr 127.0.0.1:$((19320 + i)) --dns-addr off > "$WORK/w$i.log" 2>&1 &
     urls[$i]="http://127.0.0.1:$((19310 + i))"
 done
 ecluster=""; eurls=()

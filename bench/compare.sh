@@ -49,7 +49,7 @@ ZK_ADDR=127.0.0.1:21810
 
 start_waggle() {
     rm -rf "$WORK/waggle"
-    "$WAGGLE" server --data-dir "$WORK/waggle" --grpc-addr 127.0.0.1:18502 --http-addr 127.0.0.1:18500 \
+    "$WAGGLE" server --data-dir "$WORK/waggle" --grpc-addr 127.0.0.1:18502 --http-addr 127.0.0.1:18500 --dns-addr off \
         >"$WORK/waggle.log" 2>&1 &
     PIDS+=($!)
     WAGGLE_PID=$!

@@ -23,7 +23,7 @@ waggle_trial() {
         mkdir -p "$WORK/w$t-$i"
         "$BIN" server --data-dir "$WORK/w$t-$i" --node-id $i --peer-addr 127.0.0.1:$((base + i)) \
             --initial-cluster "$cluster" --grpc-addr 127.0.0.1:$((base + 10 + i)) \
-            --http-addr 127.0.0.1:$((base + 5 + i)) > "$WORK/w$t-$i.log" 2>&1 &
+            --http-addr 127.0.0.1:$((base + 5 + i)) --dns-addr off > "$WORK/w$t-$i.log" 2>&1 &
         pids[$i]=$!
         urls[$i]="http://127.0.0.1:$((base + 10 + i))"
     done

@@ -5,6 +5,6 @@ start_server() {
     BIN="${CARGO_TARGET_DIR:-target}/release/waggle"
     WORK=$(mktemp -d)
     trap 'pkill -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-    "$BIN" server --data-dir "$WORK/data" --grpc-addr "127.0.0.1:$1" --http-addr "127.0.0.1:$2" > "$WORK/log" 2>&1 &
+    "$BIN" server --data-dir "$WORK/data" --grpc-addr "127.0.0.1:$1" --http-addr "127.0.0.1:$2" --dns-addr off > "$WORK/log" 2>&1 &
     until grep -q ready "$WORK/log"; do sleep 0.05; done
 }

@@ -8,6 +8,8 @@ use crate::ServerError;
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8502";
 /// Default HTTP address (Consul's HTTP port).
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
+/// Default DNS address (Consul's DNS port), UDP and TCP.
+pub const DEFAULT_DNS_ADDR: &str = "127.0.0.1:8600";
 /// Default data dir.
 pub const DEFAULT_DATA_DIR: &str = "./waggle-data";
 
@@ -21,6 +23,16 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address (default 127.0.0.1:8500; port 0 picks a free port).
     pub http_addr: SocketAddr,
+    /// DNS listen address, UDP and TCP on the same port (default 127.0.0.1:8600; port 0 picks
+    /// a free port; `None` turns DNS off).
+    pub dns_addr: Option<SocketAddr>,
+    /// Zones the DNS interface answers for (default `waggle` and `consul`); other names are
+    /// refused.
+    pub dns_domains: Vec<String>,
+    /// TTL of DNS answers, in seconds (default 0: no caching, as Consul).
+    pub dns_ttl: u32,
+    /// DNS answers warning instances too (default: passing only).
+    pub dns_allow_warning: bool,
     /// This node's Raft id (default 1).
     pub node_id: u64,
     /// How often the leader looks for expired sessions (default 100 ms).
@@ -85,6 +97,10 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8502)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            dns_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8600))),
+            dns_domains: vec!["waggle".into(), "consul".into()],
+            dns_ttl: 0,
+            dns_allow_warning: false,
             node_id: 1,
             session_tick: Duration::from_millis(100),
             watch_buffer: 256,
@@ -102,6 +118,7 @@ impl ServerConfig {
         let mut config = Self::new(data_dir);
         config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.dns_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config
     }
 
@@ -118,6 +135,20 @@ impl ServerConfig {
         }
         if self.session_tick.is_zero() || self.session_tick > Duration::from_secs(1) {
             return err("session_tick must be between 1ms and 1s");
+        }
+        if self.dns_domains.is_empty() {
+            return err("the DNS interface needs at least one domain");
+        }
+        for domain in &self.dns_domains {
+            let labels_ok = domain
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !labels_ok || domain.len() > 200 {
+                return Err(ServerError::Config(format!("{domain:?} is not a DNS domain (labels of a-z, 0-9, -)")));
+            }
+        }
+        if self.dns_ttl > 86_400 {
+            return err("dns_ttl must be at most 86400 s");
         }
         if self.watch_buffer == 0 || self.watch_history == 0 {
             return err("watch_buffer and watch_history must be at least 1");

@@ -18,6 +18,7 @@ mod config;
 mod consensus;
 mod consul;
 mod consul_checks;
+mod dns;
 mod error;
 mod filter;
 mod grpc;
@@ -34,7 +35,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use waggle_core::Revision;
 
-pub use config::{DEFAULT_DATA_DIR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig};
+pub use config::{DEFAULT_DATA_DIR, DEFAULT_DNS_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig};
 pub use error::ServerError;
 
 use crate::{
@@ -157,6 +158,7 @@ async fn name_history(
 pub struct Server {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     consensus: Arc<Consensus>,
     hub: Arc<WatchHub>,
@@ -247,6 +249,26 @@ impl Server {
             requests,
             http_addr,
         };
+        let mut dns_addr = None;
+        if let Some(addr) = config.dns_addr {
+            let settings = dns::DnsSettings {
+                domains: config.dns_domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect(),
+                ttl: config.dns_ttl,
+                allow_warning: config.dns_allow_warning,
+                node: format!("waggle-{}", config.node_id),
+                node_ip: if http_addr.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    http_addr.ip()
+                },
+            };
+            let (bound, task) = dns::serve(addr, dns::Handler::new(hub.clone(), settings), shutdown.clone())
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            dns_addr = Some(bound);
+            tasks.push(task);
+        }
+
         let http =
             axum::serve(http_listener, http::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
@@ -255,7 +277,17 @@ impl Server {
             }
         }));
 
-        Ok(Server { grpc_addr, http_addr, data_dir: config.data_dir, consensus, hub, storage, shutdown, tasks })
+        Ok(Server {
+            grpc_addr,
+            http_addr,
+            dns_addr,
+            data_dir: config.data_dir,
+            consensus,
+            hub,
+            storage,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The bound gRPC address.
@@ -266,6 +298,11 @@ impl Server {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound DNS address (UDP and TCP), unless DNS is off.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// The data dir.

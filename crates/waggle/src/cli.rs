@@ -192,6 +192,18 @@ pub(crate) struct ServerArgs {
     /// HTTP listen address.
     #[arg(long, env = "WAGGLE_HTTP_ADDR", default_value = waggle_server::DEFAULT_HTTP_ADDR)]
     pub(crate) http_addr: SocketAddr,
+    /// DNS listen address, UDP and TCP (`off` turns DNS off).
+    #[arg(long, env = "WAGGLE_DNS_ADDR", default_value = waggle_server::DEFAULT_DNS_ADDR, value_parser = parse_dns_addr)]
+    pub(crate) dns_addr: DnsAddr,
+    /// A zone the DNS interface answers for (repeat for several; default: waggle and consul).
+    #[arg(long = "dns-domain", value_name = "DOMAIN")]
+    pub(crate) dns_domains: Vec<String>,
+    /// TTL of DNS answers (0: no caching, Consul's default).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub(crate) dns_ttl: std::time::Duration,
+    /// DNS answers warning instances too (default: passing only).
+    #[arg(long)]
+    pub(crate) dns_allow_warning: bool,
     /// Development mode: use a temporary data dir, deleted on exit.
     #[arg(long)]
     pub(crate) dev: bool,
@@ -211,6 +223,17 @@ pub(crate) struct ServerArgs {
     /// Raft leader heartbeat interval; at most half the election timeout.
     #[arg(long, default_value = "40ms", value_parser = humantime::parse_duration)]
     pub(crate) heartbeat_interval: std::time::Duration,
+}
+
+/// `--dns-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DnsAddr(pub(crate) Option<SocketAddr>);
+
+fn parse_dns_addr(text: &str) -> Result<DnsAddr, String> {
+    match text.trim() {
+        "off" => Ok(DnsAddr(None)),
+        addr => addr.parse().map(|a| DnsAddr(Some(a))).map_err(|_| format!("`{text}` is not IP:PORT or `off`")),
+    }
 }
 
 /// The customary port for Raft traffic between members.

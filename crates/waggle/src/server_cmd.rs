@@ -21,6 +21,13 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(data_dir);
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
+    config.dns_addr = args.dns_addr.0;
+    if !args.dns_domains.is_empty() {
+        config.dns_domains = args.dns_domains.clone();
+    }
+    config.dns_ttl =
+        u32::try_from(args.dns_ttl.as_secs()).map_err(|_| Failure::Usage("--dns-ttl must be at most 86400s".into()))?;
+    config.dns_allow_warning = args.dns_allow_warning;
     config.raft.snapshot_every = args.snapshot_every;
     config.raft.election_timeout = args.election_timeout;
     config.raft.heartbeat_interval = args.heartbeat_interval;
@@ -34,9 +41,10 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
         _ = signals.recv() => return Ok(()),
     };
     println!(
-        "waggle server ready grpc={} http={} data-dir={} revision={}",
+        "waggle server ready grpc={} http={} dns={} data-dir={} revision={}",
         server.grpc_addr(),
         server.http_addr(),
+        server.dns_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
         server.data_dir().display(),
         server.revision()
     );

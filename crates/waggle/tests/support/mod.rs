@@ -50,6 +50,8 @@ fn isolate(cmd: &mut Command) {
         .env_remove("WAGGLE_DATA_DIR")
         .env_remove("WAGGLE_GRPC_ADDR")
         .env_remove("WAGGLE_HTTP_ADDR")
+        // Test servers never take the default DNS port (8600): tests run in parallel.
+        .env("WAGGLE_DNS_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -223,11 +225,13 @@ pub fn signal(pid: u32, sig: &str) {
 pub struct Ready {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// `None` when DNS is off.
+    pub dns: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub revision: u64,
 }
 
-/// Parses `waggle server ready grpc=A http=B data-dir=D revision=N`.
+/// Parses `waggle server ready grpc=A http=B dns=C|off data-dir=D revision=N`.
 pub fn parse_ready(line: &str) -> Ready {
     let rest = line.strip_prefix("waggle server ready ").unwrap_or_else(|| panic!("not a ready line: {line:?}"));
     let field = |key: &str| -> &str {
@@ -245,6 +249,10 @@ pub fn parse_ready(line: &str) -> Ready {
     Ready {
         grpc: field("grpc").parse().expect("grpc address"),
         http: field("http").parse().expect("http address"),
+        dns: match field("dns") {
+            "off" => None,
+            addr => Some(addr.parse().expect("dns address")),
+        },
         data_dir: PathBuf::from(field("data-dir")),
         revision: field("revision").parse().expect("revision"),
     }
