@@ -1,4 +1,4 @@
-//! The DNS interface (hickory-server), Consul's forms under every configured domain
+//! The DNS interface, Consul's forms under every configured domain
 //! (`waggle.` and `consul.` by default):
 //!
 //! - `<service>.service.<domain>` and `<tag>.<service>.service.<domain>`: A / AAAA of the
@@ -14,7 +14,9 @@
 //! of the asked type is NODATA (NOERROR, no answer); both carry the zone's SOA, whose minimum
 //! is the negative-caching TTL. Other zones are REFUSED (no recursion). UDP answers are cut
 //! to 512 bytes, or the client's EDNS size, with the TC bit set; TCP answers are whole.
-//! Malformed packets get FORMERR from hickory.
+//! Malformed packets get FORMERR. hickory-proto parses and encodes the messages (truncation
+//! included); the serving loops are ours: hickory-server's task and channel per query cost
+//! half the throughput (docs/benchmarks.md).
 
 use std::{
     cell::RefCell,
@@ -23,19 +25,16 @@ use std::{
     time::Duration,
 };
 
-use hickory_server::{
-    net::runtime::Time,
-    proto::{
-        op::{Edns, MessageType, Metadata, OpCode, ResponseCode},
-        rr::{
-            Name, RData, Record, RecordType,
-            rdata::{A, AAAA, SOA, SRV},
-        },
+use hickory_proto::{
+    op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode},
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::{A, AAAA, SOA, SRV},
     },
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
+    serialize::binary::{BinEncodable, BinEncoder},
 };
 use rand::{SeedableRng, seq::SliceRandom};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use waggle_core::{HealthStatus, Instance, ServiceName};
 
@@ -60,6 +59,69 @@ pub(crate) struct Handler {
     hub: Arc<WatchHub>,
     settings: DnsSettings,
     zones: Vec<Name>,
+    /// Encoded answers by question, valid while the registry's revision stays the same.
+    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, Arc<Cached>>>,
+}
+
+/// What an encoded answer depends on besides the registry: the question (lowercase wire
+/// name, type, class), the transport and the client's EDNS size.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    name: Vec<u8>,
+    qtype: u16,
+    qclass: u16,
+    edns: Option<u16>,
+    udp: bool,
+}
+
+/// Differently shuffled encodings of one answer, built at one revision.
+struct Cached {
+    revision: waggle_core::Revision,
+    variants: Vec<Vec<u8>>,
+}
+
+/// Shuffled encodings kept per question; a query gets one at random.
+const VARIANTS: usize = 8;
+/// Questions cached at most (the cache starts over when full: random names cannot grow it).
+const MAX_CACHED: usize = 4096;
+
+/// A plain query (one question, no answer / authority records, at most an OPT record without
+/// options): the question's end offset and the answer's cache key.
+fn plain_query(packet: &[u8], udp: bool) -> Option<(usize, CacheKey)> {
+    let word = |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    // QR = 0, opcode QUERY; one question; no answers or authorities; 0 or 1 additional.
+    if packet.len() < 12 || packet[2] & 0xf8 != 0 || word(4)? != 1 || word(6)? != 0 || word(8)? != 0 {
+        return None;
+    }
+    let additional = word(10)?;
+    let mut at = 12;
+    let mut name = Vec::with_capacity(64);
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        if len > 63 {
+            return None; // compression or extended labels: not in a plain question
+        }
+        name.push(len as u8);
+        name.extend(packet.get(at + 1..at + 1 + len)?.iter().map(u8::to_ascii_lowercase));
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+        if name.len() > 255 {
+            return None;
+        }
+    }
+    let (qtype, qclass) = (word(at)?, word(at + 2)?);
+    let end = at + 4;
+    let edns = match additional {
+        0 if packet.len() == end => None,
+        // Root name, type OPT (41), class = UDP size, TTL, RDLENGTH 0.
+        1 if packet.len() == end + 11 && packet[end] == 0 && word(end + 1)? == 41 && word(end + 9)? == 0 => {
+            Some(word(end + 3)?)
+        }
+        _ => return None,
+    };
+    Some((end, CacheKey { name, qtype, qclass, edns, udp }))
 }
 
 /// An answer before encoding.
@@ -165,7 +227,45 @@ impl Handler {
             .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
             .map(|n| n.to_lowercase())
             .collect();
-        Handler { hub, settings, zones }
+        Handler { hub, settings, zones, cache: Default::default() }
+    }
+
+    /// Answers a DNS message, from the cache when it is a plain query asked before at this
+    /// revision: a cached encoding gets the query's id, RD / CD bits and question (its case
+    /// preserved) patched in. Anything else goes through [`Handler::respond`].
+    pub(crate) fn answer_packet(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let Some((end, key)) = plain_query(packet, udp) else {
+            return self.respond(packet, udp);
+        };
+        let revision = self.hub.revision();
+        let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let cached = match cached {
+            Some(c) if c.revision == revision => c,
+            _ => {
+                // The same query, lowercase, answered VARIANTS times (each shuffles).
+                let mut canonical = packet.to_vec();
+                canonical[12..end - 4].copy_from_slice(&key.name);
+                let variants: Vec<Vec<u8>> = (0..VARIANTS).filter_map(|_| self.respond(&canonical, udp)).collect();
+                let fresh = Arc::new(Cached { revision, variants });
+                let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
+                cache.insert(key, fresh.clone());
+                fresh
+            }
+        };
+        let pick = SHUFFLE.with(|rng| rand::Rng::random_range(&mut *rng.borrow_mut(), 0..cached.variants.len().max(1)));
+        let mut answer = cached.variants.get(pick)?.clone();
+        // A response to a plain query starts with the header and the question, as asked.
+        if answer.len() < end || !answer[12..end].eq_ignore_ascii_case(&packet[12..end]) {
+            return self.respond(packet, udp);
+        }
+        answer[0..2].copy_from_slice(&packet[0..2]);
+        answer[2] = (answer[2] & !0x01) | (packet[2] & 0x01); // RD
+        answer[3] = (answer[3] & !0x10) | (packet[3] & 0x10); // CD
+        answer[12..end].copy_from_slice(&packet[12..end]);
+        Some(answer)
     }
 
     fn soa(&self, zone: &Name) -> Record {
@@ -277,56 +377,75 @@ impl Handler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+impl Handler {
+    /// Answers one DNS message: the encoded response, or `None` for a packet too short to
+    /// carry a header (nothing to answer to). UDP answers are cut to 512 bytes, or the
+    /// client's EDNS size, with the TC bit set.
+    pub(crate) fn respond(&self, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
+        if packet.len() < 12 {
+            return None;
+        }
+        let id = u16::from_be_bytes([packet[0], packet[1]]);
+        let request = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(_) => return Some(error_response(id, ResponseCode::FormErr)),
+        };
+        if request.metadata.message_type != MessageType::Query {
+            return None; // never answer a response
+        }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
-        let mut edns = None;
+        let mut response = Message::new(id, MessageType::Response, request.metadata.op_code);
+        let mut max_size = if udp { 512 } else { u16::MAX };
         if let Some(asked) = &request.edns {
             let mut ours = Edns::new();
             ours.set_max_payload(asked.max_payload().max(512));
             ours.set_version(0);
-            edns = Some(ours);
+            if udp {
+                max_size = ours.max_payload();
+            }
+            response.set_edns(ours);
         }
-        let builder = || {
-            let mut b = MessageResponseBuilder::from_message_request(request);
-            if let Some(e) = &edns {
-                b.edns(e);
-            }
-            b
-        };
-        let answer = if request.metadata.message_type != MessageType::Query {
-            Answer { code: ResponseCode::FormErr, ..Default::default() }
-        } else if request.metadata.op_code != OpCode::Query {
+        let answer = if request.metadata.op_code != OpCode::Query {
             Answer { code: ResponseCode::NotImp, ..Default::default() }
+        } else if request.queries.len() != 1 {
+            Answer { code: ResponseCode::FormErr, ..Default::default() }
         } else {
-            match request.request_info() {
-                Ok(info) => self.answer(info.query.name(), info.query.query_type()),
-                Err(_) => Answer { code: ResponseCode::FormErr, ..Default::default() },
-            }
+            let query = &request.queries[0];
+            response.add_query(query.clone());
+            self.answer(&query.name, query.query_type)
         };
         metadata.response_code = answer.code;
-        if answer.code == ResponseCode::Refused {
-            metadata.authoritative = false;
+        metadata.authoritative = answer.code != ResponseCode::Refused && answer.code != ResponseCode::FormErr;
+        response.metadata = metadata;
+        response.answers = answer.answers;
+        response.additionals = answer.additionals;
+        if let Some(zone) = &answer.soa_zone {
+            response.authorities.push(self.soa(zone));
         }
-        let soa: Vec<Record> = answer.soa_zone.iter().map(|z| self.soa(z)).collect();
-        let message =
-            builder().build(metadata, answer.answers.iter(), std::iter::empty(), soa.iter(), answer.additionals.iter());
-        match response.send_response(message).await {
-            Ok(info) => info,
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        match response.emit(&mut encoder) {
+            Ok(()) => Some(bytes),
             Err(e) => {
-                tracing::debug!("sending a DNS answer failed: {e}");
-                let mut failed = Metadata::response_from_request(&request.metadata);
-                failed.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(hickory_server::proto::op::Header { metadata: failed, counts: Default::default() })
+                tracing::debug!("encoding a DNS answer failed: {e}");
+                Some(error_response(id, ResponseCode::ServFail))
             }
         }
     }
 }
 
+fn error_response(id: u16, code: ResponseCode) -> Vec<u8> {
+    let mut message = Message::new(id, MessageType::Response, OpCode::Query);
+    message.metadata.response_code = code;
+    message.to_vec().unwrap_or_default()
+}
+
 /// Binds UDP and TCP on the same address (for port 0, the port UDP got) and serves until
-/// `shutdown`. Answers the bound address and the serving task.
+/// `shutdown`: one receive loop per core on the UDP socket, each answering inline (no task or
+/// channel per query); TCP connections carry length-prefixed messages and close after 5 s idle.
+/// Answers the bound address and the serving task.
 pub(crate) async fn serve(
     addr: SocketAddr,
     handler: Handler,
@@ -347,23 +466,61 @@ pub(crate) async fn serve(
         }
     };
     let bound = udp.local_addr()?;
-    let mut server = hickory_server::Server::new(handler);
-    server.register_socket(udp);
-    // Idle TCP connections are closed after 5 s.
-    server.register_listener(tcp, Duration::from_secs(5), 64);
+    let (udp, handler) = (Arc::new(udp), Arc::new(handler));
+    let loops = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        tasks.spawn(udp_loop(udp.clone(), handler.clone()));
+    }
+    tasks.spawn(tcp_loop(tcp, handler));
     let task = tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = server.shutdown_gracefully().await;
-            }
-            result = server.block_until_done() => {
-                if let Err(e) = result {
-                    tracing::error!("DNS server failed: {e}");
-                }
-            }
-        }
+        shutdown.cancelled().await;
+        tasks.shutdown().await;
     });
     Ok((bound, task))
+}
+
+async fn udp_loop(socket: Arc<tokio::net::UdpSocket>, handler: Arc<Handler>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems: keep serving.
+                tracing::debug!("DNS receive failed: {e}");
+                continue;
+            }
+        };
+        if let Some(answer) = handler.answer_packet(&buf[..n], true)
+            && let Err(e) = socket.send_to(&answer, src).await
+        {
+            tracing::debug!("DNS answer to {src} failed: {e}");
+        }
+    }
+}
+
+async fn tcp_loop(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (mut read, mut write) = stream.into_split();
+            loop {
+                let idle = Duration::from_secs(5);
+                let Ok(Ok(len)) = tokio::time::timeout(idle, read.read_u16()).await else { return };
+                let mut packet = vec![0u8; usize::from(len)];
+                if !matches!(tokio::time::timeout(idle, read.read_exact(&mut packet)).await, Ok(Ok(_))) {
+                    return;
+                }
+                let Some(answer) = handler.answer_packet(&packet, false) else { return };
+                let Ok(len) = u16::try_from(answer.len()) else { return };
+                if write.write_all(&len.to_be_bytes()).await.is_err() || write.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]

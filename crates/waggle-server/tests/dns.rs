@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use hickory_server::proto::{
+use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
@@ -190,6 +190,17 @@ async fn dns_answers_every_form_and_code() {
     let refused = udp(dns, "example.com.", RecordType::A).await;
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
     assert!(refused.answers.is_empty());
+
+    // Answers are cached per question until the registry changes; a cached answer still
+    // echoes the question as asked (resolvers randomise its case) and the query's id.
+    let mixed = udp(dns, "wEb.SeRvIcE.wAgGlE.", RecordType::A).await;
+    assert_eq!(mixed.queries[0].name.to_string(), "wEb.SeRvIcE.wAgGlE.");
+    assert_eq!(mixed.metadata.id, 0x4242);
+    assert_eq!(ips(&mixed), set(&["10.0.0.1", "10.0.0.2"]));
+    register(http, r#"{"Name":"web","ID":"w7","Address":"10.0.0.7","Port":1}"#).await;
+    assert_eq!(ips(&udp(dns, "web.service.waggle.", RecordType::A).await), set(&["10.0.0.1", "10.0.0.2", "10.0.0.7"]));
+    http_send(http, "PUT", "/v1/agent/service/deregister/w7", b"").await;
+    assert_eq!(ips(&udp(dns, "web.service.waggle.", RecordType::A).await), set(&["10.0.0.1", "10.0.0.2"]));
 
     // Malformed packets: FORMERR (or silence for a packet shorter than a header), and the
     // server keeps answering.
