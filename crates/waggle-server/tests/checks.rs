@@ -160,6 +160,17 @@ async fn ttl_checks_maintenance_and_check_registration() {
     let (code, answer) = put(http, "/v1/agent/check/pass/service:t-1", "").await;
     assert_eq!((code, answer.contains("does not have associated TTL")), (400, true), "{answer}");
 
+    // Catalog registrations carry checks with a status that nothing runs.
+    let catalog = r#"{"Node":"n1","Address":"10.0.0.3","Service":{"Service":"legacy","ID":"l-1","Port":1},
+        "Checks":[{"CheckID":"l-ok","Status":"passing"},{"CheckID":"l-slow","Status":"warning","Notes":"slow disk"}]}"#;
+    assert_eq!(put(http, "/v1/catalog/register", catalog).await, (200, "true".into()));
+    assert_eq!(status_of(http, "legacy", "l-slow").await, Some(("warning".into(), String::new())));
+    let (_, entries) = http_get(http, "/v1/health/service/legacy").await;
+    assert_eq!(json(&entries)[0]["Checks"].as_array().unwrap().len(), 3, "serfHealth and the two given");
+    assert_eq!(passing_count(http, "legacy").await, 0, "a warning check keeps it out of ?passing");
+    let (code, answer) = put(http, "/v1/agent/check/pass/l-slow", "").await;
+    assert_eq!((code, answer.contains("does not have associated TTL")), (400, true), "{answer}");
+
     // Checks and their states survive a restart.
     put(http, "/v1/agent/check/pass/service:web-1", "").await;
     let grpc = server.grpc_addr();
