@@ -165,9 +165,6 @@ pub(crate) fn parse_check(
                 }
                 Some(other) => return Err(format!("Header: expected an object, got {other}")),
             }
-            if http_url.starts_with("https://") {
-                return Err("HTTP: https:// checks are not supported yet (docs/compatibility.md)".into());
-            }
             let method = string(fields, "method")?;
             CheckKind::Http {
                 url: http_url,
@@ -496,7 +493,6 @@ mod tests {
             (json!({"TTL": "soon"}), "invalid duration"),
             (json!({"Args": ["/bin/true"], "Interval": "1s"}), "not supported"),
             (json!({"TTL": "1s", "Status": "fine"}), "Invalid check status"),
-            (json!({"HTTP": "https://x/", "Interval": "1s"}), "https"),
             (json!({"TCP": 5}), "expected a string"),
         ] {
             let e = parse(bad.clone()).expect_err("refused");

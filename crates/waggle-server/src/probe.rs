@@ -9,7 +9,9 @@ use waggle_core::{CheckKind, HealthStatus, check_limits::MAX_OUTPUT};
 /// Runs the check once.
 pub(crate) async fn run(kind: &CheckKind, timeout: Duration) -> (HealthStatus, String) {
     match kind {
-        CheckKind::Http { url, method, headers, body, .. } => http(url, method, headers, body).await,
+        CheckKind::Http { url, method, headers, body, tls_skip_verify } => {
+            http(url, method, headers, body, *tls_skip_verify).await
+        }
         CheckKind::Tcp { address } => match tokio::net::TcpStream::connect(address.as_str()).await {
             Ok(_) => (HealthStatus::Passing, format!("TCP connect {address}: Success")),
             Err(e) => (HealthStatus::Critical, format!("dial tcp {address}: {e}")),
@@ -24,9 +26,15 @@ pub(crate) async fn run(kind: &CheckKind, timeout: Duration) -> (HealthStatus, S
 
 /// Consul's HTTP check: 2xx passing, 429 warning, anything else critical; the output carries
 /// the status line and the start of the body.
-async fn http(url: &str, method: &str, headers: &[(String, String)], body: &str) -> (HealthStatus, String) {
+async fn http(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: &str,
+    skip_verify: bool,
+) -> (HealthStatus, String) {
     let line = |rest: String| format!("HTTP {method} {url}: {rest}");
-    match http_request(url, method, headers, body).await {
+    match http_request(url, method, headers, body, skip_verify).await {
         Ok((status, text)) => {
             let health = if status.is_success() {
                 HealthStatus::Passing
@@ -47,18 +55,47 @@ async fn http_request(
     method: &str,
     headers: &[(String, String)],
     body: &str,
+    skip_verify: bool,
 ) -> Result<(http::StatusCode, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("only http:// checks are supported (docs/compatibility.md)".into());
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("only http:// and https:// checks are supported".into()),
+    };
     let authority = uri.authority().ok_or("the URL has no host")?.clone();
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let config = if skip_verify { &*tls::INSECURE } else { &*tls::VERIFIED };
+        let config = config.as_ref().map_err(Clone::clone)?;
+        let stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        send(stream, &uri, &authority, method, headers, body).await
+    } else {
+        send(stream, &uri, &authority, method, headers, body).await
+    }
+}
+
+/// One HTTP/1.1 request over `io`: the status and the first 4 KiB of the body.
+async fn send<IO>(
+    io: IO,
+    uri: &http::Uri,
+    authority: &http::uri::Authority,
+    method: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<(http::StatusCode, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await.map_err(|e| e.to_string())?;
     let connection = tokio::spawn(connection);
     let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -113,5 +150,85 @@ async fn grpc(address: &str, service: &str, timeout: Duration) -> (HealthStatus,
             other => (HealthStatus::Critical, format!("gRPC check {target}: {}", other.as_str_name())),
         },
         Err(status) => (HealthStatus::Critical, format!("gRPC check {target}: {} {}", status.code(), status.message())),
+    }
+}
+
+/// TLS for HTTPS checks (rustls with ring): certificates verified against the Mozilla roots,
+/// or, with `TLSSkipVerify`, not at all (handshake signatures are still checked).
+mod tls {
+    use std::sync::{Arc, LazyLock};
+
+    use rustls::{
+        DigitallySignedStruct, SignatureScheme,
+        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        crypto::CryptoProvider,
+        pki_types::{CertificateDer, ServerName, UnixTime},
+    };
+
+    type Config = Result<Arc<rustls::ClientConfig>, String>;
+
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn finish(mut config: rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    pub(super) static VERIFIED: LazyLock<Config> = LazyLock::new(|| {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        Ok(finish(builder.with_root_certificates(roots).with_no_client_auth()))
+    });
+
+    pub(super) static INSECURE: LazyLock<Config> = LazyLock::new(|| {
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let verifier = Arc::new(AnyCertificate(provider));
+        Ok(finish(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()))
+    });
+
+    /// Accepts any certificate chain (`TLSSkipVerify`), still checking handshake signatures.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
     }
 }

@@ -261,3 +261,66 @@ async fn active_checks_probe_http_tcp_and_grpc_and_reap_the_dead() {
     assert_eq!(json(&http_get(http, "/v1/catalog/service/api").await.1).as_array().unwrap().len(), 1);
     server.shutdown().await;
 }
+
+/// A TLS listener with a fresh self-signed certificate for 127.0.0.1, for axum.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            // A client that refuses the certificate fails its handshake: wait for the next.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn https_target() -> SocketAddr {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)) };
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "secure" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    addr
+}
+
+#[tokio::test]
+async fn https_checks_verify_the_certificate_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = server.http_addr();
+    let target = https_target().await;
+    let body = format!(
+        r#"{{"Name":"tls","ID":"tls-1","Port":1,"Address":"127.0.0.1","Checks":[
+            {{"CheckID":"skip","HTTP":"https://{target}/health","Interval":"100ms","TLSSkipVerify":true}},
+            {{"CheckID":"verify","HTTP":"https://{target}/health","Interval":"100ms"}}]}}"#
+    );
+    assert_eq!(put(http, "/v1/agent/service/register", &body).await.0, 200);
+    let output = until_status(http, "tls", "skip", "passing").await;
+    assert!(output.ends_with("200 OK Output: secure"), "{output}");
+    // A self-signed certificate is refused when it is verified.
+    let output = until_status(http, "tls", "verify", "critical").await;
+    assert!(output.contains("TLS handshake failed") && output.contains("certificate"), "{output}");
+    server.shutdown().await;
+}
