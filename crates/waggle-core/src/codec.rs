@@ -12,7 +12,9 @@ use crate::{
 };
 
 /// The format version this build writes. Readers accept this version and older ones.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added health checks (commands 8–11 and instances' checks): a version-1 reader
+/// refuses them rather than silently dropping checks and diverging from its peers.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes that are not a valid command or snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

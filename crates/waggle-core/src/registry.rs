@@ -291,13 +291,12 @@ impl Registry {
         removed
     }
 
-    /// Replaces an instance's checks (and so its status) at a new revision.
+    /// Replaces an instance's checks (and so its status) at a new revision. Only agent
+    /// instances have checks, and one without checks is passing.
     fn set_checks(&mut self, previous: &Arc<Instance>, checks: Vec<Check>, effects: &mut Vec<Effect>) {
         let mut instance = Instance::clone(previous);
         instance.checks = checks;
-        if !instance.checks.is_empty() {
-            instance.spec.status = crate::aggregate(&instance.checks);
-        }
+        instance.spec.status = crate::aggregate(&instance.checks);
         instance.modify_revision = self.revision;
         let instance = Arc::new(instance);
         self.index_checks(&instance, Some(previous));
@@ -322,6 +321,10 @@ impl Registry {
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
         let previous = self.instance(service, id)?;
+        if previous.session != SessionId::AGENT {
+            let rule = "only instances registered through the agent API have checks (an SDK instance's session is its liveness)";
+            return Err(crate::ValidationError::new("check", rule).into());
+        }
         self.check_checks(service, id, std::slice::from_ref(check))?;
         let mut specs: Vec<CheckSpec> = previous.checks.iter().map(|c| c.spec.clone()).collect();
         match specs.iter_mut().find(|c| c.id == check.id) {

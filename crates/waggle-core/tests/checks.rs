@@ -78,6 +78,20 @@ fn an_instance_is_as_bad_as_its_worst_check() {
     )
     .unwrap();
     assert_eq!(status(&r, "w1"), HealthStatus::Passing);
+    // Removing the last check leaves the instance passing (it had no other).
+    let m2 = CheckSpec::new("m2", "m", CheckKind::Maintenance);
+    apply(&mut r, Command::AgentRegister { spec: spec("w9"), checks: vec![] }).unwrap();
+    let w9 = InstanceId::new("w9").unwrap();
+    apply(&mut r, Command::PutCheck { service: web.clone(), id: w9.clone(), check: m2 }).unwrap();
+    assert_eq!(status(&r, "w9"), HealthStatus::Critical);
+    apply(&mut r, Command::RemoveCheck { service: web.clone(), id: w9, check: "m2".into() }).unwrap();
+    assert_eq!(status(&r, "w9"), HealthStatus::Passing);
+    // SDK instances have no checks: their session is their liveness.
+    apply(&mut r, Command::CreateSession { session: SessionId::new(5), ttl: waggle_core::Ttl::DEFAULT }).unwrap();
+    apply(&mut r, Command::Register { session: SessionId::new(5), spec: spec("sdk") }).unwrap();
+    let refused =
+        apply(&mut r, Command::PutCheck { service: web.clone(), id: InstanceId::new("sdk").unwrap(), check: ttl("s") });
+    assert!(matches!(refused, Err(ApplyError::Invalid(e)) if e.field == "check"));
     assert_eq!(
         apply(&mut r, Command::RemoveCheck { service: web, id: w1, check: "nope".into() }),
         Err(ApplyError::CheckNotFound("nope".into()))
