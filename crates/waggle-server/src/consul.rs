@@ -79,6 +79,9 @@ struct Registration {
     weight: Option<u32>,
     check: Option<Value>,
     checks: Option<Value>,
+    /// Drop the instance's checks that the registration does not list (Consul's
+    /// `?replace-existing-checks`); otherwise they are kept.
+    replace_checks: bool,
 }
 
 pub(crate) fn canonical(key: &str) -> String {
@@ -153,6 +156,7 @@ impl Registration {
             weight,
             check: fields.get("check").cloned(),
             checks: fields.get("checks").cloned(),
+            replace_checks: false,
         })
     }
 }
@@ -163,8 +167,22 @@ pub(crate) fn unavailable(e: crate::error::ProposeError) -> ConsulError {
 
 /// `PUT /v1/agent/service/register`: the instance belongs to the agent session (it stays until
 /// deregistered); `ID` defaults to `Name`, `Address` to this node's.
-async fn agent_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
-    let reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+async fn agent_register(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    let replace = match pairs.iter().find(|(k, _)| k == "replace-existing-checks") {
+        None => false,
+        Some((_, v)) if v.is_empty() => true,
+        Some((_, v)) => {
+            checks::parse_bool(v).ok_or_else(|| bad_request(format!("invalid replace-existing-checks {v:?}")))?
+        }
+    };
+    let mut reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    reg.replace_checks = replace;
     register_agent_instance(&state, reg, false).await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -244,7 +262,7 @@ async fn register_agent_instance(state: &AppState, reg: Registration, static_che
         spec = spec.with_weight(w);
     }
     spec.validate().map_err(invalid)?;
-    let checks = checks::registration_checks(
+    let mut checks = checks::registration_checks(
         reg.check.as_ref(),
         reg.checks.as_ref(),
         spec.id.as_str(),
@@ -252,6 +270,18 @@ async fn register_agent_instance(state: &AppState, reg: Registration, static_che
         static_checks,
     )
     .map_err(|e| bad_request(format!("Invalid check: {e}")))?;
+    // As Consul: checks the registration does not list (added with check/register,
+    // maintenance) stay unless asked otherwise, and a catalog registration replaces them.
+    if !reg.replace_checks && !static_checks {
+        let (_, current, _) = state.hub.service(&spec.service);
+        if let Some(existing) = current.get(&spec.id).filter(|i| i.session == waggle_core::SessionId::AGENT) {
+            for old in &existing.checks {
+                if !checks.iter().any(|c| c.id == old.spec.id) {
+                    checks.push(old.spec.clone());
+                }
+            }
+        }
+    }
     // A service id is unique per agent: the same id under another name replaces the old one.
     for old in agent_instances(state).into_iter().filter(|i| i.spec.id == spec.id && i.spec.service != spec.service) {
         let command = waggle_core::Command::Deregister { service: old.spec.service.clone(), id: old.spec.id.clone() };

@@ -101,6 +101,15 @@ fn flag(fields: &Fields, key: &str) -> Result<bool, String> {
     }
 }
 
+/// Go's `strconv.ParseBool`, which Consul uses for query flags.
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 pub(crate) fn parse_status(text: &str) -> Result<HealthStatus, String> {
     match text {
         "passing" => Ok(HealthStatus::Passing),
@@ -437,9 +446,7 @@ pub(crate) async fn service_maintenance(
     let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let enable = match get("enable").as_deref() {
         None | Some("") => return Err(bad_request("Missing value for enable")),
-        Some("true") => true,
-        Some("false") => false,
-        Some(other) => return Err(bad_request(format!("Invalid value for enable: {other:?}"))),
+        Some(value) => parse_bool(value).ok_or_else(|| bad_request(format!("Invalid value for enable: {value:?}")))?,
     };
     let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
         return Err(ConsulError(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")));

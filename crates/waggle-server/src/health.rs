@@ -27,6 +27,11 @@ use crate::consensus::Consensus;
 
 /// How often TTL deadlines and deregistration delays are looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// A new output with an unchanged status is written at most this often per check (Consul's
+/// `check_update_interval`); a status transition is always written at once.
+const OUTPUT_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a proposed transition counts as the check's status before it is applied.
+const PENDING_FOR: Duration = Duration::from_secs(5);
 
 /// One check as the leader tracks it.
 #[derive(Debug, Clone)]
@@ -43,9 +48,36 @@ struct Tracked {
     critical_since: Option<Instant>,
     successes: u32,
     failures: u32,
+    /// A transition proposed but not applied yet: later results compare against it, so two
+    /// quick reports cannot both be judged against the old status.
+    pending: Option<(HealthStatus, Instant)>,
+    /// When this leader last wrote the check (output-only writes are rate-limited).
+    last_write: Option<Instant>,
 }
 
 impl Tracked {
+    /// The status results are compared with: a recent pending transition, else the applied one.
+    fn current(&self, now: Instant) -> HealthStatus {
+        match self.pending {
+            Some((status, since)) if now.duration_since(since) < PENDING_FOR => status,
+            _ => self.status,
+        }
+    }
+
+    /// The write a result calls for, if any: a transition, or a new output once per
+    /// `OUTPUT_INTERVAL` (and the first output a check gets).
+    fn write_for(&mut self, status: HealthStatus, output: String, now: Instant) -> Option<CheckUpdate> {
+        let transition = status != self.current(now);
+        let output_due =
+            output != self.output && self.last_write.is_none_or(|at| now.duration_since(at) >= OUTPUT_INTERVAL);
+        if !transition && !output_due {
+            return None;
+        }
+        self.pending = Some((status, now));
+        self.last_write = Some(now);
+        Some(self.update(status, output))
+    }
+
     fn update(&self, status: HealthStatus, output: String) -> CheckUpdate {
         CheckUpdate {
             service: self.service.clone(),
@@ -103,13 +135,15 @@ where
     F: FnOnce(Command) -> Fut,
     Fut: std::future::Future<Output = Result<waggle_core::Applied, crate::error::ProposeError>>,
 {
-    match health.report(&report.check, report.status, report.output).map_err(ReportFailure::Check)? {
+    match health.report(&report.check, report.status, report.output.clone()).map_err(ReportFailure::Check)? {
         None => Ok(None),
-        Some(update) => {
-            let applied =
-                propose(Command::UpdateChecks { updates: vec![update] }).await.map_err(ReportFailure::Propose)?;
-            Ok(Some(applied.revision.get()))
-        }
+        Some(update) => match propose(Command::UpdateChecks { updates: vec![update] }).await {
+            Ok(applied) => Ok(Some(applied.revision.get())),
+            Err(e) => {
+                health.proposal_failed(&report.check);
+                Err(ReportFailure::Propose(e))
+            }
+        },
     }
 }
 
@@ -124,6 +158,8 @@ pub(crate) struct Probe {
 #[derive(Debug, Default)]
 struct Inner {
     checks: HashMap<String, Tracked>,
+    /// The check ids of each instance that has checks.
+    by_instance: HashMap<(ServiceName, InstanceId), Vec<String>>,
     next_generation: u64,
 }
 
@@ -144,34 +180,31 @@ impl HealthChecks {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Follows the state machine's instance changes.
+    /// Follows the state machine's instance changes. Wakes the runner only when checks were
+    /// added, removed or redefined (not on status changes).
     pub(crate) fn observe(&self, effects: &[Effect]) {
         let mut changed = false;
         let mut inner = self.inner();
         for effect in effects {
-            match effect {
-                Effect::InstanceUpserted { instance, .. } => {
-                    let (service, id) = (&instance.spec.service, &instance.spec.id);
-                    let had = inner.checks.values().any(|t| &t.instance == id && &t.service == service);
-                    if instance.checks.is_empty() && !had {
-                        continue;
-                    }
+            let (instance, removed) = match effect {
+                Effect::InstanceUpserted { instance, .. } => (instance, false),
+                Effect::InstanceRemoved { instance, .. } => (instance, true),
+                _ => continue,
+            };
+            let key = (instance.spec.service.clone(), instance.spec.id.clone());
+            let old = inner.by_instance.remove(&key).unwrap_or_default();
+            let now: &[waggle_core::Check] = if removed { &[] } else { &instance.checks };
+            for gone in old.iter().filter(|id| !now.iter().any(|c| &c.spec.id == *id)) {
+                if inner.checks.get(gone).is_some_and(|t| t.service == key.0 && t.instance == key.1) {
+                    inner.checks.remove(gone);
                     changed = true;
-                    inner.checks.retain(|check_id, t| {
-                        &t.instance != id
-                            || &t.service != service
-                            || instance.checks.iter().any(|c| &c.spec.id == check_id)
-                    });
-                    for check in &instance.checks {
-                        inner.upsert(service, id, check);
-                    }
                 }
-                Effect::InstanceRemoved { instance, .. } => {
-                    for check in &instance.checks {
-                        changed |= inner.checks.remove(&check.spec.id).is_some();
-                    }
-                }
-                _ => {}
+            }
+            for check in now {
+                changed |= inner.upsert(&key.0, &key.1, check);
+            }
+            if !now.is_empty() {
+                inner.by_instance.insert(key, now.iter().map(|c| c.spec.id.clone()).collect());
             }
         }
         drop(inner);
@@ -180,15 +213,25 @@ impl HealthChecks {
         }
     }
 
+    /// Forgets a transition whose proposal failed, so the next result proposes it again.
+    pub(crate) fn proposal_failed(&self, check: &str) {
+        if let Some(t) = self.inner().checks.get_mut(check) {
+            t.pending = None;
+        }
+    }
+
     /// Replaces every tracked check with the registry's (start, snapshot install).
     pub(crate) fn reset(&self, registry: &Registry) {
         let mut inner = self.inner();
         inner.checks.clear();
+        inner.by_instance.clear();
         for instances in registry.services().values() {
-            for instance in instances.values() {
+            for instance in instances.values().filter(|i| !i.checks.is_empty()) {
                 for check in &instance.checks {
                     inner.upsert(&instance.spec.service, &instance.spec.id, check);
                 }
+                let ids = instance.checks.iter().map(|c| c.spec.id.clone()).collect();
+                inner.by_instance.insert((instance.spec.service.clone(), instance.spec.id.clone()), ids);
             }
         }
         drop(inner);
@@ -218,8 +261,9 @@ impl HealthChecks {
         let mut inner = self.inner();
         let t = inner.checks.get_mut(id).ok_or(ReportError::Unknown)?;
         let CheckKind::Ttl { ttl_ms } = t.spec.kind else { return Err(ReportError::NotTtl) };
-        t.ttl_deadline = Instant::now() + Duration::from_millis(ttl_ms);
-        Ok((t.status != status).then(|| t.update(status, output)))
+        let now = Instant::now();
+        t.ttl_deadline = now + Duration::from_millis(ttl_ms);
+        Ok(t.write_for(status, output, now))
     }
 
     /// Gives every TTL check a full TTL and every threshold a fresh count (on becoming leader).
@@ -257,23 +301,33 @@ impl HealthChecks {
                 (t.successes >= t.spec.success_before_passing).then_some(ok)
             }
         }?;
-        // A transition is written; so is the first result of a check that has none yet, so a
-        // check critical from the start says why.
-        (target != t.status || (t.output.is_empty() && !output.is_empty())).then(|| t.update(target, output))
+        // A transition is written; so is a new output now and then, and the first result of a
+        // check, so a check critical from the start says why.
+        t.write_for(target, output, Instant::now())
     }
 
     /// TTL checks past their deadline (as transitions to critical) and instances critical for
     /// longer than their deregistration delay.
     pub(crate) fn due(&self, now: Instant) -> (Vec<CheckUpdate>, Vec<(ServiceName, InstanceId)>) {
-        let inner = self.inner();
+        self.collect_due(now, false)
+    }
+
+    /// [`HealthChecks::due`]; with `propose` the expiries are marked pending (they are about
+    /// to be written), so a report arriving meanwhile is judged against them.
+    fn collect_due(&self, now: Instant, propose: bool) -> (Vec<CheckUpdate>, Vec<(ServiceName, InstanceId)>) {
+        let mut inner = self.inner();
         let mut expired = Vec::new();
         let mut reap: Vec<(ServiceName, InstanceId)> = Vec::new();
-        for t in inner.checks.values() {
+        for t in inner.checks.values_mut() {
             if let CheckKind::Ttl { .. } = t.spec.kind
                 && t.ttl_deadline <= now
-                && t.status != HealthStatus::Critical
+                && t.current(now) != HealthStatus::Critical
             {
                 expired.push(t.update(HealthStatus::Critical, "TTL expired".into()));
+                if propose {
+                    t.pending = Some((HealthStatus::Critical, now));
+                    t.last_write = Some(now);
+                }
             }
             if t.spec.deregister_after_ms > 0
                 && let Some(since) = t.critical_since
@@ -294,12 +348,14 @@ impl Tracked {
         }
         self.successes = 0;
         self.failures = 0;
+        self.pending = None;
         self.critical_since = (self.status == HealthStatus::Critical).then_some(now);
     }
 }
 
 impl Inner {
-    fn upsert(&mut self, service: &ServiceName, instance: &InstanceId, check: &waggle_core::Check) {
+    /// Tracks a check's applied state; true if it is new or redefined.
+    fn upsert(&mut self, service: &ServiceName, instance: &InstanceId, check: &waggle_core::Check) -> bool {
         let now = Instant::now();
         match self.checks.get_mut(&check.spec.id) {
             Some(t) if *t.spec == check.spec && &t.service == service && &t.instance == instance => {
@@ -308,8 +364,13 @@ impl Inner {
                 } else if t.critical_since.is_none() {
                     t.critical_since = Some(now);
                 }
+                if t.status != check.status || t.output != check.output {
+                    // A write of ours (or of an earlier leader) is applied.
+                    t.pending = None;
+                }
                 t.status = check.status;
                 t.output.clone_from(&check.output);
+                false
             }
             _ => {
                 self.next_generation += 1;
@@ -324,9 +385,12 @@ impl Inner {
                     critical_since: None,
                     successes: 0,
                     failures: 0,
+                    pending: None,
+                    last_write: None,
                 };
                 t.reset_timing(now);
                 self.checks.insert(check.spec.id.clone(), t);
+                true
             }
         }
     }
@@ -348,8 +412,9 @@ pub(crate) async fn run_checks(health: Arc<HealthChecks>, consensus: Arc<Consens
         if leading {
             // Start probes for new or changed checks, stop those of removed ones.
             let wanted = health.probes();
+            let generations: HashMap<&str, u64> = wanted.iter().map(|p| (p.id.as_str(), p.generation)).collect();
             probes.retain(|id, (generation, stop)| {
-                let keep = wanted.iter().any(|p| &p.id == id && p.generation == *generation);
+                let keep = generations.get(id.as_str()) == Some(generation);
                 if !keep {
                     stop.cancel();
                 }
@@ -391,10 +456,16 @@ async fn expire(health: &HealthChecks, consensus: &Consensus) {
     if !consensus.confirm_leadership().await {
         return;
     }
+    // Look again: a report may have renewed a deadline while leadership was confirmed.
+    let (expired, reap) = health.collect_due(Instant::now(), true);
     if !expired.is_empty() {
         tracing::info!(checks = ?expired.iter().map(|u| &u.check).collect::<Vec<_>>(), "TTL checks expired");
+        let checks: Vec<String> = expired.iter().map(|u| u.check.clone()).collect();
         if let Err(e) = consensus.propose_here(Command::UpdateChecks { updates: expired }).await {
             tracing::warn!("writing TTL expiries failed: {e}");
+            for check in &checks {
+                health.proposal_failed(check);
+            }
         }
     }
     for (service, id) in reap {
@@ -430,9 +501,10 @@ async fn run_probe(probe: Probe, health: Arc<HealthChecks>, consensus: Arc<Conse
             },
         };
         if let Some(update) = health.record(&probe, status, output) {
-            tracing::info!(check = %update.check, status = %update.status, "check status changed");
+            tracing::info!(check = %update.check, status = %update.status, "check result written");
             if let Err(e) = consensus.propose_here(Command::UpdateChecks { updates: vec![update] }).await {
                 tracing::debug!("writing a check result failed: {e}");
+                health.proposal_failed(&probe.id);
             }
         }
     }
@@ -544,6 +616,31 @@ mod tests {
         // A new leader counts afresh.
         health.grant_grace();
         assert!(health.due(Instant::now()).1.is_empty());
+        // Two quick reports: the second is judged against the first (pending), not the applied
+        // status, so a pass right after a fail is written too.
+        upsert(&health, vec![check("t", ttl.clone(), HealthStatus::Passing)]);
+        assert_eq!(
+            health.report("t", HealthStatus::Critical, "x".into()).map(|u| u.map(|u| u.status)),
+            Ok(Some(HealthStatus::Critical))
+        );
+        assert_eq!(
+            health.report("t", HealthStatus::Passing, "y".into()).map(|u| u.map(|u| u.status)),
+            Ok(Some(HealthStatus::Passing))
+        );
+        // A failed proposal is forgotten: the next report proposes again.
+        health.proposal_failed("t");
+        assert_eq!(
+            health.report("t", HealthStatus::Passing, "y".into()).map(|u| u.is_some()),
+            Ok(false),
+            "same as applied"
+        );
+        // A new output alone is written at most every 5 minutes.
+        assert_eq!(health.report("t", HealthStatus::Passing, "z".into()), Ok(None));
+        tokio::time::advance(OUTPUT_INTERVAL).await;
+        assert_eq!(
+            health.report("t", HealthStatus::Passing, "z".into()).map(|u| u.map(|u| u.output)),
+            Ok(Some("z".into()))
+        );
         // Removal forgets.
         health.observe(&[Effect::InstanceRemoved {
             instance: instance(vec![check("t", ttl, HealthStatus::Critical)]),

@@ -77,8 +77,9 @@ async fn ttl_checks_maintenance_and_check_registration() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let http = server.http_addr();
-    let body = r#"{"Name":"web","ID":"web-1","Port":8080,"Address":"10.0.0.1","Check":{"TTL":"1s","Notes":"n"}}"#;
-    assert_eq!(put(http, "/v1/agent/service/register", body).await.0, 200);
+    let registration =
+        r#"{"Name":"web","ID":"web-1","Port":8080,"Address":"10.0.0.1","Check":{"TTL":"1s","Notes":"n"}}"#;
+    assert_eq!(put(http, "/v1/agent/service/register", registration).await.0, 200);
     assert_eq!(status_of(http, "web", "service:web-1").await, Some(("critical".into(), String::new())));
     assert_eq!(passing_count(http, "web").await, 0, "a new check is critical until it passes");
 
@@ -117,7 +118,15 @@ async fn ttl_checks_maintenance_and_check_registration() {
     let (_, agent_checks) = http_get(http, "/v1/agent/checks").await;
     assert_eq!(json(&agent_checks)["_service_maintenance:web-1"]["Notes"], "upgrade");
     assert_eq!(passing_count(http, "web").await, 0);
-    assert_eq!(put(http, "/v1/agent/service/maintenance/web-1?enable=false", "").await.0, 200);
+    // Re-registering keeps checks it does not list (maintenance included), as Consul does...
+    assert_eq!(put(http, "/v1/agent/service/register", registration).await.0, 200);
+    assert_eq!(checks(http, "web").await.len(), 2, "maintenance survives a re-registration");
+    assert_eq!(put(http, "/v1/agent/service/maintenance/web-1?enable=False", "").await.0, 200);
+    put(http, "/v1/agent/check/pass/service:web-1", "").await;
+    assert_eq!(passing_count(http, "web").await, 1, "passing again once maintenance ends");
+    put(http, "/v1/agent/service/maintenance/web-1?enable=1", "").await;
+    // ...unless ?replace-existing-checks.
+    assert_eq!(put(http, "/v1/agent/service/register?replace-existing-checks=true", registration).await.0, 200);
     assert_eq!(checks(http, "web").await.len(), 1);
 
     // A check registered on its own, then deregistered.
