@@ -60,7 +60,7 @@ pub(crate) struct Handler {
     settings: DnsSettings,
     zones: Vec<Name>,
     /// Encoded answers by question, valid while the registry's revision stays the same.
-    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, Arc<Cached>>>,
+    cache: std::sync::Mutex<AnswerCache>,
 }
 
 /// What an encoded answer depends on besides the registry: the question (lowercase wire
@@ -74,16 +74,35 @@ struct CacheKey {
     udp: bool,
 }
 
+#[derive(Default)]
+struct AnswerCache {
+    entries: std::collections::HashMap<CacheKey, Arc<Cached>>,
+    bytes: usize,
+}
+
 /// Differently shuffled encodings of one answer, built at one revision.
 struct Cached {
     revision: waggle_core::Revision,
     variants: Vec<Vec<u8>>,
+    /// Bytes it holds (key included), for the cache's budget.
+    size: usize,
 }
 
 /// Shuffled encodings kept per question; a query gets one at random.
 const VARIANTS: usize = 8;
-/// Questions cached at most (the cache starts over when full: random names cannot grow it).
+/// Questions cached at most, and their encodings' total size: the cache starts over when
+/// either is reached. Only positive answers are cached, so random names cannot fill it.
 const MAX_CACHED: usize = 4096;
+const MAX_CACHED_BYTES: usize = 32 << 20;
+/// The largest UDP answer (the 2020 DNS flag day's size: no IP fragmentation); larger answers
+/// are truncated and the client retries over TCP.
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The UDP answer size for a client's EDNS buffer size: 1232 if it takes that much, else the
+/// classic 512 (two sizes only, so the cache keeps at most two encodings per question).
+fn udp_limit(asked: u16) -> u16 {
+    if asked >= MAX_UDP_PAYLOAD { MAX_UDP_PAYLOAD } else { 512 }
+}
 
 /// A plain query (one question, no answer / authority records, at most an OPT record without
 /// options): the question's end offset and the answer's cache key.
@@ -116,8 +135,14 @@ fn plain_query(packet: &[u8], udp: bool) -> Option<(usize, CacheKey)> {
     let edns = match additional {
         0 if packet.len() == end => None,
         // Root name, type OPT (41), class = UDP size, TTL, RDLENGTH 0.
-        1 if packet.len() == end + 11 && packet[end] == 0 && word(end + 1)? == 41 && word(end + 9)? == 0 => {
-            Some(word(end + 3)?)
+        // Only version 0 (byte end + 6); the size matters on UDP only.
+        1 if packet.len() == end + 11
+            && packet[end] == 0
+            && word(end + 1)? == 41
+            && packet[end + 6] == 0
+            && word(end + 9)? == 0 =>
+        {
+            Some(if udp { udp_limit(word(end + 3)?) } else { 0 })
         }
         _ => return None,
     };
@@ -144,9 +169,14 @@ impl Answer {
 #[derive(Debug, PartialEq, Eq)]
 enum Question {
     Apex,
-    Service { name: String, tag: Option<String> },
+    Service {
+        name: String,
+        tag: Option<String>,
+    },
     Node(String),
     Addr(IpAddr),
+    /// A name that exists only because names exist below it.
+    Empty,
     Nothing,
 }
 
@@ -157,14 +187,19 @@ impl Question {
         if labels.is_empty() {
             return Question::Apex;
         }
-        // An optional datacenter after the kind label: ours only.
-        if labels.len() >= 2 && ["service", "node", "addr"].contains(&labels[labels.len() - 2]) {
-            if labels[labels.len() - 1] != crate::consul::DATACENTER {
+        const KINDS: [&str; 3] = ["service", "node", "addr"];
+        // An optional datacenter after the kind label: ours only. (A last label that is a kind
+        // is the kind: `v1.node.service` is tag v1 of service `node`.)
+        let last = labels[labels.len() - 1];
+        if labels.len() >= 2 && KINDS.contains(&labels[labels.len() - 2]) && !KINDS.contains(&last) {
+            if last != crate::consul::DATACENTER {
                 return Question::Nothing;
             }
             labels.pop();
         }
         match labels.as_slice() {
+            // Names with names below them exist (NODATA, not NXDOMAIN: RFC 8020).
+            [kind] if KINDS.contains(kind) || *kind == crate::consul::DATACENTER => Question::Empty,
             [service, "service"] => Question::Service { name: (*service).to_owned(), tag: None },
             [a, b, "service"] if a.starts_with('_') && b.starts_with('_') => {
                 let tag = &b[1..];
@@ -238,20 +273,31 @@ impl Handler {
             return self.respond(packet, udp);
         };
         let revision = self.hub.revision();
-        let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries.get(&key).cloned();
         let cached = match cached {
             Some(c) if c.revision == revision => c,
             _ => {
                 // The same query, lowercase, answered VARIANTS times (each shuffles).
                 let mut canonical = packet.to_vec();
                 canonical[12..end - 4].copy_from_slice(&key.name);
-                let variants: Vec<Vec<u8>> = (0..VARIANTS).filter_map(|_| self.respond(&canonical, udp)).collect();
-                let fresh = Arc::new(Cached { revision, variants });
-                let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if cache.len() >= MAX_CACHED {
-                    cache.clear();
+                let first = self.respond(&canonical, udp)?;
+                // Negative and empty answers are not cached (rcode in byte 3, ANCOUNT 6..8).
+                if first.len() < 12 || first[3] & 0x0f != 0 || first[6..8] == [0, 0] {
+                    return self.respond(packet, udp);
                 }
-                cache.insert(key, fresh.clone());
+                let mut variants = vec![first];
+                variants.extend((1..VARIANTS).filter_map(|_| self.respond(&canonical, udp)));
+                let size: usize = variants.iter().map(Vec::len).sum::<usize>() + key.name.len();
+                let fresh = Arc::new(Cached { revision, variants, size });
+                let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.entries.len() >= MAX_CACHED || cache.bytes + size > MAX_CACHED_BYTES {
+                    cache.entries.clear();
+                    cache.bytes = 0;
+                }
+                if let Some(old) = cache.entries.insert(key, fresh.clone()) {
+                    cache.bytes = cache.bytes.saturating_sub(old.size);
+                }
+                cache.bytes += size;
                 fresh
             }
         };
@@ -297,6 +343,7 @@ impl Handler {
                 true
             }
             Question::Nothing => false,
+            Question::Empty => true,
             Question::Node(node) => {
                 let ip = self.settings.node_ip;
                 if node == self.settings.node.to_lowercase() && wants(qtype, ip) {
@@ -341,7 +388,7 @@ impl Handler {
         let mut chosen: Vec<&std::sync::Arc<Instance>> = instances
             .values()
             .filter(healthy)
-            .filter(|i| tag.is_none_or(|t| i.spec.tags.iter().any(|x| x == t)))
+            .filter(|i| tag.is_none_or(|t| i.spec.tags.iter().any(|x| x.eq_ignore_ascii_case(t))))
             .collect();
         if chosen.is_empty() {
             return false;
@@ -388,6 +435,8 @@ impl Handler {
         let id = u16::from_be_bytes([packet[0], packet[1]]);
         let request = match Message::from_vec(packet) {
             Ok(m) => m,
+            // Never answer what claims to be a response.
+            Err(_) if packet[2] & 0x80 != 0 => return None,
             Err(_) => return Some(error_response(id, ResponseCode::FormErr)),
         };
         if request.metadata.message_type != MessageType::Query {
@@ -397,26 +446,35 @@ impl Handler {
         metadata.authoritative = true;
         let mut response = Message::new(id, MessageType::Response, request.metadata.op_code);
         let mut max_size = if udp { 512 } else { u16::MAX };
+        let mut bad_version = false;
         if let Some(asked) = &request.edns {
             let mut ours = Edns::new();
-            ours.set_max_payload(asked.max_payload().max(512));
+            // What we accept; answers are cut to what the client accepts, at most this.
+            ours.set_max_payload(MAX_UDP_PAYLOAD);
             ours.set_version(0);
             if udp {
-                max_size = ours.max_payload();
+                max_size = udp_limit(asked.max_payload());
             }
+            bad_version = asked.version() > 0;
             response.set_edns(ours);
         }
         let answer = if request.metadata.op_code != OpCode::Query {
             Answer { code: ResponseCode::NotImp, ..Default::default() }
+        } else if bad_version {
+            Answer { code: ResponseCode::BADVERS, ..Default::default() }
         } else if request.queries.len() != 1 {
             Answer { code: ResponseCode::FormErr, ..Default::default() }
+        } else if !matches!(u16::from(request.queries[0].query_class), 1 | 255) {
+            // Only the IN class (and ANY) is served.
+            response.add_query(request.queries[0].clone());
+            Answer { code: ResponseCode::Refused, ..Default::default() }
         } else {
             let query = &request.queries[0];
             response.add_query(query.clone());
             self.answer(&query.name, query.query_type)
         };
         metadata.response_code = answer.code;
-        metadata.authoritative = answer.code != ResponseCode::Refused && answer.code != ResponseCode::FormErr;
+        metadata.authoritative = matches!(answer.code, ResponseCode::NoError | ResponseCode::NXDomain);
         response.metadata = metadata;
         response.answers = answer.answers;
         response.additionals = answer.additionals;
@@ -499,11 +557,25 @@ async fn udp_loop(socket: Arc<tokio::net::UdpSocket>, handler: Arc<Handler>) {
     }
 }
 
+/// TCP connections served at once; more wait in the kernel's backlog.
+const MAX_TCP_CONNECTIONS: usize = 512;
+
 async fn tcp_loop(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::debug!("DNS TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let (mut read, mut write) = stream.into_split();
             loop {
@@ -515,7 +587,11 @@ async fn tcp_loop(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
                 }
                 let Some(answer) = handler.answer_packet(&packet, false) else { return };
                 let Ok(len) = u16::try_from(answer.len()) else { return };
-                if write.write_all(&len.to_be_bytes()).await.is_err() || write.write_all(&answer).await.is_err() {
+                let mut framed = Vec::with_capacity(answer.len() + 2);
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&answer);
+                // A client that stops reading is dropped.
+                if !matches!(tokio::time::timeout(idle, write.write_all(&framed)).await, Ok(Ok(()))) {
                     return;
                 }
             }
@@ -547,6 +623,10 @@ mod tests {
         assert_eq!(parse("7f0001.addr"), Question::Nothing);
         assert_eq!(parse("a.b.c.service"), Question::Nothing);
         assert_eq!(parse("web"), Question::Nothing);
+        assert_eq!(parse("v1.node.service"), service("node", Some("v1")), "a kind label last is the kind");
+        assert_eq!(parse("node.service.dc1"), service("node", None));
+        assert_eq!(parse("service"), Question::Empty, "exists: names exist below it");
+        assert_eq!(parse("dc1"), Question::Empty);
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
         assert_eq!(decode_addr(&encode_addr(v6)), Some(v6));
     }

@@ -184,6 +184,25 @@ async fn dns_answers_every_form_and_code() {
     assert!(is_negative(&udp(dns, "v9.web.service.waggle.", RecordType::A).await, ResponseCode::NXDomain));
     assert!(is_negative(&udp(dns, "what.waggle.", RecordType::A).await, ResponseCode::NXDomain));
     assert!(is_negative(&udp(dns, "other.node.waggle.", RecordType::A).await, ResponseCode::NXDomain));
+    assert!(is_negative(&udp(dns, "service.waggle.", RecordType::A).await, ResponseCode::NoError), "RFC 8020");
+    assert_eq!(
+        ips(&udp(dns, "V1.web.service.waggle.", RecordType::A).await),
+        set(&["10.0.0.1"]),
+        "tags match in any case"
+    );
+    // EDNS versions other than 0 get BADVERS; classes other than IN are refused.
+    let mut message = Message::new(7, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii("web.service.waggle.").unwrap(), RecordType::A));
+    let mut v1 = Edns::new();
+    v1.set_version(1);
+    message.set_edns(v1);
+    // BADVERS is 16 (hickory decodes 16 as BADSIG, which shares the number).
+    assert_eq!(u16::from(udp_raw(dns, &message.to_vec().unwrap()).await.metadata.response_code), 16);
+    let mut chaos = Query::query(Name::from_ascii("web.service.waggle.").unwrap(), RecordType::A);
+    chaos.query_class = hickory_proto::rr::DNSClass::CH;
+    let mut message = Message::new(8, MessageType::Query, OpCode::Query);
+    message.add_query(chaos);
+    assert_eq!(udp_raw(dns, &message.to_vec().unwrap()).await.metadata.response_code, ResponseCode::Refused);
     let soa = udp(dns, "waggle.", RecordType::SOA).await;
     assert_eq!(soa.answers.len(), 1);
     // Other zones are refused: no recursion.
@@ -225,13 +244,21 @@ async fn big_answers_are_truncated_on_udp_whole_on_tcp_and_shuffled() {
     let cut = udp(dns, "big.service.waggle.", RecordType::A).await;
     assert!(cut.metadata.truncation, "TC bit on a cut UDP answer");
     assert!(!cut.answers.is_empty() && cut.answers.len() < 60, "{}", cut.answers.len());
-    // With EDNS (4096 bytes) they fit; over TCP always.
+    // With EDNS (4096 asked, 1232 given: no fragmentation) they fit; over TCP always.
     let edns = udp_raw(dns, &query("big.service.waggle.", RecordType::A, true)).await;
     assert!(!edns.metadata.truncation);
     assert_eq!(edns.answers.len(), 60);
+    assert_eq!(edns.edns.as_ref().map(Edns::max_payload), Some(1232), "our buffer size");
+    // 200 do not fit in 1232 bytes: truncated even with EDNS, whole over TCP.
+    for n in 61..=200 {
+        register(http, &format!(r#"{{"Name":"big","ID":"b{n}","Address":"10.2.0.{}","Port":80}}"#, n - 60)).await;
+    }
+    let cut = udp_raw(dns, &query("big.service.waggle.", RecordType::A, true)).await;
+    assert!(cut.metadata.truncation && cut.answers.len() < 200);
+    assert_eq!(tcp(dns, "big.service.waggle.", RecordType::A).await.answers.len(), 200);
     let whole = tcp(dns, "big.service.waggle.", RecordType::A).await;
     assert!(!whole.metadata.truncation);
-    assert_eq!(ips(&whole).len(), 60);
+    assert_eq!(ips(&whole).len(), 200);
     // Every query shuffles: across 10 TCP queries, the first answer varies.
     let mut firsts = BTreeSet::new();
     for _ in 0..10 {
