@@ -91,14 +91,15 @@ pub(crate) fn canonical(key: &str) -> String {
 impl Registration {
     fn parse(body: &[u8]) -> Result<Self, String> {
         let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        Self::from_value(value)
+        Self::from_value(value, checks::SERVICE_FIELDS)
     }
 
     /// From a registration object (the agent's body, or a catalog registration's `Service`,
-    /// whose name is under `Service` rather than `Name`).
-    fn from_value(value: Value) -> Result<Self, String> {
-        let Value::Object(fields) = value else { return Err("the body must be a JSON object".into()) };
-        let fields: BTreeMap<String, Value> = fields.into_iter().map(|(k, v)| (canonical(&k), v)).collect();
+    /// whose name is under `Service` rather than `Name`), whose fields must be among `known`.
+    fn from_value(value: Value, known: &[&str]) -> Result<Self, String> {
+        let Value::Object(raw) = &value else { return Err("the body must be a JSON object".into()) };
+        let fields: BTreeMap<String, Value> = raw.iter().map(|(k, v)| (canonical(k), v.clone())).collect();
+        checks::strict(&fields, &value, known)?;
         let string = |key: &str| -> Result<Option<String>, String> {
             match fields.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -188,19 +189,21 @@ async fn agent_register(
 }
 
 /// Fields of a catalog registration, keys matched like the agent's.
-fn catalog_fields(body: &[u8]) -> Result<BTreeMap<String, Value>, ConsulError> {
+fn catalog_fields(body: &[u8], known: &[&str]) -> Result<BTreeMap<String, Value>, ConsulError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    let Value::Object(fields) = value else {
+    let Value::Object(raw) = &value else {
         return Err(bad_request("Request decode failed: the body must be a JSON object"));
     };
-    Ok(fields.into_iter().map(|(k, v)| (canonical(&k), v)).collect())
+    let fields = raw.iter().map(|(k, v)| (canonical(k), v.clone())).collect();
+    checks::strict(&fields, &value, known).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    Ok(fields)
 }
 
 /// `PUT /v1/catalog/register`: its `Service` is registered like an agent service (the node
 /// fields are not modelled: every instance is on the answering member). Its `Check` /
 /// `Checks` are the service's, carrying a status that nothing runs. Answers `true`.
 async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
-    let fields = catalog_fields(&body)?;
+    let fields = catalog_fields(&body, checks::CATALOG_FIELDS)?;
     let has_checks =
         fields.get("check").is_some_and(|c| !c.is_null()) || fields.get("checks").is_some_and(|c| !c.is_null());
     match fields.get("service") {
@@ -209,7 +212,7 @@ async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes
         }
         None | Some(Value::Null) => {}
         Some(service) => {
-            let mut reg = Registration::from_value(service.clone())
+            let mut reg = Registration::from_value(service.clone(), checks::CATALOG_SERVICE_FIELDS)
                 .map_err(|e| bad_request(format!("Request decode failed: Service: {e}")))?;
             if reg.address.is_empty()
                 && let Some(Value::String(address)) = fields.get("address")
@@ -227,7 +230,8 @@ async fn catalog_register(State(state): State<AppState>, body: axum::body::Bytes
 /// `PUT /v1/catalog/deregister`: with `ServiceID`, that instance (answers `true` whether or not
 /// it existed, as Consul does); a whole node is not modelled.
 async fn catalog_deregister(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ConsulError> {
-    let fields = catalog_fields(&body)?;
+    let fields =
+        catalog_fields(&body, &["node", "datacenter", "serviceid", "checkid", "namespace", "partition", "token"])?;
     let Some(Value::String(id)) = fields.get("serviceid") else {
         return Err(bad_request("deregistering a whole node is not supported: give ServiceID"));
     };

@@ -22,6 +22,137 @@ use crate::{
 /// A JSON object with its keys matched as Consul's decoder matches them.
 pub(crate) type Fields = BTreeMap<String, Value>;
 
+/// The fields Consul (1.7+, strict decoding) takes in each body, canonical (lowercase, no
+/// underscores); any other answers 400 `unknown field`, as Consul does. Fields Waggle does
+/// not model are accepted and ignored.
+pub(crate) const SERVICE_FIELDS: &[&str] = &[
+    "kind",
+    "id",
+    "name",
+    "tags",
+    "address",
+    "taggedaddresses",
+    "meta",
+    "port",
+    "socketpath",
+    "check",
+    "checks",
+    "weights",
+    "token",
+    "enabletagoverride",
+    "proxy",
+    "connect",
+    "namespace",
+    "partition",
+    "locality",
+];
+/// A catalog registration's `Service` (Consul's `AgentService`).
+pub(crate) const CATALOG_SERVICE_FIELDS: &[&str] = &[
+    "kind",
+    "id",
+    "service",
+    "tags",
+    "address",
+    "taggedaddresses",
+    "meta",
+    "port",
+    "socketpath",
+    "weights",
+    "enabletagoverride",
+    "proxy",
+    "connect",
+    "namespace",
+    "partition",
+    "locality",
+    "peername",
+    "datacenter",
+    "createindex",
+    "modifyindex",
+    "contenthash",
+];
+/// A catalog registration.
+pub(crate) const CATALOG_FIELDS: &[&str] = &[
+    "id",
+    "node",
+    "address",
+    "taggedaddresses",
+    "nodemeta",
+    "datacenter",
+    "service",
+    "check",
+    "checks",
+    "skipnodeupdate",
+    "partition",
+    "locality",
+    "token",
+];
+/// A check definition (Consul's `CheckType` / `CheckDefinition` / `HealthCheck`).
+pub(crate) const CHECK_FIELDS: &[&str] = &[
+    "id",
+    "checkid",
+    "name",
+    "notes",
+    "serviceid",
+    "servicename",
+    "servicetags",
+    "token",
+    "status",
+    "output",
+    "node",
+    "type",
+    "scriptargs",
+    "args",
+    "http",
+    "header",
+    "method",
+    "body",
+    "disableredirects",
+    "tcp",
+    "tcpusetls",
+    "udp",
+    "interval",
+    "timeout",
+    "ttl",
+    "grpc",
+    "grpcusetls",
+    "tlsservername",
+    "tlsskipverify",
+    "aliasnode",
+    "aliasservice",
+    "dockercontainerid",
+    "shell",
+    "h2ping",
+    "h2pingusetls",
+    "osservice",
+    "successbeforepassing",
+    "failuresbeforewarning",
+    "failuresbeforecritical",
+    "deregistercriticalserviceafter",
+    "outputmaxsize",
+    "namespace",
+    "partition",
+    "definition",
+    "exposedport",
+    "interval",
+    "createindex",
+    "modifyindex",
+];
+
+/// Refuses a field outside `known`, in Consul's words.
+pub(crate) fn strict(fields: &Fields, raw: &Value, known: &[&str]) -> Result<(), String> {
+    match fields.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) => {
+            // Name it as the client spelled it.
+            let spelled = raw
+                .as_object()
+                .and_then(|o| o.keys().find(|k| canonical(k) == *unknown))
+                .map_or(unknown.as_str(), String::as_str);
+            Err(format!("json: unknown field {spelled:?}"))
+        }
+    }
+}
+
 pub(crate) fn fields_of(value: &Value, what: &str) -> Result<Fields, String> {
     match value {
         Value::Object(map) => Ok(map.iter().map(|(k, v)| (canonical(k), v.clone())).collect()),
@@ -220,14 +351,20 @@ pub(crate) fn registration_checks(
     is_static: bool,
 ) -> Result<Vec<CheckSpec>, String> {
     let mut definitions = Vec::new();
+    let mut add = |check: &Value, what: &str| -> Result<(), String> {
+        let fields = fields_of(check, what)?;
+        strict(&fields, check, CHECK_FIELDS)?;
+        definitions.push(fields);
+        Ok(())
+    };
     if let Some(check) = check.filter(|c| !c.is_null()) {
-        definitions.push(fields_of(check, "Check")?);
+        add(check, "Check")?;
     }
     match checks {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
             for check in list {
-                definitions.push(fields_of(check, "Checks")?);
+                add(check, "Checks")?;
             }
         }
         Some(other) => return Err(format!("Checks: expected a list, got {other}")),
@@ -324,6 +461,7 @@ pub(crate) async fn check_register(
 ) -> Result<Response, ConsulError> {
     let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    strict(&fields, &value, CHECK_FIELDS).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     let service_id = string(&fields, "serviceid").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     if service_id.is_empty() {
         return Err(bad_request("ServiceID is required: node-level checks are not supported (docs/compatibility.md)"));
@@ -408,6 +546,7 @@ pub(crate) async fn check_update(
 ) -> Result<Response, ConsulError> {
     let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
+    strict(&fields, &value, &["status", "output"]).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     let status = string(&fields, "status").map_err(bad_request)?;
     let status = parse_status(&status).map_err(bad_request)?;
     let output = string(&fields, "output").map_err(bad_request)?;

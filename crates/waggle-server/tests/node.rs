@@ -597,6 +597,10 @@ async fn consul_agent_registration_and_its_errors() {
         (&br#"{"Name":"web","Tags":"v1"}"#[..], 400, "Tags"),
         (&br#"{"Name":"bad name!","Port":80}"#[..], 400, "Invalid service"),
         (&br#"{"Name":"web","Port":80,"Check":{"TTL":"soon"}}"#[..], 400, "Invalid check: TTL: invalid duration"),
+        // Consul (1.7+) refuses unknown fields, and `Service` in an agent registration.
+        (&br#"{"Name":"web","Port":80,"Colour":"blue"}"#[..], 400, r#"json: unknown field "Colour""#),
+        (&br#"{"Service":"web","Port":80}"#[..], 400, r#"unknown field "Service""#),
+        (&br#"{"Name":"web","Port":80,"Check":{"TTL":"5s","Extra":1}}"#[..], 400, r#"unknown field "Extra""#),
     ] {
         let (got, answer) = http_send(http, "PUT", "/v1/agent/service/register", body).await;
         assert_eq!(got, code, "{}: {answer}", String::from_utf8_lossy(body));
