@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Check, CheckKind, CheckSpec, CheckUpdate, Command, HealthStatus, Instance, InstanceId, InstanceSpec, Registry,
+    Check, CheckKind, CheckSpec, CheckUpdate, Command, Compare, CompareOp, CompareTarget, HealthStatus, KvEntry, KvOp,
+    Txn, Instance, InstanceId, InstanceSpec, Registry,
     Revision, ServiceName, SessionId, Ttl, ValidationError, Zone,
 };
 
@@ -34,7 +35,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     kind: Option<CommandKind>,
 }
 
@@ -60,6 +61,153 @@ enum CommandKind {
     RemoveCheck(CheckCommandRecord),
     #[prost(message, tag = "11")]
     UpdateChecks(CheckUpdates),
+    #[prost(message, tag = "12")]
+    KvTxn(TxnRecord),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TxnRecord {
+    #[prost(message, repeated, tag = "1")]
+    compares: Vec<CompareRecord>,
+    #[prost(message, repeated, tag = "2")]
+    success: Vec<KvOpRecord>,
+    #[prost(message, repeated, tag = "3")]
+    failure: Vec<KvOpRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CompareRecord {
+    #[prost(string, tag = "1")]
+    key: String,
+    /// 1 modify revision, 2 create revision, 3 version, 4 value, 5 session.
+    #[prost(uint32, tag = "2")]
+    target: u32,
+    #[prost(uint64, tag = "3")]
+    number: u64,
+    #[prost(bytes = "vec", tag = "4")]
+    value: Vec<u8>,
+    /// 0 equal, 1 not equal, 2 less, 3 greater.
+    #[prost(uint32, tag = "5")]
+    op: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KvOpRecord {
+    /// 1 put, 2 delete, 3 get.
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(string, tag = "2")]
+    key: String,
+    #[prost(bytes = "vec", tag = "3")]
+    value: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    flags: u64,
+    /// 0: none.
+    #[prost(uint64, tag = "5")]
+    session: u64,
+    #[prost(bool, tag = "6")]
+    prefix: bool,
+}
+
+/// A stored key in a snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KvRecord {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+    #[prost(uint64, tag = "3")]
+    flags: u64,
+    #[prost(uint64, tag = "4")]
+    create_revision: u64,
+    #[prost(uint64, tag = "5")]
+    modify_revision: u64,
+    #[prost(uint64, tag = "6")]
+    version: u64,
+    #[prost(uint64, tag = "7")]
+    session: u64,
+}
+
+fn txn_record(txn: &Txn) -> TxnRecord {
+    let op = |op: &KvOp| match op {
+        KvOp::Put { key, value, flags, session } => KvOpRecord {
+            kind: 1,
+            key: key.clone(),
+            value: value.clone(),
+            flags: *flags,
+            session: session.map_or(0, SessionId::get),
+            prefix: false,
+        },
+        KvOp::Delete { key, prefix } => KvOpRecord { kind: 2, key: key.clone(), prefix: *prefix, ..Default::default() },
+        KvOp::Get { key, prefix } => KvOpRecord { kind: 3, key: key.clone(), prefix: *prefix, ..Default::default() },
+    };
+    TxnRecord {
+        compares: txn
+            .compares
+            .iter()
+            .map(|c| {
+                let (target, number, value) = match &c.target {
+                    CompareTarget::ModifyRevision(n) => (1, *n, Vec::new()),
+                    CompareTarget::CreateRevision(n) => (2, *n, Vec::new()),
+                    CompareTarget::Version(n) => (3, *n, Vec::new()),
+                    CompareTarget::Value(v) => (4, 0, v.clone()),
+                    CompareTarget::Session(n) => (5, *n, Vec::new()),
+                };
+                let op = match c.op {
+                    CompareOp::Equal => 0,
+                    CompareOp::NotEqual => 1,
+                    CompareOp::Less => 2,
+                    CompareOp::Greater => 3,
+                };
+                CompareRecord { key: c.key.clone(), target, number, value, op }
+            })
+            .collect(),
+        success: txn.success.iter().map(op).collect(),
+        failure: txn.failure.iter().map(op).collect(),
+    }
+}
+
+fn record_txn(r: TxnRecord) -> Result<Txn, ValidationError> {
+    let op = |r: KvOpRecord| -> Result<KvOp, ValidationError> {
+        Ok(match r.kind {
+            1 => KvOp::Put {
+                key: r.key,
+                value: r.value,
+                flags: r.flags,
+                session: (r.session != 0).then(|| SessionId::new(r.session)),
+            },
+            2 => KvOp::Delete { key: r.key, prefix: r.prefix },
+            3 => KvOp::Get { key: r.key, prefix: r.prefix },
+            n => return Err(ValidationError::new("txn", format!("unknown operation kind {n}"))),
+        })
+    };
+    let compares = r
+        .compares
+        .into_iter()
+        .map(|c| {
+            let target = match c.target {
+                1 => CompareTarget::ModifyRevision(c.number),
+                2 => CompareTarget::CreateRevision(c.number),
+                3 => CompareTarget::Version(c.number),
+                4 => CompareTarget::Value(c.value),
+                5 => CompareTarget::Session(c.number),
+                n => return Err(ValidationError::new("txn", format!("unknown compare target {n}"))),
+            };
+            let op = match c.op {
+                0 => CompareOp::Equal,
+                1 => CompareOp::NotEqual,
+                2 => CompareOp::Less,
+                3 => CompareOp::Greater,
+                n => return Err(ValidationError::new("txn", format!("unknown compare op {n}"))),
+            };
+            Ok(Compare { key: c.key, target, op })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Txn {
+        compares,
+        success: r.success.into_iter().map(op).collect::<Result<_, _>>()?,
+        failure: r.failure.into_iter().map(op).collect::<Result<_, _>>()?,
+    })
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -238,6 +386,8 @@ struct SnapshotRecord {
     instances: Vec<InstanceRecord>,
     #[prost(uint64, tag = "5")]
     history: u64,
+    #[prost(message, repeated, tag = "6")]
+    kv: Vec<KvRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -299,6 +449,7 @@ fn command_record(command: &Command) -> CommandRecord {
             check: None,
             check_id: check.clone(),
         }),
+        Command::KvTxn { txn } => CommandKind::KvTxn(txn_record(txn)),
         Command::UpdateChecks { updates } => CommandKind::UpdateChecks(CheckUpdates {
             updates: updates
                 .iter()
@@ -357,6 +508,7 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
             let (service, id) = key_of(r.key).map_err(invalid)?;
             Command::RemoveCheck { service, id, check: r.check_id }
         }
+        CommandKind::KvTxn(r) => Command::KvTxn { txn: record_txn(r).map_err(invalid)? },
         CommandKind::UpdateChecks(r) => Command::UpdateChecks {
             updates: r
                 .updates
@@ -478,6 +630,19 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
         version: FORMAT_VERSION,
         revision: registry.revision().get(),
         history: registry.history(),
+        kv: registry
+            .kv()
+            .iter()
+            .map(|(key, e)| KvRecord {
+                key: key.clone(),
+                value: e.value.to_vec(),
+                flags: e.flags,
+                create_revision: e.create_revision.get(),
+                modify_revision: e.modify_revision.get(),
+                version: e.version,
+                session: e.session.map_or(0, SessionId::get),
+            })
+            .collect(),
         sessions: registry
             .sessions()
             .values()
@@ -561,7 +726,25 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
             return Err(CodecError::new("snapshot", format!("duplicate instance {} of {}", i.id(), i.service())));
         }
     }
-    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances))
+    let mut kv = Vec::with_capacity(record.kv.len());
+    for r in record.kv {
+        let session = (r.session != 0).then(|| SessionId::new(r.session));
+        if let Some(s) = session
+            && !session_ids.contains(&s)
+        {
+            return Err(CodecError::new("snapshot", format!("key {:?} is bound to a missing session", r.key)));
+        }
+        let entry = KvEntry {
+            value: std::sync::Arc::from(r.value),
+            flags: r.flags,
+            create_revision: Revision::new(r.create_revision),
+            modify_revision: Revision::new(r.modify_revision),
+            version: r.version,
+            session,
+        };
+        kv.push((r.key, entry));
+    }
+    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv))
 }
 
 fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {

@@ -79,6 +79,11 @@ pub enum Command {
         /// The transitions.
         updates: Vec<CheckUpdate>,
     },
+    /// A key/value transaction (every KV write is one).
+    KvTxn {
+        /// The transaction.
+        txn: crate::Txn,
+    },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member
     /// of the same history and starts over from a snapshot anywhere else (a wiped or restored
@@ -99,6 +104,8 @@ pub struct Applied {
     pub revision: Revision,
     /// The session created, for [`Command::CreateSession`].
     pub session: Option<SessionId>,
+    /// What a [`Command::KvTxn`] did.
+    pub txn: Option<crate::TxnResult>,
 }
 
 /// A consequence of a command that the node runtime must act on (the watch hub publishes
@@ -125,6 +132,15 @@ pub enum Effect {
         session: SessionId,
         /// Its TTL.
         ttl: Ttl,
+    },
+    /// A key was written (`entry`) or deleted (`None`) at `revision`.
+    KvChanged {
+        /// The key.
+        key: String,
+        /// Its new entry.
+        entry: Option<Arc<crate::KvEntry>>,
+        /// The revision of the change.
+        revision: Revision,
     },
     /// A session ended (revoked or expired).
     SessionClosed {

@@ -22,6 +22,7 @@ pub mod codec;
 mod command;
 mod error;
 mod instance;
+mod kv;
 mod metadata;
 mod name;
 mod registry;
@@ -33,6 +34,9 @@ pub use check::{Check, CheckKind, CheckSpec, CheckUpdate, aggregate, check_limit
 pub use command::{Applied, Command, Effect, Outcome, Response};
 pub use error::{ApplyError, ValidationError};
 pub use instance::{HealthStatus, Instance, InstanceSpec, default_id};
+pub use kv::{
+    Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn, TxnResult, check_key, check_prefix, kv_limits,
+};
 pub use metadata::Metadata;
 pub use name::{InstanceId, ServiceName, Zone};
 pub use registry::{Registry, ServiceInstances};

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, Effect, Instance, InstanceId, InstanceSpec, Outcome,
+    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, KvEntry, KvOp, OpResult, Txn, TxnResult, Effect, Instance, InstanceId, InstanceSpec, Outcome,
     Revision, ServiceName, Session, SessionId, Ttl,
 };
 
@@ -21,6 +21,8 @@ pub struct Registry {
     services: BTreeMap<ServiceName, Arc<ServiceInstances>>,
     /// Which instance each check id belongs to (derived from the instances' checks).
     check_owners: BTreeMap<String, (ServiceName, InstanceId)>,
+    /// The key/value store (persistent, so readers keep a version for a pointer's price).
+    kv: imbl::OrdMap<String, Arc<KvEntry>>,
 }
 
 impl Registry {
@@ -76,6 +78,7 @@ impl Registry {
             Command::PutCheck { service, id, check } => self.put_check(service, id, check, &mut effects),
             Command::RemoveCheck { service, id, check } => self.remove_check(service, id, check, &mut effects),
             Command::UpdateChecks { updates } => Ok(self.update_checks(updates, &mut effects)),
+            Command::KvTxn { txn } => self.kv_txn(txn, &mut effects),
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
             Command::NameHistory { id } => self.name_history(*id),
         };
@@ -91,7 +94,7 @@ impl Registry {
     }
 
     fn applied(&self) -> Applied {
-        Applied { revision: self.revision, session: None }
+        Applied { revision: self.revision, session: None, txn: None }
     }
 
     fn create_session(&mut self, id: SessionId, ttl: Ttl, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
@@ -99,9 +102,9 @@ impl Registry {
             return Err(ApplyError::SessionIdTaken(id));
         }
         self.revision = self.revision.next();
-        self.sessions.insert(id, Session { id, ttl, create_revision: self.revision, instances: Default::default() });
+        self.sessions.insert(id, Session { id, ttl, create_revision: self.revision, instances: Default::default(), keys: Default::default() });
         effects.push(Effect::SessionOpened { session: id, ttl });
-        Ok(Applied { revision: self.revision, session: Some(id) })
+        Ok(Applied { revision: self.revision, session: Some(id), txn: None })
     }
 
     fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
@@ -136,7 +139,109 @@ impl Registry {
                 effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
             }
         }
+        for key in &session.keys {
+            if self.kv.get(key).is_some_and(|e| e.session == Some(id)) {
+                self.kv.remove(key);
+                effects.push(Effect::KvChanged { key: key.clone(), entry: None, revision: self.revision });
+            }
+        }
         effects.push(Effect::SessionClosed { session: id });
+    }
+
+    /// The key/value store.
+    pub fn kv(&self) -> &imbl::OrdMap<String, Arc<KvEntry>> {
+        &self.kv
+    }
+
+    /// Keys under `prefix`, in order.
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.kv.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Moves `key`'s session binding from `from` to `to`.
+    fn rebind(&mut self, key: &str, from: Option<SessionId>, to: Option<SessionId>) {
+        if from == to {
+            return;
+        }
+        if let Some(old) = from.and_then(|s| self.sessions.get_mut(&s)) {
+            old.keys.remove(key);
+        }
+        if let Some(new) = to.and_then(|s| self.sessions.get_mut(&s)) {
+            new.keys.insert(key.to_owned());
+        }
+    }
+
+    fn delete_key(&mut self, key: &str, revision: Revision, effects: &mut Vec<Effect>) -> bool {
+        let Some(old) = self.kv.remove(key) else { return false };
+        self.rebind(key, old.session, None);
+        effects.push(Effect::KvChanged { key: key.to_owned(), entry: None, revision });
+        true
+    }
+
+    /// Runs a transaction: the compares against the current entries, then one branch. It
+    /// consumes one revision if it wrote anything.
+    fn kv_txn(&mut self, txn: &Txn, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        txn.validate()?;
+        let succeeded = txn.compares.iter().all(|c| c.holds(self.kv.get(&c.key).map(|e| &**e)));
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        // Refuse before changing anything: a put bound to a session that does not exist.
+        for op in ops {
+            if let KvOp::Put { session: Some(s), .. } = op
+                && (*s == SessionId::AGENT || !self.sessions.contains_key(s))
+            {
+                return Err(ApplyError::SessionNotFound(*s));
+            }
+        }
+        let next = self.revision.next();
+        let mut wrote = false;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                KvOp::Put { key, value, flags, session } => {
+                    let previous = self.kv.get(key).cloned();
+                    let entry = Arc::new(KvEntry {
+                        value: Arc::from(&value[..]),
+                        flags: *flags,
+                        create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
+                        modify_revision: next,
+                        version: previous.as_ref().map_or(1, |p| p.version + 1),
+                        session: *session,
+                    });
+                    self.rebind(key, previous.as_ref().and_then(|p| p.session), *session);
+                    self.kv.insert(key.clone(), entry.clone());
+                    effects.push(Effect::KvChanged { key: key.clone(), entry: Some(entry), revision: next });
+                    wrote = true;
+                    results.push(OpResult::Put { previous });
+                }
+                KvOp::Delete { key, prefix } => {
+                    let keys = if *prefix { self.keys_under(key) } else { vec![key.clone()] };
+                    let mut deleted = 0;
+                    for key in keys {
+                        if self.delete_key(&key, next, effects) {
+                            deleted += 1;
+                        }
+                    }
+                    wrote |= deleted > 0;
+                    results.push(OpResult::Delete { deleted });
+                }
+                KvOp::Get { key, prefix } => {
+                    let entries = if *prefix {
+                        self.kv
+                            .range(key.clone()..)
+                            .take_while(|(k, _)| k.starts_with(key.as_str()))
+                            .map(|(k, e)| (k.clone(), e.clone()))
+                            .collect()
+                    } else {
+                        self.kv.get(key).map(|e| vec![(key.clone(), e.clone())]).unwrap_or_default()
+                    };
+                    results.push(OpResult::Get { entries });
+                }
+            }
+        }
+        if wrote {
+            self.revision = next;
+        }
+        Ok(Applied { revision: self.revision, session: None, txn: Some(TxnResult { succeeded, results }) })
     }
 
     /// The instance that owns check `id`, if any.
@@ -208,6 +313,7 @@ impl Registry {
                 ttl: crate::Ttl::MAX,
                 create_revision: self.revision.next(),
                 instances: Default::default(),
+                keys: Default::default(),
             };
             self.sessions.insert(session_id, session);
         }
@@ -400,6 +506,7 @@ impl Registry {
         history: u64,
         sessions: Vec<(SessionId, Ttl, Revision)>,
         instances: Vec<Instance>,
+        kv: Vec<(String, KvEntry)>,
     ) -> Self {
         let mut registry = Registry {
             revision,
@@ -407,12 +514,19 @@ impl Registry {
             sessions: sessions
                 .into_iter()
                 .map(|(id, ttl, create_revision)| {
-                    (id, Session { id, ttl, create_revision, instances: Default::default() })
+                    (id, Session { id, ttl, create_revision, instances: Default::default(), keys: Default::default() })
                 })
                 .collect(),
             services: BTreeMap::new(),
             check_owners: BTreeMap::new(),
+            kv: imbl::OrdMap::new(),
         };
+        for (key, entry) in kv {
+            if let Some(session) = entry.session.and_then(|s| registry.sessions.get_mut(&s)) {
+                session.keys.insert(key.clone());
+            }
+            registry.kv.insert(key, Arc::new(entry));
+        }
         for mut instance in instances {
             if let Some((name, _)) = registry.services.get_key_value(&instance.spec.service) {
                 instance.spec.service = name.clone();

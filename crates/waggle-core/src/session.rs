@@ -101,4 +101,6 @@ pub struct Session {
     pub create_revision: Revision,
     /// The instances registered under it, removed together when it ends.
     pub instances: BTreeSet<(ServiceName, InstanceId)>,
+    /// The keys bound to it, deleted when it ends.
+    pub keys: BTreeSet<String>,
 }

@@ -131,6 +131,8 @@ struct HubState {
     revision: Revision,
     services: HashMap<ServiceName, View>,
     all: Topic,
+    /// The key/value store as of `revision` (a persistent map: a read clones a pointer).
+    kv: imbl::OrdMap<String, Arc<waggle_core::KvEntry>>,
 }
 
 /// Watch hub settings.
@@ -159,6 +161,7 @@ impl WatchHub {
                 revision: Revision::INITIAL,
                 services: HashMap::new(),
                 all: Topic::new(limits.buffer, Revision::INITIAL),
+                kv: imbl::OrdMap::new(),
             }),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
@@ -193,6 +196,12 @@ impl WatchHub {
             Some(v) => (state.revision, v.instances.clone(), v.reads.clone()),
             None => (state.revision, Arc::default(), Arc::default()),
         }
+    }
+
+    /// The key/value store and the revision it is at.
+    pub(crate) fn kv(&self) -> (Revision, imbl::OrdMap<String, Arc<waggle_core::KvEntry>>) {
+        let state = self.state();
+        (state.revision, state.kv.clone())
     }
 
     /// Every service with instances, sorted by name, and the current revision.
@@ -266,7 +275,7 @@ impl WatchHub {
                 Effect::InstanceRemoved { instance, .. } => {
                     Change { kind: ChangeKind::Removed, instance: instance.clone() }
                 }
-                Effect::SessionOpened { .. } | Effect::SessionClosed { .. } => continue,
+                Effect::SessionOpened { .. } | Effect::SessionClosed { .. } | Effect::KvChanged { .. } => continue,
             };
             per_service.entry(change.instance.service().clone()).or_default().push(change);
         }
@@ -274,6 +283,9 @@ impl WatchHub {
         let history = self.limits.history;
         let mut state = self.state();
         state.revision = revision;
+        if effects.iter().any(|e| matches!(e, Effect::KvChanged { .. })) {
+            state.kv = registry.kv().clone();
+        }
         self.applied.send_replace(revision);
         if per_service.is_empty() {
             return;
@@ -312,6 +324,7 @@ impl WatchHub {
         let state = &mut *guard;
         let revision = registry.revision();
         state.revision = revision;
+        state.kv = registry.kv().clone();
         self.applied.send_replace(revision);
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {

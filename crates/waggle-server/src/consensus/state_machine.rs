@@ -76,7 +76,7 @@ impl StateMachine {
             match effect {
                 Effect::SessionOpened { session, ttl } => self.clock.track(*session, *ttl),
                 Effect::SessionClosed { session } => self.clock.forget(*session),
-                Effect::InstanceUpserted { .. } | Effect::InstanceRemoved { .. } => {}
+                Effect::InstanceUpserted { .. } | Effect::InstanceRemoved { .. } | Effect::KvChanged { .. } => {}
             }
         }
         self.health.observe(effects);
