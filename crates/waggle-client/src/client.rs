@@ -146,6 +146,10 @@ impl Client {
         self.inner.rpc.clone()
     }
 
+    pub(crate) fn failover(&self) -> Failover {
+        self.inner.failover.clone()
+    }
+
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

@@ -36,6 +36,7 @@ mod config;
 mod discovery;
 mod error;
 mod failover;
+mod kv;
 mod service;
 mod session;
 
@@ -44,5 +45,7 @@ pub use client::{Client, HealthFilter, Member, Members, Registration, ServiceSum
 pub use config::ClientConfig;
 pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use error::Error;
+pub use kv::{KeyValue, Kv, PutOptions, TxnOutcome, Written};
 pub use service::{Protocol, ServiceClient, ServiceClientBuilder};
+pub use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, Txn};
 pub use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};

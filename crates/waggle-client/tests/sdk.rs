@@ -395,3 +395,50 @@ async fn a_client_of_a_cluster_fails_over_when_its_server_dies() {
     assert!(web.instances().iter().any(|i| i.spec.address == "10.0.0.1"));
     drop((registration, second));
 }
+
+#[tokio::test]
+async fn the_key_value_store_through_the_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), free_addr()).await;
+    let client = Client::connect(url(&server)).await.unwrap();
+    let kv = client.kv();
+    let first = kv.put("cfg/a", "1").await.unwrap();
+    kv.put("cfg/b", "2").await.unwrap();
+    let a = kv.get("cfg/a").await.unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.modify_revision), (&b"1"[..], first));
+    assert_eq!(
+        kv.list("cfg/", true).await.unwrap().iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["cfg/a", "cfg/b"]
+    );
+    // Compare-and-set.
+    let cas = |at| waggle_client::PutOptions { cas: Some(at), ..Default::default() };
+    assert!(!kv.put_with("cfg/a", "x", cas(0)).await.unwrap().succeeded);
+    assert!(kv.put_with("cfg/a", "x", cas(first)).await.unwrap().succeeded);
+    // A transaction with a read.
+    let txn = waggle_client::Txn {
+        compares: vec![waggle_client::Compare {
+            key: "cfg/b".into(),
+            target: waggle_client::CompareTarget::Value(b"2".to_vec()),
+            op: waggle_client::CompareOp::Equal,
+        }],
+        success: vec![waggle_client::KvOp::Get { key: "cfg/".into(), prefix: true }],
+        failure: vec![],
+    };
+    let outcome = kv.txn(&txn).await.unwrap();
+    assert!(outcome.succeeded);
+    assert_eq!(outcome.reads[0].len(), 2);
+    // Bad input is refused before anything is sent.
+    assert!(matches!(kv.put("/abs", "v").await, Err(waggle_client::Error::Invalid(_))));
+    // A key bound to the client's session goes when the client shuts down.
+    let _registration = client.register(InstanceSpec::new("web", "10.0.0.1", 80).unwrap()).await.unwrap();
+    let session = client.session().expect("a session once registered");
+    let bound = waggle_client::PutOptions { session: Some(session), ..Default::default() };
+    kv.put_with("lock/leader", "me", bound).await.unwrap();
+    assert_eq!(kv.get("lock/leader").await.unwrap().unwrap().session, Some(session));
+    assert_eq!(kv.delete_prefix("cfg/").await.unwrap(), 2);
+    client.shutdown().await;
+    let other = Client::connect(url(&server)).await.unwrap();
+    assert_eq!(other.kv().get("lock/leader").await.unwrap(), None, "revoked with the session");
+    other.shutdown().await;
+    server.shutdown().await;
+}

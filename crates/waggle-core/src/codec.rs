@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Check, CheckKind, CheckSpec, CheckUpdate, Command, Compare, CompareOp, CompareTarget, HealthStatus, KvEntry, KvOp,
-    Txn, Instance, InstanceId, InstanceSpec, Registry,
-    Revision, ServiceName, SessionId, Ttl, ValidationError, Zone,
+    Check, CheckKind, CheckSpec, CheckUpdate, Command, Compare, CompareOp, CompareTarget, HealthStatus, Instance,
+    InstanceId, InstanceSpec, KvEntry, KvOp, Registry, Revision, ServiceName, SessionId, Ttl, Txn, ValidationError,
+    Zone,
 };
 
 /// The format version this build writes. Readers accept this version and older ones.

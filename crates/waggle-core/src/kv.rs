@@ -196,7 +196,11 @@ impl Txn {
                     bytes += key.len() + value.len();
                 }
                 KvOp::Delete { key, prefix } | KvOp::Get { key, prefix } => {
-                    if *prefix { check_prefix(key)? } else { check_key(key)? }
+                    if *prefix {
+                        check_prefix(key)?
+                    } else {
+                        check_key(key)?
+                    }
                     bytes += key.len();
                 }
             }
@@ -258,8 +262,7 @@ mod tests {
 
     #[test]
     fn compares_treat_a_missing_key_as_zero() {
-        let create_only =
-            Compare { key: "k".into(), target: CompareTarget::ModifyRevision(0), op: CompareOp::Equal };
+        let create_only = Compare { key: "k".into(), target: CompareTarget::ModifyRevision(0), op: CompareOp::Equal };
         assert!(create_only.holds(None));
         let entry = KvEntry {
             value: Arc::from(&b"b"[..]),

@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
-    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, KvEntry, KvOp, OpResult, Txn, TxnResult, Effect, Instance, InstanceId, InstanceSpec, Outcome,
-    Revision, ServiceName, Session, SessionId, Ttl,
+    Applied, ApplyError, Check, CheckSpec, CheckUpdate, Command, Effect, Instance, InstanceId, InstanceSpec, KvEntry,
+    KvOp, OpResult, Outcome, Revision, ServiceName, Session, SessionId, Ttl, Txn, TxnResult,
 };
 
 /// The instances of one service, by id: a persistent (structurally shared) ordered map, so
@@ -102,7 +102,16 @@ impl Registry {
             return Err(ApplyError::SessionIdTaken(id));
         }
         self.revision = self.revision.next();
-        self.sessions.insert(id, Session { id, ttl, create_revision: self.revision, instances: Default::default(), keys: Default::default() });
+        self.sessions.insert(
+            id,
+            Session {
+                id,
+                ttl,
+                create_revision: self.revision,
+                instances: Default::default(),
+                keys: Default::default(),
+            },
+        );
         effects.push(Effect::SessionOpened { session: id, ttl });
         Ok(Applied { revision: self.revision, session: Some(id), txn: None })
     }

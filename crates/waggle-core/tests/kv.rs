@@ -41,13 +41,21 @@ fn puts_cas_deletes_and_reads() {
     assert_eq!((entry.create_revision.get(), entry.modify_revision.get(), entry.version), (2, 2, 1));
 
     // Create-only: modify revision 0 means "must not exist".
-    let create = |v: &str| Txn { compares: vec![modified("app/a", 0)], success: vec![put("app/a", v)], failure: vec![get("app/a", false)] };
+    let create = |v: &str| Txn {
+        compares: vec![modified("app/a", 0)],
+        success: vec![put("app/a", v)],
+        failure: vec![get("app/a", false)],
+    };
     let (rev, result) = run(&mut r, create("2")).unwrap();
     assert_eq!(rev, 2, "a failed compare that only reads consumes no revision");
     assert!(!result.succeeded);
     assert!(matches!(&result.results[0], OpResult::Get { entries } if entries.len() == 1));
     // CAS on the current modify revision; a stale one fails.
-    let cas = |at: u64, v: &str| Txn { compares: vec![modified("app/a", at)], success: vec![put("app/a", v)], failure: vec![] };
+    let cas = |at: u64, v: &str| Txn {
+        compares: vec![modified("app/a", at)],
+        success: vec![put("app/a", v)],
+        failure: vec![],
+    };
     assert_eq!(run(&mut r, cas(2, "2")).unwrap().0, 3);
     assert!(!run(&mut r, cas(2, "3")).unwrap().1.succeeded);
     assert_eq!(value(&r, "app/a").as_deref(), Some("2"));
@@ -55,7 +63,10 @@ fn puts_cas_deletes_and_reads() {
     assert_eq!((entry.create_revision.get(), entry.modify_revision.get(), entry.version), (2, 3, 2));
 
     // Several writes in one transaction share one revision; a get sees the earlier ops.
-    let many = Txn { success: vec![put("app/b", "x"), put("app/c", "y"), put("other", "z"), get("app/", true)], ..Default::default() };
+    let many = Txn {
+        success: vec![put("app/b", "x"), put("app/c", "y"), put("other", "z"), get("app/", true)],
+        ..Default::default()
+    };
     let (rev, result) = run(&mut r, many).unwrap();
     assert_eq!(rev, 4);
     assert!(matches!(&result.results[3], OpResult::Get { entries }
@@ -63,7 +74,9 @@ fn puts_cas_deletes_and_reads() {
     assert_eq!(r.kv().get("app/c").unwrap().modify_revision.get(), 4);
 
     // A prefix delete removes exactly the keys under it.
-    let outcome = r.apply(&Command::KvTxn { txn: Txn { success: vec![KvOp::Delete { key: "app/".into(), prefix: true }], ..Default::default() } });
+    let outcome = r.apply(&Command::KvTxn {
+        txn: Txn { success: vec![KvOp::Delete { key: "app/".into(), prefix: true }], ..Default::default() },
+    });
     assert_eq!(outcome.response.as_ref().unwrap().revision.get(), 5);
     assert_eq!(outcome.effects.iter().filter(|e| matches!(e, Effect::KvChanged { entry: None, .. })).count(), 3);
     assert_eq!(r.kv().keys().collect::<Vec<_>>(), ["other"]);

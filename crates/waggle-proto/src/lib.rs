@@ -11,6 +11,7 @@
 
 mod convert;
 mod encoded;
+mod kv;
 
 /// Generated code for `waggle.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -28,3 +29,4 @@ pub mod v1 {
 
 pub use convert::{instance_from_core, spec_from_wire, status_from_core, status_to_core};
 pub use encoded::{EncodedEvent, EncodedInstances, GetServiceResponse, WatchResponse};
+pub use kv::{delete_txn, kv_from_core, put_txn, txn_from_wire, txn_result_to_wire, txn_to_wire};

@@ -24,6 +24,7 @@ mod filter;
 mod grpc;
 mod health;
 mod http;
+mod kv;
 mod metrics;
 mod probe;
 mod sessions;
@@ -233,6 +234,10 @@ impl Server {
         let grpc = tonic::transport::Server::builder()
             .layer(metrics::CountLayer(requests.clone()))
             .add_service(grpc_health_service)
+            .add_service(waggle_proto::v1::kv_server::KvServer::new(kv::KvService {
+                consensus: consensus.clone(),
+                hub: hub.clone(),
+            }))
             .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {

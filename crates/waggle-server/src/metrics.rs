@@ -27,9 +27,14 @@ impl RequestCounts {
     }
 }
 
-/// The last segment of a gRPC path (`/waggle.v1.Registry/Register` → `Register`); anything
-/// else is `other`, so the label set stays bounded whatever clients send.
+/// The last segment of a gRPC path (`/waggle.v1.Registry/Register` → `Register`,
+/// `/waggle.v1.Kv/Put` → `Kv.Put`); anything else is `other`, so the label set stays bounded
+/// whatever clients send.
 fn method_of(path: &str) -> &'static str {
+    const KV_METHODS: &[&str] = &["Kv.Put", "Kv.Get", "Kv.Delete", "Kv.Txn"];
+    if let Some(method) = path.strip_prefix("/waggle.v1.Kv/") {
+        return KV_METHODS.iter().find(|m| m[3..] == *method).copied().unwrap_or("other");
+    }
     const METHODS: &[&str] = &[
         "CreateSession",
         "KeepAlive",
@@ -232,6 +237,8 @@ mod tests {
         assert_eq!(method_of("/evil/../x"), "other");
         assert_eq!(method_of("/waggle.v1.Registry/a\"b"), "other");
         assert_eq!(method_of("/waggle.v1.Registry/Nope"), "other", "only the service's methods get a label");
+        assert_eq!(method_of("/waggle.v1.Kv/Txn"), "Kv.Txn");
+        assert_eq!(method_of("/waggle.v1.Kv/Nope"), "other");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

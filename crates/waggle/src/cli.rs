@@ -38,6 +38,58 @@ pub(crate) enum Command {
     /// Backups: save a server's state to a file, restore a file into a fresh data dir.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// The key/value store.
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KvCommand {
+    /// Print a key's value (exit 1 if it does not exist).
+    Get {
+        /// The key.
+        key: String,
+        /// Print the entry as JSON (value as text, revisions, flags, session).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Write only if the key's modify revision is N (0: only if it does not exist); exit 1
+        /// if it is not.
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
+        /// Client flags stored with the value.
+        #[arg(long, default_value_t = 0)]
+        flags: u64,
+    },
+    /// Delete a key, or every key under a prefix.
+    Delete {
+        /// The key (or prefix).
+        key: String,
+        /// Delete every key starting with KEY.
+        #[arg(long, conflicts_with = "cas")]
+        prefix: bool,
+        /// Delete only if the key's modify revision is N; exit 1 if it is not.
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
+    },
+    /// List the keys under a prefix (all keys without one), with their values.
+    List {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Keys only.
+        #[arg(long)]
+        keys: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -220,6 +220,56 @@ pub(crate) async fn watch(server: &str, args: WatchArgs) -> Result<(), Failure> 
     }
 }
 
+pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(), Failure> {
+    use crate::cli::KvCommand;
+    let client = connect(server, ClientConfig::default()).await?;
+    let kv = client.kv();
+    match command {
+        KvCommand::Get { key, json } => {
+            let entry = kv.get(&key).await?.ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key {key:?}")))?;
+            if json {
+                println!("{}", serde_json::to_string(&entry).map_err(anyhow::Error::from)?);
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&entry.value).and_then(|()| out.write_all(b"\n")).context("cannot write")?;
+            }
+        }
+        KvCommand::Put { key, value, cas, flags } => {
+            let options = waggle_client::PutOptions { flags, cas, ..Default::default() };
+            let written = kv.put_with(&key, value.into_bytes(), options).await?;
+            if !written.succeeded {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "not written: {key:?} is not at modify revision {}",
+                    cas.unwrap_or_default()
+                )));
+            }
+            println!("written {key} revision={}", written.revision);
+        }
+        KvCommand::Delete { key, prefix, cas } => {
+            let deleted = if prefix { kv.delete_prefix(&key).await? } else { kv.delete(&key, cas).await? };
+            if cas.is_some() && deleted == 0 {
+                return Err(Failure::Runtime(anyhow::anyhow!("not deleted: {key:?} is missing or was modified")));
+            }
+            println!("deleted {deleted}");
+        }
+        KvCommand::List { prefix, keys, json } => {
+            let entries = kv.list(&prefix, keys).await?;
+            if json {
+                println!("{}", serde_json::to_string(&entries).map_err(anyhow::Error::from)?);
+            } else {
+                for e in entries {
+                    if keys {
+                        println!("{}", e.key);
+                    } else {
+                        println!("{}:{}", e.key, String::from_utf8_lossy(&e.value));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

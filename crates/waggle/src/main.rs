@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             Command::Snapshot(cli::SnapshotCommand::Restore(args)) => server_cmd::restore(args),
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
+            Command::Kv(command) => client_cmds::kv(&cli.server, command).await,
         }
     });
     match result {

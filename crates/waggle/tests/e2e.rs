@@ -285,3 +285,42 @@ fn dev_mode_and_health() {
     // --dev must not create the default ./waggle-data either.
     assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none(), "dev mode wrote into its working directory");
 }
+
+#[test]
+fn kv_commands_and_their_exit_codes() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    let ok = |args: &[&str]| {
+        let out = client(&url, args);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    assert!(ok(&["kv", "put", "app/db", "postgres://db:5432"]).starts_with("written app/db revision="));
+    ok(&["kv", "put", "app/port", "5432", "--flags", "9"]);
+    assert_eq!(ok(&["kv", "get", "app/db"]), "postgres://db:5432");
+    let entry: Value = serde_json::from_str(&ok(&["kv", "get", "app/port", "--json"])).unwrap();
+    assert_eq!(
+        (entry["value"].as_str(), entry["flags"].as_u64(), entry["version"].as_u64()),
+        (Some("5432"), Some(9), Some(1))
+    );
+    assert_eq!(ok(&["kv", "list", "app/"]), "app/db:postgres://db:5432\napp/port:5432");
+    assert_eq!(ok(&["kv", "list", "--keys"]), "app/db\napp/port");
+    let revision = entry["modify_revision"].as_u64().unwrap().to_string();
+    ok(&["kv", "put", "app/port", "6432", "--cas", &revision]);
+
+    // Runtime failures exit 1, usage errors 2.
+    for (args, code, text) in [
+        (&["kv", "put", "app/port", "7432", "--cas", "1"][..], 1, "not written"),
+        (&["kv", "put", "app/new", "x", "--cas", "0"][..], 0, ""),
+        (&["kv", "get", "missing"][..], 1, "no key"),
+        (&["kv", "put", "/abs", "x"][..], 2, "invalid key"),
+        (&["kv", "delete", "app/", "--prefix", "--cas", "3"][..], 2, "cannot be used"),
+        (&["kv", "delete", "app/db", "--cas", "1"][..], 1, "not deleted"),
+    ] {
+        let out = client(&url, args);
+        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(text), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(ok(&["kv", "delete", "app/", "--prefix"]), "deleted 3");
+    assert_eq!(ok(&["kv", "list"]), "");
+}

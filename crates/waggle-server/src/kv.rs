@@ -1,0 +1,86 @@
+//! The `waggle.v1.Kv` gRPC service: every write a transaction through the log, reads from the
+//! watch hub's copy of the store (a persistent map: a read clones a pointer), linearizable on
+//! request.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use waggle_core::{Command, OpResult, Txn, TxnResult};
+use waggle_proto::v1::{self, kv_server::Kv};
+
+use crate::{consensus::Consensus, watch::WatchHub};
+
+pub(crate) struct KvService {
+    pub(crate) consensus: Arc<Consensus>,
+    pub(crate) hub: Arc<WatchHub>,
+}
+
+fn invalid(e: waggle_core::ValidationError) -> Status {
+    Status::invalid_argument(format!("invalid request: {e}"))
+}
+
+impl KvService {
+    /// Proposes a validated transaction: its revision and result.
+    async fn run(&self, txn: Txn) -> Result<(u64, TxnResult), Status> {
+        txn.validate().map_err(invalid)?;
+        let applied = self.consensus.propose(Command::KvTxn { txn }).await?;
+        let result = applied.txn.ok_or_else(|| Status::internal("a transaction answered without a result"))?;
+        Ok((applied.revision.get(), result))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
+        let req = request.get_ref();
+        let (revision, result) = self.run(waggle_proto::put_txn(req)).await?;
+        let previous = match result.results.first() {
+            Some(OpResult::Put { previous }) => {
+                previous.as_ref().map(|p| waggle_proto::kv_from_core(&req.key, p, false))
+            }
+            _ => None,
+        };
+        Ok(Response::new(v1::PutResponse { revision, succeeded: result.succeeded, previous }))
+    }
+
+    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        let req = request.get_ref();
+        if req.prefix { waggle_core::check_prefix(&req.key) } else { waggle_core::check_key(&req.key) }
+            .map_err(invalid)?;
+        if req.linearizable {
+            self.consensus.read_barrier().await?;
+        }
+        let (revision, kv) = self.hub.kv();
+        let limit = if req.limit == 0 { usize::MAX } else { req.limit as usize };
+        let mut kvs = Vec::new();
+        let mut more = false;
+        if req.prefix {
+            for (key, entry) in kv.range(req.key.clone()..).take_while(|(k, _)| k.starts_with(req.key.as_str())) {
+                if kvs.len() == limit {
+                    more = true;
+                    break;
+                }
+                kvs.push(waggle_proto::kv_from_core(key, entry, req.keys_only));
+            }
+        } else if let Some(entry) = kv.get(&req.key) {
+            kvs.push(waggle_proto::kv_from_core(&req.key, entry, req.keys_only));
+        }
+        Ok(Response::new(v1::GetResponse { revision: revision.get(), kvs, more }))
+    }
+
+    async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
+        let txn = waggle_proto::delete_txn(request.get_ref()).map_err(invalid)?;
+        let (revision, result) = self.run(txn).await?;
+        let deleted = match result.results.first() {
+            Some(OpResult::Delete { deleted }) => *deleted,
+            _ => 0,
+        };
+        Ok(Response::new(v1::DeleteResponse { revision, succeeded: result.succeeded, deleted }))
+    }
+
+    async fn txn(&self, request: Request<v1::TxnRequest>) -> Result<Response<v1::TxnResponse>, Status> {
+        let txn = waggle_proto::txn_from_wire(request.get_ref()).map_err(invalid)?;
+        let (revision, result) = self.run(txn).await?;
+        Ok(Response::new(waggle_proto::txn_result_to_wire(revision, &result)))
+    }
+}
