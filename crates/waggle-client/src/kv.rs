@@ -53,6 +53,12 @@ pub struct PutOptions {
     pub cas: Option<u64>,
     /// Bind the key to this session: it is deleted when the session ends.
     pub session: Option<SessionId>,
+    /// Refuse the write (`FAILED_PRECONDITION`) unless this fencing token holds its lock now.
+    pub guard: Option<waggle_core::Guard>,
+}
+
+fn guard_to_wire(guard: Option<&waggle_core::Guard>) -> Option<v1::Guard> {
+    guard.map(|g| v1::Guard { lock: g.lock.clone(), token: g.token })
 }
 
 /// What a conditional write did.
@@ -111,6 +117,7 @@ impl Kv {
             flags: options.flags,
             session_id: options.session.map_or(0, SessionId::get),
             cas: options.cas,
+            guard: guard_to_wire(options.guard.as_ref()),
         };
         let resp = self.client.call(self.rpc.clone().put(req)).await?;
         Ok(Written { revision: resp.revision, succeeded: resp.succeeded })
@@ -132,15 +139,25 @@ impl Kv {
 
     /// Deletes `key` (with `cas`, only at that modify revision). Returns the keys deleted.
     pub async fn delete(&self, key: &str, cas: Option<u64>) -> Result<u64, Error> {
+        self.delete_guarded(key, cas, None).await
+    }
+
+    /// Deletes `key`, refused unless `guard`'s fencing token holds its lock now.
+    pub async fn delete_guarded(
+        &self,
+        key: &str,
+        cas: Option<u64>,
+        guard: Option<&waggle_core::Guard>,
+    ) -> Result<u64, Error> {
         waggle_core::check_key(key)?;
-        let req = v1::DeleteRequest { key: key.to_owned(), prefix: false, cas };
+        let req = v1::DeleteRequest { key: key.to_owned(), prefix: false, cas, guard: guard_to_wire(guard) };
         Ok(self.client.call(self.rpc.clone().delete(req)).await?.deleted)
     }
 
     /// Deletes every key under `prefix`. Returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, Error> {
         waggle_core::check_prefix(prefix)?;
-        let req = v1::DeleteRequest { key: prefix.to_owned(), prefix: true, cas: None };
+        let req = v1::DeleteRequest { key: prefix.to_owned(), prefix: true, cas: None, guard: None };
         Ok(self.client.call(self.rpc.clone().delete(req)).await?.deleted)
     }
 

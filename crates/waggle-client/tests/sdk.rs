@@ -423,6 +423,7 @@ async fn the_key_value_store_through_the_sdk() {
         }],
         success: vec![waggle_client::KvOp::Get { key: "cfg/".into(), prefix: true }],
         failure: vec![],
+        guard: None,
     };
     let outcome = kv.txn(&txn).await.unwrap();
     assert!(outcome.succeeded);

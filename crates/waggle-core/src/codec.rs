@@ -35,7 +35,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
     kind: Option<CommandKind>,
 }
 
@@ -63,6 +63,56 @@ enum CommandKind {
     UpdateChecks(CheckUpdates),
     #[prost(message, tag = "12")]
     KvTxn(TxnRecord),
+    #[prost(message, tag = "13")]
+    LockAcquire(LockCommandRecord),
+    #[prost(message, tag = "14")]
+    LockRelease(LockCommandRecord),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LockCommandRecord {
+    #[prost(string, tag = "1")]
+    lock: String,
+    #[prost(uint64, tag = "2")]
+    session: u64,
+    #[prost(uint32, tag = "3")]
+    limit: u32,
+    #[prost(bool, tag = "4")]
+    wait: bool,
+    #[prost(bytes = "vec", tag = "5")]
+    value: Vec<u8>,
+}
+
+/// A lock in a snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LockRecord {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(uint32, tag = "2")]
+    limit: u32,
+    #[prost(message, repeated, tag = "3")]
+    holders: Vec<LockHolderRecord>,
+    /// Waiters in order (token 0).
+    #[prost(message, repeated, tag = "4")]
+    waiters: Vec<LockHolderRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LockHolderRecord {
+    #[prost(uint64, tag = "1")]
+    session: u64,
+    #[prost(uint64, tag = "2")]
+    token: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GuardRecord {
+    #[prost(string, tag = "1")]
+    lock: String,
+    #[prost(uint64, tag = "2")]
+    token: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -73,6 +123,8 @@ struct TxnRecord {
     success: Vec<KvOpRecord>,
     #[prost(message, repeated, tag = "3")]
     failure: Vec<KvOpRecord>,
+    #[prost(message, optional, tag = "4")]
+    guard: Option<GuardRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -164,6 +216,7 @@ fn txn_record(txn: &Txn) -> TxnRecord {
             .collect(),
         success: txn.success.iter().map(op).collect(),
         failure: txn.failure.iter().map(op).collect(),
+        guard: txn.guard.as_ref().map(|g| GuardRecord { lock: g.lock.clone(), token: g.token }),
     }
 }
 
@@ -204,6 +257,7 @@ fn record_txn(r: TxnRecord) -> Result<Txn, ValidationError> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Txn {
+        guard: r.guard.map(|g| crate::Guard { lock: g.lock, token: g.token }),
         compares,
         success: r.success.into_iter().map(op).collect::<Result<_, _>>()?,
         failure: r.failure.into_iter().map(op).collect::<Result<_, _>>()?,
@@ -388,6 +442,8 @@ struct SnapshotRecord {
     history: u64,
     #[prost(message, repeated, tag = "6")]
     kv: Vec<KvRecord>,
+    #[prost(message, repeated, tag = "7")]
+    locks: Vec<LockRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -450,6 +506,19 @@ fn command_record(command: &Command) -> CommandRecord {
             check_id: check.clone(),
         }),
         Command::KvTxn { txn } => CommandKind::KvTxn(txn_record(txn)),
+        Command::LockAcquire { lock, session, limit, wait, value } => CommandKind::LockAcquire(LockCommandRecord {
+            lock: lock.clone(),
+            session: session.get(),
+            limit: *limit,
+            wait: *wait,
+            value: value.clone(),
+        }),
+        Command::LockRelease { lock, session, waiting_only } => CommandKind::LockRelease(LockCommandRecord {
+            lock: lock.clone(),
+            session: session.get(),
+            wait: *waiting_only,
+            ..Default::default()
+        }),
         Command::UpdateChecks { updates } => CommandKind::UpdateChecks(CheckUpdates {
             updates: updates
                 .iter()
@@ -509,6 +578,16 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
             Command::RemoveCheck { service, id, check: r.check_id }
         }
         CommandKind::KvTxn(r) => Command::KvTxn { txn: record_txn(r).map_err(invalid)? },
+        CommandKind::LockAcquire(r) => Command::LockAcquire {
+            lock: r.lock,
+            session: SessionId::new(r.session),
+            limit: r.limit,
+            wait: r.wait,
+            value: r.value,
+        },
+        CommandKind::LockRelease(r) => {
+            Command::LockRelease { lock: r.lock, session: SessionId::new(r.session), waiting_only: r.wait }
+        }
         CommandKind::UpdateChecks(r) => Command::UpdateChecks {
             updates: r
                 .updates
@@ -630,6 +709,24 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
         version: FORMAT_VERSION,
         revision: registry.revision().get(),
         history: registry.history(),
+        locks: registry
+            .locks()
+            .iter()
+            .map(|(name, l)| LockRecord {
+                name: name.clone(),
+                limit: l.limit,
+                holders: l
+                    .holders
+                    .iter()
+                    .map(|h| LockHolderRecord { session: h.session.get(), token: h.token, value: h.value.to_vec() })
+                    .collect(),
+                waiters: l
+                    .waiters
+                    .iter()
+                    .map(|w| LockHolderRecord { session: w.session.get(), token: 0, value: w.value.to_vec() })
+                    .collect(),
+            })
+            .collect(),
         kv: registry
             .kv()
             .iter()
@@ -744,7 +841,34 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         };
         kv.push((r.key, entry));
     }
-    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv))
+    let mut locks = Vec::with_capacity(record.locks.len());
+    for r in record.locks {
+        let known = |s: u64| {
+            if session_ids.contains(&SessionId::new(s)) {
+                Ok(SessionId::new(s))
+            } else {
+                Err(CodecError::new("snapshot", format!("lock {:?} names a missing session", r.name)))
+            }
+        };
+        let holders = r
+            .holders
+            .iter()
+            .map(|h| {
+                Ok(crate::LockHolder {
+                    session: known(h.session)?,
+                    token: h.token,
+                    value: std::sync::Arc::from(&h.value[..]),
+                })
+            })
+            .collect::<Result<_, CodecError>>()?;
+        let waiters = r
+            .waiters
+            .iter()
+            .map(|w| Ok(crate::LockWaiter { session: known(w.session)?, value: std::sync::Arc::from(&w.value[..]) }))
+            .collect::<Result<_, CodecError>>()?;
+        locks.push((r.name.clone(), crate::LockState { limit: r.limit, holders, waiters }));
+    }
+    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks))
 }
 
 fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {

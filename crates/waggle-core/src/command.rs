@@ -84,6 +84,30 @@ pub enum Command {
         /// The transaction.
         txn: crate::Txn,
     },
+    /// Acquires a lock (or a semaphore slot) for a session: granted if free, else queued
+    /// (`wait`) or answered busy.
+    LockAcquire {
+        /// The lock's name.
+        lock: String,
+        /// The acquiring session.
+        session: SessionId,
+        /// Holders admitted at once (1: a mutex); every acquirer must agree.
+        limit: u32,
+        /// Queue up when taken.
+        wait: bool,
+        /// A value to attach to the grant (an election's proclamation).
+        value: Vec<u8>,
+    },
+    /// Releases a session's grant of a lock, or gives up its wait; the next waiters are
+    /// granted in the same revision.
+    LockRelease {
+        /// The lock's name.
+        lock: String,
+        /// The session.
+        session: SessionId,
+        /// Only give up a wait: a grant that came first is kept (answered `Held`).
+        waiting_only: bool,
+    },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member
     /// of the same history and starts over from a snapshot anywhere else (a wiped or restored
@@ -106,6 +130,8 @@ pub struct Applied {
     pub session: Option<SessionId>,
     /// What a [`Command::KvTxn`] did.
     pub txn: Option<crate::TxnResult>,
+    /// What a lock command did.
+    pub lock: Option<crate::LockOutcome>,
 }
 
 /// A consequence of a command that the node runtime must act on (the watch hub publishes
@@ -139,6 +165,15 @@ pub enum Effect {
         key: String,
         /// Its new entry.
         entry: Option<Arc<crate::KvEntry>>,
+        /// The revision of the change.
+        revision: Revision,
+    },
+    /// A lock's holders or waiters changed (`None`: nobody holds or waits any more).
+    LockChanged {
+        /// The lock.
+        lock: String,
+        /// Its new state.
+        state: Option<Arc<crate::LockState>>,
         /// The revision of the change.
         revision: Revision,
     },

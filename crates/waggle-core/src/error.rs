@@ -37,6 +37,14 @@ pub enum ApplyError {
         /// The instance id looked for.
         id: InstanceId,
     },
+    /// A guarded write whose fencing token does not hold the lock (any more).
+    #[error("fencing token {token} does not hold lock {lock:?}")]
+    Fenced {
+        /// The lock.
+        lock: String,
+        /// The token given.
+        token: u64,
+    },
     /// Another instance already has a check with this id.
     #[error("check id {0:?} is already used by another service instance")]
     CheckIdTaken(String),

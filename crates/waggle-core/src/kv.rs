@@ -150,9 +150,12 @@ pub enum KvOp {
 }
 
 /// A transaction: if every compare holds, `success` runs, else `failure`, in order and
-/// atomically.
+/// atomically. With a `guard`, it is refused outright unless the guard's fencing token holds
+/// its lock.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Txn {
+    /// Refuse unless this fencing token holds this lock now.
+    pub guard: Option<crate::Guard>,
     /// The conditions (all must hold).
     pub compares: Vec<Compare>,
     /// Run when they hold.
@@ -175,6 +178,9 @@ impl Txn {
             return Err(ValidationError::new("txn", format!("at most {MAX_OPS} compares and operations (got {ops})")));
         }
         let mut bytes = 0usize;
+        if let Some(guard) = &self.guard {
+            crate::check_key(&guard.lock).map_err(|e| ValidationError::new("guard.lock", e.rule))?;
+        }
         for compare in &self.compares {
             check_key(&compare.key)?;
             bytes += compare.key.len();

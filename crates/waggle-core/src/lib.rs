@@ -23,6 +23,7 @@ mod command;
 mod error;
 mod instance;
 mod kv;
+mod lock;
 mod metadata;
 mod name;
 mod registry;
@@ -36,6 +37,9 @@ pub use error::{ApplyError, ValidationError};
 pub use instance::{HealthStatus, Instance, InstanceSpec, default_id};
 pub use kv::{
     Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn, TxnResult, check_key, check_prefix, kv_limits,
+};
+pub use lock::{
+    Guard, LockHolder, LockOutcome, LockState, LockWaiter, MAX_LOCK_LIMIT, MAX_LOCK_VALUE, MAX_LOCK_WAITERS, check_lock,
 };
 pub use metadata::Metadata;
 pub use name::{InstanceId, ServiceName, Zone};

@@ -23,6 +23,8 @@ pub struct Registry {
     check_owners: BTreeMap<String, (ServiceName, InstanceId)>,
     /// The key/value store (persistent, so readers keep a version for a pointer's price).
     kv: imbl::OrdMap<String, Arc<KvEntry>>,
+    /// Locks with holders or waiters.
+    locks: imbl::OrdMap<String, Arc<crate::LockState>>,
 }
 
 impl Registry {
@@ -79,6 +81,12 @@ impl Registry {
             Command::RemoveCheck { service, id, check } => self.remove_check(service, id, check, &mut effects),
             Command::UpdateChecks { updates } => Ok(self.update_checks(updates, &mut effects)),
             Command::KvTxn { txn } => self.kv_txn(txn, &mut effects),
+            Command::LockAcquire { lock, session, limit, wait, value } => {
+                self.lock_acquire(lock, *session, *limit, *wait, value, &mut effects)
+            }
+            Command::LockRelease { lock, session, waiting_only } => {
+                self.lock_release(lock, *session, *waiting_only, &mut effects)
+            }
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
             Command::NameHistory { id } => self.name_history(*id),
         };
@@ -94,7 +102,7 @@ impl Registry {
     }
 
     fn applied(&self) -> Applied {
-        Applied { revision: self.revision, session: None, txn: None }
+        Applied { revision: self.revision, session: None, txn: None, lock: None }
     }
 
     fn create_session(&mut self, id: SessionId, ttl: Ttl, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
@@ -110,10 +118,11 @@ impl Registry {
                 create_revision: self.revision,
                 instances: Default::default(),
                 keys: Default::default(),
+                locks: Default::default(),
             },
         );
         effects.push(Effect::SessionOpened { session: id, ttl });
-        Ok(Applied { revision: self.revision, session: Some(id), txn: None })
+        Ok(Applied { revision: self.revision, session: Some(id), txn: None, lock: None })
     }
 
     fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
@@ -148,6 +157,9 @@ impl Registry {
                 effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
             }
         }
+        for lock in &session.locks {
+            self.leave_lock(lock, id, self.revision, effects);
+        }
         for key in &session.keys {
             if self.kv.get(key).is_some_and(|e| e.session == Some(id)) {
                 self.kv.remove(key);
@@ -160,6 +172,116 @@ impl Registry {
     /// The key/value store.
     pub fn kv(&self) -> &imbl::OrdMap<String, Arc<KvEntry>> {
         &self.kv
+    }
+
+    /// Locks with holders or waiters.
+    pub fn locks(&self) -> &imbl::OrdMap<String, Arc<crate::LockState>> {
+        &self.locks
+    }
+
+    fn lock_applied(&self, outcome: crate::LockOutcome) -> Applied {
+        Applied { revision: self.revision, session: None, txn: None, lock: Some(outcome) }
+    }
+
+    fn lock_acquire(
+        &mut self,
+        lock: &str,
+        session: SessionId,
+        limit: u32,
+        wait: bool,
+        value: &[u8],
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        use crate::{LockHolder, LockOutcome, LockState, LockWaiter};
+        crate::check_lock(lock, limit, value)?;
+        if session == SessionId::AGENT || !self.sessions.contains_key(&session) {
+            return Err(ApplyError::SessionNotFound(session));
+        }
+        let mut state = match self.locks.get(lock) {
+            Some(state) => {
+                if state.limit != limit {
+                    let rule = format!("lock {lock:?} admits {} holders, not {limit}", state.limit);
+                    return Err(crate::ValidationError::new("limit", rule).into());
+                }
+                if let Some(held) = state.held_by(session) {
+                    return Ok(self.lock_applied(LockOutcome::Held { token: held.token }));
+                }
+                if let Some(position) = state.waiters.iter().position(|w| w.session == session) {
+                    return Ok(self.lock_applied(LockOutcome::Waiting { position }));
+                }
+                LockState::clone(state)
+            }
+            None => LockState { limit, holders: Vec::new(), waiters: Default::default() },
+        };
+        let next = self.revision.next();
+        let value: Arc<[u8]> = Arc::from(value);
+        let outcome = if state.holders.len() < limit as usize && state.waiters.is_empty() {
+            state.holders.push(LockHolder { session, token: next.get(), value });
+            LockOutcome::Held { token: next.get() }
+        } else if wait {
+            if state.waiters.len() >= crate::MAX_LOCK_WAITERS {
+                let rule = format!("at most {} sessions wait for one lock", crate::MAX_LOCK_WAITERS);
+                return Err(crate::ValidationError::new("lock", rule).into());
+            }
+            state.waiters.push_back(LockWaiter { session, value });
+            LockOutcome::Waiting { position: state.waiters.len() - 1 }
+        } else {
+            return Ok(self.lock_applied(LockOutcome::Busy));
+        };
+        self.revision = next;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.locks.insert(lock.to_owned());
+        }
+        let state = Arc::new(state);
+        self.locks.insert(lock.to_owned(), state.clone());
+        effects.push(Effect::LockChanged { lock: lock.to_owned(), state: Some(state), revision: next });
+        Ok(self.lock_applied(outcome))
+    }
+
+    fn lock_release(
+        &mut self,
+        lock: &str,
+        session: SessionId,
+        waiting_only: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        crate::check_key(lock).map_err(|e| crate::ValidationError::new("lock", e.rule))?;
+        if waiting_only && let Some(held) = self.locks.get(lock).and_then(|s| s.held_by(session)) {
+            return Ok(self.lock_applied(crate::LockOutcome::Held { token: held.token }));
+        }
+        let involved = self
+            .locks
+            .get(lock)
+            .is_some_and(|s| s.held_by(session).is_some() || s.waiters.iter().any(|w| w.session == session));
+        if involved {
+            self.revision = self.revision.next();
+            self.leave_lock(lock, session, self.revision, effects);
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.locks.remove(lock);
+            }
+        }
+        Ok(self.lock_applied(crate::LockOutcome::Released))
+    }
+
+    /// Takes `session` out of `lock` (grant or wait) at `revision`, granting the next waiters
+    /// (their fencing token is `revision`).
+    fn leave_lock(&mut self, lock: &str, session: SessionId, revision: Revision, effects: &mut Vec<Effect>) {
+        let Some(current) = self.locks.get(lock) else { return };
+        let mut state = crate::LockState::clone(current);
+        state.holders.retain(|h| h.session != session);
+        state.waiters.retain(|w| w.session != session);
+        while state.holders.len() < state.limit as usize {
+            let Some(next) = state.waiters.pop_front() else { break };
+            state.holders.push(crate::LockHolder { session: next.session, token: revision.get(), value: next.value });
+        }
+        if state.holders.is_empty() && state.waiters.is_empty() {
+            self.locks.remove(lock);
+            effects.push(Effect::LockChanged { lock: lock.to_owned(), state: None, revision });
+        } else {
+            let state = Arc::new(state);
+            self.locks.insert(lock.to_owned(), state.clone());
+            effects.push(Effect::LockChanged { lock: lock.to_owned(), state: Some(state), revision });
+        }
     }
 
     /// Keys under `prefix`, in order.
@@ -191,6 +313,11 @@ impl Registry {
     /// consumes one revision if it wrote anything.
     fn kv_txn(&mut self, txn: &Txn, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
         txn.validate()?;
+        if let Some(guard) = &txn.guard
+            && !self.locks.get(&guard.lock).is_some_and(|s| s.token_held(guard.token))
+        {
+            return Err(ApplyError::Fenced { lock: guard.lock.clone(), token: guard.token });
+        }
         let succeeded = txn.compares.iter().all(|c| c.holds(self.kv.get(&c.key).map(|e| &**e)));
         let ops = if succeeded { &txn.success } else { &txn.failure };
         // Refuse before changing anything: a put bound to a session that does not exist.
@@ -250,7 +377,7 @@ impl Registry {
         if wrote {
             self.revision = next;
         }
-        Ok(Applied { revision: self.revision, session: None, txn: Some(TxnResult { succeeded, results }) })
+        Ok(Applied { revision: self.revision, session: None, txn: Some(TxnResult { succeeded, results }), lock: None })
     }
 
     /// The instance that owns check `id`, if any.
@@ -323,6 +450,7 @@ impl Registry {
                 create_revision: self.revision.next(),
                 instances: Default::default(),
                 keys: Default::default(),
+                locks: Default::default(),
             };
             self.sessions.insert(session_id, session);
         }
@@ -516,6 +644,7 @@ impl Registry {
         sessions: Vec<(SessionId, Ttl, Revision)>,
         instances: Vec<Instance>,
         kv: Vec<(String, KvEntry)>,
+        locks: Vec<(String, crate::LockState)>,
     ) -> Self {
         let mut registry = Registry {
             revision,
@@ -523,13 +652,33 @@ impl Registry {
             sessions: sessions
                 .into_iter()
                 .map(|(id, ttl, create_revision)| {
-                    (id, Session { id, ttl, create_revision, instances: Default::default(), keys: Default::default() })
+                    (
+                        id,
+                        Session {
+                            id,
+                            ttl,
+                            create_revision,
+                            instances: Default::default(),
+                            keys: Default::default(),
+                            locks: Default::default(),
+                        },
+                    )
                 })
                 .collect(),
             services: BTreeMap::new(),
             check_owners: BTreeMap::new(),
             kv: imbl::OrdMap::new(),
+            locks: imbl::OrdMap::new(),
         };
+        for (name, state) in locks {
+            let sessions = state.holders.iter().map(|h| h.session).chain(state.waiters.iter().map(|w| w.session));
+            for session in sessions {
+                if let Some(s) = registry.sessions.get_mut(&session) {
+                    s.locks.insert(name.clone());
+                }
+            }
+            registry.locks.insert(name, Arc::new(state));
+        }
         for (key, entry) in kv {
             if let Some(session) = entry.session.and_then(|s| registry.sessions.get_mut(&s)) {
                 session.keys.insert(key.clone());

@@ -103,4 +103,6 @@ pub struct Session {
     pub instances: BTreeSet<(ServiceName, InstanceId)>,
     /// The keys bound to it, deleted when it ends.
     pub keys: BTreeSet<String>,
+    /// The locks it holds or waits for, released when it ends.
+    pub locks: BTreeSet<String>,
 }

@@ -42,6 +42,7 @@ fn puts_cas_deletes_and_reads() {
 
     // Create-only: modify revision 0 means "must not exist".
     let create = |v: &str| Txn {
+        guard: None,
         compares: vec![modified("app/a", 0)],
         success: vec![put("app/a", v)],
         failure: vec![get("app/a", false)],
@@ -52,6 +53,7 @@ fn puts_cas_deletes_and_reads() {
     assert!(matches!(&result.results[0], OpResult::Get { entries } if entries.len() == 1));
     // CAS on the current modify revision; a stale one fails.
     let cas = |at: u64, v: &str| Txn {
+        guard: None,
         compares: vec![modified("app/a", at)],
         success: vec![put("app/a", v)],
         failure: vec![],

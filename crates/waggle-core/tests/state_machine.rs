@@ -105,11 +105,11 @@ fn instance(spec: &InstanceSpec, session: u64, create_revision: u64, modify_revi
 }
 
 fn ok(revision: u64) -> Response {
-    Ok(Applied { revision: rev(revision), session: None, txn: None })
+    Ok(Applied { revision: rev(revision), session: None, txn: None, lock: None })
 }
 
 fn opened(revision: u64) -> Response {
-    Ok(Applied { revision: rev(revision), session: Some(sid(revision)), txn: None })
+    Ok(Applied { revision: rev(revision), session: Some(sid(revision)), txn: None, lock: None })
 }
 
 fn key(service: &str, id: &str) -> (ServiceName, InstanceId) {

@@ -23,9 +23,14 @@ fn session(raw: u64) -> Option<SessionId> {
     (raw != 0).then(|| SessionId::new(raw))
 }
 
+fn guard(g: &Option<v1::Guard>) -> Option<waggle_core::Guard> {
+    g.as_ref().map(|g| waggle_core::Guard { lock: g.lock.clone(), token: g.token })
+}
+
 /// A put as a transaction: with `cas`, guarded by a compare on the modify revision.
 pub fn put_txn(req: &v1::PutRequest) -> Txn {
     Txn {
+        guard: guard(&req.guard),
         compares: req.cas.map(|cas| modify_is(&req.key, cas)).into_iter().collect(),
         success: vec![put_op(req)],
         failure: Vec::new(),
@@ -38,6 +43,7 @@ pub fn delete_txn(req: &v1::DeleteRequest) -> Result<Txn, ValidationError> {
         return Err(ValidationError::new("cas", "cannot be used with prefix"));
     }
     Ok(Txn {
+        guard: guard(&req.guard),
         compares: req.cas.map(|cas| modify_is(&req.key, cas)).into_iter().collect(),
         success: vec![KvOp::Delete { key: req.key.clone(), prefix: req.prefix }],
         failure: Vec::new(),
@@ -55,6 +61,14 @@ fn put_op(req: &v1::PutRequest) -> KvOp {
 /// A wire transaction as a core one, validated.
 pub fn txn_from_wire(req: &v1::TxnRequest) -> Result<Txn, ValidationError> {
     let op = |op: &v1::Op| -> Result<KvOp, ValidationError> {
+        let inner_guard = match &op.op {
+            Some(v1::op::Op::Put(p)) => p.guard.is_some(),
+            Some(v1::op::Op::Delete(d)) => d.guard.is_some(),
+            _ => false,
+        };
+        if inner_guard {
+            return Err(ValidationError::new("guard", "not allowed on an operation: set the transaction's"));
+        }
         match &op.op {
             Some(v1::op::Op::Put(p)) if p.cas.is_some() => {
                 Err(ValidationError::new("cas", "not allowed inside a transaction: use a compare"))
@@ -92,6 +106,7 @@ pub fn txn_from_wire(req: &v1::TxnRequest) -> Result<Txn, ValidationError> {
         })
         .collect::<Result<_, _>>()?;
     let txn = Txn {
+        guard: guard(&req.guard),
         compares,
         success: req.success.iter().map(op).collect::<Result<_, _>>()?,
         failure: req.failure.iter().map(op).collect::<Result<_, _>>()?,
@@ -110,9 +125,10 @@ pub fn txn_to_wire(txn: &Txn) -> v1::TxnRequest {
                 flags: *flags,
                 session_id: session.map_or(0, SessionId::get),
                 cas: None,
+                guard: None,
             }),
             KvOp::Delete { key, prefix } => {
-                v1::op::Op::Delete(v1::DeleteRequest { key: key.clone(), prefix: *prefix, cas: None })
+                v1::op::Op::Delete(v1::DeleteRequest { key: key.clone(), prefix: *prefix, cas: None, guard: None })
             }
             KvOp::Get { key, prefix } => {
                 v1::op::Op::Get(v1::GetRequest { key: key.clone(), prefix: *prefix, ..Default::default() })
@@ -144,6 +160,7 @@ pub fn txn_to_wire(txn: &Txn) -> v1::TxnRequest {
         compares,
         success: txn.success.iter().map(op).collect(),
         failure: txn.failure.iter().map(op).collect(),
+        guard: txn.guard.as_ref().map(|g| v1::Guard { lock: g.lock.clone(), token: g.token }),
     }
 }
 

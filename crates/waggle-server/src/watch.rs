@@ -133,6 +133,8 @@ struct HubState {
     all: Topic,
     /// The key/value store as of `revision` (a persistent map: a read clones a pointer).
     kv: imbl::OrdMap<String, Arc<waggle_core::KvEntry>>,
+    /// The locks as of `revision`.
+    locks: imbl::OrdMap<String, Arc<waggle_core::LockState>>,
 }
 
 /// Watch hub settings.
@@ -162,6 +164,7 @@ impl WatchHub {
                 services: HashMap::new(),
                 all: Topic::new(limits.buffer, Revision::INITIAL),
                 kv: imbl::OrdMap::new(),
+                locks: imbl::OrdMap::new(),
             }),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
@@ -202,6 +205,12 @@ impl WatchHub {
     pub(crate) fn kv(&self) -> (Revision, imbl::OrdMap<String, Arc<waggle_core::KvEntry>>) {
         let state = self.state();
         (state.revision, state.kv.clone())
+    }
+
+    /// One lock's state (`None`: free, nobody waiting) and the revision it is at.
+    pub(crate) fn lock(&self, name: &str) -> (Revision, Option<Arc<waggle_core::LockState>>) {
+        let state = self.state();
+        (state.revision, state.locks.get(name).cloned())
     }
 
     /// Every service with instances, sorted by name, and the current revision.
@@ -275,7 +284,10 @@ impl WatchHub {
                 Effect::InstanceRemoved { instance, .. } => {
                     Change { kind: ChangeKind::Removed, instance: instance.clone() }
                 }
-                Effect::SessionOpened { .. } | Effect::SessionClosed { .. } | Effect::KvChanged { .. } => continue,
+                Effect::SessionOpened { .. }
+                | Effect::SessionClosed { .. }
+                | Effect::KvChanged { .. }
+                | Effect::LockChanged { .. } => continue,
             };
             per_service.entry(change.instance.service().clone()).or_default().push(change);
         }
@@ -285,6 +297,9 @@ impl WatchHub {
         state.revision = revision;
         if effects.iter().any(|e| matches!(e, Effect::KvChanged { .. })) {
             state.kv = registry.kv().clone();
+        }
+        if effects.iter().any(|e| matches!(e, Effect::LockChanged { .. })) {
+            state.locks = registry.locks().clone();
         }
         self.applied.send_replace(revision);
         if per_service.is_empty() {
@@ -325,6 +340,7 @@ impl WatchHub {
         let revision = registry.revision();
         state.revision = revision;
         state.kv = registry.kv().clone();
+        state.locks = registry.locks().clone();
         self.applied.send_replace(revision);
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {

@@ -61,7 +61,8 @@ async fn puts_reads_cas_transactions_and_errors() {
     let ok = c.put(v1::PutRequest { cas: Some(second.revision), ..put("app/db", "z") }).await.unwrap().into_inner();
     assert!(ok.succeeded);
     assert_eq!(value(&mut c, "app/db").await.as_deref(), Some("z"));
-    let del = c.delete(v1::DeleteRequest { key: "app/db".into(), prefix: false, cas: Some(1) }).await.unwrap();
+    let del =
+        c.delete(v1::DeleteRequest { key: "app/db".into(), prefix: false, cas: Some(1), guard: None }).await.unwrap();
     assert_eq!((del.get_ref().succeeded, del.get_ref().deleted), (false, 0));
 
     // A transaction: move a value atomically if it is what we think.
@@ -76,11 +77,17 @@ async fn puts_reads_cas_transactions_and_errors() {
         success: vec![
             v1::Op { op: Some(v1::op::Op::Put(put("app/port", "6432"))) },
             v1::Op {
-                op: Some(v1::op::Op::Delete(v1::DeleteRequest { key: "other".into(), prefix: false, cas: None })),
+                op: Some(v1::op::Op::Delete(v1::DeleteRequest {
+                    key: "other".into(),
+                    prefix: false,
+                    cas: None,
+                    guard: None,
+                })),
             },
             v1::Op { op: Some(v1::op::Op::Get(list("app/"))) },
         ],
         failure: vec![v1::Op { op: Some(v1::op::Op::Get(get("app/port"))) }],
+        guard: None,
     };
     let done = c.txn(txn.clone()).await.unwrap().into_inner();
     assert!(done.succeeded);
@@ -97,7 +104,10 @@ async fn puts_reads_cas_transactions_and_errors() {
         (c.put(put("has space", "v")).await.unwrap_err(), "key"),
         (c.put(put("big", &"x".repeat(512 * 1024 + 1))).await.unwrap_err(), "value"),
         (c.get(get("")).await.unwrap_err(), "key"),
-        (c.delete(v1::DeleteRequest { key: "a".into(), prefix: true, cas: Some(1) }).await.unwrap_err(), "cas"),
+        (
+            c.delete(v1::DeleteRequest { key: "a".into(), prefix: true, cas: Some(1), guard: None }).await.unwrap_err(),
+            "cas",
+        ),
         (
             c.txn(v1::TxnRequest {
                 success: vec![v1::Op { op: Some(v1::op::Op::Put(v1::PutRequest { cas: Some(1), ..put("a", "b") })) }],

@@ -100,6 +100,7 @@ impl From<ApplyError> for Refusal {
     fn from(e: ApplyError) -> Self {
         let kind = match e {
             ApplyError::Invalid(_) => RefusalKind::Invalid,
+            ApplyError::Fenced { .. } => RefusalKind::Precondition,
             ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed | ApplyError::CheckIdTaken(_) => {
                 RefusalKind::Conflict
             }

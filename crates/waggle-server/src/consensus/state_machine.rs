@@ -76,7 +76,10 @@ impl StateMachine {
             match effect {
                 Effect::SessionOpened { session, ttl } => self.clock.track(*session, *ttl),
                 Effect::SessionClosed { session } => self.clock.forget(*session),
-                Effect::InstanceUpserted { .. } | Effect::InstanceRemoved { .. } | Effect::KvChanged { .. } => {}
+                Effect::InstanceUpserted { .. }
+                | Effect::InstanceRemoved { .. }
+                | Effect::KvChanged { .. }
+                | Effect::LockChanged { .. } => {}
             }
         }
         self.health.observe(effects);
