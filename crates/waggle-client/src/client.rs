@@ -142,6 +142,19 @@ impl Client {
         *self.inner.session.borrow()
     }
 
+    /// The client's session, created (and then kept alive) if it has none yet. Locks and
+    /// session-bound keys hang off it: when it is lost, so are they.
+    pub async fn ensure_session(&self) -> Result<SessionId, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.keeper.send(KeeperCmd::Session { reply }).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Follows the client's session (it changes when a lost session is replaced).
+    pub(crate) fn session_changes(&self) -> watch::Receiver<Option<SessionId>> {
+        self.inner.session.clone()
+    }
+
     pub(crate) fn rpc(&self) -> RegistryClient<Failover> {
         self.inner.rpc.clone()
     }

@@ -37,6 +37,7 @@ mod discovery;
 mod error;
 mod failover;
 mod kv;
+mod lock;
 mod service;
 mod session;
 
@@ -46,6 +47,7 @@ pub use config::ClientConfig;
 pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use error::Error;
 pub use kv::{KeyValue, Kv, PutOptions, TxnOutcome, Written};
+pub use lock::{LockGuard, LockHandle};
 pub use service::{Protocol, ServiceClient, ServiceClientBuilder};
-pub use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, Txn};
+pub use waggle_core::{Compare, CompareOp, CompareTarget, Guard, KvOp, Txn};
 pub use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, Revision, ServiceName, SessionId, Ttl};

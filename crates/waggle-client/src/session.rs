@@ -25,9 +25,22 @@ use crate::{
 
 /// Requests from client handles to the keeper.
 pub(crate) enum KeeperCmd {
-    Register { spec: InstanceSpec, reply: oneshot::Sender<Result<Instance, Error>> },
-    Deregister { service: ServiceName, id: InstanceId, reply: Option<oneshot::Sender<Result<(), Error>>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Register {
+        spec: InstanceSpec,
+        reply: oneshot::Sender<Result<Instance, Error>>,
+    },
+    Deregister {
+        service: ServiceName,
+        id: InstanceId,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// The current session, created if there is none (for locks and session-bound keys).
+    Session {
+        reply: oneshot::Sender<Result<SessionId, Error>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Why the keepalive loop ended.
@@ -228,6 +241,13 @@ impl Keeper {
                 } else if let Err(e) = result {
                     tracing::debug!(%service, %id, "best-effort deregistration failed: {e}");
                 }
+            }
+            KeeperCmd::Session { reply } => {
+                let result = match self.session {
+                    Some(s) => Ok(s),
+                    None => self.establish().await,
+                };
+                let _ = reply.send(result);
             }
             KeeperCmd::Shutdown { reply } => {
                 self.close().await;

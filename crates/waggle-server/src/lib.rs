@@ -25,6 +25,7 @@ mod grpc;
 mod health;
 mod http;
 mod kv;
+mod lock;
 mod metrics;
 mod probe;
 mod sessions;
@@ -235,6 +236,10 @@ impl Server {
             .layer(metrics::CountLayer(requests.clone()))
             .add_service(grpc_health_service)
             .add_service(waggle_proto::v1::kv_server::KvServer::new(kv::KvService {
+                consensus: consensus.clone(),
+                hub: hub.clone(),
+            }))
+            .add_service(waggle_proto::v1::lock_server::LockServer::new(lock::LockService {
                 consensus: consensus.clone(),
                 hub: hub.clone(),
             }))

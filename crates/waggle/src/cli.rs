@@ -41,6 +41,25 @@ pub(crate) enum Command {
     /// The key/value store.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Run a command while holding a lock: waits for the lock, runs COMMAND with
+    /// WAGGLE_LOCK_TOKEN (the fencing token) in its environment, kills it if the lock is lost,
+    /// and exits with its status.
+    Lock(LockArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
+    /// The lock's name.
+    pub(crate) name: String,
+    /// Hold one of N slots of a semaphore instead of a mutex.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) limit: u32,
+    /// Give up (exit 1) if not granted within this long (default: wait as long as it takes).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]

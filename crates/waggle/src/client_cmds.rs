@@ -270,6 +270,69 @@ pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(
     Ok(())
 }
 
+/// `waggle lock NAME -- COMMAND...`.
+pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(), Failure> {
+    waggle_core::check_lock(&args.name, args.limit, &[])?;
+    let mut signals = crate::server_cmd::Signals::install()?;
+    let client = connect(server, ClientConfig::default()).await?;
+    let handle = client.semaphore(&args.name, args.limit);
+    let acquired = tokio::select! {
+        acquired = async {
+            match args.timeout {
+                Some(wait) => handle.acquire_for(wait).await,
+                None => handle.acquire().await.map(Some),
+            }
+        } => acquired?,
+        _ = signals.recv() => {
+            client.shutdown().await;
+            return Err(Failure::Exit(130));
+        }
+    };
+    let Some(guard) = acquired else {
+        client.shutdown().await;
+        return Err(Failure::Runtime(anyhow::anyhow!("lock {:?} not granted within the timeout", args.name)));
+    };
+    eprintln!("acquired lock {} token={}", args.name, guard.token());
+    let (program, rest) = args.command.split_first().ok_or_else(|| Failure::Usage("a command is required".into()))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .env("WAGGLE_LOCK_NAME", &args.name)
+        .env("WAGGLE_LOCK_TOKEN", guard.token().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {program:?}"))?;
+    let outcome = tokio::select! {
+        status = child.wait() => Ok(status.context("waiting for the command")?),
+        () = guard.lost() => Err("lost"),
+        () = signals.recv() => Err("signal"),
+    };
+    let code = match outcome {
+        Ok(status) => {
+            let _ = guard.release().await;
+            // A signal's death is reported as 128 + signal, as shells do.
+            status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
+        }
+        Err(why) => {
+            // Stop the command: it may no longer act under the lock.
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+            if why == "lost" {
+                eprintln!("error: lost lock {}: the command was stopped", args.name);
+                client.shutdown().await;
+                return Err(Failure::Exit(1));
+            }
+            let _ = guard.release().await;
+            130
+        }
+    };
+    client.shutdown().await;
+    if code == 0 { Ok(()) } else { Err(Failure::Exit(u8::try_from(code).unwrap_or(1))) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

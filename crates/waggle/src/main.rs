@@ -22,6 +22,8 @@ pub(crate) enum Failure {
     Usage(String),
     /// Anything else: exit 1.
     Runtime(anyhow::Error),
+    /// Exit with this code, saying nothing more (a child's status, from `waggle lock`).
+    Exit(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
             Command::Kv(command) => client_cmds::kv(&cli.server, command).await,
+            Command::Lock(args) => client_cmds::lock(&cli.server, args).await,
         }
     });
     match result {
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
             eprintln!("error: {}", render(&e));
             ExitCode::from(1)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 
