@@ -57,6 +57,10 @@ pub(crate) struct LockArgs {
     /// Give up (exit 1) if not granted within this long (default: wait as long as it takes).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) timeout: Option<std::time::Duration>,
+    /// Session TTL: if this process dies, the lock is freed this long after its last
+    /// keepalive.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: std::time::Duration,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub(crate) command: Vec<String>,

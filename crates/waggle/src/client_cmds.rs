@@ -274,7 +274,9 @@ pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(
 pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(), Failure> {
     waggle_core::check_lock(&args.name, args.limit, &[])?;
     let mut signals = crate::server_cmd::Signals::install()?;
-    let client = connect(server, ClientConfig::default()).await?;
+    let mut config = ClientConfig::default();
+    config.session_ttl = Ttl::from_duration(args.ttl)?;
+    let client = connect(server, config).await?;
     let handle = client.semaphore(&args.name, args.limit);
     let acquired = tokio::select! {
         acquired = async {

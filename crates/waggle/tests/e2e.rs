@@ -324,3 +324,54 @@ fn kv_commands_and_their_exit_codes() {
     assert_eq!(ok(&["kv", "delete", "app/", "--prefix"]), "deleted 3");
     assert_eq!(ok(&["kv", "list"]), "");
 }
+
+#[test]
+fn waggle_lock_runs_the_command_under_the_lock_and_hands_it_over() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    // The command sees its fencing token and its exit status becomes ours.
+    let out = client(&url, &["lock", "job", "--", "sh", "-c", "echo token=$WAGGLE_LOCK_TOKEN; exit 3"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    let token: u64 = out.stdout.trim().strip_prefix("token=").unwrap().parse().unwrap();
+    assert!(token > 0);
+
+    // A holder runs; a second `waggle lock` waits for it.
+    let mut first =
+        Proc::spawn("lock 1", &["--server", &url, "lock", "job", "--", "sh", "-c", "echo running; exec sleep 30"]);
+    first.expect_line("running", PATIENCE, |l| l == "running");
+    let mut second =
+        Proc::spawn("lock 2", &["--server", &url, "lock", "job", "--", "sh", "-c", "echo second=$WAGGLE_LOCK_TOKEN"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(second.try_status().is_none(), "the second waits for the lock");
+    // SIGTERM stops the holder's command and releases the lock: the second runs, with a
+    // larger token.
+    first.sigterm();
+    let status = first.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(130), "{}", first.stderr());
+    let line = second.expect_line("second=", PATIENCE, |l| l.starts_with("second="));
+    let second_token: u64 = line.strip_prefix("second=").unwrap().parse().unwrap();
+    assert!(second_token > token);
+    assert_eq!(second.wait_exit(PATIENCE).code(), Some(0));
+
+    // A timeout gives up with exit 1; bad arguments exit 2.
+    let mut holder =
+        Proc::spawn("lock 3", &["--server", &url, "lock", "job", "--", "sh", "-c", "echo held; exec sleep 30"]);
+    holder.expect_line("held", PATIENCE, |l| l == "held");
+    let out = client(&url, &["lock", "job", "--timeout", "200ms", "--", "true"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("not granted"), "{}", out.stderr);
+    holder.sigterm();
+    holder.wait_exit(PATIENCE);
+    // A holder killed with SIGKILL frees the lock when its session expires (TTL 2 s).
+    let mut doomed = Proc::spawn(
+        "lock 4",
+        &["--server", &url, "lock", "job", "--ttl", "2s", "--", "sh", "-c", "echo pid=$$; exec sleep 30"],
+    );
+    let pid = doomed.expect_line("pid=", PATIENCE, |l| l.starts_with("pid=")).trim_start_matches("pid=").to_owned();
+    doomed.sigkill();
+    let out = client(&url, &["lock", "job", "--timeout", "10s", "--", "true"]);
+    assert_eq!(out.code, Some(0), "granted once the killed holder's session expired: {}", out.stderr);
+    support::signal(pid.parse().unwrap(), "-KILL"); // its orphaned command
+    assert_eq!(client(&url, &["lock", "/bad", "--", "true"]).code, Some(2));
+    assert_eq!(client(&url, &["lock", "job"]).code, Some(2), "a command is required");
+}

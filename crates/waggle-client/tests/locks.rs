@@ -1,0 +1,154 @@
+//! Locks through the SDK against an in-process server: mutual exclusion of guarded
+//! read-modify-write cycles, fencing of a paused ex-holder, FIFO hand-over, semaphores, and
+//! a guard that notices its lock is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tonic::Code;
+use waggle_client::{Client, PutOptions};
+use waggle_proto::v1::{self, lock_client::LockClient, registry_client::RegistryClient};
+use waggle_server::{Server, ServerConfig};
+
+async fn start(dir: &std::path::Path) -> Server {
+    Server::start(ServerConfig::ephemeral(dir)).await.unwrap()
+}
+
+fn url(server: &Server) -> String {
+    format!("http://{}", server.grpc_addr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_increments_under_a_lock_never_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (url, tokens) = (url(&server), tokens.clone());
+        workers.push(tokio::spawn(async move {
+            let client = Client::connect(url).await.unwrap();
+            let kv = client.kv();
+            for _ in 0..5 {
+                let guard = client.lock("counter-lock").acquire().await.unwrap();
+                tokens.lock().unwrap().push(guard.token());
+                // Read, then write through the guard: a lost lock would be refused.
+                let n: u64 = match kv.get("counter").await.unwrap() {
+                    Some(e) => String::from_utf8(e.value).unwrap().parse().unwrap(),
+                    None => 0,
+                };
+                tokio::task::yield_now().await;
+                let options = PutOptions { guard: Some(guard.guard()), ..Default::default() };
+                kv.put_with("counter", (n + 1).to_string(), options).await.unwrap();
+                guard.release().await.unwrap();
+            }
+            client.shutdown().await;
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let client = Client::connect(url(&server)).await.unwrap();
+    let counter = client.kv().get("counter").await.unwrap().unwrap();
+    assert_eq!(counter.value, b"30", "30 critical sections, 30 increments");
+    let tokens = tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 30);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens grow with every grant: {tokens:?}");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_is_fenced_once_its_session_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    // A: a raw session that never sends a keepalive (a process paused by GC, say).
+    let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
+    let a = registry.create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000) }).await.unwrap().into_inner();
+    let mut locks = LockClient::connect(url(&server)).await.unwrap();
+    let grant = locks
+        .acquire(v1::AcquireRequest { name: "job".into(), session_id: a.session_id, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(grant.acquired);
+    // B waits in line; A's session expires and B is granted.
+    let b = Client::connect(url(&server)).await.unwrap();
+    let b_guard = tokio::time::timeout(Duration::from_secs(10), b.lock("job").acquire()).await.unwrap().unwrap();
+    assert!(b_guard.token() > grant.token);
+    // A wakes up and writes with its old token: refused.
+    let old = PutOptions {
+        guard: Some(waggle_client::Guard { lock: "job".into(), token: grant.token }),
+        ..Default::default()
+    };
+    let refused = b.kv().put_with("output", "from A", old).await.unwrap_err();
+    assert!(matches!(&refused, waggle_client::Error::Rpc(s) if s.code() == Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("does not hold lock"), "{refused}");
+    let ok = PutOptions { guard: Some(b_guard.guard()), ..Default::default() };
+    b.kv().put_with("output", "from B", ok).await.unwrap();
+    assert_eq!(b.kv().get("output").await.unwrap().unwrap().value, b"from B");
+    b.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_in_order_and_a_guard_notices_a_lost_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let holder = Client::connect(url(&server)).await.unwrap();
+    let first = holder.lock("q").acquire().await.unwrap();
+    // Three clients line up, in a known order.
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiting = Vec::new();
+    for n in 0..3 {
+        let client = Client::connect(url(&server)).await.unwrap();
+        let order = order.clone();
+        waiting.push(tokio::spawn(async move {
+            let guard = client.lock("q").acquire().await.unwrap();
+            order.lock().unwrap().push(n);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            guard.release().await.unwrap();
+            client.shutdown().await;
+        }));
+        // Until it is in line.
+        let handle = holder.lock("q");
+        let mut locks = LockClient::connect(url(&server)).await.unwrap();
+        loop {
+            let status = locks.inspect(v1::InspectRequest { name: "q".into() }).await.unwrap().into_inner();
+            if status.waiters.len() == n + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(handle);
+    }
+    first.release().await.unwrap();
+    for w in waiting {
+        tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2], "first come, first served");
+
+    // A semaphore admits its limit.
+    let pool = holder.semaphore("pool", 2);
+    let other = Client::connect(url(&server)).await.unwrap();
+    let third = Client::connect(url(&server)).await.unwrap();
+    let _one = pool.try_acquire().await.unwrap().expect("slot 1");
+    let _two = other.semaphore("pool", 2).try_acquire().await.unwrap().expect("slot 2");
+    assert!(third.semaphore("pool", 2).try_acquire().await.unwrap().is_none(), "full");
+    assert!(third.semaphore("pool", 3).try_acquire().await.is_err(), "every acquirer must agree on the limit");
+
+    // The holder's session is revoked behind its back: the guard's lost() resolves.
+    let guard = holder.lock("solo").acquire().await.unwrap();
+    let session = guard.session();
+    let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
+    registry.revoke_session(v1::RevokeSessionRequest { session_id: session.get() }).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), guard.lost()).await.expect("the guard notices");
+    for c in [holder, other, third] {
+        c.shutdown().await;
+    }
+    server.shutdown().await;
+}
