@@ -76,11 +76,22 @@ impl LockHandle {
         Ok(resp.acquired.then(|| LockGuard { handle: self.clone(), session, token: resp.token }))
     }
 
-    /// The holders (session, token, value) and waiters now.
+    /// The holders (session, token, value) now.
     pub async fn holders(&self) -> Result<Vec<(SessionId, u64, Vec<u8>)>, Error> {
-        let req = v1::InspectRequest { name: self.name.clone() };
-        let status = self.client.call(self.rpc.clone().inspect(req)).await?;
+        let status = self.status().await?.unwrap_or_default();
         Ok(status.holders.into_iter().map(|h| (SessionId::new(h.session_id), h.token, h.value)).collect())
+    }
+
+    pub(crate) async fn status(&self) -> Result<Option<v1::LockStatus>, Error> {
+        waggle_core::check_key(&self.name)?;
+        let req = v1::InspectRequest { name: self.name.clone() };
+        Ok(Some(self.client.call(self.rpc.clone().inspect(req)).await?))
+    }
+
+    pub(crate) async fn observe(&self) -> Result<tonic::Streaming<v1::LockStatus>, Error> {
+        waggle_core::check_key(&self.name)?;
+        let req = v1::InspectRequest { name: self.name.clone() };
+        Ok(self.client.call(self.rpc.clone().observe(req)).await?)
     }
 }
 
@@ -145,6 +156,17 @@ impl LockGuard {
                 _ = session_lost(&mut sessions, self.session) => return,
             }
         }
+    }
+
+    pub(crate) async fn proclaim(&self, value: Vec<u8>) -> Result<(), Error> {
+        let req = v1::ProclaimRequest {
+            name: self.handle.name.clone(),
+            session_id: self.session.get(),
+            token: self.token,
+            value,
+        };
+        self.handle.client.call(self.handle.rpc.clone().proclaim(req)).await?;
+        Ok(())
     }
 
     /// Releases the lock (the next waiter is granted at once).

@@ -22,6 +22,17 @@ fn url(server: &Server) -> String {
     format!("http://{}", server.grpc_addr())
 }
 
+/// Waits until `n` sessions wait for `lock`.
+async fn wait_in_line(server: &Server, lock: &str, n: usize) {
+    let mut locks = LockClient::connect(url(server)).await.unwrap();
+    let lined_up = async {
+        while locks.inspect(v1::InspectRequest { name: lock.into() }).await.unwrap().into_inner().waiters.len() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), lined_up).await.expect("in line");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guarded_increments_under_a_lock_never_collide() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,17 +125,7 @@ async fn waiters_are_served_in_order_and_a_guard_notices_a_lost_lock() {
             guard.release().await.unwrap();
             client.shutdown().await;
         }));
-        // Until it is in line.
-        let handle = holder.lock("q");
-        let mut locks = LockClient::connect(url(&server)).await.unwrap();
-        loop {
-            let status = locks.inspect(v1::InspectRequest { name: "q".into() }).await.unwrap().into_inner();
-            if status.waiters.len() == n + 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        drop(handle);
+        wait_in_line(&server, "q", n + 1).await;
     }
     first.release().await.unwrap();
     for w in waiting {
@@ -150,5 +151,52 @@ async fn waiters_are_served_in_order_and_a_guard_notices_a_lost_lock() {
     for c in [holder, other, third] {
         c.shutdown().await;
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elections_hand_over_when_the_leader_resigns_or_dies() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let (a, b, c, watcher) = (
+        Client::connect(url(&server)).await.unwrap(),
+        Client::connect(url(&server)).await.unwrap(),
+        Client::connect(url(&server)).await.unwrap(),
+        Client::connect(url(&server)).await.unwrap(),
+    );
+    let election = watcher.election("primary");
+    assert_eq!(election.leader().await.unwrap(), None);
+    let mut changes = Box::pin(election.observe().await.unwrap());
+    assert_eq!(changes.next().await.unwrap().unwrap(), None, "nobody leads yet");
+
+    let lead_a = a.election("primary").campaign("a:1").await.unwrap();
+    let seen = changes.next().await.unwrap().unwrap().unwrap();
+    assert_eq!((seen.term, seen.value.as_slice()), (lead_a.term(), &b"a:1"[..]));
+    // B campaigns and waits; A proclaims a new value, observers see it.
+    let b_campaign = tokio::spawn(async move {
+        let lead = b.election("primary").campaign("b:1").await.unwrap();
+        (b, lead)
+    });
+    lead_a.proclaim("a:2").await.unwrap();
+    wait_in_line(&server, "primary", 1).await;
+    assert_eq!(changes.next().await.unwrap().unwrap().unwrap().value, b"a:2");
+    // A resigns: B leads, with a larger term.
+    let term_a = lead_a.term();
+    lead_a.resign().await.unwrap();
+    let (b, lead_b) = tokio::time::timeout(Duration::from_secs(10), b_campaign).await.unwrap().unwrap();
+    assert!(lead_b.term() > term_a);
+    let seen = changes.next().await.unwrap().unwrap().unwrap();
+    assert_eq!((seen.term, seen.value.as_slice()), (lead_b.term(), &b"b:1"[..]));
+    // B dies (its session ends): C, campaigning meanwhile, takes over.
+    let c_campaign = tokio::spawn(async move { c.election("primary").campaign("c:1").await.unwrap() });
+    wait_in_line(&server, "primary", 1).await;
+    let term_b = lead_b.term();
+    b.shutdown().await;
+    let lead_c = tokio::time::timeout(Duration::from_secs(10), c_campaign).await.unwrap().unwrap();
+    assert!(lead_c.term() > term_b);
+    assert_eq!(election.leader().await.unwrap().unwrap().value, b"c:1");
+    a.shutdown().await;
+    watcher.shutdown().await;
     server.shutdown().await;
 }

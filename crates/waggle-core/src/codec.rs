@@ -35,7 +35,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
     kind: Option<CommandKind>,
 }
 
@@ -67,6 +67,9 @@ enum CommandKind {
     LockAcquire(LockCommandRecord),
     #[prost(message, tag = "14")]
     LockRelease(LockCommandRecord),
+    /// `limit` is unused; the token rides in `token`.
+    #[prost(message, tag = "15")]
+    LockProclaim(LockCommandRecord),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,6 +84,8 @@ struct LockCommandRecord {
     wait: bool,
     #[prost(bytes = "vec", tag = "5")]
     value: Vec<u8>,
+    #[prost(uint64, tag = "6")]
+    token: u64,
 }
 
 /// A lock in a snapshot.
@@ -512,6 +517,14 @@ fn command_record(command: &Command) -> CommandRecord {
             limit: *limit,
             wait: *wait,
             value: value.clone(),
+            token: 0,
+        }),
+        Command::LockProclaim { lock, session, token, value } => CommandKind::LockProclaim(LockCommandRecord {
+            lock: lock.clone(),
+            session: session.get(),
+            token: *token,
+            value: value.clone(),
+            ..Default::default()
         }),
         Command::LockRelease { lock, session, waiting_only } => CommandKind::LockRelease(LockCommandRecord {
             lock: lock.clone(),
@@ -585,6 +598,9 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
             wait: r.wait,
             value: r.value,
         },
+        CommandKind::LockProclaim(r) => {
+            Command::LockProclaim { lock: r.lock, session: SessionId::new(r.session), token: r.token, value: r.value }
+        }
         CommandKind::LockRelease(r) => {
             Command::LockRelease { lock: r.lock, session: SessionId::new(r.session), waiting_only: r.wait }
         }

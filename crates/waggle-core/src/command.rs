@@ -108,6 +108,18 @@ pub enum Command {
         /// Only give up a wait: a grant that came first is kept (answered `Held`).
         waiting_only: bool,
     },
+    /// Replaces the value attached to a current grant (an election leader proclaiming);
+    /// refused as fenced unless `token` is the session's grant.
+    LockProclaim {
+        /// The lock's name.
+        lock: String,
+        /// The holding session.
+        session: SessionId,
+        /// Its grant's fencing token.
+        token: u64,
+        /// The new value.
+        value: Vec<u8>,
+    },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member
     /// of the same history and starts over from a snapshot anywhere else (a wiped or restored

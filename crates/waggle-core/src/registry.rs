@@ -84,6 +84,9 @@ impl Registry {
             Command::LockAcquire { lock, session, limit, wait, value } => {
                 self.lock_acquire(lock, *session, *limit, *wait, value, &mut effects)
             }
+            Command::LockProclaim { lock, session, token, value } => {
+                self.lock_proclaim(lock, *session, *token, value, &mut effects)
+            }
             Command::LockRelease { lock, session, waiting_only } => {
                 self.lock_release(lock, *session, *waiting_only, &mut effects)
             }
@@ -261,6 +264,30 @@ impl Registry {
             }
         }
         Ok(self.lock_applied(crate::LockOutcome::Released))
+    }
+
+    fn lock_proclaim(
+        &mut self,
+        lock: &str,
+        session: SessionId,
+        token: u64,
+        value: &[u8],
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        let fenced = || ApplyError::Fenced { lock: lock.to_owned(), token };
+        let current = self.locks.get(lock).ok_or_else(fenced)?;
+        crate::check_lock(lock, current.limit, value)?;
+        let mut state = crate::LockState::clone(current);
+        let holder = state.holders.iter_mut().find(|h| h.session == session && h.token == token).ok_or_else(fenced)?;
+        if *holder.value == *value {
+            return Ok(self.lock_applied(crate::LockOutcome::Held { token }));
+        }
+        holder.value = Arc::from(value);
+        self.revision = self.revision.next();
+        let state = Arc::new(state);
+        self.locks.insert(lock.to_owned(), state.clone());
+        effects.push(Effect::LockChanged { lock: lock.to_owned(), state: Some(state), revision: self.revision });
+        Ok(self.lock_applied(crate::LockOutcome::Held { token }))
     }
 
     /// Takes `session` out of `lock` (grant or wait) at `revision`, granting the next waiters

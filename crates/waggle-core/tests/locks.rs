@@ -57,6 +57,17 @@ fn a_mutex_grants_in_fifo_order_with_growing_tokens() {
     assert!(tb > tc);
     // The state survives a snapshot.
     assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
+    // The holder may change its value (an election leader proclaiming); nobody else may.
+    let proclaim = |r: &mut Registry, s, token| {
+        let command = Command::LockProclaim { lock: "job".into(), session: s, token, value: b"new".to_vec() };
+        let bytes = codec::encode_commands(std::slice::from_ref(&command));
+        assert_eq!(codec::decode_commands(&bytes).unwrap(), vec![command.clone()]);
+        r.apply(&command).response.map(|a| a.lock)
+    };
+    assert_eq!(proclaim(&mut r, b, tb), Ok(Some(LockOutcome::Held { token: tb })));
+    assert_eq!(&*r.locks()["job"].holders[0].value, b"new");
+    assert_eq!(proclaim(&mut r, a, tb), Err(ApplyError::Fenced { lock: "job".into(), token: tb }));
+    assert_eq!(proclaim(&mut r, b, ta), Err(ApplyError::Fenced { lock: "job".into(), token: ta }));
     // The last release frees the lock entirely.
     release(&mut r, "job", b);
     assert!(r.locks().is_empty());

@@ -123,6 +123,18 @@ impl Lock for LockService {
         Ok(Response::new(v1::ReleaseResponse { revision: applied.revision.get() }))
     }
 
+    async fn proclaim(&self, request: Request<v1::ProclaimRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        let command = Command::LockProclaim {
+            lock: req.name,
+            session: SessionId::new(req.session_id),
+            token: req.token,
+            value: req.value,
+        };
+        let applied = self.consensus.propose(command).await?;
+        Ok(Response::new(v1::ReleaseResponse { revision: applied.revision.get() }))
+    }
+
     async fn inspect(&self, request: Request<v1::InspectRequest>) -> Result<Response<v1::LockStatus>, Status> {
         let name = &request.get_ref().name;
         waggle_core::check_key(name).map_err(|e| Status::invalid_argument(format!("invalid lock: {e}")))?;

@@ -32,7 +32,7 @@ impl RequestCounts {
 /// whatever clients send.
 fn method_of(path: &str) -> &'static str {
     const KV_METHODS: &[&str] = &["Kv.Put", "Kv.Get", "Kv.Delete", "Kv.Txn"];
-    const LOCK_METHODS: &[&str] = &["Lock.Acquire", "Lock.Release", "Lock.Inspect", "Lock.Observe"];
+    const LOCK_METHODS: &[&str] = &["Lock.Acquire", "Lock.Release", "Lock.Inspect", "Lock.Observe", "Lock.Proclaim"];
     if let Some(method) = path.strip_prefix("/waggle.v1.Kv/") {
         return KV_METHODS.iter().find(|m| m[3..] == *method).copied().unwrap_or("other");
     }

@@ -45,6 +45,21 @@ pub(crate) enum Command {
     /// WAGGLE_LOCK_TOKEN (the fencing token) in its environment, kills it if the lock is lost,
     /// and exits with its status.
     Lock(LockArgs),
+    /// Campaign in an election: waits until elected, prints `elected NAME term=T`, holds the
+    /// leadership until SIGINT / SIGTERM (then resigns, exit 0) or until it is lost (exit 1).
+    Elect(ElectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ElectArgs {
+    /// The election's name.
+    pub(crate) name: String,
+    /// The value to proclaim (observers see it; for example this node's address).
+    pub(crate) value: String,
+    /// Session TTL: if this process dies, leadership passes on this long after its last
+    /// keepalive.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -335,6 +335,34 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
     if code == 0 { Ok(()) } else { Err(Failure::Exit(u8::try_from(code).unwrap_or(1))) }
 }
 
+/// `waggle elect NAME VALUE`.
+pub(crate) async fn elect(server: &str, args: crate::cli::ElectArgs) -> Result<(), Failure> {
+    waggle_core::check_lock(&args.name, 1, args.value.as_bytes())?;
+    let mut signals = crate::server_cmd::Signals::install()?;
+    let mut config = ClientConfig::default();
+    config.session_ttl = Ttl::from_duration(args.ttl)?;
+    let client = connect(server, config).await?;
+    let election = client.election(&args.name);
+    let leadership = tokio::select! {
+        won = election.campaign(args.value.clone().into_bytes()) => won?,
+        () = signals.recv() => {
+            client.shutdown().await;
+            return Ok(());
+        }
+    };
+    println!("elected {} term={}", args.name, leadership.term());
+    let _ = std::io::stdout().flush();
+    let result = tokio::select! {
+        () = signals.recv() => leadership.resign().await.map_err(Failure::from),
+        () = leadership.lost() => {
+            eprintln!("error: lost the leadership of {}", args.name);
+            Err(Failure::Exit(1))
+        }
+    };
+    client.shutdown().await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
             Command::Kv(command) => client_cmds::kv(&cli.server, command).await,
             Command::Lock(args) => client_cmds::lock(&cli.server, args).await,
+            Command::Elect(args) => client_cmds::elect(&cli.server, args).await,
         }
     });
     match result {

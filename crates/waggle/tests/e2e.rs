@@ -375,3 +375,31 @@ fn waggle_lock_runs_the_command_under_the_lock_and_hands_it_over() {
     assert_eq!(client(&url, &["lock", "/bad", "--", "true"]).code, Some(2));
     assert_eq!(client(&url, &["lock", "job"]).code, Some(2), "a command is required");
 }
+
+#[test]
+fn waggle_elect_campaigns_resigns_and_hands_over() {
+    let (_dir, server) = start_server();
+    let url = server.url();
+    let elected = |p: &mut Proc| -> u64 {
+        let line = p.expect_line("elected", PATIENCE, |l| l.starts_with("elected "));
+        line.rsplit("term=").next().unwrap().parse().unwrap()
+    };
+    let mut a = Proc::spawn("elect a", &["--server", &url, "elect", "primary", "10.0.0.1:80"]);
+    let term_a = elected(&mut a);
+    let mut b = Proc::spawn("elect b", &["--server", &url, "elect", "primary", "10.0.0.2:80", "--ttl", "2s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.try_status().is_none());
+    // A resigns on SIGTERM (exit 0): B leads with a larger term.
+    a.sigterm();
+    assert_eq!(a.wait_exit(PATIENCE).code(), Some(0), "{}", a.stderr());
+    let term_b = elected(&mut b);
+    assert!(term_b > term_a);
+    // B is SIGKILLed: C leads once B's session expires (TTL 2 s).
+    let mut c = Proc::spawn("elect c", &["--server", &url, "elect", "primary", "10.0.0.3:80"]);
+    b.sigkill();
+    let term_c = elected(&mut c);
+    assert!(term_c > term_b);
+    c.sigterm();
+    assert_eq!(c.wait_exit(PATIENCE).code(), Some(0));
+    assert_eq!(client(&url, &["elect", "/bad", "x"]).code, Some(2));
+}
