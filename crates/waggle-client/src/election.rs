@@ -55,7 +55,7 @@ impl Election {
 
     /// The current leader, if any.
     pub async fn leader(&self) -> Result<Option<Leader>, Error> {
-        Ok(self.handle.status().await?.as_ref().and_then(leader_of))
+        Ok(leader_of(&self.handle.status().await?))
     }
 
     /// The leader now, then every change of leader, term or proclaimed value.

@@ -78,20 +78,20 @@ impl LockHandle {
 
     /// The holders (session, token, value) now.
     pub async fn holders(&self) -> Result<Vec<(SessionId, u64, Vec<u8>)>, Error> {
-        let status = self.status().await?.unwrap_or_default();
+        let status = self.status().await?;
         Ok(status.holders.into_iter().map(|h| (SessionId::new(h.session_id), h.token, h.value)).collect())
     }
 
-    pub(crate) async fn status(&self) -> Result<Option<v1::LockStatus>, Error> {
+    pub(crate) async fn status(&self) -> Result<v1::LockStatus, Error> {
         waggle_core::check_key(&self.name)?;
         let req = v1::InspectRequest { name: self.name.clone() };
-        Ok(Some(self.client.call(self.rpc.clone().inspect(req)).await?))
+        self.client.call(self.rpc.clone().inspect(req)).await
     }
 
     pub(crate) async fn observe(&self) -> Result<tonic::Streaming<v1::LockStatus>, Error> {
         waggle_core::check_key(&self.name)?;
         let req = v1::InspectRequest { name: self.name.clone() };
-        Ok(self.client.call(self.rpc.clone().observe(req)).await?)
+        self.client.call(self.rpc.clone().observe(req)).await
     }
 }
 
