@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // at that checkout's files.
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     println!("cargo:rerun-if-changed={}", root.display());
-    let fds = protox::compile([root.join("etcd.proto")], [&root])?;
+    let fds = protox::compile([root.join("etcd.proto"), root.join("v3lock.proto")], [&root])?;
     tonic_prost_build::configure().build_server(false).compile_fds(fds)?;
     Ok(())
 }

@@ -13,9 +13,16 @@ use crate::{
 };
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
-mod pb {
+mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+use etcdserverpb as pb;
 
 use pb::{kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient};
 
@@ -104,6 +111,37 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         Workload::Watch => watch(config, &channels).await,
         Workload::Churn => churn(config, &channels).await,
         Workload::Populate => anyhow::bail!("the populate workload is for Waggle only"),
+        Workload::Lock | Workload::LockContended => {
+            let mut workers = Vec::new();
+            for channel in &channels {
+                for _ in 0..config.in_flight {
+                    // A lease per worker: a lock holder is a lease, as a Waggle holder is a session.
+                    let lease = grant(channel).await?;
+                    workers.push(LockWorker {
+                        locks: v3lockpb::lock_client::LockClient::new(channel.clone()),
+                        lease,
+                        name: crate::lock_name(config, workers.len()),
+                    });
+                }
+            }
+            let (recorder, elapsed) = drive(config, workers).await?;
+            Ok(report(config, &recorder, elapsed))
+        }
+    }
+}
+
+struct LockWorker {
+    locks: v3lockpb::lock_client::LockClient<Channel>,
+    lease: i64,
+    name: String,
+}
+
+impl Worker for LockWorker {
+    async fn op(&mut self, _seq: u64) -> anyhow::Result<()> {
+        let request = v3lockpb::LockRequest { name: self.name.clone().into_bytes(), lease: self.lease };
+        let key = self.locks.lock(request).await?.into_inner().key;
+        self.locks.unlock(v3lockpb::UnlockRequest { key }).await?;
+        Ok(())
     }
 }
 

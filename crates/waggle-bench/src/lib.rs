@@ -46,6 +46,12 @@ pub enum Workload {
     Watch,
     /// Instances joining and leaving while M watchers follow.
     Churn,
+    /// Uncontended lock acquire + release: every worker its own session and lock (etcd:
+    /// `v3lockpb.Lock` Lock + Unlock, every worker its own lease).
+    Lock,
+    /// Contended hand-over: every worker acquires and releases the same lock, waiting in line
+    /// (latency includes the wait).
+    LockContended,
     /// Footprint set-up: `instances` instances over 1,000 services in `sessions` sessions
     /// (TTL 10 min), with `watchers` watchers attached (one per service, round robin); leaves
     /// everything in place so the server's memory and restart time can be measured.
@@ -62,7 +68,17 @@ impl Workload {
             Workload::Watch => "watch",
             Workload::Churn => "churn",
             Workload::Populate => "populate",
+            Workload::Lock => "lock",
+            Workload::LockContended => "lock-contended",
         }
+    }
+}
+
+/// The lock a lock-workload worker uses: its own, or the one everybody shares.
+pub(crate) fn lock_name(config: &BenchConfig, worker: usize) -> String {
+    match config.workload {
+        Workload::LockContended => "bench-lock/shared".to_owned(),
+        _ => format!("bench-lock/w{worker}"),
     }
 }
 

@@ -95,6 +95,47 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         Workload::Watch => watch(config, clients).await,
         Workload::Churn => churn(config, clients).await,
         Workload::Populate => populate(config, clients).await,
+        Workload::Lock | Workload::LockContended => {
+            let mut workers = Vec::new();
+            for mut rpc in clients {
+                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?;
+                for _ in 0..config.in_flight {
+                    // A session per worker: a lock holder is a session.
+                    let session_id = session(&mut rpc).await?;
+                    workers.push(LockWorker {
+                        locks: v1::lock_client::LockClient::new(channel.clone()),
+                        session_id,
+                        name: crate::lock_name(config, workers.len()),
+                    });
+                }
+            }
+            let (recorder, elapsed) = drive(config, workers).await?;
+            Ok(report(config, &recorder, elapsed))
+        }
+    }
+}
+
+struct LockWorker {
+    locks: v1::lock_client::LockClient<Channel>,
+    session_id: u64,
+    name: String,
+}
+
+impl Worker for LockWorker {
+    async fn op(&mut self, _seq: u64) -> anyhow::Result<()> {
+        let request = v1::AcquireRequest {
+            name: self.name.clone(),
+            session_id: self.session_id,
+            wait_ms: 60_000,
+            ..Default::default()
+        };
+        let granted = self.locks.acquire(request).await?.into_inner();
+        anyhow::ensure!(granted.acquired, "lock {} not granted", self.name);
+        self.locks.release(v1::ReleaseRequest { name: self.name.clone(), session_id: self.session_id }).await?;
+        Ok(())
     }
 }
 

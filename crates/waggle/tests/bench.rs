@@ -24,7 +24,14 @@ fn every_workload_runs_and_reports() {
     let server = Server::start(dir.path(), "127.0.0.1:0");
     let small = ["--clients", "2", "--in-flight", "2"];
 
-    for (workload, total) in [("register", "40"), ("keepalive", "40"), ("discover", "40"), ("churn", "40")] {
+    for (workload, total) in [
+        ("register", "40"),
+        ("keepalive", "40"),
+        ("discover", "40"),
+        ("churn", "40"),
+        ("lock", "40"),
+        ("lock-contended", "40"),
+    ] {
         let mut args = vec![workload, "--total", total, "--instances", "10", "--watchers", "3"];
         args.extend_from_slice(&small);
         let r = bench(&server, &args);
