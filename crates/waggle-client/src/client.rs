@@ -30,6 +30,8 @@ struct Inner {
     config: ClientConfig,
     keeper: mpsc::UnboundedSender<KeeperCmd>,
     session: watch::Receiver<Option<SessionId>>,
+    /// When the server last confirmed the session.
+    renewed: watch::Receiver<tokio::time::Instant>,
     /// The servers calls fail over between (shared with `rpc`).
     failover: Failover,
 }
@@ -120,8 +122,9 @@ impl Client {
         // Unbounded: a dropped Registration must never lose its deregistration to a full queue.
         let (keeper_tx, keeper_rx) = mpsc::unbounded_channel();
         let (session_tx, session_rx) = watch::channel(None);
-        tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx).run());
-        let inner = Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx, failover });
+        let (renewed_tx, renewed) = watch::channel(tokio::time::Instant::now());
+        tokio::spawn(Keeper::new(rpc.clone(), config.clone(), keeper_rx, session_tx, renewed_tx).run());
+        let inner = Arc::new(Inner { url, rpc, config, keeper: keeper_tx, session: session_rx, renewed, failover });
         tokio::spawn(learn_members(Arc::downgrade(&inner)));
         Ok(Client { inner })
     }
@@ -153,6 +156,11 @@ impl Client {
     /// Follows the client's session (it changes when a lost session is replaced).
     pub(crate) fn session_changes(&self) -> watch::Receiver<Option<SessionId>> {
         self.inner.session.clone()
+    }
+
+    /// Follows when the server last confirmed the session.
+    pub(crate) fn session_renewals(&self) -> watch::Receiver<tokio::time::Instant> {
+        self.inner.renewed.clone()
     }
 
     pub(crate) fn rpc(&self) -> RegistryClient<Failover> {

@@ -46,10 +46,11 @@ impl LockHandle {
         self
     }
 
-    /// Waits in line (FIFO) until granted.
+    /// Waits in line (FIFO) until granted. Each call to the server waits a while; between
+    /// calls this client keeps its place in line.
     pub async fn acquire(&self) -> Result<LockGuard, Error> {
         loop {
-            if let Some(guard) = self.acquire_for(WAIT_PER_CALL).await? {
+            if let Some(guard) = self.request(WAIT_PER_CALL, true).await? {
                 return Ok(guard);
             }
         }
@@ -60,8 +61,23 @@ impl LockHandle {
         self.acquire_for(Duration::ZERO).await
     }
 
-    /// Waits in line for at most `wait`: `None` if not granted by then.
+    /// Waits in line for at most `wait`: `None` if not granted by then (and out of line).
     pub async fn acquire_for(&self, wait: Duration) -> Result<Option<LockGuard>, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // The server waits at most 10 minutes per call; keep the place until the last one.
+            let last = left <= WAIT_PER_CALL;
+            if let Some(guard) = self.request(left.min(WAIT_PER_CALL), !last).await? {
+                return Ok(Some(guard));
+            }
+            if last {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn request(&self, wait: Duration, keep_waiting: bool) -> Result<Option<LockGuard>, Error> {
         waggle_core::check_lock(&self.name, self.limit, &self.value)?;
         let session = self.client.ensure_session().await?;
         let req = v1::AcquireRequest {
@@ -70,10 +86,16 @@ impl LockHandle {
             limit: self.limit,
             wait_ms: wait.as_millis() as u64,
             value: self.value.clone(),
+            keep_waiting,
         };
         let timeout = wait + self.client.config().request_timeout;
         let resp = with_timeout(timeout, self.rpc.clone().acquire(req)).await?;
-        Ok(resp.acquired.then(|| LockGuard { handle: self.clone(), session, token: resp.token }))
+        Ok(resp.acquired.then(|| LockGuard {
+            handle: self.clone(),
+            session,
+            token: resp.token,
+            revision: resp.revision,
+        }))
     }
 
     /// The holders (session, token, value) now.
@@ -102,6 +124,8 @@ pub struct LockGuard {
     handle: LockHandle,
     session: SessionId,
     token: u64,
+    /// The revision the grant was answered at: older views of the lock are ignored.
+    revision: u64,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -126,20 +150,34 @@ impl LockGuard {
         Guard { lock: self.handle.name.clone(), token: self.token }
     }
 
-    /// Resolves when this grant is no longer held: the client's session was lost (the server
-    /// released everything it held) or the lock moved on.
+    /// Resolves when this grant may no longer be held: the client's session was lost (the
+    /// server released everything it held), the server has not confirmed the session for a
+    /// whole TTL (cut off from the leader, which may have expired it and granted the lock to
+    /// someone else), or the lock moved on.
     pub async fn lost(&self) {
-        let mut sessions = self.handle.client.session_changes();
+        let client = &self.handle.client;
+        let mut sessions = client.session_changes();
+        let mut renewals = client.session_renewals();
+        let ttl = client.config().session_ttl.as_duration();
+        let gone = async {
+            tokio::select! {
+                () = session_lost(&mut sessions, self.session) => {}
+                () = renewal_overdue(&mut renewals, ttl) => {}
+            }
+        };
+        tokio::pin!(gone);
         loop {
             let mut rpc = self.handle.rpc.clone();
             let observe = rpc.observe(v1::InspectRequest { name: self.handle.name.clone() });
             let mut stream = tokio::select! {
                 opened = observe => opened.ok().map(tonic::Response::into_inner),
-                _ = session_lost(&mut sessions, self.session) => return,
+                () = &mut gone => return,
             };
             while let Some(s) = stream.as_mut() {
                 tokio::select! {
                     message = s.message() => match message {
+                        // A member that has not applied the grant yet says nothing about it.
+                        Ok(Some(status)) if status.revision < self.revision => {}
                         Ok(Some(status)) => {
                             if !status.holders.iter().any(|h| h.session_id == self.session.get() && h.token == self.token) {
                                 return;
@@ -148,12 +186,12 @@ impl LockGuard {
                         // The stream broke (server unreachable): observe again.
                         _ => stream = None,
                     },
-                    _ = session_lost(&mut sessions, self.session) => return,
+                    () = &mut gone => return,
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = session_lost(&mut sessions, self.session) => return,
+                () = &mut gone => return,
             }
         }
     }
@@ -174,6 +212,17 @@ impl LockGuard {
         let req = v1::ReleaseRequest { name: self.handle.name.clone(), session_id: self.session.get() };
         self.handle.client.call(self.handle.rpc.clone().release(req)).await?;
         Ok(())
+    }
+}
+
+/// Resolves once the server has not confirmed the session for `ttl`.
+async fn renewal_overdue(renewals: &mut tokio::sync::watch::Receiver<tokio::time::Instant>, ttl: Duration) {
+    loop {
+        let last = *renewals.borrow_and_update();
+        tokio::select! {
+            () = tokio::time::sleep_until(last + ttl) => return,
+            changed = renewals.changed() => if changed.is_err() { return },
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub(crate) struct Keeper {
     commands: mpsc::UnboundedReceiver<KeeperCmd>,
     session: Option<SessionId>,
     session_tx: watch::Sender<Option<SessionId>>,
+    /// When the server last confirmed the session (created or renewed): a session not
+    /// confirmed for a whole TTL may have expired on the leader, whatever this client thinks.
+    renewed: watch::Sender<Instant>,
     registered: BTreeMap<Key, InstanceSpec>,
     /// Deregistrations that failed (server unreachable): retried after every reconnect, so an
     /// instance the application gave up is never kept alive by our session.
@@ -77,6 +80,7 @@ impl Keeper {
         config: ClientConfig,
         commands: mpsc::UnboundedReceiver<KeeperCmd>,
         session_tx: watch::Sender<Option<SessionId>>,
+        renewed: watch::Sender<Instant>,
     ) -> Self {
         let backoff = config.backoff();
         Keeper {
@@ -85,6 +89,7 @@ impl Keeper {
             commands,
             session: None,
             session_tx,
+            renewed,
             registered: BTreeMap::new(),
             unregistered: BTreeSet::new(),
             backoff,
@@ -135,6 +140,9 @@ impl Keeper {
 
     fn set_session(&mut self, session: Option<SessionId>) {
         self.session = session;
+        if session.is_some() {
+            self.renewed.send_replace(Instant::now());
+        }
         self.session_tx.send_replace(session);
     }
 
@@ -344,6 +352,7 @@ impl Keeper {
                     Ok(Some(resp)) if resp.found => {
                         self.backoff.reset();
                         answered_by = Instant::now() + ttl;
+                        self.renewed.send_replace(Instant::now());
                         if !self.unregistered.is_empty() {
                             self.retry_deregistrations().await;
                         }

@@ -127,6 +127,22 @@ async fn waiters_are_served_in_order_and_a_guard_notices_a_lost_lock() {
         }));
         wait_in_line(&server, "q", n + 1).await;
     }
+    // A call that runs out of time with keep_waiting keeps its place; without, it leaves.
+    let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
+    let mut raw = LockClient::connect(url(&server)).await.unwrap();
+    let mut sessions = Vec::new();
+    for keep_waiting in [true, false] {
+        let s = registry.create_session(v1::CreateSessionRequest { ttl_ms: Some(60_000) }).await.unwrap();
+        let s = s.into_inner().session_id;
+        sessions.push(s);
+        let req =
+            v1::AcquireRequest { name: "q".into(), session_id: s, wait_ms: 100, keep_waiting, ..Default::default() };
+        assert!(!raw.acquire(req).await.unwrap().into_inner().acquired);
+    }
+    let status = raw.inspect(v1::InspectRequest { name: "q".into() }).await.unwrap().into_inner();
+    assert_eq!(status.waiters.len(), 4, "three clients and the one that kept its place: {status:?}");
+    assert_eq!(status.waiters[3], sessions[0]);
+    raw.release(v1::ReleaseRequest { name: "q".into(), session_id: sessions[0] }).await.unwrap();
     first.release().await.unwrap();
     for w in waiting {
         tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap();

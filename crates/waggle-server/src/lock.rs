@@ -88,27 +88,45 @@ impl Lock for LockService {
         let mut guard =
             AbandonGuard { consensus: self.consensus.clone(), lock: req.name.clone(), session, armed: true };
         let deadline = tokio::time::Instant::now() + wait;
-        // Wait until this member has applied the queueing, then follow the lock.
-        let _ = tokio::time::timeout_at(deadline, self.hub.applied(applied.revision)).await;
-        loop {
-            let (revision, state) = self.hub.lock(&req.name);
-            if let Some(held) = state.as_ref().and_then(|s| s.held_by(session)) {
-                guard.armed = false;
-                return Ok(acquired(held.token, revision.get()));
-            }
-            if !state.as_ref().is_some_and(|s| s.waiters.iter().any(|w| w.session == session)) {
-                // No longer in line: its session ended, or it was released meanwhile.
-                guard.armed = false;
-                return Ok(Response::new(v1::AcquireResponse { acquired: false, token: 0, revision: revision.get() }));
-            }
-            if tokio::time::timeout_at(deadline, self.hub.applied(Revision::new(revision.get() + 1))).await.is_err() {
-                break;
+        // Wait until this member has applied the queueing, then follow the lock; a member that
+        // cannot catch up in time goes straight to the end (its view would be stale).
+        let caught_up = tokio::time::timeout_at(deadline, self.hub.applied(applied.revision)).await.is_ok();
+        if caught_up {
+            loop {
+                let (revision, state) = self.hub.lock(&req.name);
+                if let Some(held) = state.as_ref().and_then(|s| s.held_by(session)) {
+                    guard.armed = false;
+                    return Ok(acquired(held.token, revision.get()));
+                }
+                if !state.as_ref().is_some_and(|s| s.waiters.iter().any(|w| w.session == session)) {
+                    // No longer in line: its session ended, or it was released meanwhile.
+                    guard.armed = false;
+                    return Ok(Response::new(v1::AcquireResponse {
+                        acquired: false,
+                        token: 0,
+                        revision: revision.get(),
+                    }));
+                }
+                if tokio::time::timeout_at(deadline, self.hub.applied(Revision::new(revision.get() + 1))).await.is_err()
+                {
+                    break;
+                }
             }
         }
-        // Out of time: leave the line, unless the grant came first.
-        guard.armed = false;
+        if req.keep_waiting {
+            // The client asks again and keeps its place in line.
+            guard.armed = false;
+            let (revision, state) = self.hub.lock(&req.name);
+            return Ok(match state.as_ref().and_then(|s| s.held_by(session)) {
+                Some(held) => acquired(held.token, revision.get()),
+                None => Response::new(v1::AcquireResponse { acquired: false, token: 0, revision: revision.get() }),
+            });
+        }
+        // Out of time: leave the line, unless the grant came first. The guard stays armed
+        // until the give-up is answered, so a failed or cancelled give-up is retried on drop.
         let give_up = Command::LockRelease { lock: req.name.clone(), session, waiting_only: true };
         let applied = self.consensus.propose(give_up).await?;
+        guard.armed = false;
         Ok(match applied.lock {
             Some(LockOutcome::Held { token }) => acquired(token, applied.revision.get()),
             _ => Response::new(v1::AcquireResponse { acquired: false, token: 0, revision: applied.revision.get() }),
@@ -117,6 +135,7 @@ impl Lock for LockService {
 
     async fn release(&self, request: Request<v1::ReleaseRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
         let req = request.into_inner();
+        waggle_core::check_key(&req.name).map_err(|e| Status::invalid_argument(format!("invalid lock: {e}")))?;
         let command =
             Command::LockRelease { lock: req.name, session: SessionId::new(req.session_id), waiting_only: false };
         let applied = self.consensus.propose(command).await?;
@@ -125,6 +144,8 @@ impl Lock for LockService {
 
     async fn proclaim(&self, request: Request<v1::ProclaimRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
         let req = request.into_inner();
+        waggle_core::check_lock(&req.name, 1, &req.value)
+            .map_err(|e| Status::invalid_argument(format!("invalid request: {e}")))?;
         let command = Command::LockProclaim {
             lock: req.name,
             session: SessionId::new(req.session_id),

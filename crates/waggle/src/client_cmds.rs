@@ -270,6 +270,11 @@ pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(
     Ok(())
 }
 
+/// Sends `signal` to the process group `pgid` (the command and everything it started).
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill").args([signal, "--", &format!("-{pgid}")]).status();
+}
+
 /// `waggle lock NAME -- COMMAND...`.
 pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(), Failure> {
     waggle_core::check_lock(&args.name, args.limit, &[])?;
@@ -285,9 +290,9 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
                 None => handle.acquire().await.map(Some),
             }
         } => acquired?,
-        _ = signals.recv() => {
+        code = signals.recv() => {
             client.shutdown().await;
-            return Err(Failure::Exit(130));
+            return Err(Failure::Exit(code));
         }
     };
     let Some(guard) = acquired else {
@@ -296,17 +301,28 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
     };
     eprintln!("acquired lock {} token={}", args.name, guard.token());
     let (program, rest) = args.command.split_first().ok_or_else(|| Failure::Usage("a command is required".into()))?;
-    let mut child = tokio::process::Command::new(program)
+    // Its own process group, so stopping it stops whatever it started too.
+    let spawned = tokio::process::Command::new(program)
         .args(rest)
         .env("WAGGLE_LOCK_NAME", &args.name)
         .env("WAGGLE_LOCK_TOKEN", guard.token().to_string())
+        .process_group(0)
         .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot run {program:?}"))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("error: cannot run {program:?}: {e}");
+            let _ = guard.release().await;
+            client.shutdown().await;
+            return Err(Failure::Exit(127));
+        }
+    };
+    let pgid = child.id().unwrap_or_default();
     let outcome = tokio::select! {
         status = child.wait() => Ok(status.context("waiting for the command")?),
-        () = guard.lost() => Err("lost"),
-        () = signals.recv() => Err("signal"),
+        () = guard.lost() => Err(None),
+        code = signals.recv() => Err(Some(code)),
     };
     let code = match outcome {
         Ok(status) => {
@@ -314,21 +330,23 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
             // A signal's death is reported as 128 + signal, as shells do.
             status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0))
         }
-        Err(why) => {
-            // Stop the command: it may no longer act under the lock.
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            }
+        Err(None) => {
+            // The lock is lost: the command may no longer act under it. Stop it at once.
+            signal_group(pgid, "-KILL");
+            let _ = child.wait().await;
+            eprintln!("error: lost lock {}: the command was killed", args.name);
+            client.shutdown().await;
+            return Err(Failure::Exit(1));
+        }
+        Err(Some(code)) => {
+            // Asked to stop: give the command 5 s to finish, then release the lock.
+            signal_group(pgid, "-TERM");
             if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-            if why == "lost" {
-                eprintln!("error: lost lock {}: the command was stopped", args.name);
-                client.shutdown().await;
-                return Err(Failure::Exit(1));
+                signal_group(pgid, "-KILL");
+                let _ = child.wait().await;
             }
             let _ = guard.release().await;
-            130
+            i32::from(code)
         }
     };
     client.shutdown().await;
@@ -345,7 +363,7 @@ pub(crate) async fn elect(server: &str, args: crate::cli::ElectArgs) -> Result<(
     let election = client.election(&args.name);
     let leadership = tokio::select! {
         won = election.campaign(args.value.clone().into_bytes()) => won?,
-        () = signals.recv() => {
+        _ = signals.recv() => {
             client.shutdown().await;
             return Ok(());
         }
@@ -353,7 +371,7 @@ pub(crate) async fn elect(server: &str, args: crate::cli::ElectArgs) -> Result<(
     println!("elected {} term={}", args.name, leadership.term());
     let _ = std::io::stdout().flush();
     let result = tokio::select! {
-        () = signals.recv() => leadership.resign().await.map_err(Failure::from),
+        _ = signals.recv() => leadership.resign().await.map_err(Failure::from),
         () = leadership.lost() => {
             eprintln!("error: lost the leadership of {}", args.name);
             Err(Failure::Exit(1))

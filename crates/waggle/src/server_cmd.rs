@@ -94,11 +94,12 @@ impl Signals {
         })
     }
 
-    /// Waits for the next SIGINT or SIGTERM.
-    pub(crate) async fn recv(&mut self) {
+    /// Waits for the next SIGINT or SIGTERM; answers the exit code a shell reports for a
+    /// process it ended (130, 143).
+    pub(crate) async fn recv(&mut self) -> u8 {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => 143,
+            _ = self.int.recv() => 130,
         }
     }
 }

@@ -347,7 +347,7 @@ fn waggle_lock_runs_the_command_under_the_lock_and_hands_it_over() {
     // larger token.
     first.sigterm();
     let status = first.wait_exit(PATIENCE);
-    assert_eq!(status.code(), Some(130), "{}", first.stderr());
+    assert_eq!(status.code(), Some(143), "{}", first.stderr());
     let line = second.expect_line("second=", PATIENCE, |l| l.starts_with("second="));
     let second_token: u64 = line.strip_prefix("second=").unwrap().parse().unwrap();
     assert!(second_token > token);
