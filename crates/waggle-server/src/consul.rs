@@ -59,6 +59,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/agent/check/fail/{id}", put(checks::check_fail))
         .route("/v1/agent/check/update/{id}", put(checks::check_update))
         .route("/v1/agent/service/maintenance/{id}", put(checks::service_maintenance))
+        .route(
+            "/v1/kv/{*key}",
+            get(crate::consul_kv::kv_get).put(crate::consul_kv::kv_put).delete(crate::consul_kv::kv_delete),
+        )
+        .route("/v1/kv/", get(crate::consul_kv::kv_get).delete(crate::consul_kv::kv_delete))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
@@ -362,7 +367,7 @@ pub(crate) fn bad_request(message: impl Into<String>) -> ConsulError {
 
 /// The query parameters these endpoints understand.
 #[derive(Default)]
-struct Params {
+pub(crate) struct Params {
     index: Option<u64>,
     wait: Option<Duration>,
     tags: Vec<String>,
@@ -371,7 +376,7 @@ struct Params {
     filter: Option<String>,
 }
 
-fn params(raw: Option<String>) -> Result<Params, ConsulError> {
+pub(crate) fn params(raw: Option<String>) -> Result<Params, ConsulError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
     let mut p = Params::default();
@@ -445,7 +450,7 @@ async fn plain_query(state: &AppState, raw: Option<String>) -> Result<Revision, 
 
 /// Runs a blocking query: if `?index` is at or past the current revision, waits until the
 /// registry changes or the wait (plus up to 1/16 jitter) ends. Then reads.
-async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError> {
+pub(crate) async fn blocking(state: &AppState, p: &Params) -> Result<Revision, ConsulError> {
     if p.consistent {
         state
             .consensus
@@ -475,7 +480,7 @@ fn rand_below(n: u64) -> u64 {
 }
 
 /// JSON with Consul's headers.
-fn answer(state: &AppState, index: Revision, body: Value) -> Response {
+pub(crate) fn answer(state: &AppState, index: Revision, body: Value) -> Response {
     answer_text(state, index, body.to_string())
 }
 

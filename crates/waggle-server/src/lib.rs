@@ -18,6 +18,7 @@ mod config;
 mod consensus;
 mod consul;
 mod consul_checks;
+mod consul_kv;
 mod dns;
 mod error;
 mod filter;

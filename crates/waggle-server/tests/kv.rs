@@ -165,3 +165,48 @@ async fn keys_bound_to_a_session_are_deleted_with_it() {
     assert_eq!(value(&mut c, "lock/c").await.as_deref(), Some("free"));
     server.shutdown().await;
 }
+
+mod common;
+
+#[tokio::test]
+async fn consul_kv_endpoints_and_their_errors() {
+    use common::{consul_index, http_get, http_get_with_head, http_send};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig::ephemeral(dir.path())).await.unwrap();
+    let http = server.http_addr();
+    assert_eq!(http_send(http, "PUT", "/v1/kv/app/db", b"postgres").await, (200, "true".into()));
+    assert_eq!(http_send(http, "PUT", "/v1/kv/app/cfg/a?flags=7", b"").await, (200, "true".into()));
+    let (code, head, body) = http_get_with_head(http, "/v1/kv/app/db").await;
+    assert_eq!(code, 200);
+    let entry: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(entry[0]["Value"], "cG9zdGdyZXM=", "base64, as Consul");
+    assert!(consul_index(&head) >= entry[0]["ModifyIndex"].as_u64().unwrap());
+    assert_eq!(http_get(http, "/v1/kv/app/db?raw").await, (200, "postgres".into()));
+    let (_, all) = http_get(http, "/v1/kv/?recurse").await;
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(
+        (all[0]["Key"].as_str(), all[0]["Value"].is_null(), all[0]["Flags"].as_u64()),
+        (Some("app/cfg/a"), true, Some(7))
+    );
+    assert_eq!(http_get(http, "/v1/kv/app/?keys&separator=/").await.1, r#"["app/cfg/","app/db"]"#);
+    assert_eq!(http_get(http, "/v1/kv/nope").await.0, 404);
+    // A stale cas is false; a delete with the right one is true.
+    let modify = entry[0]["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(http_send(http, "PUT", &format!("/v1/kv/app/db?cas={}", modify + 100), b"x").await.1, "false");
+    assert_eq!(http_send(http, "DELETE", &format!("/v1/kv/app/db?cas={modify}"), b"").await.1, "true");
+    for (method, path, body, code, text) in [
+        ("PUT", "/v1/kv/app/x?cas=soon", &b"v"[..], 400, "invalid cas"),
+        ("PUT", "/v1/kv/app/has%20space", b"v", 400, "Invalid key"),
+        ("PUT", "/v1/kv/app/x?acquire=abc", b"v", 400, "not supported yet"),
+        ("DELETE", "/v1/kv/app?recurse&cas=1", b"", 400, "cannot be used"),
+    ] {
+        let (got, answer) = http_send(http, method, path, body).await;
+        assert_eq!(got, code, "{method} {path}: {answer}");
+        assert!(answer.contains(text), "{method} {path}: {answer}");
+    }
+    let huge = vec![b'x'; 600 * 1024];
+    assert_eq!(http_send(http, "PUT", "/v1/kv/app/big", &huge).await.0, 413);
+    assert_eq!(http_send(http, "DELETE", "/v1/kv/?recurse", b"").await.1, "true");
+    assert_eq!(http_get(http, "/v1/kv/?recurse").await.0, 404);
+    server.shutdown().await;
+}

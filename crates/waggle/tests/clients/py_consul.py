@@ -1,7 +1,8 @@
 """py-consul (PyPI) against Waggle's Consul-compatible HTTP API: agent registration,
 catalog and health reads with tag / passing filters, a blocking query woken by a change,
 deregistration, a refused registration, TTL checks (pass / warn / fail, a blocking query
-woken by a check), check registration and maintenance mode. Usage: py_consul.py HOST PORT"""
+woken by a check), check registration, maintenance mode, and the key/value store (cas,
+flags, recurse, keys with a separator, a blocking get). Usage: py_consul.py HOST PORT"""
 import sys
 import threading
 import time
@@ -92,5 +93,33 @@ assert nodes == [], nodes
 c.agent.service.maintenance("cron-1", "false")
 _, nodes = c.health.service("cron", passing=True)
 assert len(nodes) == 1, nodes
+
+# The key/value store: put / get, cas, flags, recurse, keys with a separator, delete, and a
+# blocking get woken by a write.
+assert c.kv.put("app/db", "postgres://db") is True
+assert c.kv.put("app/cfg/a", "1", flags=7) is True
+index, entry = c.kv.get("app/db")
+assert entry["Value"] == b"postgres://db", entry
+assert c.kv.put("app/db", "x", cas=0) is False, "cas=0 creates only"
+assert c.kv.put("app/db", "mysql://db", cas=entry["ModifyIndex"]) is True
+assert c.kv.put("app/db", "y", cas=entry["ModifyIndex"]) is False, "a stale cas fails"
+_, entries = c.kv.get("app/", recurse=True)
+assert [(e["Key"], e["Flags"]) for e in entries] == [("app/cfg/a", 7), ("app/db", 0)], entries
+_, keys = c.kv.get("app/", keys=True, separator="/")
+assert keys == ["app/cfg/", "app/db"], keys
+assert c.kv.get("missing")[1] is None
+index, _ = c.kv.get("app/db")
+
+
+def write_later():
+    time.sleep(0.5)
+    c.kv.put("app/db", "sqlite://db")
+
+
+threading.Thread(target=write_later).start()
+new_index, entry = c.kv.get("app/db", index=index, wait="20s")
+assert int(new_index) > int(index) and entry["Value"] == b"sqlite://db", (index, new_index, entry)
+assert c.kv.delete("app/", recurse=True) is True
+assert c.kv.get("app/", recurse=True)[1] is None
 
 print("ok")

@@ -1,0 +1,183 @@
+//! Consul's `/v1/kv` on Waggle's key/value store: reads (`?recurse`, `?keys`, `?separator`,
+//! `?raw`, blocking with `?index`), writes (`?cas`, `?flags`) and deletes (`?recurse`,
+//! `?cas`), as Consul answers them (base64 values, `true` / `false` bodies, 404 for a missing
+//! key). Sessions (`?acquire` / `?release`, `/v1/session`) and `/v1/txn` are not mapped yet.
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use serde_json::{Value, json};
+use waggle_core::{Command, Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn};
+
+use crate::{
+    consul::{ConsulError, answer, bad_request, blocking, params, unavailable},
+    http::AppState,
+};
+
+/// The query flags of the KV endpoints (besides the common ones `params` reads).
+#[derive(Default)]
+struct KvFlags {
+    recurse: bool,
+    keys: bool,
+    raw: bool,
+    separator: Option<String>,
+    cas: Option<u64>,
+    flags: Option<u64>,
+}
+
+fn kv_flags(raw: Option<&str>) -> Result<KvFlags, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    let number = |key: &str, v: &str| v.parse::<u64>().map_err(|_| bad_request(format!("invalid {key} {v:?}")));
+    let mut f = KvFlags::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "recurse" => f.recurse = true,
+            "keys" => f.keys = true,
+            "raw" => f.raw = true,
+            "separator" => f.separator = Some(value),
+            "cas" => f.cas = Some(number("cas", &value)?),
+            "flags" => f.flags = Some(number("flags", &value)?),
+            "acquire" | "release" => {
+                return Err(bad_request(format!("?{key} (sessions) is not supported yet (docs/compatibility.md)")));
+            }
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+fn entry_json(key: &str, e: &KvEntry) -> Value {
+    let value = if e.value.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(&e.value))
+    };
+    let mut out = json!({
+        "LockIndex": 0, "Key": key, "Flags": e.flags, "Value": value,
+        "CreateIndex": e.create_revision.get(), "ModifyIndex": e.modify_revision.get(),
+    });
+    if let Some(session) = e.session {
+        out["Session"] = json!(session.to_string());
+    }
+    out
+}
+
+fn check(key: &str, prefix: bool) -> Result<(), ConsulError> {
+    let checked = if prefix { waggle_core::check_prefix(key) } else { waggle_core::check_key(key) };
+    checked.map_err(|e| bad_request(format!("Invalid key: {e}")))
+}
+
+fn missing(state: &AppState, index: waggle_core::Revision) -> Response {
+    let mut response = answer(state, index, Value::Null);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    *response.body_mut() = axum::body::Body::empty();
+    response
+}
+
+/// `GET /v1/kv/:key`.
+pub(crate) async fn kv_get(
+    State(state): State<AppState>,
+    key: Option<Path<String>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let key = key.map(|Path(k)| k).unwrap_or_default();
+    let flags = kv_flags(raw.as_deref())?;
+    let p = params(raw)?;
+    let prefix = flags.recurse || flags.keys;
+    check(&key, prefix)?;
+    let index = blocking(&state, &p).await?;
+    let (_, kv) = state.hub.kv();
+    if !prefix {
+        let Some(entry) = kv.get(&key) else { return Ok(missing(&state, index)) };
+        if flags.raw {
+            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], entry.value.to_vec())
+                .into_response());
+        }
+        return Ok(answer(&state, index, json!([entry_json(&key, entry)])));
+    }
+    let under = kv.range(key.clone()..).take_while(|(k, _)| k.starts_with(key.as_str()));
+    let body: Vec<Value> = if flags.keys {
+        // With a separator, keys are cut after the first separator past the prefix (Consul's
+        // "folders"), each listed once.
+        let mut keys: Vec<String> = Vec::new();
+        for (k, _) in under {
+            let listed = match flags.separator.as_deref().filter(|s| !s.is_empty()) {
+                Some(sep) => match k[key.len()..].find(sep) {
+                    Some(at) => k[..key.len() + at + sep.len()].to_owned(),
+                    None => k.clone(),
+                },
+                None => k.clone(),
+            };
+            if keys.last() != Some(&listed) {
+                keys.push(listed);
+            }
+        }
+        keys.into_iter().map(Value::String).collect()
+    } else {
+        under.map(|(k, e)| entry_json(k, e)).collect()
+    };
+    if body.is_empty() {
+        return Ok(missing(&state, index));
+    }
+    Ok(answer(&state, index, Value::Array(body)))
+}
+
+/// Runs a one-command transaction; refusals are the client's fault.
+async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
+    txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
+    match state.consensus.propose(Command::KvTxn { txn }).await {
+        Ok(applied) => match applied.txn {
+            Some(result) => Ok((applied.revision, result)),
+            None => Err(ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no transaction result".into())),
+        },
+        Err(crate::error::ProposeError::Refused(r)) => Err(bad_request(r.message)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn cas(key: &str, at: Option<u64>) -> Vec<Compare> {
+    at.map(|n| Compare { key: key.to_owned(), target: CompareTarget::ModifyRevision(n), op: CompareOp::Equal })
+        .into_iter()
+        .collect()
+}
+
+/// `PUT /v1/kv/:key` with the value as the body: `true`, or `false` when `?cas` did not match.
+pub(crate) async fn kv_put(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let flags = kv_flags(raw.as_deref())?;
+    params(raw)?;
+    check(&key, false)?;
+    let op = KvOp::Put { key: key.clone(), value: body.to_vec(), flags: flags.flags.unwrap_or(0), session: None };
+    let (revision, result) =
+        run(&state, Txn { compares: cas(&key, flags.cas), success: vec![op], ..Default::default() }).await?;
+    Ok(answer(&state, revision, Value::Bool(result.succeeded)))
+}
+
+/// `DELETE /v1/kv/:key` (`?recurse`: everything under it; `?cas`): `true`, or `false` when
+/// `?cas` did not match.
+pub(crate) async fn kv_delete(
+    State(state): State<AppState>,
+    key: Option<Path<String>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let key = key.map(|Path(k)| k).unwrap_or_default();
+    let flags = kv_flags(raw.as_deref())?;
+    params(raw)?;
+    if flags.recurse && flags.cas.is_some() {
+        return Err(bad_request("?cas cannot be used with ?recurse"));
+    }
+    check(&key, flags.recurse)?;
+    let op = KvOp::Delete { key: key.clone(), prefix: flags.recurse };
+    let (revision, result) =
+        run(&state, Txn { compares: cas(&key, flags.cas), success: vec![op], ..Default::default() }).await?;
+    let succeeded = result.succeeded && matches!(result.results.first(), Some(OpResult::Delete { .. }));
+    Ok(answer(&state, revision, Value::Bool(succeeded)))
+}
