@@ -493,7 +493,8 @@ async fn consul_catalog_and_health_reads_with_blocking_queries() {
         ("/v1/health/service/api?filter=Service.Port%20%3D", 400, "boolean expression"),
         ("/v1/catalog/services?filter=ServiceName%20%3D%3D%20api", 400, "not supported on this endpoint"),
         ("/v1/catalog/service/-bad-", 400, "invalid service name"),
-        ("/v1/kv/x", 404, "unsupported endpoint"),
+        ("/v1/event/list", 404, "unsupported endpoint"),
+        ("/v1/kv/x", 404, ""), // a missing key
     ] {
         let (got, body) = http_get(http, path).await;
         assert_eq!(got, code, "{path}: {body}");
