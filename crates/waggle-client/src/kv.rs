@@ -83,6 +83,18 @@ pub struct TxnOutcome {
     pub reads: Vec<Vec<KeyValue>>,
 }
 
+/// One change a KV watch reports ([`Kv::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KvChange {
+    /// The key.
+    pub key: String,
+    /// Its entry after the change; `None` when it was deleted.
+    pub entry: Option<KeyValue>,
+    /// The revision of the change.
+    pub revision: u64,
+}
+
 /// The key/value store (see `docs/kv.md`). Cheap to clone.
 #[derive(Clone)]
 pub struct Kv {
@@ -159,6 +171,32 @@ impl Kv {
         waggle_core::check_prefix(prefix)?;
         let req = v1::DeleteRequest { key: prefix.to_owned(), prefix: true, cas: None, guard: None };
         Ok(self.client.call(self.rpc.clone().delete(req)).await?.deleted)
+    }
+
+    /// The changes of `key` (or of every key under it, with `prefix`) from revision `from`
+    /// on (0: from now), in order. A start older than the history the server keeps fails with
+    /// OUT_OF_RANGE: read again and watch from the read's revision + 1.
+    pub async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        from: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<KvChange, Error>> + use<>, Error> {
+        use futures_util::StreamExt;
+        if prefix { waggle_core::check_prefix(key) } else { waggle_core::check_key(key) }?;
+        let req = v1::WatchKvRequest { key: key.to_owned(), prefix, from_revision: from };
+        let stream = self.client.call(self.rpc.clone().watch(req)).await?;
+        Ok(stream.flat_map(|message| {
+            let changes: Vec<Result<KvChange, Error>> = match message {
+                Ok(m) => m
+                    .events
+                    .into_iter()
+                    .map(|e| Ok(KvChange { key: e.key, entry: e.kv.map(KeyValue::from), revision: e.revision }))
+                    .collect(),
+                Err(status) => vec![Err(Error::Rpc(status))],
+            };
+            futures_util::stream::iter(changes)
+        }))
     }
 
     /// Runs a transaction.

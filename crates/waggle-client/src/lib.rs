@@ -48,7 +48,7 @@ pub use config::ClientConfig;
 pub use discovery::{CacheState, ChangeKind, DiscoverStream, Discovery, DiscoveryChanges, DiscoveryEvent, Endpoints};
 pub use election::{Election, Leader, Leadership};
 pub use error::Error;
-pub use kv::{KeyValue, Kv, PutOptions, TxnOutcome, Written};
+pub use kv::{KeyValue, Kv, KvChange, PutOptions, TxnOutcome, Written};
 pub use lock::{LockGuard, LockHandle};
 pub use service::{Protocol, ServiceClient, ServiceClientBuilder};
 pub use waggle_core::{Compare, CompareOp, CompareTarget, Guard, KvOp, Txn};

@@ -13,6 +13,8 @@ use crate::{consensus::Consensus, watch::WatchHub};
 pub(crate) struct KvService {
     pub(crate) consensus: Arc<Consensus>,
     pub(crate) hub: Arc<WatchHub>,
+    /// Ends open watches when the server stops.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn invalid(e: waggle_core::ValidationError) -> Status {
@@ -78,9 +80,84 @@ impl Kv for KvService {
         Ok(Response::new(v1::DeleteResponse { revision, succeeded: result.succeeded, deleted }))
     }
 
+    type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<v1::WatchKvResponse, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<v1::WatchKvRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        if req.prefix { waggle_core::check_prefix(&req.key) } else { waggle_core::check_key(&req.key) }
+            .map_err(invalid)?;
+        let from = match req.from_revision {
+            0 => self.hub.revision().get() + 1,
+            n => n,
+        };
+        let watch = KvWatch { hub: self.hub.clone(), key: req.key, prefix: req.prefix, next: from, done: false };
+        let shutdown = self.shutdown.clone();
+        let stream = futures_util::stream::unfold(watch, move |mut w| {
+            let shutdown = shutdown.clone();
+            async move {
+                if w.done {
+                    return None;
+                }
+                let item = tokio::select! {
+                    item = w.next_message() => item,
+                    () = shutdown.cancelled() => return None,
+                };
+                w.done = item.is_err();
+                Some((item, w))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn txn(&self, request: Request<v1::TxnRequest>) -> Result<Response<v1::TxnResponse>, Status> {
         let txn = waggle_proto::txn_from_wire(request.get_ref()).map_err(invalid)?;
         let (revision, result) = self.run(txn).await?;
         Ok(Response::new(waggle_proto::txn_result_to_wire(revision, &result)))
+    }
+}
+
+/// A KV watcher's position.
+struct KvWatch {
+    hub: Arc<WatchHub>,
+    key: String,
+    prefix: bool,
+    /// The next revision to report.
+    next: u64,
+    done: bool,
+}
+
+impl KvWatch {
+    fn matches(&self, key: &str) -> bool {
+        if self.prefix { key.starts_with(self.key.as_str()) } else { key == self.key }
+    }
+
+    /// Waits for the next revisions with changes of the watched keys.
+    async fn next_message(&mut self) -> Result<v1::WatchKvResponse, Status> {
+        loop {
+            let (changes, seen) = match self.hub.kv_since(waggle_core::Revision::new(self.next)) {
+                crate::watch::KvRead::Compacted => {
+                    return Err(Status::out_of_range(format!(
+                        "compacted: revision {} is older than the history kept; read again and watch from the read's revision + 1",
+                        self.next
+                    )));
+                }
+                crate::watch::KvRead::Changes(changes, seen) => (changes, seen),
+            };
+            let events: Vec<v1::KvEvent> = changes
+                .iter()
+                .flat_map(|(revision, batch)| {
+                    batch.iter().filter(|(key, _)| self.matches(key)).map(|(key, entry)| v1::KvEvent {
+                        key: key.clone(),
+                        kv: entry.as_ref().map(|e| waggle_proto::kv_from_core(key, e, false)),
+                        revision: revision.get(),
+                    })
+                })
+                .collect();
+            self.next = self.next.max(seen.get() + 1);
+            if !events.is_empty() {
+                return Ok(v1::WatchKvResponse { revision: seen.get(), events });
+            }
+            self.hub.applied(waggle_core::Revision::new(self.next)).await;
+        }
     }
 }

@@ -239,10 +239,12 @@ impl Server {
             .add_service(waggle_proto::v1::kv_server::KvServer::new(kv::KvService {
                 consensus: consensus.clone(),
                 hub: hub.clone(),
+                shutdown: shutdown.clone(),
             }))
             .add_service(waggle_proto::v1::lock_server::LockServer::new(lock::LockService {
                 consensus: consensus.clone(),
                 hub: hub.clone(),
+                shutdown: shutdown.clone(),
             }))
             .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());

@@ -17,6 +17,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 pub(crate) struct LockService {
     pub(crate) consensus: Arc<Consensus>,
     pub(crate) hub: Arc<WatchHub>,
+    /// Ends open observations when the server stops.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn status(revision: Revision, state: Option<&LockState>) -> v1::LockStatus {
@@ -169,19 +171,23 @@ impl Lock for LockService {
         let name = request.into_inner().name;
         waggle_core::check_key(&name).map_err(|e| Status::invalid_argument(format!("invalid lock: {e}")))?;
         let hub = self.hub.clone();
+        let shutdown = self.shutdown.clone();
         // The state now, then whenever it changes (compared by value: other writes move the
         // revision without touching this lock).
-        let stream =
-            futures_util::stream::unfold((hub, name, None::<Option<Arc<LockState>>>), |(hub, name, last)| async move {
-                loop {
-                    let (revision, state) = hub.lock(&name);
-                    if last.as_ref() != Some(&state) {
-                        let message = status(revision, state.as_deref());
-                        return Some((Ok(message), (hub, name, Some(state))));
-                    }
-                    hub.applied(Revision::new(revision.get() + 1)).await;
+        let start = (hub, name, shutdown, None::<Option<Arc<LockState>>>);
+        let stream = futures_util::stream::unfold(start, |(hub, name, shutdown, last)| async move {
+            loop {
+                let (revision, state) = hub.lock(&name);
+                if last.as_ref() != Some(&state) {
+                    let message = status(revision, state.as_deref());
+                    return Some((Ok(message), (hub, name, shutdown, Some(state))));
                 }
-            });
+                tokio::select! {
+                    () = hub.applied(Revision::new(revision.get() + 1)) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

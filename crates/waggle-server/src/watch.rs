@@ -135,6 +135,25 @@ struct HubState {
     kv: imbl::OrdMap<String, Arc<waggle_core::KvEntry>>,
     /// The locks as of `revision`.
     locks: imbl::OrdMap<String, Arc<waggle_core::LockState>>,
+    /// Recent KV changes by revision, for watchers resuming from a revision (oldest first).
+    kv_log: std::collections::VecDeque<(Revision, Arc<Vec<KvEvent>>)>,
+    /// Changes at or below this revision are not in `kv_log` (trimmed, or before a reset).
+    kv_floor: Revision,
+}
+
+/// One KV change: the key and its new entry (`None`: deleted).
+pub(crate) type KvEvent = (String, Option<Arc<waggle_core::KvEntry>>);
+
+/// KV change batches kept for resuming watchers.
+const KV_LOG: usize = 4096;
+
+/// What a KV watcher reads next (see [`WatchHub::kv_since`]).
+pub(crate) enum KvRead {
+    /// The batches with revisions from the one asked (maybe none), and the registry's
+    /// revision when read.
+    Changes(Vec<(Revision, Arc<Vec<KvEvent>>)>, Revision),
+    /// The revision asked is older than the history kept.
+    Compacted,
 }
 
 /// Watch hub settings.
@@ -165,6 +184,8 @@ impl WatchHub {
                 all: Topic::new(limits.buffer, Revision::INITIAL),
                 kv: imbl::OrdMap::new(),
                 locks: imbl::OrdMap::new(),
+                kv_log: Default::default(),
+                kv_floor: Revision::INITIAL,
             }),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
@@ -205,6 +226,16 @@ impl WatchHub {
     pub(crate) fn kv(&self) -> (Revision, imbl::OrdMap<String, Arc<waggle_core::KvEntry>>) {
         let state = self.state();
         (state.revision, state.kv.clone())
+    }
+
+    /// KV changes with revisions from `from` on, as far as they are known.
+    pub(crate) fn kv_since(&self, from: Revision) -> KvRead {
+        let state = self.state();
+        if from.get() <= state.kv_floor.get() {
+            return KvRead::Compacted;
+        }
+        let changes: Vec<_> = state.kv_log.iter().filter(|(r, _)| r.get() >= from.get()).cloned().collect();
+        KvRead::Changes(changes, state.revision)
     }
 
     /// One lock's state (`None`: free, nobody waiting) and the revision it is at.
@@ -295,8 +326,21 @@ impl WatchHub {
         let history = self.limits.history;
         let mut state = self.state();
         state.revision = revision;
-        if effects.iter().any(|e| matches!(e, Effect::KvChanged { .. })) {
+        let kv_events: Vec<KvEvent> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::KvChanged { key, entry, .. } => Some((key.clone(), entry.clone())),
+                _ => None,
+            })
+            .collect();
+        if !kv_events.is_empty() {
             state.kv = registry.kv().clone();
+            state.kv_log.push_back((revision, Arc::new(kv_events)));
+            if state.kv_log.len() > KV_LOG
+                && let Some((trimmed, _)) = state.kv_log.pop_front()
+            {
+                state.kv_floor = trimmed;
+            }
         }
         if effects.iter().any(|e| matches!(e, Effect::LockChanged { .. })) {
             state.locks = registry.locks().clone();
@@ -341,6 +385,9 @@ impl WatchHub {
         state.revision = revision;
         state.kv = registry.kv().clone();
         state.locks = registry.locks().clone();
+        // Changes before a reset are unknown here: watchers from older revisions start over.
+        state.kv_log.clear();
+        state.kv_floor = revision;
         self.applied.send_replace(revision);
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {
