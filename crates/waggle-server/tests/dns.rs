@@ -55,7 +55,8 @@ async fn tcp(dns: SocketAddr, name: &str, qtype: RecordType) -> Message {
     Message::from_vec(&buf).unwrap()
 }
 
-fn ips(message: &Message) -> BTreeSet<IpAddr> {
+/// The answers' addresses, in order.
+fn ip_list(message: &Message) -> Vec<IpAddr> {
     message
         .answers
         .iter()
@@ -67,15 +68,8 @@ fn ips(message: &Message) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-fn ip_list(message: &Message) -> Vec<IpAddr> {
-    message
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
+fn ips(message: &Message) -> BTreeSet<IpAddr> {
+    ip_list(message).into_iter().collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<IpAddr> {
