@@ -100,6 +100,8 @@ struct LockRecord {
     /// Waiters in order (token 0).
     #[prost(message, repeated, tag = "4")]
     waiters: Vec<LockHolderRecord>,
+    #[prost(uint64, tag = "5")]
+    last_token: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -741,6 +743,7 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                     .iter()
                     .map(|w| LockHolderRecord { session: w.session.get(), token: 0, value: w.value.to_vec() })
                     .collect(),
+                last_token: l.last_token,
             })
             .collect(),
         kv: registry
@@ -882,7 +885,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
             .iter()
             .map(|w| Ok(crate::LockWaiter { session: known(w.session)?, value: std::sync::Arc::from(&w.value[..]) }))
             .collect::<Result<_, CodecError>>()?;
-        locks.push((r.name.clone(), crate::LockState { limit: r.limit, holders, waiters }));
+        locks.push((r.name.clone(), crate::LockState { limit: r.limit, holders, waiters, last_token: r.last_token }));
     }
     Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks))
 }

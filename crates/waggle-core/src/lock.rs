@@ -1,7 +1,8 @@
 //! Distributed locks and semaphores, owned by sessions, with fencing tokens.
 //!
 //! A lock admits `limit` holders at once (1: a mutex; more: a semaphore). Each grant carries
-//! a fencing token: the revision that granted it, so tokens only grow. Waiters are served in
+//! a fencing token: the revision that granted it (one more than the previous token when
+//! several grants share a revision), so a lock's tokens are unique and only grow. Waiters are served in
 //! FIFO order. A holder's session ending releases its grant at once (and drops its waits).
 //! A KV write can carry a [`Guard`] (lock, token) and is refused unless that token is held
 //! now: a paused ex-holder cannot write after its lock moved on.
@@ -46,6 +47,8 @@ pub struct LockState {
     pub holders: Vec<LockHolder>,
     /// The waiters, first come first served.
     pub waiters: VecDeque<LockWaiter>,
+    /// The last fencing token granted (0: none yet).
+    pub last_token: u64,
 }
 
 impl LockState {
@@ -57,6 +60,14 @@ impl LockState {
     /// Whether `token` is a current grant.
     pub fn token_held(&self, token: u64) -> bool {
         self.holders.iter().any(|h| h.token == token)
+    }
+
+    /// The fencing token of a grant made at `revision`: the revision, unless several grants
+    /// share it (a semaphore whose holders left in one command), then one more than the last.
+    /// Tokens of a lock are unique and only grow.
+    pub fn next_token(&mut self, revision: u64) -> u64 {
+        self.last_token = revision.max(self.last_token + 1);
+        self.last_token
     }
 }
 

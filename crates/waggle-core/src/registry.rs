@@ -214,13 +214,14 @@ impl Registry {
                 }
                 LockState::clone(state)
             }
-            None => LockState { limit, holders: Vec::new(), waiters: Default::default() },
+            None => LockState { limit, holders: Vec::new(), waiters: Default::default(), last_token: 0 },
         };
         let next = self.revision.next();
         let value: Arc<[u8]> = Arc::from(value);
         let outcome = if state.holders.len() < limit as usize && state.waiters.is_empty() {
-            state.holders.push(LockHolder { session, token: next.get(), value });
-            LockOutcome::Held { token: next.get() }
+            let token = state.next_token(next.get());
+            state.holders.push(LockHolder { session, token, value });
+            LockOutcome::Held { token }
         } else if wait {
             if state.waiters.len() >= crate::MAX_LOCK_WAITERS {
                 let rule = format!("at most {} sessions wait for one lock", crate::MAX_LOCK_WAITERS);
@@ -299,7 +300,8 @@ impl Registry {
         state.waiters.retain(|w| w.session != session);
         while state.holders.len() < state.limit as usize {
             let Some(next) = state.waiters.pop_front() else { break };
-            state.holders.push(crate::LockHolder { session: next.session, token: revision.get(), value: next.value });
+            let token = state.next_token(revision.get());
+            state.holders.push(crate::LockHolder { session: next.session, token, value: next.value });
         }
         if state.holders.is_empty() && state.waiters.is_empty() {
             self.locks.remove(lock);

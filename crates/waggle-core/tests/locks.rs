@@ -99,6 +99,17 @@ fn semaphores_admit_their_limit_and_refusals_change_nothing() {
     // Releasing what one does not hold changes nothing.
     release(&mut r, "pool", s[3]);
     assert_eq!(r, before);
+    // Two holders leaving in one command: both waiters are granted, with distinct tokens.
+    let mut r2 = Registry::new();
+    let t: Vec<SessionId> = (1..=4).map(|n| session(&mut r2, n)).collect();
+    for s in &t {
+        acquire(&mut r2, "pool", *s, 2, true).unwrap();
+    }
+    r2.apply(&Command::ExpireSessions { sessions: vec![t[0], t[1]] }).response.unwrap();
+    let tokens: Vec<u64> = r2.locks()["pool"].holders.iter().map(|h| h.token).collect();
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens[0] < tokens[1], "unique and growing: {tokens:?}");
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r2)).unwrap(), r2);
     // Revoking a holder admits nobody new here (no waiters), and the slot is free again.
     r.apply(&Command::RevokeSession { session: s[0] }).response.unwrap();
     assert!(matches!(acquire(&mut r, "pool", s[3], 2, false).unwrap(), LockOutcome::Held { .. }));
