@@ -116,6 +116,21 @@ pub(crate) enum KvCommand {
         #[arg(long, value_name = "N")]
         cas: Option<u64>,
     },
+    /// Print changes of a key (or of every key under a prefix) as they happen, one line each
+    /// (`put KEY=VALUE revision=R` or `delete KEY revision=R`), until interrupted.
+    Watch {
+        /// The key (or prefix).
+        key: String,
+        /// Watch every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this revision (default: changes from now on).
+        #[arg(long, value_name = "REVISION", default_value_t = 0)]
+        from: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the keys under a prefix (all keys without one), with their values.
     List {
         /// The prefix.

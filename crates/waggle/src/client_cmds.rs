@@ -252,6 +252,41 @@ pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(
             }
             println!("deleted {deleted}");
         }
+        KvCommand::Watch { key, prefix, from, json } => {
+            let mut signals = crate::server_cmd::Signals::install()?;
+            let mut changes = Box::pin(kv.watch(&key, prefix, from).await?);
+            loop {
+                let change = tokio::select! {
+                    change = changes.next() => change,
+                    _ = signals.recv() => break,
+                };
+                let Some(change) = change else {
+                    return Err(Failure::Runtime(anyhow::anyhow!("the watch ended (server stopped)")));
+                };
+                let change = change?;
+                if json {
+                    let line = serde_json::json!({
+                        "key": change.key,
+                        "revision": change.revision,
+                        "value": change.entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+                    });
+                    println!("{line}");
+                } else {
+                    match &change.entry {
+                        Some(e) => {
+                            println!(
+                                "put {}={} revision={}",
+                                change.key,
+                                String::from_utf8_lossy(&e.value),
+                                change.revision
+                            )
+                        }
+                        None => println!("delete {} revision={}", change.key, change.revision),
+                    }
+                }
+                let _ = std::io::stdout().flush();
+            }
+        }
         KvCommand::List { prefix, keys, json } => {
             let entries = kv.list(&prefix, keys).await?;
             if json {

@@ -321,8 +321,18 @@ fn kv_commands_and_their_exit_codes() {
         assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(text), "{args:?}: {}", out.stderr);
     }
+    // A watch prints every change under its prefix as it happens.
+    let mut watch = Proc::spawn("kv watch", &["--server", &url, "kv", "watch", "app/", "--prefix"]);
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&["kv", "put", "app/x", "1"]);
+    ok(&["kv", "put", "other", "2"]);
+    ok(&["kv", "delete", "app/x"]);
+    assert!(watch.expect_line("put", PATIENCE, |l| l.starts_with("put ")).starts_with("put app/x=1 revision="));
+    assert!(watch.expect_line("delete", PATIENCE, |l| l.starts_with("delete ")).starts_with("delete app/x revision="));
+    watch.sigterm();
+    assert_eq!(watch.wait_exit(PATIENCE).code(), Some(0));
     assert_eq!(ok(&["kv", "delete", "app/", "--prefix"]), "deleted 3");
-    assert_eq!(ok(&["kv", "list"]), "");
+    assert_eq!(ok(&["kv", "list"]), "other:2");
 }
 
 #[test]
