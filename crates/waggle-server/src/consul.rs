@@ -171,6 +171,21 @@ pub(crate) fn unavailable(e: crate::error::ProposeError) -> ConsulError {
     ConsulError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// A failed write of a client's request: a refusal is the client's fault (404 for unknown
+/// objects, else 400); anything else is the server's (500).
+pub(crate) fn write_failed(e: crate::error::ProposeError) -> ConsulError {
+    match e {
+        crate::error::ProposeError::Refused(r) => {
+            let code = match r.kind {
+                crate::consensus::RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ConsulError(code, r.message)
+        }
+        e => unavailable(e),
+    }
+}
+
 /// `PUT /v1/agent/service/register`: the instance belongs to the agent session (it stays until
 /// deregistered); `ID` defaults to `Name`, `Address` to this node's.
 async fn agent_register(

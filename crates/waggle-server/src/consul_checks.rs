@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use waggle_core::{CheckKind, CheckSpec, Command, HealthStatus, Instance};
 
 use crate::{
-    consul::{ConsulError, agent_instances, bad_request, canonical, go_duration, node_name, status_text, unavailable},
+    consul::{
+        ConsulError, agent_instances, bad_request, canonical, go_duration, node_name, status_text, unavailable,
+        write_failed,
+    },
     health::{Report, ReportError, ReportFailure},
     http::AppState,
 };
@@ -479,17 +482,8 @@ pub(crate) async fn check_register(
 
 /// Proposes a check change; refusals are the client's fault (400, 404 for unknown objects).
 pub(crate) async fn propose(state: &AppState, command: Command) -> Result<Response, ConsulError> {
-    match state.consensus.propose(command).await {
-        Ok(_) => Ok(StatusCode::OK.into_response()),
-        Err(crate::error::ProposeError::Refused(r)) => {
-            let code = match r.kind {
-                crate::consensus::RefusalKind::NotFound => StatusCode::NOT_FOUND,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            Err(ConsulError(code, r.message))
-        }
-        Err(e) => Err(unavailable(e)),
-    }
+    state.consensus.propose(command).await.map_err(write_failed)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `PUT /v1/agent/check/deregister/:id`.

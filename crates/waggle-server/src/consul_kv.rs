@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use waggle_core::{Command, Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn};
 
 use crate::{
-    consul::{ConsulError, answer, bad_request, blocking, params, unavailable},
+    consul::{ConsulError, Params, answer, bad_request, blocking, params, write_failed},
     http::AppState,
 };
 
@@ -78,15 +78,19 @@ fn missing(state: &AppState, index: waggle_core::Revision) -> Response {
     response
 }
 
+/// A KV request's key (empty under `/v1/kv/`), its KV flags and its common parameters.
+fn request(key: Option<Path<String>>, raw: Option<String>) -> Result<(String, KvFlags, Params), ConsulError> {
+    let flags = kv_flags(raw.as_deref())?;
+    Ok((key.map(|Path(k)| k).unwrap_or_default(), flags, params(raw)?))
+}
+
 /// `GET /v1/kv/:key`.
 pub(crate) async fn kv_get(
     State(state): State<AppState>,
     key: Option<Path<String>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let key = key.map(|Path(k)| k).unwrap_or_default();
-    let flags = kv_flags(raw.as_deref())?;
-    let p = params(raw)?;
+    let (key, flags, p) = request(key, raw)?;
     let prefix = flags.recurse || flags.keys;
     check(&key, prefix)?;
     let index = blocking(&state, &p).await?;
@@ -129,13 +133,10 @@ pub(crate) async fn kv_get(
 /// Runs a one-command transaction; refusals are the client's fault.
 async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
     txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
-    match state.consensus.propose(Command::KvTxn { txn }).await {
-        Ok(applied) => match applied.txn {
-            Some(result) => Ok((applied.revision, result)),
-            None => Err(ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no transaction result".into())),
-        },
-        Err(crate::error::ProposeError::Refused(r)) => Err(bad_request(r.message)),
-        Err(e) => Err(unavailable(e)),
+    let applied = state.consensus.propose(Command::KvTxn { txn }).await.map_err(write_failed)?;
+    match applied.txn {
+        Some(result) => Ok((applied.revision, result)),
+        None => Err(ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no transaction result".into())),
     }
 }
 
@@ -152,8 +153,7 @@ pub(crate) async fn kv_put(
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
-    let flags = kv_flags(raw.as_deref())?;
-    params(raw)?;
+    let (key, flags, _) = request(Some(Path(key)), raw)?;
     check(&key, false)?;
     let op = KvOp::Put { key: key.clone(), value: body.to_vec(), flags: flags.flags.unwrap_or(0), session: None };
     let (revision, result) =
@@ -168,9 +168,7 @@ pub(crate) async fn kv_delete(
     key: Option<Path<String>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let key = key.map(|Path(k)| k).unwrap_or_default();
-    let flags = kv_flags(raw.as_deref())?;
-    params(raw)?;
+    let (key, flags, _) = request(key, raw)?;
     if flags.recurse && flags.cas.is_some() {
         return Err(bad_request("?cas cannot be used with ?recurse"));
     }
