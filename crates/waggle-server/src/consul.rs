@@ -54,9 +54,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/agent/check/register", put(checks::check_register))
         .route("/v1/agent/check/deregister/{id}", put(checks::check_deregister))
-        .route("/v1/agent/check/pass/{id}", put(checks::check_pass))
-        .route("/v1/agent/check/warn/{id}", put(checks::check_warn))
-        .route("/v1/agent/check/fail/{id}", put(checks::check_fail))
+        .route("/v1/agent/check/pass/{id}", checks::ttl_route(HealthStatus::Passing))
+        .route("/v1/agent/check/warn/{id}", checks::ttl_route(HealthStatus::Warning))
+        .route("/v1/agent/check/fail/{id}", checks::ttl_route(HealthStatus::Critical))
         .route("/v1/agent/check/update/{id}", put(checks::check_update))
         .route("/v1/agent/service/maintenance/{id}", put(checks::service_maintenance))
         .route(

@@ -495,29 +495,9 @@ pub(crate) async fn check_deregister(
     propose(&state, Command::RemoveCheck { service: info.service, id: info.instance, check: id }).await
 }
 
-/// `PUT /v1/agent/check/pass|warn|fail/:id?note=`.
-pub(crate) async fn check_pass(
-    state: State<AppState>,
-    id: Path<String>,
-    raw: RawQuery,
-) -> Result<Response, ConsulError> {
-    ttl_report(state, id, raw, HealthStatus::Passing).await
-}
-
-pub(crate) async fn check_warn(
-    state: State<AppState>,
-    id: Path<String>,
-    raw: RawQuery,
-) -> Result<Response, ConsulError> {
-    ttl_report(state, id, raw, HealthStatus::Warning).await
-}
-
-pub(crate) async fn check_fail(
-    state: State<AppState>,
-    id: Path<String>,
-    raw: RawQuery,
-) -> Result<Response, ConsulError> {
-    ttl_report(state, id, raw, HealthStatus::Critical).await
+/// `PUT /v1/agent/check/pass|warn|fail/:id?note=`: a TTL report with that status.
+pub(crate) fn ttl_route(status: HealthStatus) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::put(move |state, id, raw| ttl_report(state, id, raw, status))
 }
 
 async fn ttl_report(
