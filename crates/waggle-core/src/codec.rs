@@ -14,8 +14,9 @@ use crate::{
 
 /// The format version this build writes. Readers accept this version and older ones.
 /// Version 2 added health checks (commands 8–11 and instances' checks): a version-1 reader
-/// refuses them rather than silently dropping checks and diverging from its peers.
-pub const FORMAT_VERSION: u32 = 2;
+/// refuses them rather than silently dropping checks and diverging from its peers. Version 3
+/// added session options (key behavior, lock-delay), lock indexes and lock-delays.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Bytes that are not a valid command or snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +36,7 @@ impl CodecError {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16")]
     kind: Option<CommandKind>,
 }
 
@@ -70,6 +71,82 @@ enum CommandKind {
     /// `limit` is unused; the token rides in `token`.
     #[prost(message, tag = "15")]
     LockProclaim(LockCommandRecord),
+    #[prost(message, tag = "16")]
+    LiftLockDelays(DelayList),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DelayList {
+    #[prost(message, repeated, tag = "1")]
+    delays: Vec<DelayRecord>,
+}
+
+/// A lock-delay: a key (`lock` empty) or a lock's slot (`lock`, `token`), for `ms`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DelayRecord {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    lock: String,
+    #[prost(uint64, tag = "3")]
+    token: u64,
+    #[prost(uint64, tag = "4")]
+    ms: u64,
+}
+
+fn delay_record(target: &crate::DelayTarget, ms: u64) -> DelayRecord {
+    match target {
+        crate::DelayTarget::Key(key) => DelayRecord { key: key.clone(), ms, ..Default::default() },
+        crate::DelayTarget::Lock { lock, token } => {
+            DelayRecord { lock: lock.clone(), token: *token, ms, ..Default::default() }
+        }
+    }
+}
+
+fn record_delay(r: &DelayRecord) -> crate::DelayTarget {
+    if r.lock.is_empty() {
+        crate::DelayTarget::Key(r.key.clone())
+    } else {
+        crate::DelayTarget::Lock { lock: r.lock.clone(), token: r.token }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionOptionsRecord {
+    #[prost(string, tag = "1")]
+    name: String,
+    /// 0 delete, 1 release.
+    #[prost(uint32, tag = "2")]
+    behavior: u32,
+    #[prost(uint64, tag = "3")]
+    lock_delay_ms: u64,
+    #[prost(bool, tag = "4")]
+    no_expiry: bool,
+}
+
+fn options_record(o: &crate::SessionOptions) -> Option<SessionOptionsRecord> {
+    (*o != crate::SessionOptions::default()).then(|| SessionOptionsRecord {
+        name: o.name.clone(),
+        behavior: match o.behavior {
+            crate::KeyBehavior::Delete => 0,
+            crate::KeyBehavior::Release => 1,
+        },
+        lock_delay_ms: o.lock_delay_ms,
+        no_expiry: o.no_expiry,
+    })
+}
+
+fn record_options(r: Option<SessionOptionsRecord>) -> Result<crate::SessionOptions, ValidationError> {
+    let Some(r) = r else { return Ok(Default::default()) };
+    let behavior = match r.behavior {
+        0 => crate::KeyBehavior::Delete,
+        1 => crate::KeyBehavior::Release,
+        n => return Err(ValidationError::new("behavior", format!("unknown key behavior {n}"))),
+    };
+    let options =
+        crate::SessionOptions { name: r.name, behavior, lock_delay_ms: r.lock_delay_ms, no_expiry: r.no_expiry };
+    options.validate()?;
+    Ok(options)
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -102,6 +179,9 @@ struct LockRecord {
     waiters: Vec<LockHolderRecord>,
     #[prost(uint64, tag = "5")]
     last_token: u64,
+    /// Slots kept by lock-delays (`token`, `ms`).
+    #[prost(message, repeated, tag = "6")]
+    delayed: Vec<DelayRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -152,7 +232,7 @@ struct CompareRecord {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct KvOpRecord {
-    /// 1 put, 2 delete, 3 get.
+    /// 1 put, 2 delete, 3 get, 4 set, 5 acquire, 6 release, 7 assert.
     #[prost(uint32, tag = "1")]
     kind: u32,
     #[prost(string, tag = "2")]
@@ -166,6 +246,9 @@ struct KvOpRecord {
     session: u64,
     #[prost(bool, tag = "6")]
     prefix: bool,
+    /// An assert's compare.
+    #[prost(message, optional, tag = "7")]
+    compare: Option<CompareRecord>,
 }
 
 /// A stored key in a snapshot.
@@ -185,6 +268,8 @@ struct KvRecord {
     version: u64,
     #[prost(uint64, tag = "7")]
     session: u64,
+    #[prost(uint64, tag = "8")]
+    lock_index: u64,
 }
 
 fn txn_record(txn: &Txn) -> TxnRecord {
@@ -195,36 +280,65 @@ fn txn_record(txn: &Txn) -> TxnRecord {
             value: value.clone(),
             flags: *flags,
             session: session.map_or(0, SessionId::get),
-            prefix: false,
+            ..Default::default()
         },
         KvOp::Delete { key, prefix } => KvOpRecord { kind: 2, key: key.clone(), prefix: *prefix, ..Default::default() },
         KvOp::Get { key, prefix } => KvOpRecord { kind: 3, key: key.clone(), prefix: *prefix, ..Default::default() },
+        KvOp::Set { key, value, flags } => {
+            KvOpRecord { kind: 4, key: key.clone(), value: value.clone(), flags: *flags, ..Default::default() }
+        }
+        KvOp::Acquire { key, value, flags, session } | KvOp::Release { key, value, flags, session } => KvOpRecord {
+            kind: if matches!(op, KvOp::Acquire { .. }) { 5 } else { 6 },
+            key: key.clone(),
+            value: value.clone(),
+            flags: *flags,
+            session: session.get(),
+            ..Default::default()
+        },
+        KvOp::Assert(c) => KvOpRecord { kind: 7, compare: Some(compare_record(c)), ..Default::default() },
     };
     TxnRecord {
-        compares: txn
-            .compares
-            .iter()
-            .map(|c| {
-                let (target, number, value) = match &c.target {
-                    CompareTarget::ModifyRevision(n) => (1, *n, Vec::new()),
-                    CompareTarget::CreateRevision(n) => (2, *n, Vec::new()),
-                    CompareTarget::Version(n) => (3, *n, Vec::new()),
-                    CompareTarget::Value(v) => (4, 0, v.clone()),
-                    CompareTarget::Session(n) => (5, *n, Vec::new()),
-                };
-                let op = match c.op {
-                    CompareOp::Equal => 0,
-                    CompareOp::NotEqual => 1,
-                    CompareOp::Less => 2,
-                    CompareOp::Greater => 3,
-                };
-                CompareRecord { key: c.key.clone(), target, number, value, op }
-            })
-            .collect(),
+        compares: txn.compares.iter().map(compare_record).collect(),
         success: txn.success.iter().map(op).collect(),
         failure: txn.failure.iter().map(op).collect(),
         guard: txn.guard.as_ref().map(|g| GuardRecord { lock: g.lock.clone(), token: g.token }),
     }
+}
+
+fn compare_record(c: &Compare) -> CompareRecord {
+    let (target, number, value) = match &c.target {
+        CompareTarget::ModifyRevision(n) => (1, *n, Vec::new()),
+        CompareTarget::CreateRevision(n) => (2, *n, Vec::new()),
+        CompareTarget::Version(n) => (3, *n, Vec::new()),
+        CompareTarget::Value(v) => (4, 0, v.clone()),
+        CompareTarget::Session(n) => (5, *n, Vec::new()),
+    };
+    let op = match c.op {
+        CompareOp::Equal => 0,
+        CompareOp::NotEqual => 1,
+        CompareOp::Less => 2,
+        CompareOp::Greater => 3,
+    };
+    CompareRecord { key: c.key.clone(), target, number, value, op }
+}
+
+fn record_compare(c: CompareRecord) -> Result<Compare, ValidationError> {
+    let target = match c.target {
+        1 => CompareTarget::ModifyRevision(c.number),
+        2 => CompareTarget::CreateRevision(c.number),
+        3 => CompareTarget::Version(c.number),
+        4 => CompareTarget::Value(c.value),
+        5 => CompareTarget::Session(c.number),
+        n => return Err(ValidationError::new("txn", format!("unknown compare target {n}"))),
+    };
+    let op = match c.op {
+        0 => CompareOp::Equal,
+        1 => CompareOp::NotEqual,
+        2 => CompareOp::Less,
+        3 => CompareOp::Greater,
+        n => return Err(ValidationError::new("txn", format!("unknown compare op {n}"))),
+    };
+    Ok(Compare { key: c.key, target, op })
 }
 
 fn record_txn(r: TxnRecord) -> Result<Txn, ValidationError> {
@@ -238,31 +352,14 @@ fn record_txn(r: TxnRecord) -> Result<Txn, ValidationError> {
             },
             2 => KvOp::Delete { key: r.key, prefix: r.prefix },
             3 => KvOp::Get { key: r.key, prefix: r.prefix },
+            4 => KvOp::Set { key: r.key, value: r.value, flags: r.flags },
+            5 => KvOp::Acquire { key: r.key, value: r.value, flags: r.flags, session: SessionId::new(r.session) },
+            6 => KvOp::Release { key: r.key, value: r.value, flags: r.flags, session: SessionId::new(r.session) },
+            7 => KvOp::Assert(record_compare(r.compare.unwrap_or_default())?),
             n => return Err(ValidationError::new("txn", format!("unknown operation kind {n}"))),
         })
     };
-    let compares = r
-        .compares
-        .into_iter()
-        .map(|c| {
-            let target = match c.target {
-                1 => CompareTarget::ModifyRevision(c.number),
-                2 => CompareTarget::CreateRevision(c.number),
-                3 => CompareTarget::Version(c.number),
-                4 => CompareTarget::Value(c.value),
-                5 => CompareTarget::Session(c.number),
-                n => return Err(ValidationError::new("txn", format!("unknown compare target {n}"))),
-            };
-            let op = match c.op {
-                0 => CompareOp::Equal,
-                1 => CompareOp::NotEqual,
-                2 => CompareOp::Less,
-                3 => CompareOp::Greater,
-                n => return Err(ValidationError::new("txn", format!("unknown compare op {n}"))),
-            };
-            Ok(Compare { key: c.key, target, op })
-        })
-        .collect::<Result<_, _>>()?;
+    let compares = r.compares.into_iter().map(record_compare).collect::<Result<_, _>>()?;
     Ok(Txn {
         guard: r.guard.map(|g| crate::Guard { lock: g.lock, token: g.token }),
         compares,
@@ -381,6 +478,8 @@ struct CreateSessionRecord {
     id: u64,
     #[prost(uint64, tag = "2")]
     ttl_ms: u64,
+    #[prost(message, optional, tag = "3")]
+    options: Option<SessionOptionsRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -451,6 +550,9 @@ struct SnapshotRecord {
     kv: Vec<KvRecord>,
     #[prost(message, repeated, tag = "7")]
     locks: Vec<LockRecord>,
+    /// Keys under a lock-delay (`key`, `ms`).
+    #[prost(message, repeated, tag = "8")]
+    key_delays: Vec<DelayRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -461,6 +563,8 @@ struct SessionRecord {
     ttl_ms: u64,
     #[prost(uint64, tag = "3")]
     create_revision: u64,
+    #[prost(message, optional, tag = "4")]
+    options: Option<SessionOptionsRecord>,
 }
 
 /// Encodes a batch of commands (one log entry).
@@ -484,8 +588,13 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
 
 fn command_record(command: &Command) -> CommandRecord {
     let kind = match command {
-        Command::CreateSession { session, ttl } => {
-            CommandKind::CreateSession(CreateSessionRecord { id: session.get(), ttl_ms: ttl.as_millis() })
+        Command::CreateSession { session, ttl, options } => CommandKind::CreateSession(CreateSessionRecord {
+            id: session.get(),
+            ttl_ms: ttl.as_millis(),
+            options: options_record(options),
+        }),
+        Command::LiftLockDelays { delays } => {
+            CommandKind::LiftLockDelays(DelayList { delays: delays.iter().map(|d| delay_record(d, 0)).collect() })
         }
         Command::RevokeSession { session } => CommandKind::RevokeSession(session.get()),
         Command::ExpireSessions { sessions } => {
@@ -559,8 +668,13 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
     check_version("command", record.version)?;
     let invalid = |e: ValidationError| CodecError::new("command", e);
     Ok(match record.kind.ok_or_else(|| CodecError::new("command", "unknown command kind"))? {
-        CommandKind::CreateSession(r) => {
-            Command::CreateSession { session: SessionId::new(r.id), ttl: Ttl::from_millis(r.ttl_ms).map_err(invalid)? }
+        CommandKind::CreateSession(r) => Command::CreateSession {
+            session: SessionId::new(r.id),
+            ttl: Ttl::from_millis(r.ttl_ms).map_err(invalid)?,
+            options: record_options(r.options).map_err(invalid)?,
+        },
+        CommandKind::LiftLockDelays(r) => {
+            Command::LiftLockDelays { delays: r.delays.iter().map(record_delay).collect() }
         }
         CommandKind::RevokeSession(id) => Command::RevokeSession { session: SessionId::new(id) },
         CommandKind::ExpireSessions(list) => {
@@ -744,7 +858,20 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                     .map(|w| LockHolderRecord { session: w.session.get(), token: 0, value: w.value.to_vec() })
                     .collect(),
                 last_token: l.last_token,
+                delayed: l
+                    .delayed
+                    .iter()
+                    .map(|(token, ms)| {
+                        delay_record(&crate::DelayTarget::Lock { lock: name.clone(), token: *token }, *ms)
+                    })
+                    .collect(),
             })
+            .collect(),
+        key_delays: registry
+            .lock_delays()
+            .iter()
+            .filter(|(t, _)| matches!(t, crate::DelayTarget::Key(_)))
+            .map(|(t, ms)| delay_record(t, *ms))
             .collect(),
         kv: registry
             .kv()
@@ -757,6 +884,7 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                 modify_revision: e.modify_revision.get(),
                 version: e.version,
                 session: e.session.map_or(0, SessionId::get),
+                lock_index: e.lock_index,
             })
             .collect(),
         sessions: registry
@@ -766,6 +894,7 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                 id: s.id.get(),
                 ttl_ms: s.ttl.as_millis(),
                 create_revision: s.create_revision.get(),
+                options: options_record(&s.options),
             })
             .collect(),
         instances: registry
@@ -802,7 +931,12 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         .sessions
         .into_iter()
         .map(|s| {
-            Ok((SessionId::new(s.id), Ttl::from_millis(s.ttl_ms).map_err(invalid)?, Revision::new(s.create_revision)))
+            Ok((
+                SessionId::new(s.id),
+                Ttl::from_millis(s.ttl_ms).map_err(invalid)?,
+                Revision::new(s.create_revision),
+                record_options(s.options).map_err(invalid)?,
+            ))
         })
         .collect::<Result<Vec<_>, CodecError>>()?;
     let instances = record
@@ -857,6 +991,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
             modify_revision: Revision::new(r.modify_revision),
             version: r.version,
             session,
+            lock_index: r.lock_index,
         };
         kv.push((r.key, entry));
     }
@@ -885,9 +1020,12 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
             .iter()
             .map(|w| Ok(crate::LockWaiter { session: known(w.session)?, value: std::sync::Arc::from(&w.value[..]) }))
             .collect::<Result<_, CodecError>>()?;
-        locks.push((r.name.clone(), crate::LockState { limit: r.limit, holders, waiters, last_token: r.last_token }));
+        let delayed = r.delayed.iter().map(|d| (d.token, d.ms)).collect();
+        let state = crate::LockState { limit: r.limit, holders, waiters, last_token: r.last_token, delayed };
+        locks.push((r.name.clone(), state));
     }
-    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks))
+    let key_delays = record.key_delays.into_iter().map(|d| (d.key, d.ms)).collect();
+    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks, key_delays))
 }
 
 fn check_version(what: &'static str, version: u32) -> Result<(), CodecError> {

@@ -20,6 +20,8 @@ pub enum Command {
         session: SessionId,
         /// Time to live.
         ttl: Ttl,
+        /// Name, key behavior, lock-delay, expiry.
+        options: crate::SessionOptions,
     },
     /// Ends a session at the client's request; its instances are removed in the same revision.
     RevokeSession {
@@ -120,6 +122,12 @@ pub enum Command {
         /// The new value.
         value: Vec<u8>,
     },
+    /// Ends lock-delays whose time is up (decided by the leader); unknown ones are ignored.
+    /// A lock's delayed slot goes to its next waiter.
+    LiftLockDelays {
+        /// The delays to end.
+        delays: Vec<crate::DelayTarget>,
+    },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member
     /// of the same history and starts over from a snapshot anywhere else (a wiped or restored
@@ -164,12 +172,29 @@ pub enum Effect {
         /// The revision of the removal.
         revision: Revision,
     },
-    /// A session was opened.
+    /// A session was opened at `revision`.
     SessionOpened {
         /// Its id.
         session: SessionId,
         /// Its TTL.
         ttl: Ttl,
+        /// Its options.
+        options: crate::SessionOptions,
+        /// The revision that opened it.
+        revision: Revision,
+    },
+    /// A lock-delay began: `target` cannot be taken for `ms` milliseconds, until the leader
+    /// proposes [`Command::LiftLockDelays`].
+    LockDelayStarted {
+        /// The delayed key or lock slot.
+        target: crate::DelayTarget,
+        /// How long.
+        ms: u64,
+    },
+    /// A lock-delay ended.
+    LockDelayLifted {
+        /// The key or lock slot.
+        target: crate::DelayTarget,
     },
     /// A key was written (`entry`) or deleted (`None`) at `revision`.
     KvChanged {

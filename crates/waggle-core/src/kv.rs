@@ -35,8 +35,11 @@ pub struct KvEntry {
     pub modify_revision: Revision,
     /// Writes since creation (1 after the first).
     pub version: u64,
-    /// The session it is bound to: deleted when that session ends.
+    /// The session it is bound to (Consul: the lock holder): deleted or released when that
+    /// session ends, as the session's [`crate::KeyBehavior`] says.
     pub session: Option<SessionId>,
+    /// How many times a session acquired it as a lock (Consul's `LockIndex`).
+    pub lock_index: u64,
 }
 
 /// Checks a key: 1–512 bytes of printable ASCII (no spaces or control characters), not
@@ -147,6 +150,42 @@ pub enum KvOp {
         /// Treat `key` as a prefix.
         prefix: bool,
     },
+    /// Writes a key's value and flags, keeping its session and lock index (Consul's `set`).
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Client flags.
+        flags: u64,
+    },
+    /// Takes a key as a lock for `session` and writes value and flags (Consul's `acquire`);
+    /// **aborts** the transaction if another session holds the key or a lock-delay is in force.
+    /// A new holder increments the lock index; the holder acquiring again does not.
+    Acquire {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Client flags.
+        flags: u64,
+        /// The acquiring session.
+        session: SessionId,
+    },
+    /// Releases `session`'s hold on a key and writes value and flags (Consul's `release`);
+    /// **aborts** the transaction unless `session` holds the key.
+    Release {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Client flags.
+        flags: u64,
+        /// The releasing session.
+        session: SessionId,
+    },
+    /// **Aborts** the transaction unless the compare holds at this point of it.
+    Assert(Compare),
 }
 
 /// A transaction: if every compare holds, `success` runs, else `failure`, in order and
@@ -193,7 +232,10 @@ impl Txn {
         }
         for op in self.success.iter().chain(&self.failure) {
             match op {
-                KvOp::Put { key, value, .. } => {
+                KvOp::Put { key, value, .. }
+                | KvOp::Set { key, value, .. }
+                | KvOp::Acquire { key, value, .. }
+                | KvOp::Release { key, value, .. } => {
                     check_key(key)?;
                     if value.len() > MAX_VALUE {
                         let rule = format!("at most {MAX_VALUE} bytes (got {})", value.len());
@@ -208,6 +250,13 @@ impl Txn {
                         check_key(key)?
                     }
                     bytes += key.len();
+                }
+                KvOp::Assert(compare) => {
+                    check_key(&compare.key)?;
+                    bytes += compare.key.len();
+                    if let CompareTarget::Value(v) = &compare.target {
+                        bytes += v.len();
+                    }
                 }
             }
         }
@@ -236,15 +285,24 @@ pub enum OpResult {
         /// (key, entry) pairs.
         entries: Vec<(String, Arc<KvEntry>)>,
     },
+    /// A set, acquire, release or assert: the key's entry after it (`None`: missing).
+    Entry {
+        /// The entry.
+        entry: Option<Arc<KvEntry>>,
+    },
 }
 
 /// The outcome of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TxnResult {
-    /// Whether the compares held (so `success` ran).
+    /// Whether the compares held (so `success` ran) and nothing aborted.
     pub succeeded: bool,
-    /// One result per operation run.
+    /// One result per operation run (none when aborted).
     pub results: Vec<OpResult>,
+    /// The index, in the branch that ran, of the operation that aborted the transaction
+    /// (an [`KvOp::Acquire`], [`KvOp::Release`] or [`KvOp::Assert`] that failed); nothing
+    /// was changed.
+    pub aborted: Option<usize>,
 }
 
 #[cfg(test)]
@@ -277,6 +335,7 @@ mod tests {
             modify_revision: Revision::new(5),
             version: 2,
             session: None,
+            lock_index: 0,
         };
         assert!(!create_only.holds(Some(&entry)));
         let newer = Compare { key: "k".into(), target: CompareTarget::ModifyRevision(4), op: CompareOp::Greater };

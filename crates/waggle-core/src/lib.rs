@@ -39,11 +39,12 @@ pub use kv::{
     Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn, TxnResult, check_key, check_prefix, kv_limits,
 };
 pub use lock::{
-    Guard, LockHolder, LockOutcome, LockState, LockWaiter, MAX_LOCK_LIMIT, MAX_LOCK_VALUE, MAX_LOCK_WAITERS, check_lock,
+    DelayTarget, Guard, LockHolder, LockOutcome, LockState, LockWaiter, MAX_LOCK_LIMIT, MAX_LOCK_VALUE,
+    MAX_LOCK_WAITERS, check_lock,
 };
 pub use metadata::Metadata;
 pub use name::{InstanceId, ServiceName, Zone};
 pub use registry::{Registry, ServiceInstances};
 pub use revision::Revision;
-pub use session::{Session, SessionId, Ttl};
+pub use session::{KeyBehavior, MAX_LOCK_DELAY_MS, Session, SessionId, SessionOptions, Ttl};
 pub use validate::limits;

@@ -49,6 +49,9 @@ pub struct LockState {
     pub waiters: VecDeque<LockWaiter>,
     /// The last fencing token granted (0: none yet).
     pub last_token: u64,
+    /// Slots kept from holders whose session ended under a lock-delay: (the ended grant's
+    /// token, the delay in ms). They count against `limit` until lifted.
+    pub delayed: Vec<(u64, u64)>,
 }
 
 impl LockState {
@@ -69,6 +72,20 @@ impl LockState {
         self.last_token = revision.max(self.last_token + 1);
         self.last_token
     }
+}
+
+/// Something a lock-delay keeps from being taken.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DelayTarget {
+    /// A KV key (Consul's `?acquire`).
+    Key(String),
+    /// A lock's slot, named by the token of the grant that ended.
+    Lock {
+        /// The lock.
+        lock: String,
+        /// The ended grant's token.
+        token: u64,
+    },
 }
 
 /// What an acquire did.

@@ -23,8 +23,10 @@ pub struct Registry {
     check_owners: BTreeMap<String, (ServiceName, InstanceId)>,
     /// The key/value store (persistent, so readers keep a version for a pointer's price).
     kv: imbl::OrdMap<String, Arc<KvEntry>>,
-    /// Locks with holders or waiters.
+    /// Locks with holders, waiters or delayed slots.
     locks: imbl::OrdMap<String, Arc<crate::LockState>>,
+    /// Keys under a lock-delay (no acquire until lifted), with the delay in ms.
+    key_delays: BTreeMap<String, u64>,
 }
 
 impl Registry {
@@ -70,7 +72,10 @@ impl Registry {
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let mut effects = Vec::new();
         let response = match command {
-            Command::CreateSession { session, ttl } => self.create_session(*session, *ttl, &mut effects),
+            Command::CreateSession { session, ttl, options } => {
+                self.create_session(*session, *ttl, options, &mut effects)
+            }
+            Command::LiftLockDelays { delays } => Ok(self.lift_lock_delays(delays, &mut effects)),
             Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
             Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
             Command::Register { session, spec } => self.register(*session, spec, None, &mut effects),
@@ -108,7 +113,14 @@ impl Registry {
         Applied { revision: self.revision, session: None, txn: None, lock: None }
     }
 
-    fn create_session(&mut self, id: SessionId, ttl: Ttl, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+    fn create_session(
+        &mut self,
+        id: SessionId,
+        ttl: Ttl,
+        options: &crate::SessionOptions,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        options.validate()?;
         if id.get() == 0 || id == SessionId::AGENT || self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionIdTaken(id));
         }
@@ -122,9 +134,10 @@ impl Registry {
                 instances: Default::default(),
                 keys: Default::default(),
                 locks: Default::default(),
+                options: options.clone(),
             },
         );
-        effects.push(Effect::SessionOpened { session: id, ttl });
+        effects.push(Effect::SessionOpened { session: id, ttl, options: options.clone(), revision: self.revision });
         Ok(Applied { revision: self.revision, session: Some(id), txn: None, lock: None })
     }
 
@@ -160,16 +173,73 @@ impl Registry {
                 effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
             }
         }
+        let delay = session.options.lock_delay_ms;
         for lock in &session.locks {
-            self.leave_lock(lock, id, self.revision, effects);
+            self.leave_lock(lock, id, self.revision, delay, effects);
         }
         for key in &session.keys {
-            if self.kv.get(key).is_some_and(|e| e.session == Some(id)) {
-                self.kv.remove(key);
-                effects.push(Effect::KvChanged { key: key.clone(), entry: None, revision: self.revision });
+            let Some(entry) = self.kv.get(key).filter(|e| e.session == Some(id)) else { continue };
+            let entry = match session.options.behavior {
+                crate::KeyBehavior::Delete => None,
+                crate::KeyBehavior::Release => Some(Arc::new(KvEntry {
+                    session: None,
+                    modify_revision: self.revision,
+                    version: entry.version + 1,
+                    ..KvEntry::clone(entry)
+                })),
+            };
+            match &entry {
+                Some(entry) => self.kv.insert(key.clone(), entry.clone()),
+                None => self.kv.remove(key),
+            };
+            effects.push(Effect::KvChanged { key: key.clone(), entry, revision: self.revision });
+            if delay > 0 {
+                self.key_delays.insert(key.clone(), delay);
+                effects.push(Effect::LockDelayStarted { target: crate::DelayTarget::Key(key.clone()), ms: delay });
             }
         }
         effects.push(Effect::SessionClosed { session: id });
+    }
+
+    /// Lock-delays in force: keys and lock slots, each with its delay in ms.
+    pub fn lock_delays(&self) -> Vec<(crate::DelayTarget, u64)> {
+        let keys = self.key_delays.iter().map(|(k, ms)| (crate::DelayTarget::Key(k.clone()), *ms));
+        let slots = self.locks.iter().flat_map(|(name, state)| {
+            state
+                .delayed
+                .iter()
+                .map(|(token, ms)| (crate::DelayTarget::Lock { lock: name.clone(), token: *token }, *ms))
+        });
+        keys.chain(slots).collect()
+    }
+
+    fn lift_lock_delays(&mut self, delays: &[crate::DelayTarget], effects: &mut Vec<Effect>) -> Applied {
+        let next = self.revision.next();
+        let mut changed = false;
+        for target in delays {
+            let lifted = match target {
+                crate::DelayTarget::Key(key) => self.key_delays.remove(key).is_some(),
+                crate::DelayTarget::Lock { lock, token } => {
+                    match self.locks.get(lock).filter(|s| s.delayed.iter().any(|(t, _)| t == token)) {
+                        Some(current) => {
+                            let mut state = crate::LockState::clone(current);
+                            state.delayed.retain(|(t, _)| t != token);
+                            self.settle_lock(lock, state, next, effects);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if lifted {
+                changed = true;
+                effects.push(Effect::LockDelayLifted { target: target.clone() });
+            }
+        }
+        if changed {
+            self.revision = next;
+        }
+        self.applied()
     }
 
     /// The key/value store.
@@ -214,11 +284,17 @@ impl Registry {
                 }
                 LockState::clone(state)
             }
-            None => LockState { limit, holders: Vec::new(), waiters: Default::default(), last_token: 0 },
+            None => LockState {
+                limit,
+                holders: Vec::new(),
+                waiters: Default::default(),
+                last_token: 0,
+                delayed: Vec::new(),
+            },
         };
         let next = self.revision.next();
         let value: Arc<[u8]> = Arc::from(value);
-        let outcome = if state.holders.len() < limit as usize && state.waiters.is_empty() {
+        let outcome = if state.holders.len() + state.delayed.len() < limit as usize && state.waiters.is_empty() {
             let token = state.next_token(next.get());
             state.holders.push(LockHolder { session, token, value });
             LockOutcome::Held { token }
@@ -259,7 +335,7 @@ impl Registry {
             .is_some_and(|s| s.held_by(session).is_some() || s.waiters.iter().any(|w| w.session == session));
         if involved {
             self.revision = self.revision.next();
-            self.leave_lock(lock, session, self.revision, effects);
+            self.leave_lock(lock, session, self.revision, 0, effects);
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.locks.remove(lock);
             }
@@ -292,18 +368,40 @@ impl Registry {
     }
 
     /// Takes `session` out of `lock` (grant or wait) at `revision`, granting the next waiters
-    /// (their fencing token is `revision`).
-    fn leave_lock(&mut self, lock: &str, session: SessionId, revision: Revision, effects: &mut Vec<Effect>) {
+    /// (their fencing token is `revision`). With a lock-delay (`delay_ms` > 0) a grant's slot
+    /// stays taken until the delay is lifted.
+    fn leave_lock(
+        &mut self,
+        lock: &str,
+        session: SessionId,
+        revision: Revision,
+        delay_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) {
         let Some(current) = self.locks.get(lock) else { return };
         let mut state = crate::LockState::clone(current);
+        if delay_ms > 0
+            && let Some(held) = state.held_by(session)
+        {
+            let token = held.token;
+            state.delayed.push((token, delay_ms));
+            let target = crate::DelayTarget::Lock { lock: lock.to_owned(), token };
+            effects.push(Effect::LockDelayStarted { target, ms: delay_ms });
+        }
         state.holders.retain(|h| h.session != session);
         state.waiters.retain(|w| w.session != session);
-        while state.holders.len() < state.limit as usize {
+        self.settle_lock(lock, state, revision, effects);
+    }
+
+    /// Grants free slots to the next waiters at `revision` and stores the lock (or drops it
+    /// once nobody holds, waits or is delayed).
+    fn settle_lock(&mut self, lock: &str, mut state: crate::LockState, revision: Revision, effects: &mut Vec<Effect>) {
+        while state.holders.len() + state.delayed.len() < state.limit as usize {
             let Some(next) = state.waiters.pop_front() else { break };
             let token = state.next_token(revision.get());
             state.holders.push(crate::LockHolder { session: next.session, token, value: next.value });
         }
-        if state.holders.is_empty() && state.waiters.is_empty() {
+        if state.holders.is_empty() && state.waiters.is_empty() && state.delayed.is_empty() {
             self.locks.remove(lock);
             effects.push(Effect::LockChanged { lock: lock.to_owned(), state: None, revision });
         } else {
@@ -331,15 +429,9 @@ impl Registry {
         }
     }
 
-    fn delete_key(&mut self, key: &str, revision: Revision, effects: &mut Vec<Effect>) -> bool {
-        let Some(old) = self.kv.remove(key) else { return false };
-        self.rebind(key, old.session, None);
-        effects.push(Effect::KvChanged { key: key.to_owned(), entry: None, revision });
-        true
-    }
-
     /// Runs a transaction: the compares against the current entries, then one branch. It
-    /// consumes one revision if it wrote anything.
+    /// consumes one revision if it wrote anything. An operation that aborts (a failed acquire,
+    /// release or assert) undoes the branch: nothing changes and no revision is consumed.
     fn kv_txn(&mut self, txn: &Txn, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
         txn.validate()?;
         if let Some(guard) = &txn.guard
@@ -349,45 +441,101 @@ impl Registry {
         }
         let succeeded = txn.compares.iter().all(|c| c.holds(self.kv.get(&c.key).map(|e| &**e)));
         let ops = if succeeded { &txn.success } else { &txn.failure };
-        // Refuse before changing anything: a put bound to a session that does not exist.
+        // Refuse before changing anything: a put or acquire for a session that does not exist.
         for op in ops {
-            if let KvOp::Put { session: Some(s), .. } = op
+            if let KvOp::Put { session: Some(s), .. } | KvOp::Acquire { session: s, .. } = op
                 && (*s == SessionId::AGENT || !self.sessions.contains_key(s))
             {
                 return Err(ApplyError::SessionNotFound(*s));
             }
         }
         let next = self.revision.next();
+        // The store is persistent: keeping the old version to roll back to costs a pointer.
+        let before = self.kv.clone();
+        let effects_before = effects.len();
+        // Session bindings change only once the branch has run to the end.
+        let mut rebinds: Vec<(String, Option<SessionId>, Option<SessionId>)> = Vec::new();
+        let mut write = |registry: &mut Self, key: &str, entry: Option<Arc<KvEntry>>, effects: &mut Vec<Effect>| {
+            let previous = match &entry {
+                Some(entry) => registry.kv.insert(key.to_owned(), entry.clone()),
+                None => registry.kv.remove(key),
+            };
+            let (from, to) = (previous.as_ref().and_then(|p| p.session), entry.as_ref().and_then(|e| e.session));
+            if from != to {
+                rebinds.push((key.to_owned(), from, to));
+            }
+            effects.push(Effect::KvChanged { key: key.to_owned(), entry, revision: next });
+        };
+        let stored = |previous: Option<&Arc<KvEntry>>, value: &[u8], flags: u64, session: Option<SessionId>| KvEntry {
+            value: Arc::from(value),
+            flags,
+            create_revision: previous.map_or(next, |p| p.create_revision),
+            modify_revision: next,
+            version: previous.map_or(1, |p| p.version + 1),
+            session,
+            lock_index: previous.map_or(0, |p| p.lock_index),
+        };
         let mut wrote = false;
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
+        for (index, op) in ops.iter().enumerate() {
+            let result = match op {
                 KvOp::Put { key, value, flags, session } => {
                     let previous = self.kv.get(key).cloned();
-                    let entry = Arc::new(KvEntry {
-                        value: Arc::from(&value[..]),
-                        flags: *flags,
-                        create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
-                        modify_revision: next,
-                        version: previous.as_ref().map_or(1, |p| p.version + 1),
-                        session: *session,
-                    });
-                    self.rebind(key, previous.as_ref().and_then(|p| p.session), *session);
-                    self.kv.insert(key.clone(), entry.clone());
-                    effects.push(Effect::KvChanged { key: key.clone(), entry: Some(entry), revision: next });
+                    let entry = Arc::new(stored(previous.as_ref(), value, *flags, *session));
+                    write(self, key, Some(entry), effects);
                     wrote = true;
-                    results.push(OpResult::Put { previous });
+                    Some(OpResult::Put { previous })
+                }
+                KvOp::Set { key, value, flags } => {
+                    let previous = self.kv.get(key).cloned();
+                    let session = previous.as_ref().and_then(|p| p.session);
+                    let entry = Arc::new(stored(previous.as_ref(), value, *flags, session));
+                    write(self, key, Some(entry.clone()), effects);
+                    wrote = true;
+                    Some(OpResult::Entry { entry: Some(entry) })
+                }
+                KvOp::Acquire { key, value, flags, session } => {
+                    let previous = self.kv.get(key).cloned();
+                    let holder = previous.as_ref().and_then(|p| p.session);
+                    if self.key_delays.contains_key(key) || holder.is_some_and(|h| h != *session) {
+                        None
+                    } else {
+                        let mut entry = stored(previous.as_ref(), value, *flags, Some(*session));
+                        if holder.is_none() {
+                            entry.lock_index += 1;
+                        }
+                        let entry = Arc::new(entry);
+                        write(self, key, Some(entry.clone()), effects);
+                        wrote = true;
+                        Some(OpResult::Entry { entry: Some(entry) })
+                    }
+                }
+                KvOp::Release { key, value, flags, session } => {
+                    let previous = self.kv.get(key).cloned();
+                    if previous.as_ref().and_then(|p| p.session) != Some(*session) {
+                        None
+                    } else {
+                        let entry = Arc::new(stored(previous.as_ref(), value, *flags, None));
+                        write(self, key, Some(entry.clone()), effects);
+                        wrote = true;
+                        Some(OpResult::Entry { entry: Some(entry) })
+                    }
+                }
+                KvOp::Assert(compare) => {
+                    let entry = self.kv.get(&compare.key).cloned();
+                    compare.holds(entry.as_deref()).then_some(OpResult::Entry { entry })
                 }
                 KvOp::Delete { key, prefix } => {
                     let keys = if *prefix { self.keys_under(key) } else { vec![key.clone()] };
                     let mut deleted = 0;
                     for key in keys {
-                        if self.delete_key(&key, next, effects) {
+                        if self.kv.contains_key(&key) {
+                            write(self, &key, None, effects);
                             deleted += 1;
                         }
                     }
                     wrote |= deleted > 0;
-                    results.push(OpResult::Delete { deleted });
+                    Some(OpResult::Delete { deleted })
                 }
                 KvOp::Get { key, prefix } => {
                     let entries = if *prefix {
@@ -399,14 +547,27 @@ impl Registry {
                     } else {
                         self.kv.get(key).map(|e| vec![(key.clone(), e.clone())]).unwrap_or_default()
                     };
-                    results.push(OpResult::Get { entries });
+                    Some(OpResult::Get { entries })
+                }
+            };
+            match result {
+                Some(result) => results.push(result),
+                None => {
+                    self.kv = before;
+                    effects.truncate(effects_before);
+                    let txn = TxnResult { succeeded: false, results: Vec::new(), aborted: Some(index) };
+                    return Ok(Applied { revision: self.revision, session: None, txn: Some(txn), lock: None });
                 }
             }
+        }
+        for (key, from, to) in rebinds {
+            self.rebind(&key, from, to);
         }
         if wrote {
             self.revision = next;
         }
-        Ok(Applied { revision: self.revision, session: None, txn: Some(TxnResult { succeeded, results }), lock: None })
+        let txn = TxnResult { succeeded, results, aborted: None };
+        Ok(Applied { revision: self.revision, session: None, txn: Some(txn), lock: None })
     }
 
     /// The instance that owns check `id`, if any.
@@ -480,6 +641,7 @@ impl Registry {
                 instances: Default::default(),
                 keys: Default::default(),
                 locks: Default::default(),
+                options: Default::default(),
             };
             self.sessions.insert(session_id, session);
         }
@@ -670,17 +832,18 @@ impl Registry {
     pub(crate) fn from_parts(
         revision: Revision,
         history: u64,
-        sessions: Vec<(SessionId, Ttl, Revision)>,
+        sessions: Vec<(SessionId, Ttl, Revision, crate::SessionOptions)>,
         instances: Vec<Instance>,
         kv: Vec<(String, KvEntry)>,
         locks: Vec<(String, crate::LockState)>,
+        key_delays: Vec<(String, u64)>,
     ) -> Self {
         let mut registry = Registry {
             revision,
             history,
             sessions: sessions
                 .into_iter()
-                .map(|(id, ttl, create_revision)| {
+                .map(|(id, ttl, create_revision, options)| {
                     (
                         id,
                         Session {
@@ -690,6 +853,7 @@ impl Registry {
                             instances: Default::default(),
                             keys: Default::default(),
                             locks: Default::default(),
+                            options,
                         },
                     )
                 })
@@ -698,6 +862,7 @@ impl Registry {
             check_owners: BTreeMap::new(),
             kv: imbl::OrdMap::new(),
             locks: imbl::OrdMap::new(),
+            key_delays: key_delays.into_iter().collect(),
         };
         for (name, state) in locks {
             let sessions = state.holders.iter().map(|h| h.session).chain(state.waiters.iter().map(|w| w.session));

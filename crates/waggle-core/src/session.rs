@@ -105,4 +105,53 @@ pub struct Session {
     pub keys: BTreeSet<String>,
     /// The locks it holds or waits for, released when it ends.
     pub locks: BTreeSet<String>,
+    /// Name, key behavior, lock-delay, expiry.
+    pub options: SessionOptions,
+}
+
+/// What happens to the keys bound to a session when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum KeyBehavior {
+    /// The keys are deleted (Waggle's default, Consul's `delete`).
+    #[default]
+    Delete,
+    /// The keys stay, unbound from the session (Consul's default, `release`).
+    Release,
+}
+
+/// The longest lock-delay a session may ask for (Consul's maximum, 60 s).
+pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
+
+/// Longest session name, in bytes.
+pub const MAX_SESSION_NAME: usize = 256;
+
+/// How a session behaves besides its TTL; the defaults are Waggle's (no name, keys deleted,
+/// no lock-delay, expires after its TTL).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SessionOptions {
+    /// A label (Consul's `Name`).
+    pub name: String,
+    /// What happens to its keys when it ends.
+    pub behavior: KeyBehavior,
+    /// After it ends (expired, revoked or destroyed) while holding locks or keys, they cannot
+    /// be taken again for this long (milliseconds, at most [`MAX_LOCK_DELAY_MS`]; 0: none):
+    /// time for a paused ex-holder to notice before anyone else acts.
+    pub lock_delay_ms: u64,
+    /// Never expires: it lives until revoked (a Consul session created without a TTL).
+    pub no_expiry: bool,
+}
+
+impl SessionOptions {
+    /// Checks the name and the lock-delay.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.name.len() > MAX_SESSION_NAME || self.name.chars().any(char::is_control) {
+            let rule = format!("at most {MAX_SESSION_NAME} bytes without control characters");
+            return Err(ValidationError::new("name", rule));
+        }
+        if self.lock_delay_ms > MAX_LOCK_DELAY_MS {
+            let rule = format!("at most 60s, got {}", humanize_ms(self.lock_delay_ms));
+            return Err(ValidationError::new("lock_delay", rule));
+        }
+        Ok(())
+    }
 }

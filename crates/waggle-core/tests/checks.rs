@@ -87,7 +87,15 @@ fn an_instance_is_as_bad_as_its_worst_check() {
     apply(&mut r, Command::RemoveCheck { service: web.clone(), id: w9, check: "m2".into() }).unwrap();
     assert_eq!(status(&r, "w9"), HealthStatus::Passing);
     // SDK instances have no checks: their session is their liveness.
-    apply(&mut r, Command::CreateSession { session: SessionId::new(5), ttl: waggle_core::Ttl::DEFAULT }).unwrap();
+    apply(
+        &mut r,
+        Command::CreateSession {
+            session: SessionId::new(5),
+            ttl: waggle_core::Ttl::DEFAULT,
+            options: Default::default(),
+        },
+    )
+    .unwrap();
     apply(&mut r, Command::Register { session: SessionId::new(5), spec: spec("sdk") }).unwrap();
     let refused =
         apply(&mut r, Command::PutCheck { service: web.clone(), id: InstanceId::new("sdk").unwrap(), check: ttl("s") });

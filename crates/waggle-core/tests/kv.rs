@@ -101,7 +101,7 @@ fn puts_cas_deletes_and_reads() {
 fn keys_bound_to_a_session_go_with_it() {
     let mut r = Registry::new();
     let s = SessionId::new(9);
-    r.apply(&Command::CreateSession { session: s, ttl: Ttl::DEFAULT }).response.unwrap();
+    r.apply(&Command::CreateSession { session: s, ttl: Ttl::DEFAULT, options: Default::default() }).response.unwrap();
     let bound = |key: &str, session| Txn {
         success: vec![KvOp::Put { key: key.into(), value: b"v".to_vec(), flags: 7, session }],
         ..Default::default()
@@ -127,4 +127,115 @@ fn keys_bound_to_a_session_go_with_it() {
     assert_eq!(r.kv().keys().collect::<Vec<_>>(), ["lock/b"]);
     restored.apply(&Command::RevokeSession { session: s }).response.unwrap();
     assert_eq!(restored.kv().keys().collect::<Vec<_>>(), ["lock/b"], "revoking does the same");
+}
+
+fn consul_session(r: &mut Registry, id: u64, behavior: waggle_core::KeyBehavior, lock_delay_ms: u64) -> SessionId {
+    let s = SessionId::new(id);
+    let options = waggle_core::SessionOptions { behavior, lock_delay_ms, ..Default::default() };
+    r.apply(&Command::CreateSession { session: s, ttl: Ttl::DEFAULT, options }).response.unwrap();
+    s
+}
+
+fn acquire(key: &str, value: &str, session: SessionId) -> Txn {
+    let op = KvOp::Acquire { key: key.into(), value: value.into(), flags: 0, session };
+    Txn { success: vec![op], ..Default::default() }
+}
+
+fn release(key: &str, session: SessionId) -> Txn {
+    let op = KvOp::Release { key: key.into(), value: Vec::new(), flags: 3, session };
+    Txn { success: vec![op], ..Default::default() }
+}
+
+#[test]
+fn acquire_and_release_keep_a_lock_index_and_abort_when_refused() {
+    use waggle_core::KeyBehavior::Release;
+    let mut r = Registry::new();
+    let (a, b) = (consul_session(&mut r, 1, Release, 0), consul_session(&mut r, 2, Release, 0));
+    let (rev, result) = run(&mut r, acquire("leader", "a", a)).unwrap();
+    assert!(result.succeeded && result.aborted.is_none());
+    let entry = r.kv().get("leader").unwrap().clone();
+    assert_eq!((entry.session, entry.lock_index, entry.modify_revision.get()), (Some(a), 1, rev));
+    // The holder may acquire again (new value, same lock index); another session may not.
+    run(&mut r, acquire("leader", "a2", a)).unwrap();
+    assert_eq!((value(&r, "leader").as_deref(), r.kv()["leader"].lock_index), (Some("a2"), 1));
+    let before = r.clone();
+    let (rev_b, refused) = run(&mut r, acquire("leader", "b", b)).unwrap();
+    assert_eq!((refused.succeeded, refused.aborted, rev_b), (false, Some(0), r.revision().get()));
+    assert_eq!(r, before, "a refused acquire changes nothing");
+    // Releasing needs the holder; a release writes the value and flags and keeps the index.
+    assert_eq!(run(&mut r, release("leader", b)).unwrap().1.aborted, Some(0));
+    assert_eq!(run(&mut r, release("missing", a)).unwrap().1.aborted, Some(0));
+    assert!(run(&mut r, release("leader", a)).unwrap().1.succeeded);
+    let entry = r.kv()["leader"].clone();
+    assert_eq!((entry.session, entry.lock_index, entry.flags, entry.value.len()), (None, 1, 3, 0));
+    assert!(r.sessions()[&a].keys.is_empty(), "the release unbinds the key from the session");
+    assert!(run(&mut r, acquire("leader", "b", b)).unwrap().1.succeeded);
+    assert_eq!(r.kv()["leader"].lock_index, 2, "a new holder increments the lock index");
+    // A plain set keeps the holder; an acquire for a missing session is an error.
+    let set = KvOp::Set { key: "leader".into(), value: b"x".to_vec(), flags: 0 };
+    run(&mut r, Txn { success: vec![set], ..Default::default() }).unwrap();
+    assert_eq!((r.kv()["leader"].session, r.kv()["leader"].lock_index), (Some(b), 2));
+    assert_eq!(run(&mut r, acquire("k", "v", SessionId::new(77))), Err(ApplyError::SessionNotFound(SessionId::new(77))));
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
+}
+
+#[test]
+fn an_abort_rolls_back_the_whole_branch() {
+    let mut r = Registry::new();
+    let a = consul_session(&mut r, 1, waggle_core::KeyBehavior::Release, 0);
+    run(&mut r, Txn::put("x", "1")).unwrap();
+    let before = r.clone();
+    let txn = Txn {
+        success: vec![
+            KvOp::Put { key: "bound".into(), value: b"v".to_vec(), flags: 0, session: Some(a) },
+            KvOp::Delete { key: "x".into(), prefix: false },
+            KvOp::Assert(modified("x", 1)),
+        ],
+        ..Default::default()
+    };
+    let command = Command::KvTxn { txn };
+    let outcome = r.apply(&command);
+    let result = outcome.response.unwrap().txn.unwrap();
+    assert_eq!((result.succeeded, result.aborted, result.results.len()), (false, Some(2), 0));
+    assert!(outcome.effects.is_empty(), "no effects from an aborted transaction");
+    assert_eq!(r, before, "nothing changed: store, session bindings, revision");
+    // The same assert at the right revision lets it through.
+    let x_rev = r.kv()["x"].modify_revision.get();
+    let ok = Txn { success: vec![KvOp::Assert(modified("x", x_rev)), put("y", "2")], ..Default::default() };
+    let (_, result) = run(&mut r, ok).unwrap();
+    assert!(matches!(&result.results[0], OpResult::Entry { entry: Some(e) } if e.modify_revision.get() == x_rev));
+}
+
+#[test]
+fn session_behavior_and_lock_delay_decide_what_happens_to_its_keys() {
+    use waggle_core::{DelayTarget, KeyBehavior};
+    let mut r = Registry::new();
+    let rel = consul_session(&mut r, 1, KeyBehavior::Release, 15_000);
+    let del = consul_session(&mut r, 2, KeyBehavior::Delete, 0);
+    let other = consul_session(&mut r, 3, KeyBehavior::Release, 0);
+    run(&mut r, acquire("held/rel", "1", rel)).unwrap();
+    run(&mut r, acquire("held/del", "2", del)).unwrap();
+    let outcome = r.apply(&Command::ExpireSessions { sessions: vec![rel, del] });
+    let kept = r.kv().get("held/rel").expect("a released key stays");
+    assert_eq!((kept.session, kept.lock_index, kept.modify_revision), (None, 1, r.revision()));
+    assert!(r.kv().get("held/del").is_none(), "a delete session's key goes");
+    let started = DelayTarget::Key("held/rel".into());
+    assert!(outcome.effects.contains(&Effect::LockDelayStarted { target: started.clone(), ms: 15_000 }));
+    assert_eq!(r.lock_delays(), vec![(started.clone(), 15_000)]);
+    // Under the delay nobody acquires it; the snapshot keeps the delay.
+    assert_eq!(run(&mut r, acquire("held/rel", "x", other)).unwrap().1.aborted, Some(0));
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
+    let lift = Command::LiftLockDelays { delays: vec![started.clone(), DelayTarget::Key("never".into())] };
+    assert_eq!(codec::decode_command(&codec::encode_command(&lift)).unwrap(), lift);
+    let before = r.revision();
+    let outcome = r.apply(&lift);
+    assert_eq!(outcome.effects, vec![Effect::LockDelayLifted { target: started }]);
+    assert_eq!(r.revision().get(), before.get() + 1);
+    assert!(r.lock_delays().is_empty());
+    assert!(run(&mut r, acquire("held/rel", "x", other)).unwrap().1.succeeded);
+    assert_eq!(r.kv()["held/rel"].lock_index, 2);
+    // Lifting again changes nothing and consumes no revision.
+    let rev = r.revision();
+    r.apply(&Command::LiftLockDelays { delays: vec![DelayTarget::Key("held/rel".into())] });
+    assert_eq!(r.revision(), rev);
 }

@@ -7,7 +7,7 @@ use waggle_core::{ApplyError, Command, Guard, LockOutcome, Registry, SessionId, 
 
 fn session(r: &mut Registry, id: u64) -> SessionId {
     let s = SessionId::new(id);
-    r.apply(&Command::CreateSession { session: s, ttl: Ttl::DEFAULT }).response.unwrap();
+    r.apply(&Command::CreateSession { session: s, ttl: Ttl::DEFAULT, options: Default::default() }).response.unwrap();
     s
 }
 
@@ -113,4 +113,31 @@ fn semaphores_admit_their_limit_and_refusals_change_nothing() {
     // Revoking a holder admits nobody new here (no waiters), and the slot is free again.
     r.apply(&Command::RevokeSession { session: s[0] }).response.unwrap();
     assert!(matches!(acquire(&mut r, "pool", s[3], 2, false).unwrap(), LockOutcome::Held { .. }));
+}
+
+#[test]
+fn a_lock_delay_keeps_an_expired_holders_slot_until_lifted() {
+    use waggle_core::{DelayTarget, Effect, SessionOptions};
+    let mut r = Registry::new();
+    let a = SessionId::new(1);
+    let options = SessionOptions { lock_delay_ms: 5_000, ..Default::default() };
+    r.apply(&Command::CreateSession { session: a, ttl: Ttl::DEFAULT, options }).response.unwrap();
+    let b = session(&mut r, 2);
+    let c = session(&mut r, 3);
+    let LockOutcome::Held { token } = acquire(&mut r, "job", a, 1, false).unwrap() else { panic!("free") };
+    assert_eq!(acquire(&mut r, "job", b, 1, true).unwrap(), LockOutcome::Waiting { position: 0 });
+    let outcome = r.apply(&Command::ExpireSessions { sessions: vec![a] });
+    let slot = DelayTarget::Lock { lock: "job".into(), token };
+    assert!(outcome.effects.contains(&Effect::LockDelayStarted { target: slot.clone(), ms: 5_000 }));
+    assert_eq!(holder_token(&r, "job", b), None, "the waiter is not granted during the delay");
+    assert_eq!(acquire(&mut r, "job", c, 1, false).unwrap(), LockOutcome::Busy);
+    assert_eq!(guarded_put(&mut r, "job", token), Err(ApplyError::Fenced { lock: "job".into(), token }));
+    assert_eq!(r.lock_delays(), vec![(slot.clone(), 5_000)]);
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
+    r.apply(&Command::LiftLockDelays { delays: vec![slot] });
+    let granted = holder_token(&r, "job", b).expect("granted once lifted");
+    assert!(granted > token);
+    // An explicit release never delays.
+    release(&mut r, "job", b);
+    assert!(r.locks().get("job").is_none());
 }

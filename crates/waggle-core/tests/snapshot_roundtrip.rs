@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use waggle_core::{
-    Command, HealthStatus, InstanceId, InstanceSpec, Outcome, Registry, ServiceName, SessionId, Ttl,
+    Command, HealthStatus, InstanceId, InstanceSpec, KeyBehavior, Outcome, Registry, ServiceName, SessionId,
+    SessionOptions, Ttl,
     codec::{self, FORMAT_VERSION},
 };
 
@@ -152,9 +153,11 @@ fn resolve_instance(registry: &Registry, instance: &InstanceRef) -> (ServiceName
 /// Turns a step into a concrete command against the registry's current state.
 fn command_for(registry: &Registry, op: &Op) -> Command {
     match op {
-        Op::Create(ttl) => {
-            Command::CreateSession { session: SessionId::new(registry.revision().get() * 7919 + 1), ttl: *ttl }
-        }
+        Op::Create(ttl) => Command::CreateSession {
+            session: SessionId::new(registry.revision().get() * 7919 + 1),
+            ttl: *ttl,
+            options: Default::default(),
+        },
         Op::Revoke(s) => Command::RevokeSession { session: resolve_session(registry, s) },
         Op::Expire(list) => {
             Command::ExpireSessions { sessions: list.iter().map(|s| resolve_session(registry, s)).collect() }
@@ -202,7 +205,13 @@ fn play(registry: &mut Registry, ops: &[Op]) -> (Vec<Command>, Vec<Outcome>) {
 /// A command with arbitrary raw ids, independent of any registry state.
 fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (any::<u64>(), arb_ttl()).prop_map(|(s, ttl)| Command::CreateSession { session: SessionId::new(s), ttl }),
+        (any::<u64>(), arb_ttl(), "[a-z]{0,8}", any::<bool>(), 0u64..=60_000, any::<bool>()).prop_map(
+            |(s, ttl, name, release, lock_delay_ms, no_expiry)| {
+                let behavior = if release { KeyBehavior::Release } else { KeyBehavior::Delete };
+                let options = SessionOptions { name, behavior, lock_delay_ms, no_expiry };
+                Command::CreateSession { session: SessionId::new(s), ttl, options }
+            }
+        ),
         any::<u64>().prop_map(|s| Command::RevokeSession { session: SessionId::new(s) }),
         prop::collection::vec(any::<u64>(), 0..6)
             .prop_map(|ids| Command::ExpireSessions { sessions: ids.into_iter().map(SessionId::new).collect() }),
@@ -407,7 +416,7 @@ fn sample_commands() -> Vec<Command> {
         .expect("zone")
         .with_status(HealthStatus::Warning);
     vec![
-        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT },
+        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT, options: Default::default() },
         Command::RevokeSession { session: SessionId::new(0) },
         Command::RevokeSession { session: SessionId::new(7) },
         Command::ExpireSessions { sessions: vec![] },
@@ -424,7 +433,7 @@ fn sample_commands() -> Vec<Command> {
 fn sample_registry() -> Registry {
     let mut registry = Registry::new();
     for command in [
-        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT },
+        Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT, options: Default::default() },
         Command::Register {
             session: SessionId::new(2),
             spec: InstanceSpec::new("web", "10.0.0.1", 8080).expect("spec").with_tag("blue"),
@@ -457,7 +466,11 @@ fn with_version(bytes: &[u8], version: u32) -> Vec<u8> {
 #[test]
 fn current_version_is_written_first() {
     const { assert!(FORMAT_VERSION >= 1 && FORMAT_VERSION < 0x80, "a single-byte varint") };
-    let command = codec::encode_command(&Command::CreateSession { session: SessionId::new(2), ttl: Ttl::DEFAULT });
+    let command = codec::encode_command(&Command::CreateSession {
+        session: SessionId::new(2),
+        ttl: Ttl::DEFAULT,
+        options: Default::default(),
+    });
     assert_eq!(command[..2], [0x08, FORMAT_VERSION as u8]);
     let snapshot = codec::encode_snapshot(&Registry::new());
     assert_eq!(snapshot[..2], [0x08, FORMAT_VERSION as u8]);

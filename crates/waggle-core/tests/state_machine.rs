@@ -57,15 +57,17 @@ fn create() -> Command {
 }
 
 fn create_with(ms: u64) -> Command {
-    Command::CreateSession { session: sid(0), ttl: ttl(ms) }
+    Command::CreateSession { session: sid(0), ttl: ttl(ms), options: Default::default() }
 }
 
 /// Applies a command, first resolving a placeholder session id (see [`create`]).
 fn apply_cmd(registry: &mut Registry, command: &Command) -> Outcome {
     match command {
-        Command::CreateSession { session, ttl } if session.get() == 0 => {
-            registry.apply(&Command::CreateSession { session: sid(registry.revision().get() + 1), ttl: *ttl })
-        }
+        Command::CreateSession { session, ttl, .. } if session.get() == 0 => registry.apply(&Command::CreateSession {
+            session: sid(registry.revision().get() + 1),
+            ttl: *ttl,
+            options: Default::default(),
+        }),
         other => registry.apply(other),
     }
 }
@@ -282,7 +284,15 @@ fn create_session_uses_the_new_revision_as_id() {
     assert_eq!(outcomes.len(), expected.len());
     for (outcome, (id, ttl)) in outcomes.iter().zip(expected) {
         assert_eq!(outcome.response, opened(id));
-        assert_eq!(outcome.effects, vec![Effect::SessionOpened { session: sid(id), ttl }]);
+        assert_eq!(
+            outcome.effects,
+            vec![Effect::SessionOpened {
+                session: sid(id),
+                ttl,
+                options: Default::default(),
+                revision: Revision::new(id)
+            }]
+        );
         let session = registry.sessions().get(&sid(id)).expect("session recorded");
         assert_eq!(session.id, sid(id));
         assert_eq!(session.ttl, ttl);
@@ -428,7 +438,15 @@ fn register_creates_then_updates_keeping_create_revision() {
     let v3 = v2.clone().with_status(HealthStatus::Warning);
     let (registry, outcomes) = run_with_state(&[create(), register(2, &v1), register(2, &v2), register(2, &v3)]);
     let expected: [(Response, Vec<Effect>); 4] = [
-        (opened(2), vec![Effect::SessionOpened { session: sid(2), ttl: Ttl::DEFAULT }]),
+        (
+            opened(2),
+            vec![Effect::SessionOpened {
+                session: sid(2),
+                ttl: Ttl::DEFAULT,
+                options: Default::default(),
+                revision: Revision::new(2),
+            }],
+        ),
         (ok(3), vec![Effect::InstanceUpserted { instance: instance(&v1, 2, 3, 3), created: true }]),
         (ok(4), vec![Effect::InstanceUpserted { instance: instance(&v2, 2, 3, 4), created: false }]),
         (ok(5), vec![Effect::InstanceUpserted { instance: instance(&v3, 2, 3, 5), created: false }]),
@@ -722,7 +740,7 @@ fn apply_validates_the_spec() {
 #[test]
 fn session_ids_must_be_fresh_and_non_zero() {
     let mut registry = Registry::new();
-    let make = |id: u64| Command::CreateSession { session: sid(id), ttl: Ttl::DEFAULT };
+    let make = |id: u64| Command::CreateSession { session: sid(id), ttl: Ttl::DEFAULT, options: Default::default() };
     assert_eq!(registry.apply(&make(0)).response, Err(ApplyError::SessionIdTaken(sid(0))));
     assert!(registry.apply(&make(0xfeed)).response.is_ok());
     let before = registry.clone();
@@ -739,7 +757,7 @@ fn the_agent_session_owns_sessionless_instances_and_never_ends() {
         // Created with the first registration that needs it.
         Command::Register { session: agent, spec: spec("web", "a") },
         // Nobody can take its id, revoke it or expire it.
-        Command::CreateSession { session: agent, ttl: Ttl::DEFAULT },
+        Command::CreateSession { session: agent, ttl: Ttl::DEFAULT, options: Default::default() },
         Command::RevokeSession { session: agent },
         Command::ExpireSessions { sessions: vec![agent] },
         Command::Register { session: agent, spec: spec("web", "b") },
