@@ -29,7 +29,7 @@ async fn connect(config: &BenchConfig) -> anyhow::Result<Vec<Rpc>> {
 }
 
 async fn session(rpc: &mut Rpc) -> anyhow::Result<u64> {
-    let resp = rpc.create_session(v1::CreateSessionRequest { ttl_ms: Some(60_000) }).await?;
+    let resp = rpc.create_session(v1::CreateSessionRequest { ttl_ms: Some(60_000), lock_delay_ms: None }).await?;
     Ok(resp.into_inner().session_id)
 }
 
@@ -164,7 +164,7 @@ async fn populate(config: &BenchConfig, clients: Vec<Rpc>) -> anyhow::Result<Rep
     let mut sessions = Vec::with_capacity(config.sessions);
     for s in 0..config.sessions {
         let rpc = &mut clients[s % clients.len()].clone();
-        let resp = rpc.create_session(v1::CreateSessionRequest { ttl_ms: Some(600_000) }).await?;
+        let resp = rpc.create_session(v1::CreateSessionRequest { ttl_ms: Some(600_000), lock_delay_ms: None }).await?;
         sessions.push(resp.into_inner().session_id);
     }
     let sessions = std::sync::Arc::new(sessions);

@@ -20,6 +20,10 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Seed for back-off jitter (default: from the OS). Set it to make tests reproducible.
     pub seed: Option<u64>,
+    /// Lock-delay (default 0, at most 60 s): when this client's session ends (it expires, or
+    /// the client closes) while holding locks, nobody else is granted them for this long —
+    /// time for a paused holder to notice it lost them before anyone else acts.
+    pub lock_delay: Duration,
 }
 
 impl Default for ClientConfig {
@@ -31,6 +35,7 @@ impl Default for ClientConfig {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             seed: None,
+            lock_delay: Duration::ZERO,
         }
     }
 }

@@ -202,7 +202,7 @@ impl Kv {
     /// Runs a transaction.
     pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, Error> {
         txn.validate()?;
-        let resp = self.client.call(self.rpc.clone().txn(waggle_proto::txn_to_wire(txn))).await?;
+        let resp = self.client.call(self.rpc.clone().txn(waggle_proto::txn_to_wire(txn)?)).await?;
         let reads = resp
             .results
             .into_iter()

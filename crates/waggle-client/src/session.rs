@@ -155,7 +155,11 @@ impl Keeper {
 
     /// Creates a session and registers every known instance under it.
     async fn establish(&mut self) -> Result<SessionId, Error> {
-        let req = v1::CreateSessionRequest { ttl_ms: Some(self.config.session_ttl.as_millis()) };
+        let lock_delay_ms = u64::try_from(self.config.lock_delay.as_millis()).unwrap_or(u64::MAX);
+        let req = v1::CreateSessionRequest {
+            ttl_ms: Some(self.config.session_ttl.as_millis()),
+            lock_delay_ms: (lock_delay_ms > 0).then_some(lock_delay_ms),
+        };
         let resp = self.call(self.rpc.clone().create_session(req)).await?;
         let session = SessionId::new(resp.session_id);
         self.set_session(Some(session));

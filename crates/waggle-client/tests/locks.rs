@@ -79,7 +79,11 @@ async fn a_paused_holder_is_fenced_once_its_session_expires() {
     let server = start(dir.path()).await;
     // A: a raw session that never sends a keepalive (a process paused by GC, say).
     let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
-    let a = registry.create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000) }).await.unwrap().into_inner();
+    let a = registry
+        .create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000), lock_delay_ms: None })
+        .await
+        .unwrap()
+        .into_inner();
     let mut locks = LockClient::connect(url(&server)).await.unwrap();
     let grant = locks
         .acquire(v1::AcquireRequest { name: "job".into(), session_id: a.session_id, ..Default::default() })
@@ -102,6 +106,40 @@ async fn a_paused_holder_is_fenced_once_its_session_expires() {
     let ok = PutOptions { guard: Some(b_guard.guard()), ..Default::default() };
     b.kv().put_with("output", "from B", ok).await.unwrap();
     assert_eq!(b.kv().get("output").await.unwrap().unwrap().value, b"from B");
+    b.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_keeps_a_departed_holders_lock_from_the_next_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut config = waggle_client::ClientConfig::default();
+    config.lock_delay = Duration::from_millis(1_500);
+    let a = Client::connect_with(url(&server), config).await.unwrap();
+    let a_guard = a.lock("singleton").acquire().await.unwrap();
+    let b = Client::connect(url(&server)).await.unwrap();
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("singleton").acquire().await.map(|g| (g.token(), std::time::Instant::now())) })
+    };
+    wait_in_line(&server, "singleton", 1).await;
+    // A's session ends while it holds the lock: its slot stays taken for the lock-delay.
+    let ended = std::time::Instant::now();
+    a.shutdown().await;
+    let mut locks = LockClient::connect(url(&server)).await.unwrap();
+    let view = locks.inspect(v1::InspectRequest { name: "singleton".into() }).await.unwrap().into_inner();
+    assert!(view.holders.is_empty() && view.waiters.len() == 1, "nobody holds it during the delay: {view:?}");
+    let (token, granted) = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+    assert!(granted.duration_since(ended) >= Duration::from_millis(1_400), "granted before the lock-delay ended");
+    assert!(token > a_guard.token());
+    // Out of range: refused by the server.
+    let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
+    let status = registry
+        .create_session(v1::CreateSessionRequest { ttl_ms: None, lock_delay_ms: Some(60_001) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
     b.shutdown().await;
     server.shutdown().await;
 }
@@ -132,7 +170,10 @@ async fn waiters_are_served_in_order_and_a_guard_notices_a_lost_lock() {
     let mut raw = LockClient::connect(url(&server)).await.unwrap();
     let mut sessions = Vec::new();
     for keep_waiting in [true, false] {
-        let s = registry.create_session(v1::CreateSessionRequest { ttl_ms: Some(60_000) }).await.unwrap();
+        let s = registry
+            .create_session(v1::CreateSessionRequest { ttl_ms: Some(60_000), lock_delay_ms: None })
+            .await
+            .unwrap();
         let s = s.into_inner().session_id;
         sessions.push(s);
         let req =

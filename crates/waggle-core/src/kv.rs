@@ -210,10 +210,13 @@ impl Txn {
         Txn { success: vec![op], ..Default::default() }
     }
 
-    /// Checks every key, value and the limits.
+    /// Checks every key, value and the limits: at most [`MAX_OPS`] compares and operations,
+    /// not counting asserts (Consul's checks), of which there may be as many again.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let ops = self.compares.len() + self.success.len() + self.failure.len();
-        if ops > MAX_OPS {
+        let all = || self.success.iter().chain(&self.failure);
+        let asserts = all().filter(|op| matches!(op, KvOp::Assert(_))).count();
+        let ops = self.compares.len() + self.success.len() + self.failure.len() - asserts;
+        if ops > MAX_OPS || asserts > MAX_OPS {
             return Err(ValidationError::new("txn", format!("at most {MAX_OPS} compares and operations (got {ops})")));
         }
         let mut bytes = 0usize;

@@ -175,7 +175,10 @@ fn acquire_and_release_keep_a_lock_index_and_abort_when_refused() {
     let set = KvOp::Set { key: "leader".into(), value: b"x".to_vec(), flags: 0 };
     run(&mut r, Txn { success: vec![set], ..Default::default() }).unwrap();
     assert_eq!((r.kv()["leader"].session, r.kv()["leader"].lock_index), (Some(b), 2));
-    assert_eq!(run(&mut r, acquire("k", "v", SessionId::new(77))), Err(ApplyError::SessionNotFound(SessionId::new(77))));
+    assert_eq!(
+        run(&mut r, acquire("k", "v", SessionId::new(77))),
+        Err(ApplyError::SessionNotFound(SessionId::new(77)))
+    );
     assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
 }
 

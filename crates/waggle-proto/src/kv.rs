@@ -115,25 +115,32 @@ pub fn txn_from_wire(req: &v1::TxnRequest) -> Result<Txn, ValidationError> {
     Ok(txn)
 }
 
-/// A core transaction as a wire one (for clients).
-pub fn txn_to_wire(txn: &Txn) -> v1::TxnRequest {
-    let op = |op: &KvOp| v1::Op {
-        op: Some(match op {
-            KvOp::Put { key, value, flags, session } => v1::op::Op::Put(v1::PutRequest {
-                key: key.clone(),
-                value: value.clone(),
-                flags: *flags,
-                session_id: session.map_or(0, SessionId::get),
-                cas: None,
-                guard: None,
+/// A core transaction as a wire one (for clients). Consul's lock operations (set, acquire,
+/// release, assert) exist only inside the server, for its Consul API: refused here.
+pub fn txn_to_wire(txn: &Txn) -> Result<v1::TxnRequest, ValidationError> {
+    let op = |op: &KvOp| -> Result<v1::Op, ValidationError> {
+        Ok(v1::Op {
+            op: Some(match op {
+                KvOp::Put { key, value, flags, session } => v1::op::Op::Put(v1::PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    flags: *flags,
+                    session_id: session.map_or(0, SessionId::get),
+                    cas: None,
+                    guard: None,
+                }),
+                KvOp::Delete { key, prefix } => {
+                    v1::op::Op::Delete(v1::DeleteRequest { key: key.clone(), prefix: *prefix, cas: None, guard: None })
+                }
+                KvOp::Get { key, prefix } => {
+                    v1::op::Op::Get(v1::GetRequest { key: key.clone(), prefix: *prefix, ..Default::default() })
+                }
+                KvOp::Set { .. } | KvOp::Acquire { .. } | KvOp::Release { .. } | KvOp::Assert(_) => {
+                    let rule = "set, acquire, release and assert are Consul API operations: use put and compares";
+                    return Err(ValidationError::new("op", rule));
+                }
             }),
-            KvOp::Delete { key, prefix } => {
-                v1::op::Op::Delete(v1::DeleteRequest { key: key.clone(), prefix: *prefix, cas: None, guard: None })
-            }
-            KvOp::Get { key, prefix } => {
-                v1::op::Op::Get(v1::GetRequest { key: key.clone(), prefix: *prefix, ..Default::default() })
-            }
-        }),
+        })
     };
     let compares = txn
         .compares
@@ -156,12 +163,12 @@ pub fn txn_to_wire(txn: &Txn) -> v1::TxnRequest {
             v1::Compare { key: c.key.clone(), target: target.into(), op: op.into(), number, value }
         })
         .collect();
-    v1::TxnRequest {
+    Ok(v1::TxnRequest {
         compares,
-        success: txn.success.iter().map(op).collect(),
-        failure: txn.failure.iter().map(op).collect(),
+        success: txn.success.iter().map(op).collect::<Result<_, _>>()?,
+        failure: txn.failure.iter().map(op).collect::<Result<_, _>>()?,
         guard: txn.guard.as_ref().map(|g| v1::Guard { lock: g.lock.clone(), token: g.token }),
-    }
+    })
 }
 
 /// A core transaction result as wire results, at `revision`.
@@ -182,6 +189,12 @@ pub fn txn_result_to_wire(revision: u64, result: &TxnResult) -> v1::TxnResponse 
                 OpResult::Get { entries } => v1::op_response::Result::Get(v1::GetResponse {
                     revision,
                     kvs: entries.iter().map(|(k, e)| kv_from_core(k, e, false)).collect(),
+                    more: false,
+                }),
+                // Only Consul's operations produce it (never a wire transaction); as a read.
+                OpResult::Entry { entry } => v1::op_response::Result::Get(v1::GetResponse {
+                    revision,
+                    kvs: entry.iter().map(|e| kv_from_core("", e, false)).collect(),
                     more: false,
                 }),
             }),

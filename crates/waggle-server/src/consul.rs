@@ -64,6 +64,13 @@ pub(crate) fn routes() -> Router<AppState> {
             get(crate::consul_kv::kv_get).put(crate::consul_kv::kv_put).delete(crate::consul_kv::kv_delete),
         )
         .route("/v1/kv/", get(crate::consul_kv::kv_get).delete(crate::consul_kv::kv_delete))
+        .route("/v1/txn", put(crate::consul_kv::txn))
+        .route("/v1/session/create", put(crate::consul_session::session_create))
+        .route("/v1/session/destroy/{id}", put(crate::consul_session::session_destroy))
+        .route("/v1/session/renew/{id}", put(crate::consul_session::session_renew))
+        .route("/v1/session/info/{id}", get(crate::consul_session::session_info))
+        .route("/v1/session/list", get(crate::consul_session::session_list))
+        .route("/v1/session/node/{node}", get(crate::consul_session::session_node))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }

@@ -27,8 +27,26 @@ pub(crate) struct RegistryService {
     pub(crate) consensus: Arc<Consensus>,
     pub(crate) hub: Arc<WatchHub>,
     pub(crate) clock: Arc<SessionClock>,
-    pub(crate) session_ids: SessionIds,
+    pub(crate) session_ids: Arc<SessionIds>,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Opens a session under a random id (chosen here, outside the state machine, so ids are never
+/// reused, even across a wiped or restored data dir); a collision is refused and retried.
+pub(crate) async fn open_session(
+    consensus: &Consensus,
+    ids: &SessionIds,
+    ttl: Ttl,
+    options: waggle_core::SessionOptions,
+) -> Result<waggle_core::Applied, ProposeError> {
+    let mut attempts = 0;
+    loop {
+        let command = Command::CreateSession { session: ids.next(), ttl, options: options.clone() };
+        match consensus.propose(command).await {
+            Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Draws random, non-zero session ids.
@@ -138,16 +156,12 @@ impl v1::registry_server::Registry for RegistryService {
             Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
             None => Ttl::DEFAULT,
         };
-        // Ids are random (chosen here, outside the state machine) so that they are never reused,
-        // even across a wiped or restored data dir; a collision is refused and retried.
-        let mut attempts = 0;
-        let applied = loop {
-            let session = self.session_ids.next();
-            match self.consensus.propose(Command::CreateSession { session, ttl }).await {
-                Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
-                other => break other?,
-            }
+        let options = waggle_core::SessionOptions {
+            lock_delay_ms: request.get_ref().lock_delay_ms.unwrap_or(0),
+            ..Default::default()
         };
+        options.validate().map_err(invalid)?;
+        let applied = open_session(&self.consensus, &self.session_ids, ttl, options).await?;
         let session = applied.session.ok_or_else(|| Status::internal("session was not created"))?;
         Ok(Response::new(v1::CreateSessionResponse {
             session_id: session.get(),
@@ -428,7 +442,11 @@ impl Watcher {
 /// Renews a session where its deadline lives: here if this node leads, otherwise on the
 /// leader. During an election (a few hundred milliseconds) it follows leadership for up to a
 /// second rather than failing the client's keepalive stream.
-async fn renew(consensus: &Consensus, clock: &SessionClock, session: u64) -> Result<Option<u64>, ProposeError> {
+pub(crate) async fn renew(
+    consensus: &Consensus,
+    clock: &SessionClock,
+    session: u64,
+) -> Result<Option<u64>, ProposeError> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         let answer = if consensus.leads_with_quorum() {

@@ -23,6 +23,8 @@ pub(crate) struct AppState {
     pub(crate) requests: Arc<crate::metrics::RequestCounts>,
     /// The HTTP listener's address (the Consul node address).
     pub(crate) http_addr: std::net::SocketAddr,
+    /// Draws new session ids (shared with the gRPC front-end).
+    pub(crate) session_ids: Arc<crate::grpc::SessionIds>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {

@@ -19,6 +19,7 @@ mod consensus;
 mod consul;
 mod consul_checks;
 mod consul_kv;
+mod consul_session;
 mod dns;
 mod error;
 mod filter;
@@ -220,11 +221,12 @@ impl Server {
 
         let clock_for_http = clock.clone();
         let requests = Arc::new(metrics::RequestCounts::default());
+        let session_ids = Arc::new(grpc::SessionIds::new(config.seed));
         let service = grpc::RegistryService {
             consensus: consensus.clone(),
             hub: hub.clone(),
             clock,
-            session_ids: grpc::SessionIds::new(config.seed),
+            session_ids: session_ids.clone(),
             shutdown: shutdown.clone(),
         };
         // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).
@@ -261,6 +263,7 @@ impl Server {
             health,
             requests,
             http_addr,
+            session_ids,
         };
         let mut dns_addr = None;
         if let Some(addr) = config.dns_addr {

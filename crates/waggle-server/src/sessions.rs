@@ -1,6 +1,6 @@
 //! The session clock: the leader's in-memory session deadlines (keepalives never touch the
-//! log) and the expiry loop that proposes `ExpireSessions` only after confirming leadership
-//! with a quorum (blueprint decision 2).
+//! log) and lock-delay deadlines, and the expiry loop that proposes `ExpireSessions` and
+//! `LiftLockDelays` only after confirming leadership with a quorum (blueprint decision 2).
 
 use std::{
     collections::HashMap,
@@ -10,7 +10,7 @@ use std::{
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use waggle_core::{Command, SessionId, Ttl};
+use waggle_core::{Command, DelayTarget, SessionId, Ttl};
 
 use crate::{consensus::Consensus, watch::WatchHub};
 
@@ -20,10 +20,12 @@ struct Lease {
     deadline: Instant,
 }
 
-/// Session deadlines, fed by the state machine (sessions opened / closed) and by keepalives.
+/// Session deadlines, fed by the state machine (sessions opened / closed) and by keepalives,
+/// and lock-delay deadlines (delays started / lifted).
 #[derive(Debug, Default)]
 pub(crate) struct SessionClock {
     leases: Mutex<HashMap<SessionId, Lease>>,
+    delays: Mutex<HashMap<DelayTarget, (Duration, Instant)>>,
 }
 
 impl SessionClock {
@@ -60,12 +62,48 @@ impl SessionClock {
         );
     }
 
-    /// Gives every session a full TTL from now (after this node becomes leader).
+    /// Gives every session a full TTL and every lock-delay its full delay from now (after this
+    /// node becomes leader, or after a stall).
     pub(crate) fn grant_grace(&self) {
         let now = Instant::now();
         for lease in self.leases().values_mut() {
             lease.deadline = now + lease.ttl.as_duration();
         }
+        for (delay, end) in self.delays().values_mut() {
+            *end = now + *delay;
+        }
+    }
+
+    fn delays(&self) -> std::sync::MutexGuard<'_, HashMap<DelayTarget, (Duration, Instant)>> {
+        self.delays.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts timing a lock-delay of `ms` from now.
+    pub(crate) fn track_delay(&self, target: DelayTarget, ms: u64) {
+        let delay = Duration::from_millis(ms);
+        self.delays().insert(target, (delay, Instant::now() + delay));
+    }
+
+    /// Stops timing a lifted lock-delay.
+    pub(crate) fn forget_delay(&self, target: &DelayTarget) {
+        self.delays().remove(target);
+    }
+
+    /// Replaces every timed lock-delay, each with its full delay from now (restart, snapshot:
+    /// when it started is not known here, and a longer delay is the safe side).
+    pub(crate) fn reset_delays(&self, delays: impl Iterator<Item = (DelayTarget, u64)>) {
+        let now = Instant::now();
+        let mut timed = self.delays();
+        timed.clear();
+        timed.extend(delays.map(|(t, ms)| (t, (Duration::from_millis(ms), now + Duration::from_millis(ms)))));
+    }
+
+    /// Lock-delays whose time is up.
+    pub(crate) fn due_delays(&self, now: Instant) -> Vec<DelayTarget> {
+        let mut due: Vec<DelayTarget> =
+            self.delays().iter().filter(|(_, (_, end))| *end <= now).map(|(t, _)| t.clone()).collect();
+        due.sort_unstable();
+        due
     }
 
     /// Renews a session; `None` if it is unknown (expired, revoked or never created).
@@ -142,20 +180,26 @@ pub(crate) async fn run_expiry(
             clock.grant_grace();
             continue;
         }
-        if clock.expired(now).is_empty() {
+        if clock.expired(now).is_empty() && clock.due_delays(now).is_empty() {
             continue;
         }
         if !consensus.confirm_leadership().await {
-            tracing::warn!("could not confirm leadership with a quorum; not expiring sessions");
+            tracing::warn!("could not confirm leadership with a quorum; not expiring sessions or lock-delays");
             continue;
         }
         let expired = clock.expired(Instant::now());
-        if expired.is_empty() {
-            continue;
+        if !expired.is_empty() {
+            tracing::info!(sessions = ?expired, "expiring sessions");
+            if let Err(e) = consensus.propose_here(Command::ExpireSessions { sessions: expired }).await {
+                tracing::warn!("expiry proposal failed: {e}");
+            }
         }
-        tracing::info!(sessions = ?expired, "expiring sessions");
-        if let Err(e) = consensus.propose_here(Command::ExpireSessions { sessions: expired }).await {
-            tracing::warn!("expiry proposal failed: {e}");
+        let due = clock.due_delays(Instant::now());
+        if !due.is_empty() {
+            tracing::debug!(delays = ?due, "lifting lock-delays");
+            if let Err(e) = consensus.propose_here(Command::LiftLockDelays { delays: due }).await {
+                tracing::warn!("lock-delay proposal failed: {e}");
+            }
         }
     }
 }
@@ -183,5 +227,25 @@ mod tests {
         clock.forget(a);
         assert_eq!(clock.keepalive(a), None);
         assert_eq!(clock.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lock_delays_come_due_and_restart_with_grace() {
+        let clock = SessionClock::new();
+        let key = DelayTarget::Key("k".into());
+        let slot = DelayTarget::Lock { lock: "l".into(), token: 7 };
+        clock.track_delay(key.clone(), 1_000);
+        clock.track_delay(slot.clone(), 3_000);
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        assert_eq!(clock.due_delays(Instant::now()), vec![key.clone()]);
+        clock.grant_grace();
+        assert!(clock.due_delays(Instant::now()).is_empty(), "grace restarts every delay");
+        tokio::time::advance(Duration::from_millis(3_000)).await;
+        assert_eq!(clock.due_delays(Instant::now()), vec![key.clone(), slot.clone()]);
+        clock.forget_delay(&key);
+        clock.reset_delays(std::iter::once((slot.clone(), 500)));
+        assert!(clock.due_delays(Instant::now()).is_empty());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(clock.due_delays(Instant::now()), vec![slot]);
     }
 }

@@ -139,6 +139,17 @@ struct HubState {
     kv_log: std::collections::VecDeque<(Revision, Arc<Vec<KvEvent>>)>,
     /// Changes at or below this revision are not in `kv_log` (trimmed, or before a reset).
     kv_floor: Revision,
+    /// Live sessions as of `revision` (for Consul's `/v1/session` reads).
+    sessions: imbl::OrdMap<waggle_core::SessionId, Arc<SessionView>>,
+}
+
+/// A live session as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionView {
+    pub(crate) id: waggle_core::SessionId,
+    pub(crate) ttl: waggle_core::Ttl,
+    pub(crate) options: waggle_core::SessionOptions,
+    pub(crate) create_revision: Revision,
 }
 
 /// One KV change: the key and its new entry (`None`: deleted).
@@ -186,6 +197,7 @@ impl WatchHub {
                 locks: imbl::OrdMap::new(),
                 kv_log: Default::default(),
                 kv_floor: Revision::INITIAL,
+                sessions: imbl::OrdMap::new(),
             }),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
@@ -226,6 +238,12 @@ impl WatchHub {
     pub(crate) fn kv(&self) -> (Revision, imbl::OrdMap<String, Arc<waggle_core::KvEntry>>) {
         let state = self.state();
         (state.revision, state.kv.clone())
+    }
+
+    /// Live sessions (the agent's excluded) and the revision they are at.
+    pub(crate) fn sessions(&self) -> (Revision, imbl::OrdMap<waggle_core::SessionId, Arc<SessionView>>) {
+        let state = self.state();
+        (state.revision, state.sessions.clone())
     }
 
     /// KV changes with revisions from `from` on, as far as they are known.
@@ -318,7 +336,9 @@ impl WatchHub {
                 Effect::SessionOpened { .. }
                 | Effect::SessionClosed { .. }
                 | Effect::KvChanged { .. }
-                | Effect::LockChanged { .. } => continue,
+                | Effect::LockChanged { .. }
+                | Effect::LockDelayStarted { .. }
+                | Effect::LockDelayLifted { .. } => continue,
             };
             per_service.entry(change.instance.service().clone()).or_default().push(change);
         }
@@ -344,6 +364,19 @@ impl WatchHub {
         }
         if effects.iter().any(|e| matches!(e, Effect::LockChanged { .. })) {
             state.locks = registry.locks().clone();
+        }
+        for effect in effects {
+            match effect {
+                Effect::SessionOpened { session, ttl, options, revision } => {
+                    let view =
+                        SessionView { id: *session, ttl: *ttl, options: options.clone(), create_revision: *revision };
+                    state.sessions.insert(*session, Arc::new(view));
+                }
+                Effect::SessionClosed { session } => {
+                    state.sessions.remove(session);
+                }
+                _ => {}
+            }
         }
         self.applied.send_replace(revision);
         if per_service.is_empty() {
@@ -385,6 +418,20 @@ impl WatchHub {
         state.revision = revision;
         state.kv = registry.kv().clone();
         state.locks = registry.locks().clone();
+        state.sessions = registry
+            .sessions()
+            .values()
+            .filter(|s| s.id != waggle_core::SessionId::AGENT)
+            .map(|s| {
+                let view = SessionView {
+                    id: s.id,
+                    ttl: s.ttl,
+                    options: s.options.clone(),
+                    create_revision: s.create_revision,
+                };
+                (s.id, Arc::new(view))
+            })
+            .collect();
         // Changes before a reset are unknown here: watchers from older revisions start over.
         state.kv_log.clear();
         state.kv_floor = revision;

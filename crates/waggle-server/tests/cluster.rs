@@ -74,7 +74,8 @@ async fn register_via_leader(servers: &[Server], address: &str) {
         loop {
             if let Some(leader) = leader_of(servers) {
                 let mut client = rpc(&servers[leader]).await;
-                let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await;
+                let session =
+                    client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000), lock_delay_ms: None }).await;
                 if let Ok(session) = session {
                     let session_id = session.into_inner().session_id;
                     let instance =
@@ -128,7 +129,10 @@ async fn three_nodes_replicate_and_survive_losing_the_leader() {
     let new = leader_of(&servers).expect("a leader");
     let follower = &servers[1 - new];
     let mut client = rpc(follower).await;
-    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.expect("forwarded");
+    let session = client
+        .create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000), lock_delay_ms: None })
+        .await
+        .expect("forwarded");
     let session_id = session.into_inner().session_id;
     let instance = v1::Instance { service: "web".into(), address: "10.0.0.3".into(), port: 80, ..Default::default() };
     client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.expect("forwarded");
@@ -150,7 +154,10 @@ async fn keepalives_sent_to_a_follower_keep_the_session_alive() {
     let follower = &servers[(leader + 1) % 3];
     let mut client = rpc(follower).await;
     // A 1 s session, created and kept alive through a follower for 3 s.
-    let session = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000) }).await.expect("forwarded");
+    let session = client
+        .create_session(v1::CreateSessionRequest { ttl_ms: Some(1_000), lock_delay_ms: None })
+        .await
+        .expect("forwarded");
     let session_id = session.into_inner().session_id;
     let instance = v1::Instance { service: "api".into(), address: "10.0.0.9".into(), port: 80, ..Default::default() };
     client.register(v1::RegisterRequest { session_id, instance: Some(instance) }).await.expect("forwarded");
@@ -510,7 +517,8 @@ async fn a_linearizable_read_on_a_follower_sees_every_acknowledged_write() {
     let servers = start_cluster(&dirs).await;
     let leader = wait_for_leader(&servers).await;
     let mut writer = rpc(&servers[leader]).await;
-    let session = writer.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000) }).await.unwrap();
+    let session =
+        writer.create_session(v1::CreateSessionRequest { ttl_ms: Some(30_000), lock_delay_ms: None }).await.unwrap();
     let session_id = session.into_inner().session_id;
     let mut readers = [rpc(&servers[(leader + 1) % 3]).await, rpc(&servers[(leader + 2) % 3]).await];
     for i in 0..20u32 {
@@ -604,4 +612,41 @@ async fn kv_writes_through_any_member_and_linearizable_reads_see_them() {
     }
     let cas = v1::PutRequest { key: "k/0".into(), value: b"x".to_vec(), cas: Some(0), ..Default::default() };
     assert!(!writer.put(cas).await.unwrap().into_inner().succeeded, "create-only fails on an existing key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_sessions_work_through_a_follower_and_a_new_leader_lifts_lock_delays() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = start_cluster(&dirs).await;
+    let leader = wait_for_leader(&servers).await;
+    let follower = servers[(leader + 1) % 3].http_addr();
+    let put = |path: String, body: &'static str| async move {
+        let (code, answer) = common::http_send(follower, "PUT", &path, body.as_bytes()).await;
+        assert_eq!(code, 200, "{path}: {answer}");
+        answer
+    };
+    let id = |answer: String| {
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        v["ID"].as_str().unwrap().to_owned()
+    };
+    // Created, renewed and used on a follower: forwarded to the leader.
+    let a = id(put("/v1/session/create".into(), r#"{"TTL":"20s","LockDelay":"2s"}"#).await);
+    let b = id(put("/v1/session/create".into(), r#"{"LockDelay":"0s"}"#).await);
+    assert!(put(format!("/v1/session/renew/{a}"), "").await.contains(&a));
+    assert_eq!(put(format!("/v1/kv/job?acquire={a}"), "a").await, "true");
+    assert_eq!(put(format!("/v1/kv/job?acquire={b}"), "b").await, "false");
+    assert_eq!(put(format!("/v1/session/destroy/{a}"), "").await, "true");
+    assert_eq!(put(format!("/v1/kv/job?acquire={b}"), "b").await, "false", "under a's lock-delay");
+    // The leader that timed the delay goes; the next one lifts it (after a full delay).
+    servers.remove(leader).shutdown().await;
+    let survivor = servers.iter().find(|s| s.http_addr() == follower).unwrap_or(&servers[0]).http_addr();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, answer) = common::http_send(survivor, "PUT", &format!("/v1/kv/job?acquire={b}"), b"b").await;
+        if code == 200 && answer == "true" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never acquired: {code} {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -144,7 +144,7 @@ async fn keys_bound_to_a_session_are_deleted_with_it() {
     let server = Server::start(ServerConfig::ephemeral(dir.path())).await.unwrap();
     let mut c = kv(&server).await;
     let mut registry = RegistryClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
-    let session = |ttl| v1::CreateSessionRequest { ttl_ms: Some(ttl) };
+    let session = |ttl| v1::CreateSessionRequest { ttl_ms: Some(ttl), lock_delay_ms: None };
     let revoked = registry.create_session(session(60_000)).await.unwrap().into_inner().session_id;
     let expiring = registry.create_session(session(1_000)).await.unwrap().into_inner().session_id;
     c.put(v1::PutRequest { session_id: revoked, ..put("lock/a", "me") }).await.unwrap();
@@ -197,7 +197,8 @@ async fn consul_kv_endpoints_and_their_errors() {
     for (method, path, body, code, text) in [
         ("PUT", "/v1/kv/app/x?cas=soon", &b"v"[..], 400, "invalid cas"),
         ("PUT", "/v1/kv/app/has%20space", b"v", 400, "Invalid key"),
-        ("PUT", "/v1/kv/app/x?acquire=abc", b"v", 400, "not supported yet"),
+        ("PUT", "/v1/kv/app/x?acquire=xyz", b"v", 400, "invalid session"),
+        ("PUT", "/v1/kv/app/x?acquire=abc", b"v", 400, "invalid session"),
         ("DELETE", "/v1/kv/app?recurse&cas=1", b"", 400, "cannot be used"),
     ] {
         let (got, answer) = http_send(http, method, path, body).await;

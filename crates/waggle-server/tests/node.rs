@@ -31,7 +31,12 @@ fn instance(service: &str, address: &str, port: u32) -> v1::Instance {
 }
 
 async fn session(client: &mut RegistryClient<Channel>, ttl_ms: u64) -> u64 {
-    client.create_session(v1::CreateSessionRequest { ttl_ms: Some(ttl_ms) }).await.unwrap().into_inner().session_id
+    client
+        .create_session(v1::CreateSessionRequest { ttl_ms: Some(ttl_ms), lock_delay_ms: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_id
 }
 
 async fn register(client: &mut RegistryClient<Channel>, session_id: u64, instance: v1::Instance) -> u64 {
@@ -226,7 +231,8 @@ async fn bad_requests_get_clear_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), |_| {}).await;
     let mut client = rpc(&server).await;
-    let status = client.create_session(v1::CreateSessionRequest { ttl_ms: Some(500) }).await.unwrap_err();
+    let status =
+        client.create_session(v1::CreateSessionRequest { ttl_ms: Some(500), lock_delay_ms: None }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("ttl"), "{}", status.message());
 

@@ -374,7 +374,7 @@ async fn simulate(seed: u64) -> Run {
                         .unwrap_or_else(|e| panic!("{e}"));
                     Command::Register { session, spec }
                 } else {
-                    Command::CreateSession { session, ttl }
+                    Command::CreateSession { session, ttl, options: Default::default() }
                 };
                 let id = n;
                 let (trace, acked) = (trace.clone(), acked.clone());

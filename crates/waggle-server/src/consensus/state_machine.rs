@@ -67,15 +67,22 @@ impl StateMachine {
     /// session a full TTL from now.
     fn reseed(&self) {
         self.hub.reset(&self.registry);
-        self.clock.reset(self.registry.sessions().values().map(|s| (s.id, s.ttl)));
+        self.clock.reset(self.registry.sessions().values().filter(|s| !s.options.no_expiry).map(|s| (s.id, s.ttl)));
+        self.clock.reset_delays(self.registry.lock_delays().into_iter());
         self.health.reset(&self.registry);
     }
 
     fn publish(&self, effects: &[Effect]) {
         for effect in effects {
             match effect {
-                Effect::SessionOpened { session, ttl } => self.clock.track(*session, *ttl),
+                Effect::SessionOpened { session, ttl, options, .. } => {
+                    if !options.no_expiry {
+                        self.clock.track(*session, *ttl);
+                    }
+                }
                 Effect::SessionClosed { session } => self.clock.forget(*session),
+                Effect::LockDelayStarted { target, ms } => self.clock.track_delay(target.clone(), *ms),
+                Effect::LockDelayLifted { target } => self.clock.forget_delay(target),
                 Effect::InstanceUpserted { .. }
                 | Effect::InstanceRemoved { .. }
                 | Effect::KvChanged { .. }

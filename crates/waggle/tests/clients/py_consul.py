@@ -2,7 +2,11 @@
 catalog and health reads with tag / passing filters, a blocking query woken by a change,
 deregistration, a refused registration, TTL checks (pass / warn / fail, a blocking query
 woken by a check), check registration, maintenance mode, and the key/value store (cas,
-flags, recurse, keys with a separator, a blocking get). Usage: py_consul.py HOST PORT"""
+flags, recurse, keys with a separator, a blocking get), sessions (create / info / list /
+node / renew / destroy, behaviors, lock-delay, a blocking list woken by a destroy), locks on
+keys (acquire / release, LockIndex) and transactions (atomic, 409 with the failed operation).
+Usage: py_consul.py HOST PORT"""
+import base64
 import sys
 import threading
 import time
@@ -121,5 +125,96 @@ new_index, entry = c.kv.get("app/db", index=index, wait="20s")
 assert int(new_index) > int(index) and entry["Value"] == b"sqlite://db", (index, new_index, entry)
 assert c.kv.delete("app/", recurse=True) is True
 assert c.kv.get("app/", recurse=True)[1] is None
+
+# Sessions and locks on keys.
+s1 = c.session.create(name="leader", ttl=10, lock_delay=0)
+s2 = c.session.create(name="follower", behavior="delete", lock_delay=1)
+_, info = c.session.info(s1)
+assert (info["ID"], info["Name"], info["TTL"], info["Behavior"], info["LockDelay"]) == (s1, "leader", "10s", "release", 0), info
+_, info2 = c.session.info(s2)
+assert (info2["TTL"], info2["Behavior"], info2["LockDelay"]) == ("", "delete", 1_000_000_000), info2
+_, listed = c.session.list()
+assert {s["ID"] for s in listed} == {s1, s2}, listed
+_, on_node = c.session.node(info["Node"])
+assert {s["ID"] for s in on_node} == {s1, s2}, on_node
+assert c.session.node("elsewhere")[1] == []
+
+assert c.kv.put("svc/leader", "a", acquire=s1) is True
+assert c.kv.put("svc/leader", "b", acquire=s2) is False, "held by s1"
+_, e = c.kv.get("svc/leader")
+assert (e["Session"], e["LockIndex"], e["Value"]) == (s1, 1, b"a"), e
+assert c.kv.put("svc/leader", "c") is True, "a plain write keeps the holder"
+assert c.kv.get("svc/leader")[1]["Session"] == s1
+assert c.kv.put("svc/leader", "b", release=s2) is False, "s2 does not hold it"
+assert c.kv.put("svc/leader", None, release=s1) is True
+_, e = c.kv.get("svc/leader")
+assert "Session" not in e and e["LockIndex"] == 1 and e["Value"] is None, e
+assert c.kv.put("svc/leader", "b", acquire=s2) is True
+assert c.kv.get("svc/leader")[1]["LockIndex"] == 2
+assert c.session.renew(s1)["ID"] == s1
+
+# Destroying s2 (behavior delete, lock-delay 1 s) deletes its key and keeps it from being
+# acquired for a second; a blocking list wakes up.
+index, _ = c.session.list()
+
+
+def destroy_later():
+    time.sleep(0.5)
+    assert c.session.destroy(s2) is True
+
+
+threading.Thread(target=destroy_later).start()
+new_index, listed = c.session.list(index=index, wait="20s")
+assert int(new_index) > int(index) and [s["ID"] for s in listed] == [s1], listed
+assert c.kv.get("svc/leader")[1] is None, "behavior delete"
+assert c.kv.put("svc/leader", "a", acquire=s1) is False, "lock-delay"
+time.sleep(1.2)
+assert c.kv.put("svc/leader", "a", acquire=s1) is True
+assert c.session.info(s2)[1] is None
+try:
+    c.session.renew(s2)
+    raise AssertionError("renewing a destroyed session succeeds")
+except consul.NotFound:
+    pass
+assert c.session.destroy(s2) is True, "destroy is idempotent"
+
+# Destroying s1 (behavior release): the key stays, unlocked.
+c.session.destroy(s1)
+_, e = c.kv.get("svc/leader")
+assert "Session" not in e and e["Value"] == b"a", e
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+# Transactions: atomic, results for writes without values, 409 naming the failed operation.
+s3 = c.session.create(lock_delay=0)
+result = c.txn.put([
+    {"KV": {"Verb": "set", "Key": "t/a", "Value": b64("1")}},
+    {"KV": {"Verb": "lock", "Key": "t/lock", "Value": b64("me"), "Session": s3}},
+    {"KV": {"Verb": "get", "Key": "svc/leader"}},
+])
+assert result["Errors"] is None, result
+kvs = [r["KV"] for r in result["Results"]]
+assert [k["Key"] for k in kvs] == ["t/a", "t/lock", "svc/leader"], kvs
+assert kvs[0]["Value"] is None and kvs[1]["Session"] == s3 and kvs[2]["Value"] == b64("a"), kvs
+index = kvs[0]["ModifyIndex"]
+try:
+    c.txn.put([
+        {"KV": {"Verb": "set", "Key": "t/b", "Value": b64("2")}},
+        {"KV": {"Verb": "cas", "Key": "t/a", "Value": b64("3"), "Index": index + 100}},
+    ])
+    raise AssertionError("a stale cas commits")
+except consul.ConsulException as e:
+    assert "409" in str(e) and '"OpIndex": 1' in str(e).replace('":', '": '), e
+assert c.kv.get("t/b")[1] is None, "nothing of a failed transaction is applied"
+result = c.txn.put([
+    {"KV": {"Verb": "cas", "Key": "t/a", "Value": b64("3"), "Index": index}},
+    {"KV": {"Verb": "check-session", "Key": "t/lock", "Session": s3}},
+    {"KV": {"Verb": "delete-tree", "Key": "svc/"}},
+])
+assert len(result["Results"]) == 2, result
+assert c.kv.get("t/a")[1]["Value"] == b"3" and c.kv.get("svc/leader")[1] is None
 
 print("ok")

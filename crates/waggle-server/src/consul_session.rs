@@ -1,0 +1,335 @@
+//! Consul's `/v1/session` on Waggle's sessions: create (TTL 10 s – 24 h or none, `Behavior`
+//! release | delete, `LockDelay`, default 15 s as in Consul), destroy, renew, info, list and
+//! node, with blocking reads. A Consul session is a Waggle session with options: it can hold
+//! keys through `?acquire` (see `consul_kv.rs`) and ends like any other (expiry, destroy).
+//!
+//! Session ids are Waggle's 64-bit ids written as UUIDs (the id in the first 16 hex digits,
+//! the rest zero); the plain hex form Waggle's CLI prints is accepted too.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde_json::{Value, json};
+use waggle_core::{KeyBehavior, SessionId, SessionOptions, Ttl};
+
+use crate::{
+    consul::{ConsulError, answer, bad_request, blocking, go_duration, node_name, params, unavailable},
+    consul_checks::{fields_of, strict},
+    http::AppState,
+    watch::SessionView,
+};
+
+/// Consul's default lock-delay for sessions created over its API.
+const CONSUL_LOCK_DELAY: Duration = Duration::from_secs(15);
+/// Consul's TTL bounds for sessions.
+const MIN_TTL: Duration = Duration::from_secs(10);
+const MAX_TTL: Duration = Duration::from_secs(86_400);
+
+/// The fields a create body may carry (canonical: lower case, no underscores). `ID`,
+/// `CreateIndex` and `ModifyIndex` are ignored, as Consul ignores them on create.
+const CREATE_FIELDS: &[&str] = &[
+    "name",
+    "node",
+    "checks",
+    "nodechecks",
+    "servicechecks",
+    "lockdelay",
+    "behavior",
+    "ttl",
+    "namespace",
+    "partition",
+    "id",
+    "createindex",
+    "modifyindex",
+];
+
+/// A session id as Consul shows it: a UUID carrying the 64-bit id.
+pub(crate) fn session_uuid(id: SessionId) -> String {
+    let raw = id.get();
+    format!("{:08x}-{:04x}-{:04x}-0000-000000000000", raw >> 32, (raw >> 16) & 0xffff, raw & 0xffff)
+}
+
+/// Parses a session id in either form (a UUID from [`session_uuid`], or plain hex).
+pub(crate) fn parse_session(text: &str) -> Option<SessionId> {
+    let hex = match text.len() {
+        36 => {
+            let b = text.as_bytes();
+            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') || &text[19..] != "0000-000000000000" {
+                return None;
+            }
+            format!("{}{}{}", &text[..8], &text[9..13], &text[14..18])
+        }
+        1..=16 => text.to_owned(),
+        _ => return None,
+    };
+    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let raw = u64::from_str_radix(&hex, 16).ok()?;
+    (raw != 0 && raw != SessionId::AGENT.get()).then(|| SessionId::new(raw))
+}
+
+fn duration_text(ms: u64) -> String {
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+/// A session as Consul's `SessionEntry`.
+fn session_json(state: &AppState, s: &SessionView) -> Value {
+    let ttl = if s.options.no_expiry { String::new() } else { duration_text(s.ttl.as_millis()) };
+    json!({
+        "ID": session_uuid(s.id),
+        "Name": s.options.name,
+        "Node": node_name(state),
+        "LockDelay": s.options.lock_delay_ms * 1_000_000,
+        "Behavior": match s.options.behavior { KeyBehavior::Release => "release", KeyBehavior::Delete => "delete" },
+        "TTL": ttl,
+        // Sessions live on the server's node, whose serfHealth is passing while it serves.
+        "Checks": ["serfHealth"],
+        "NodeChecks": ["serfHealth"],
+        "ServiceChecks": Value::Null,
+        "CreateIndex": s.create_revision.get(),
+        "ModifyIndex": s.create_revision.get(),
+    })
+}
+
+/// Parses Consul's `LockDelay`: a Go duration string or a number of nanoseconds; either
+/// below 1000 counts as seconds, as in Consul.
+fn lock_delay(value: &Value) -> Result<Duration, String> {
+    let raw = match value {
+        Value::Null => return Ok(CONSUL_LOCK_DELAY),
+        Value::String(s) => go_duration(s).ok_or_else(|| format!("LockDelay: invalid duration {s:?}"))?,
+        Value::Number(n) => {
+            let ns = n.as_u64().ok_or_else(|| format!("LockDelay: expected a duration, got {n}"))?;
+            Duration::from_nanos(ns)
+        }
+        other => return Err(format!("LockDelay: expected a duration, got {other}")),
+    };
+    if raw < Duration::from_nanos(1000) {
+        let seconds = u64::try_from(raw.as_nanos()).unwrap_or(u64::MAX);
+        return Ok(Duration::from_secs(seconds));
+    }
+    Ok(raw)
+}
+
+fn check_list(value: Option<&Value>, what: &str) -> Result<(), String> {
+    match value {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item.as_str() {
+                    Some("serfHealth") => {}
+                    Some(other) => return Err(format!("Missing check '{other}' registration")),
+                    None => return Err(format!("{what}: expected check ids, got {item}")),
+                }
+            }
+            Ok(())
+        }
+        Some(other) => Err(format!("{what}: expected a list, got {other}")),
+    }
+}
+
+/// A create body as Waggle session options and TTL.
+fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions), String> {
+    let raw: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("Request decode failed: {e}"))?
+    };
+    let fields = fields_of(&raw, "body")?;
+    strict(&fields, &raw, CREATE_FIELDS)?;
+    let string = |key: &str, name: &str| -> Result<String, String> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!("{name}: expected a string, got {other}")),
+        }
+    };
+    let node = string("node", "Node")?;
+    if !node.is_empty() && node != node_name(state) {
+        return Err(format!("Missing node registration: sessions live on this server's node {:?}", node_name(state)));
+    }
+    for tenancy in ["namespace", "partition"] {
+        let value = string(tenancy, tenancy)?;
+        if !value.is_empty() && value != "default" {
+            return Err(format!("{tenancy} {value:?} is not supported (only \"default\")"));
+        }
+    }
+    check_list(fields.get("checks"), "Checks")?;
+    check_list(fields.get("nodechecks"), "NodeChecks")?;
+    if fields.get("servicechecks").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        return Err("ServiceChecks are not supported: use a TTL (docs/compatibility.md)".into());
+    }
+    let behavior = match string("behavior", "Behavior")?.as_str() {
+        "" | "release" => KeyBehavior::Release,
+        "delete" => KeyBehavior::Delete,
+        other => return Err(format!("Invalid Behavior setting '{other}'")),
+    };
+    let delay = lock_delay(fields.get("lockdelay").unwrap_or(&Value::Null))?;
+    if delay > Duration::from_millis(waggle_core::MAX_LOCK_DELAY_MS) {
+        return Err(format!("Invalid LockDelay '{delay:?}', must be at most 60s"));
+    }
+    let ttl_text = string("ttl", "TTL")?;
+    let (ttl, no_expiry) = if ttl_text.is_empty() {
+        (Ttl::MAX, true)
+    } else {
+        let ttl = go_duration(&ttl_text).ok_or_else(|| format!("Request decode failed: invalid TTL {ttl_text:?}"))?;
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(format!("Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]"));
+        }
+        (Ttl::from_duration(ttl).map_err(|e| e.to_string())?, false)
+    };
+    let options = SessionOptions {
+        name: string("name", "Name")?,
+        behavior,
+        lock_delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        no_expiry,
+    };
+    options.validate().map_err(|e| e.to_string())?;
+    Ok((ttl, options))
+}
+
+/// `PUT /v1/session/create`: `{"ID": "..."}`.
+pub(crate) async fn session_create(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    params(raw)?;
+    let (ttl, options) = create_request(&state, &body).map_err(bad_request)?;
+    let applied = crate::grpc::open_session(&state.consensus, &state.session_ids, ttl, options)
+        .await
+        .map_err(crate::consul::write_failed)?;
+    let id = applied.session.ok_or_else(|| ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no session".into()))?;
+    state.hub.applied(applied.revision).await;
+    Ok(answer(&state, applied.revision, json!({ "ID": session_uuid(id) })))
+}
+
+fn session_arg(text: &str) -> Result<SessionId, ConsulError> {
+    parse_session(text).ok_or_else(|| bad_request(format!("Invalid session ID {text:?}")))
+}
+
+/// `PUT /v1/session/destroy/:id`: `true` (also for a session that is already gone, as in
+/// Consul). Its keys are released or deleted, under its lock-delay.
+pub(crate) async fn session_destroy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    params(raw)?;
+    let session = session_arg(&id)?;
+    let revision = match state.consensus.propose(waggle_core::Command::RevokeSession { session }).await {
+        Ok(applied) => applied.revision,
+        Err(crate::error::ProposeError::Refused(r)) if r.kind == crate::consensus::RefusalKind::NotFound => {
+            state.hub.revision()
+        }
+        Err(e) => return Err(crate::consul::write_failed(e)),
+    };
+    Ok(answer(&state, revision, Value::Bool(true)))
+}
+
+/// `PUT /v1/session/renew/:id`: the session, or 404 if it is gone.
+pub(crate) async fn session_renew(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    params(raw)?;
+    let session = session_arg(&id)?;
+    let not_found = || ConsulError(StatusCode::NOT_FOUND, format!("Session id '{id}' not found"));
+    let (revision, sessions) = state.hub.sessions();
+    let view = sessions.get(&session).cloned();
+    // A session without a TTL has no deadline to push.
+    if !view.as_ref().is_some_and(|v| v.options.no_expiry) {
+        let renewed = crate::grpc::renew(&state.consensus, &state.clock, session.get()).await.map_err(unavailable)?;
+        if renewed.is_none() {
+            return Err(not_found());
+        }
+    }
+    // Created on another member a moment ago: wait until this one has applied it.
+    let view = match view {
+        Some(view) => view,
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while !state.hub.sessions().1.contains_key(&session) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            state.hub.sessions().1.get(&session).cloned().ok_or_else(not_found)?
+        }
+    };
+    Ok(answer(&state, revision, json!([session_json(&state, &view)])))
+}
+
+/// `GET /v1/session/info/:id`: a list of the session, or an empty list.
+pub(crate) async fn session_info(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let index = blocking(&state, &params(raw)?).await?;
+    let (_, sessions) = state.hub.sessions();
+    let found: Vec<Value> =
+        parse_session(&id).and_then(|s| sessions.get(&s).cloned()).iter().map(|v| session_json(&state, v)).collect();
+    Ok(answer(&state, index, Value::Array(found)))
+}
+
+/// `GET /v1/session/list`: every live session.
+pub(crate) async fn session_list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let index = blocking(&state, &params(raw)?).await?;
+    let (_, sessions) = state.hub.sessions();
+    Ok(answer(&state, index, Value::Array(sessions.values().map(|v| session_json(&state, v)).collect())))
+}
+
+/// `GET /v1/session/node/:node`: the sessions of a node (all of them on this server's node).
+pub(crate) async fn session_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let index = blocking(&state, &params(raw)?).await?;
+    let (_, sessions) = state.hub.sessions();
+    let listed: Vec<Value> = if node == node_name(&state) {
+        sessions.values().map(|v| session_json(&state, v)).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(answer(&state, index, Value::Array(listed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_round_trip_as_uuids_and_hex() {
+        for raw in [1u64, 0xdead_beef, u64::MAX - 1] {
+            let id = SessionId::new(raw);
+            let uuid = session_uuid(id);
+            assert_eq!(uuid.len(), 36);
+            assert_eq!(parse_session(&uuid), Some(id), "{uuid}");
+            assert_eq!(parse_session(&id.to_string()), Some(id));
+        }
+        for bad in ["", "0", "xyz", "00000000-0000-0001-0000-000000000001", "adf4238a-882b-9ddc-4a9d-5b6758e4159e"] {
+            assert_eq!(parse_session(bad), None, "{bad}");
+        }
+        assert_eq!(parse_session(&format!("{:x}", u64::MAX)), None, "the agent's session is not a Consul session");
+    }
+
+    #[test]
+    fn lock_delays_parse_like_consul() {
+        assert_eq!(lock_delay(&Value::Null), Ok(Duration::from_secs(15)));
+        assert_eq!(lock_delay(&json!("20s")), Ok(Duration::from_secs(20)));
+        assert_eq!(lock_delay(&json!(5)), Ok(Duration::from_secs(5)), "small numbers are seconds");
+        assert_eq!(lock_delay(&json!(2_000_000_000u64)), Ok(Duration::from_secs(2)), "large ones nanoseconds");
+        assert!(lock_delay(&json!("soon")).is_err());
+        assert!(lock_delay(&json!(true)).is_err());
+    }
+}
