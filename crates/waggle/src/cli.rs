@@ -60,6 +60,19 @@ pub(crate) struct ElectArgs {
     /// keepalive.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) ttl: std::time::Duration,
+    /// Lock-delay, 0-60s: if this process dies or stops while leading, the next candidate
+    /// leads only this long after its session ended.
+    #[arg(long, default_value = "0s", value_parser = lock_delay)]
+    pub(crate) lock_delay: std::time::Duration,
+}
+
+/// A lock-delay: a duration of at most 60 s.
+fn lock_delay(text: &str) -> Result<std::time::Duration, String> {
+    let delay = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if delay > std::time::Duration::from_millis(waggle_core::MAX_LOCK_DELAY_MS) {
+        return Err(format!("at most 60s, got {text}"));
+    }
+    Ok(delay)
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +89,10 @@ pub(crate) struct LockArgs {
     /// keepalive.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) ttl: std::time::Duration,
+    /// Lock-delay, 0-60s: if this process dies or stops while holding the lock, the next
+    /// waiter is granted only this long after its session ended.
+    #[arg(long, default_value = "0s", value_parser = lock_delay)]
+    pub(crate) lock_delay: std::time::Duration,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub(crate) command: Vec<String>,

@@ -316,6 +316,7 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
     let mut signals = crate::server_cmd::Signals::install()?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
+    config.lock_delay = args.lock_delay;
     let client = connect(server, config).await?;
     let handle = client.semaphore(&args.name, args.limit);
     let acquired = tokio::select! {
@@ -394,6 +395,7 @@ pub(crate) async fn elect(server: &str, args: crate::cli::ElectArgs) -> Result<(
     let mut signals = crate::server_cmd::Signals::install()?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
+    config.lock_delay = args.lock_delay;
     let client = connect(server, config).await?;
     let election = client.election(&args.name);
     let leadership = tokio::select! {

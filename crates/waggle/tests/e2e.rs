@@ -372,18 +372,35 @@ fn waggle_lock_runs_the_command_under_the_lock_and_hands_it_over() {
     assert!(out.stderr.contains("not granted"), "{}", out.stderr);
     holder.sigterm();
     holder.wait_exit(PATIENCE);
-    // A holder killed with SIGKILL frees the lock when its session expires (TTL 2 s).
+    // A holder killed with SIGKILL frees the lock when its session expires (TTL 2 s), after
+    // its lock-delay (1 s).
     let mut doomed = Proc::spawn(
         "lock 4",
-        &["--server", &url, "lock", "job", "--ttl", "2s", "--", "sh", "-c", "echo pid=$$; exec sleep 30"],
+        &[
+            "--server",
+            &url,
+            "lock",
+            "job",
+            "--ttl",
+            "2s",
+            "--lock-delay",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "echo pid=$$; exec sleep 30",
+        ],
     );
     let pid = doomed.expect_line("pid=", PATIENCE, |l| l.starts_with("pid=")).trim_start_matches("pid=").to_owned();
+    let killed = std::time::Instant::now();
     doomed.sigkill();
     let out = client(&url, &["lock", "job", "--timeout", "10s", "--", "true"]);
     assert_eq!(out.code, Some(0), "granted once the killed holder's session expired: {}", out.stderr);
+    assert!(killed.elapsed() >= std::time::Duration::from_secs(2), "granted before TTL + lock-delay");
     support::signal(pid.parse().unwrap(), "-KILL"); // its orphaned command
     assert_eq!(client(&url, &["lock", "/bad", "--", "true"]).code, Some(2));
     assert_eq!(client(&url, &["lock", "job"]).code, Some(2), "a command is required");
+    assert_eq!(client(&url, &["lock", "job", "--lock-delay", "61s", "--", "true"]).code, Some(2));
 }
 
 #[test]
