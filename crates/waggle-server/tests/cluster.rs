@@ -650,3 +650,32 @@ async fn consul_sessions_work_through_a_follower_and_a_new_leader_lifts_lock_del
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_written_at_once_through_a_follower_replicate_everywhere() {
+    use waggle_proto::v1::kv_client::KvClient;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster(&dirs).await;
+    let leader = wait_for_leader(&servers).await;
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let writer = KvClient::connect(format!("http://{}", servers[a].grpc_addr())).await.unwrap();
+    // 24 values of 400 KiB (~10 MB) at once: they must be cut into entries and AppendEntries
+    // small enough to replicate within the heartbeat timeout, or leadership churns.
+    let writes = (0..24u8).map(|n| {
+        let mut writer = writer.clone();
+        async move {
+            let put = v1::PutRequest { key: format!("big/{n}"), value: vec![n; 400 * 1024], ..Default::default() };
+            writer.put(put).await.map(|r| r.into_inner().revision)
+        }
+    });
+    let revisions = futures_util::future::join_all(writes).await;
+    let last = revisions.into_iter().map(|r| r.expect("written through the follower")).max().unwrap();
+    let mut reader = KvClient::connect(format!("http://{}", servers[b].grpc_addr())).await.unwrap();
+    for n in 0..24u8 {
+        let read = v1::GetRequest { key: format!("big/{n}"), linearizable: true, ..Default::default() };
+        let got = reader.get(read).await.unwrap().into_inner();
+        assert!(got.revision >= last);
+        let value = &got.kvs[0].value;
+        assert!(value.len() == 400 * 1024 && value.iter().all(|b| *b == n), "big/{n} is intact");
+    }
+}

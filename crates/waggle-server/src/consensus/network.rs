@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    error::{InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable},
     network::RPCOption,
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -55,10 +55,19 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(method, data, option).await
+    }
+
+    /// Sends one encoded RPC; decodes the answer.
+    async fn send<Resp, E>(&mut self, method: Method, data: Vec<u8>, option: &RPCOption) -> Result<Resp, Remote<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let Some(client) = self.client.as_mut() else {
             return Err(unreachable("the peer's address does not form a URI"));
         };
-        let data = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut message = tonic::Request::new(RaftPayload { data });
         message.set_timeout(option.hard_ttl());
         let answer = match method {
@@ -83,6 +92,21 @@ impl Peer {
             serde_json::from_slice(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// About the most bytes sent in one AppendEntries, unless it carries a single entry: every
+/// AppendEntries must be sent, appended (with an fsync) and answered within openraft's timeout
+/// of one heartbeat interval, or the follower hears nothing and starts an election.
+const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// Whether an AppendEntries of `entries` encoded in `encoded` bytes is too large to send at
+/// once: then openraft is told how many entries to send instead (at least one).
+fn too_large(entries: usize, encoded: usize) -> Option<PayloadTooLarge> {
+    let entries = entries as u64;
+    (encoded > MAX_APPEND_BYTES && entries > 1).then(|| {
+        let fitting = entries.saturating_mul(MAX_APPEND_BYTES as u64) / encoded as u64;
+        PayloadTooLarge::new_entries_hint(fitting.clamp(1, entries - 1))
+    })
 }
 
 /// Whether a call failed before reaching the peer (the connection was refused), so the
@@ -149,7 +173,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call(Method::AppendEntries, &rpc, &option).await
+        let data = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(too_large) = too_large(rpc.entries.len(), data.len()) {
+            return Err(RPCError::PayloadTooLarge(too_large));
+        }
+        self.send(Method::AppendEntries, data, &option).await
     }
 
     async fn install_snapshot(
