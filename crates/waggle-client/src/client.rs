@@ -107,6 +107,7 @@ impl Client {
     /// inside a tokio runtime.
     pub fn connect_lazy_with(url: impl Into<String>, config: ClientConfig) -> Result<Client, Error> {
         let url = url.into();
+        config.validate()?;
         // Several servers (the members of a cluster) are separated by commas; calls fail over
         // between them.
         let mut channels = Vec::new();

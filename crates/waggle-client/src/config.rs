@@ -41,6 +41,21 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Checks the settings the server would refuse (so a session is never refused over and
+    /// over in the background).
+    pub fn validate(&self) -> Result<(), waggle_core::ValidationError> {
+        if self.lock_delay > Duration::from_millis(waggle_core::MAX_LOCK_DELAY_MS) {
+            let rule = format!("at most 60s, got {:?}", self.lock_delay);
+            return Err(waggle_core::ValidationError::new("lock_delay", rule));
+        }
+        Ok(())
+    }
+
+    /// The lock-delay in whole milliseconds, rounded up (a non-zero delay never becomes 0).
+    pub(crate) fn lock_delay_ms(&self) -> u64 {
+        u64::try_from(self.lock_delay.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn backoff(&self) -> crate::Backoff {
         crate::Backoff::new(self.backoff_base, self.backoff_max, self.seed)
     }

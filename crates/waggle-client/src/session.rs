@@ -155,7 +155,7 @@ impl Keeper {
 
     /// Creates a session and registers every known instance under it.
     async fn establish(&mut self) -> Result<SessionId, Error> {
-        let lock_delay_ms = u64::try_from(self.config.lock_delay.as_millis()).unwrap_or(u64::MAX);
+        let lock_delay_ms = self.config.lock_delay_ms();
         let req = v1::CreateSessionRequest {
             ttl_ms: Some(self.config.session_ttl.as_millis()),
             lock_delay_ms: (lock_delay_ms > 0).then_some(lock_delay_ms),

@@ -133,7 +133,13 @@ async fn a_lock_delay_keeps_a_departed_holders_lock_from_the_next_waiter() {
     let (token, granted) = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
     assert!(granted.duration_since(ended) >= Duration::from_millis(1_400), "granted before the lock-delay ended");
     assert!(token > a_guard.token());
-    // Out of range: refused by the server.
+    // Out of range: refused when connecting, and by the server.
+    let mut too_long = waggle_client::ClientConfig::default();
+    too_long.lock_delay = Duration::from_secs(61);
+    let Err(refused) = Client::connect_with(url(&server), too_long).await else {
+        panic!("a 61 s lock-delay is accepted")
+    };
+    assert!(refused.to_string().contains("lock_delay"), "{refused}");
     let mut registry = RegistryClient::connect(url(&server)).await.unwrap();
     let status = registry
         .create_session(v1::CreateSessionRequest { ttl_ms: None, lock_delay_ms: Some(60_001) })

@@ -81,7 +81,8 @@ struct DelayList {
     delays: Vec<DelayRecord>,
 }
 
-/// A lock-delay: a key (`lock` empty) or a lock's slot (`lock`, `token`), for `ms`.
+/// A lock-delay: a key (`lock` empty; `token` is the revision it began at) or a lock's slot
+/// (`lock`, `token`), for `ms`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct DelayRecord {
     #[prost(string, tag = "1")]
@@ -96,7 +97,9 @@ struct DelayRecord {
 
 fn delay_record(target: &crate::DelayTarget, ms: u64) -> DelayRecord {
     match target {
-        crate::DelayTarget::Key(key) => DelayRecord { key: key.clone(), ms, ..Default::default() },
+        crate::DelayTarget::Key { key, since } => {
+            DelayRecord { key: key.clone(), token: *since, ms, ..Default::default() }
+        }
         crate::DelayTarget::Lock { lock, token } => {
             DelayRecord { lock: lock.clone(), token: *token, ms, ..Default::default() }
         }
@@ -105,7 +108,7 @@ fn delay_record(target: &crate::DelayTarget, ms: u64) -> DelayRecord {
 
 fn record_delay(r: &DelayRecord) -> crate::DelayTarget {
     if r.lock.is_empty() {
-        crate::DelayTarget::Key(r.key.clone())
+        crate::DelayTarget::Key { key: r.key.clone(), since: r.token }
     } else {
         crate::DelayTarget::Lock { lock: r.lock.clone(), token: r.token }
     }
@@ -218,7 +221,8 @@ struct TxnRecord {
 struct CompareRecord {
     #[prost(string, tag = "1")]
     key: String,
-    /// 1 modify revision, 2 create revision, 3 version, 4 value, 5 session.
+    /// 1 modify revision, 2 create revision, 3 version, 4 value, 5 session, 6 modify revision
+    /// if present.
     #[prost(uint32, tag = "2")]
     target: u32,
     #[prost(uint64, tag = "3")]
@@ -312,6 +316,7 @@ fn compare_record(c: &Compare) -> CompareRecord {
         CompareTarget::Version(n) => (3, *n, Vec::new()),
         CompareTarget::Value(v) => (4, 0, v.clone()),
         CompareTarget::Session(n) => (5, *n, Vec::new()),
+        CompareTarget::ModifyRevisionIfPresent(n) => (6, *n, Vec::new()),
     };
     let op = match c.op {
         CompareOp::Equal => 0,
@@ -329,6 +334,7 @@ fn record_compare(c: CompareRecord) -> Result<Compare, ValidationError> {
         3 => CompareTarget::Version(c.number),
         4 => CompareTarget::Value(c.value),
         5 => CompareTarget::Session(c.number),
+        6 => CompareTarget::ModifyRevisionIfPresent(c.number),
         n => return Err(ValidationError::new("txn", format!("unknown compare target {n}"))),
     };
     let op = match c.op {
@@ -870,7 +876,7 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
         key_delays: registry
             .lock_delays()
             .iter()
-            .filter(|(t, _)| matches!(t, crate::DelayTarget::Key(_)))
+            .filter(|(t, _)| matches!(t, crate::DelayTarget::Key { .. }))
             .map(|(t, ms)| delay_record(t, *ms))
             .collect(),
         kv: registry
@@ -1024,7 +1030,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         let state = crate::LockState { limit: r.limit, holders, waiters, last_token: r.last_token, delayed };
         locks.push((r.name.clone(), state));
     }
-    let key_delays = record.key_delays.into_iter().map(|d| (d.key, d.ms)).collect();
+    let key_delays = record.key_delays.into_iter().map(|d| (d.key, d.token, d.ms)).collect();
     Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks, key_delays))
 }
 

@@ -76,6 +76,9 @@ pub enum CompareTarget {
     Value(Vec<u8>),
     /// The session it is bound to (0: none).
     Session(u64),
+    /// The modify revision, where a missing key counts as equal to anything (Consul's
+    /// `delete-cas`: deleting a key that is already gone succeeds).
+    ModifyRevisionIfPresent(u64),
 }
 
 /// How a compare compares.
@@ -112,6 +115,9 @@ impl Compare {
             CompareTarget::Version(v) => entry.map_or(0, |e| e.version).cmp(v),
             CompareTarget::Session(v) => entry.and_then(|e| e.session).map_or(0, SessionId::get).cmp(v),
             CompareTarget::Value(v) => entry.map_or(&[][..], |e| &e.value[..]).cmp(&v[..]),
+            CompareTarget::ModifyRevisionIfPresent(v) => {
+                entry.map_or(Ordering::Equal, |e| e.modify_revision.get().cmp(v))
+            }
         };
         match self.op {
             CompareOp::Equal => ordering == Ordering::Equal,

@@ -77,8 +77,14 @@ impl LockState {
 /// Something a lock-delay keeps from being taken.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DelayTarget {
-    /// A KV key (Consul's `?acquire`).
-    Key(String),
+    /// A KV key (Consul's `?acquire`), with the revision its delay began at (so a lift meant
+    /// for an earlier delay of the same key leaves a later one alone).
+    Key {
+        /// The key.
+        key: String,
+        /// The revision the delay began at.
+        since: u64,
+    },
     /// A lock's slot, named by the token of the grant that ended.
     Lock {
         /// The lock.

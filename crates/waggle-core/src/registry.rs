@@ -25,8 +25,9 @@ pub struct Registry {
     kv: imbl::OrdMap<String, Arc<KvEntry>>,
     /// Locks with holders, waiters or delayed slots.
     locks: imbl::OrdMap<String, Arc<crate::LockState>>,
-    /// Keys under a lock-delay (no acquire until lifted), with the delay in ms.
-    key_delays: BTreeMap<String, u64>,
+    /// Keys under a lock-delay (no acquire until lifted): the revision it began at and its
+    /// length in ms.
+    key_delays: BTreeMap<String, (u64, u64)>,
 }
 
 impl Registry {
@@ -194,8 +195,10 @@ impl Registry {
             };
             effects.push(Effect::KvChanged { key: key.clone(), entry, revision: self.revision });
             if delay > 0 {
-                self.key_delays.insert(key.clone(), delay);
-                effects.push(Effect::LockDelayStarted { target: crate::DelayTarget::Key(key.clone()), ms: delay });
+                let since = self.revision.get();
+                self.key_delays.insert(key.clone(), (since, delay));
+                let target = crate::DelayTarget::Key { key: key.clone(), since };
+                effects.push(Effect::LockDelayStarted { target, ms: delay });
             }
         }
         effects.push(Effect::SessionClosed { session: id });
@@ -203,7 +206,10 @@ impl Registry {
 
     /// Lock-delays in force: keys and lock slots, each with its delay in ms.
     pub fn lock_delays(&self) -> Vec<(crate::DelayTarget, u64)> {
-        let keys = self.key_delays.iter().map(|(k, ms)| (crate::DelayTarget::Key(k.clone()), *ms));
+        let keys = self
+            .key_delays
+            .iter()
+            .map(|(k, (since, ms))| (crate::DelayTarget::Key { key: k.clone(), since: *since }, *ms));
         let slots = self.locks.iter().flat_map(|(name, state)| {
             state
                 .delayed
@@ -218,7 +224,13 @@ impl Registry {
         let mut changed = false;
         for target in delays {
             let lifted = match target {
-                crate::DelayTarget::Key(key) => self.key_delays.remove(key).is_some(),
+                crate::DelayTarget::Key { key, since } => {
+                    let current = self.key_delays.get(key).is_some_and(|(s, _)| s == since);
+                    if current {
+                        self.key_delays.remove(key);
+                    }
+                    current
+                }
                 crate::DelayTarget::Lock { lock, token } => {
                     match self.locks.get(lock).filter(|s| s.delayed.iter().any(|(t, _)| t == token)) {
                         Some(current) => {
@@ -836,7 +848,7 @@ impl Registry {
         instances: Vec<Instance>,
         kv: Vec<(String, KvEntry)>,
         locks: Vec<(String, crate::LockState)>,
-        key_delays: Vec<(String, u64)>,
+        key_delays: Vec<(String, u64, u64)>,
     ) -> Self {
         let mut registry = Registry {
             revision,
@@ -862,7 +874,7 @@ impl Registry {
             check_owners: BTreeMap::new(),
             kv: imbl::OrdMap::new(),
             locks: imbl::OrdMap::new(),
-            key_delays: key_delays.into_iter().collect(),
+            key_delays: key_delays.into_iter().map(|(k, since, ms)| (k, (since, ms))).collect(),
         };
         for (name, state) in locks {
             let sessions = state.holders.iter().map(|h| h.session).chain(state.waiters.iter().map(|w| w.session));

@@ -222,13 +222,19 @@ fn session_behavior_and_lock_delay_decide_what_happens_to_its_keys() {
     let kept = r.kv().get("held/rel").expect("a released key stays");
     assert_eq!((kept.session, kept.lock_index, kept.modify_revision), (None, 1, r.revision()));
     assert!(r.kv().get("held/del").is_none(), "a delete session's key goes");
-    let started = DelayTarget::Key("held/rel".into());
+    let started = DelayTarget::Key { key: "held/rel".into(), since: r.revision().get() };
     assert!(outcome.effects.contains(&Effect::LockDelayStarted { target: started.clone(), ms: 15_000 }));
     assert_eq!(r.lock_delays(), vec![(started.clone(), 15_000)]);
     // Under the delay nobody acquires it; the snapshot keeps the delay.
     assert_eq!(run(&mut r, acquire("held/rel", "x", other)).unwrap().1.aborted, Some(0));
     assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
-    let lift = Command::LiftLockDelays { delays: vec![started.clone(), DelayTarget::Key("never".into())] };
+    // A lift for an earlier delay of the key (another revision) leaves this one alone.
+    let stale = DelayTarget::Key { key: "held/rel".into(), since: 1 };
+    let before = r.clone();
+    r.apply(&Command::LiftLockDelays { delays: vec![stale] });
+    assert_eq!(r, before, "a stale lift changes nothing");
+    let never = DelayTarget::Key { key: "never".into(), since: 1 };
+    let lift = Command::LiftLockDelays { delays: vec![started.clone(), never] };
     assert_eq!(codec::decode_command(&codec::encode_command(&lift)).unwrap(), lift);
     let before = r.revision();
     let outcome = r.apply(&lift);
@@ -239,6 +245,6 @@ fn session_behavior_and_lock_delay_decide_what_happens_to_its_keys() {
     assert_eq!(r.kv()["held/rel"].lock_index, 2);
     // Lifting again changes nothing and consumes no revision.
     let rev = r.revision();
-    r.apply(&Command::LiftLockDelays { delays: vec![DelayTarget::Key("held/rel".into())] });
+    r.apply(&Command::LiftLockDelays { delays: vec![DelayTarget::Key { key: "held/rel".into(), since: 1 }] });
     assert_eq!(r.revision(), rev);
 }

@@ -153,6 +153,9 @@ pub fn txn_to_wire(txn: &Txn) -> Result<v1::TxnRequest, ValidationError> {
                 CompareTarget::Version(n) => (Target::Version, *n, Vec::new()),
                 CompareTarget::Value(v) => (Target::Value, 0, v.clone()),
                 CompareTarget::Session(n) => (Target::Session, *n, Vec::new()),
+                CompareTarget::ModifyRevisionIfPresent(_) => {
+                    return Err(ValidationError::new("compare.target", "a Consul API compare: not on the wire"));
+                }
             };
             let op = match c.op {
                 CompareOp::Equal => Op::Equal,
@@ -160,9 +163,9 @@ pub fn txn_to_wire(txn: &Txn) -> Result<v1::TxnRequest, ValidationError> {
                 CompareOp::Less => Op::Less,
                 CompareOp::Greater => Op::Greater,
             };
-            v1::Compare { key: c.key.clone(), target: target.into(), op: op.into(), number, value }
+            Ok(v1::Compare { key: c.key.clone(), target: target.into(), op: op.into(), number, value })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(v1::TxnRequest {
         compares,
         success: txn.success.iter().map(op).collect::<Result<_, _>>()?,

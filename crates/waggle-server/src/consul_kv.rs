@@ -184,7 +184,7 @@ fn invalid_session(e: ConsulError) -> ConsulError {
 }
 
 /// `DELETE /v1/kv/:key` (`?recurse`: everything under it; `?cas`): `true`, or `false` when
-/// `?cas` did not match.
+/// `?cas` did not match (a key already gone matches, as in Consul).
 pub(crate) async fn kv_delete(
     State(state): State<AppState>,
     key: Option<Path<String>>,
@@ -196,8 +196,13 @@ pub(crate) async fn kv_delete(
     }
     check(&key, flags.recurse)?;
     let op = KvOp::Delete { key: key.clone(), prefix: flags.recurse };
-    let (revision, result) =
-        run(&state, Txn { compares: cas(&key, flags.cas), success: vec![op], ..Default::default() }).await?;
+    // As in Consul, a cas delete of a key that is already gone succeeds.
+    let compares = flags
+        .cas
+        .map(|n| Compare { key: key.clone(), target: CompareTarget::ModifyRevisionIfPresent(n), op: CompareOp::Equal })
+        .into_iter()
+        .collect();
+    let (revision, result) = run(&state, Txn { compares, success: vec![op], ..Default::default() }).await?;
     let succeeded = result.succeeded && matches!(result.results.first(), Some(OpResult::Delete { .. }));
     Ok(answer(&state, revision, Value::Bool(succeeded)))
 }
@@ -284,6 +289,8 @@ fn txn_steps(index: usize, kv: &Value, steps: &mut Vec<Step>) -> Result<(), Stri
         }
         "get-tree" => step(KvOp::Get { key: key.clone(), prefix: true }, String::new(), Shown::Values),
         "check-index" => {
+            let missing = format!("key {key:?} doesn't exist");
+            step(compare(CompareTarget::ModifyRevision(0), CompareOp::NotEqual), missing, Shown::Nothing);
             let error = format!("current modify index of key {key:?} != {at}");
             step(compare(CompareTarget::ModifyRevision(at), CompareOp::Equal), error, Shown::Entry);
         }
@@ -299,7 +306,9 @@ fn txn_steps(index: usize, kv: &Value, steps: &mut Vec<Step>) -> Result<(), Stri
         "delete" => step(KvOp::Delete { key: key.clone(), prefix: false }, String::new(), Shown::Nothing),
         "delete-tree" => step(KvOp::Delete { key: key.clone(), prefix: true }, String::new(), Shown::Nothing),
         "delete-cas" => {
-            step(compare(CompareTarget::ModifyRevision(at), CompareOp::Equal), stale("delete"), Shown::Nothing);
+            // As in Consul, deleting a key that is already gone succeeds.
+            let target = CompareTarget::ModifyRevisionIfPresent(at);
+            step(compare(target, CompareOp::Equal), stale("delete"), Shown::Nothing);
             step(KvOp::Delete { key: key.clone(), prefix: false }, String::new(), Shown::Nothing);
         }
         other => return Err(format!("unknown KV verb {other:?}")),
@@ -344,13 +353,34 @@ pub(crate) async fn txn(
     params(raw)?;
     let steps = txn_request(&body)?;
     let txn = Txn { success: steps.iter().map(|s| s.op.clone()).collect(), ..Default::default() };
-    let (revision, result) = run(&state, txn).await.map_err(invalid_session)?;
-    if let Some(at) = result.aborted {
-        let step = steps.get(at);
-        let errors = json!([{ "OpIndex": step.map_or(0, |s| s.index), "What": step.map_or("", |s| s.error.as_str()) }]);
+    let conflict = |revision, index: usize, what: &str| {
+        let errors = json!([{ "OpIndex": index, "What": what }]);
         let mut response = answer(&state, revision, json!({ "Results": Value::Null, "Errors": errors }));
         *response.status_mut() = StatusCode::CONFLICT;
-        return Ok(response);
+        response
+    };
+    let (revision, result) = match run(&state, txn).await {
+        Ok(done) => done,
+        // A lock for a session that does not exist: Consul names the operation (409).
+        Err(e) if e.0 == StatusCode::NOT_FOUND => {
+            let sessions = state.hub.sessions().1;
+            let unknown = steps.iter().find_map(|s| match &s.op {
+                KvOp::Acquire { session, .. } if !sessions.contains_key(session) => Some((s.index, *session)),
+                _ => None,
+            });
+            return match unknown {
+                Some((index, session)) => {
+                    let what = format!("invalid session {:?}", crate::consul_session::session_uuid(session));
+                    Ok(conflict(state.hub.revision(), index, &what))
+                }
+                None => Err(invalid_session(e)),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(at) = result.aborted {
+        let step = steps.get(at);
+        return Ok(conflict(revision, step.map_or(0, |s| s.index), step.map_or("", |s| s.error.as_str())));
     }
     let mut results = Vec::new();
     for (step, outcome) in steps.iter().zip(&result.results) {

@@ -173,10 +173,14 @@ fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions)
         return Err(format!("Invalid LockDelay '{delay:?}', must be at most 60s"));
     }
     let ttl_text = string("ttl", "TTL")?;
-    let (ttl, no_expiry) = if ttl_text.is_empty() {
+    let ttl = match ttl_text.as_str() {
+        "" => Duration::ZERO,
+        text => go_duration(text).ok_or_else(|| format!("Request decode failed: invalid TTL {ttl_text:?}"))?,
+    };
+    // No TTL (or 0, as in Consul): the session lives until destroyed.
+    let (ttl, no_expiry) = if ttl.is_zero() {
         (Ttl::MAX, true)
     } else {
-        let ttl = go_duration(&ttl_text).ok_or_else(|| format!("Request decode failed: invalid TTL {ttl_text:?}"))?;
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(format!("Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]"));
         }
@@ -240,29 +244,31 @@ pub(crate) async fn session_renew(
     params(raw)?;
     let session = session_arg(&id)?;
     let not_found = || ConsulError(StatusCode::NOT_FOUND, format!("Session id '{id}' not found"));
-    let (revision, sessions) = state.hub.sessions();
-    let view = sessions.get(&session).cloned();
-    // A session without a TTL has no deadline to push.
-    if !view.as_ref().is_some_and(|v| v.options.no_expiry) {
+    let known = |state: &AppState| state.hub.sessions().1.get(&session).cloned();
+    // A session without a TTL has no deadline to push (and the leader's clock does not know it).
+    if !known(&state).is_some_and(|v| v.options.no_expiry) {
         let renewed = crate::grpc::renew(&state.consensus, &state.clock, session.get()).await.map_err(unavailable)?;
         if renewed.is_none() {
-            return Err(not_found());
+            // Unknown to the clock: gone, or a session without a TTL this member has not
+            // applied yet (created on another member a moment ago).
+            let view = applied_soon(&state, session).await.ok_or_else(not_found)?;
+            if !view.options.no_expiry {
+                return Err(not_found());
+            }
         }
     }
-    // Created on another member a moment ago: wait until this one has applied it.
-    let view = match view {
-        Some(view) => view,
-        None => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while !state.hub.sessions().1.contains_key(&session) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await;
-            state.hub.sessions().1.get(&session).cloned().ok_or_else(not_found)?
-        }
-    };
-    Ok(answer(&state, revision, json!([session_json(&state, &view)])))
+    let view = applied_soon(&state, session).await.ok_or_else(not_found)?;
+    Ok(answer(&state, state.hub.revision(), json!([session_json(&state, &view)])))
+}
+
+/// The session as this member knows it once it has applied everything committed before the
+/// call (a session created through another member a moment ago is there; a gone one is not).
+async fn applied_soon(state: &AppState, session: SessionId) -> Option<std::sync::Arc<SessionView>> {
+    if let Some(view) = state.hub.sessions().1.get(&session).cloned() {
+        return Some(view);
+    }
+    state.consensus.read_barrier().await.ok()?;
+    state.hub.sessions().1.get(&session).cloned()
 }
 
 /// `GET /v1/session/info/:id`: a list of the session, or an empty list.

@@ -232,7 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lock_delays_come_due_and_restart_with_grace() {
         let clock = SessionClock::new();
-        let key = DelayTarget::Key("k".into());
+        let key = DelayTarget::Key { key: "k".into(), since: 3 };
         let slot = DelayTarget::Lock { lock: "l".into(), token: 7 };
         clock.track_delay(key.clone(), 1_000);
         clock.track_delay(slot.clone(), 3_000);

@@ -633,6 +633,11 @@ async fn consul_sessions_work_through_a_follower_and_a_new_leader_lifts_lock_del
     let a = id(put("/v1/session/create".into(), r#"{"TTL":"20s","LockDelay":"2s"}"#).await);
     let b = id(put("/v1/session/create".into(), r#"{"LockDelay":"0s"}"#).await);
     assert!(put(format!("/v1/session/renew/{a}"), "").await.contains(&a));
+    // A session without a TTL created on the leader renews on a follower at once.
+    let leader_http = servers[leader].http_addr();
+    let (_, created) = common::http_send(leader_http, "PUT", "/v1/session/create", b"{}").await;
+    let c = id(created);
+    assert!(put(format!("/v1/session/renew/{c}"), "").await.contains(&c));
     assert_eq!(put(format!("/v1/kv/job?acquire={a}"), "a").await, "true");
     assert_eq!(put(format!("/v1/kv/job?acquire={b}"), "b").await, "false");
     assert_eq!(put(format!("/v1/session/destroy/{a}"), "").await, "true");

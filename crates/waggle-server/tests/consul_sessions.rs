@@ -53,6 +53,10 @@ async fn sessions_release_or_delete_their_keys_under_a_lock_delay_that_survives_
     assert_eq!((info["Behavior"].as_str(), info["TTL"].as_str()), (Some("release"), Some("")), "{info}");
     assert_eq!(info["LockDelay"], 15_000_000_000u64, "{info}");
     let short = create(http, json!({ "Name": "short", "LockDelay": "1s", "TTL": "30s" })).await;
+    let zero = create(http, json!({ "TTL": "0s" })).await;
+    let (_, info) = http_get(http, &format!("/v1/session/info/{zero}")).await;
+    assert_eq!(parse(&info)[0]["TTL"], "", "a zero TTL is no TTL, as in Consul");
+    assert_eq!(put(http, &format!("/v1/session/destroy/{zero}"), "").await.0, 200);
     let deleting = create(http, json!({ "Behavior": "delete", "LockDelay": 0 })).await;
     assert!(acquire(http, "lock/a", &short).await);
     assert!(acquire(http, "lock/b", &deleting).await);
@@ -119,6 +123,8 @@ async fn transactions_apply_atomically_and_name_the_failed_operation() {
         (json!({ "Verb": "get", "Key": "missing" }), "doesn't exist"),
         (json!({ "Verb": "check-not-exists", "Key": "a" }), "exists"),
         (json!({ "Verb": "delete-cas", "Key": "a", "Index": 1 }), "index is stale"),
+        (json!({ "Verb": "check-index", "Key": "missing", "Index": 0 }), "doesn't exist"),
+        (json!({ "Verb": "lock", "Key": "x", "Session": "0000abcd-0000-0001-0000-000000000000" }), "invalid session"),
     ] {
         let ops = json!([{ "KV": { "Verb": "delete", "Key": "l" } }, { "KV": failing }]);
         let (code, body) = put(http, "/v1/txn", &ops.to_string()).await;
@@ -128,6 +134,10 @@ async fn transactions_apply_atomically_and_name_the_failed_operation() {
         assert!(errors[0]["What"].as_str().unwrap().contains(at), "{body}");
         assert!(key(http, "l").await.is_some(), "the delete before the failure is rolled back");
     }
+
+    // Deleting a key that is already gone with delete-cas succeeds, as in Consul.
+    let ops = json!([{ "KV": { "Verb": "delete-cas", "Key": "gone", "Index": 9 } }]);
+    assert_eq!(put(http, "/v1/txn", &ops.to_string()).await.0, 200);
 
     // Refusals before anything runs.
     let too_many: Vec<Value> = (0..65).map(|i| json!({ "KV": { "Verb": "get", "Key": format!("k{i}") } })).collect();

@@ -193,7 +193,9 @@ async fn consul_kv_endpoints_and_their_errors() {
     // A stale cas is false; a delete with the right one is true.
     let modify = entry[0]["ModifyIndex"].as_u64().unwrap();
     assert_eq!(http_send(http, "PUT", &format!("/v1/kv/app/db?cas={}", modify + 100), b"x").await.1, "false");
+    assert_eq!(http_send(http, "DELETE", &format!("/v1/kv/app/db?cas={}", modify + 1), b"").await.1, "false");
     assert_eq!(http_send(http, "DELETE", &format!("/v1/kv/app/db?cas={modify}"), b"").await.1, "true");
+    assert_eq!(http_send(http, "DELETE", "/v1/kv/app/db?cas=7", b"").await.1, "true", "gone already, as in Consul");
     for (method, path, body, code, text) in [
         ("PUT", "/v1/kv/app/x?cas=soon", &b"v"[..], 400, "invalid cas"),
         ("PUT", "/v1/kv/app/has%20space", b"v", 400, "Invalid key"),
