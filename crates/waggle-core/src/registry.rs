@@ -53,6 +53,13 @@ impl Registry {
         self.history = 0;
     }
 
+    /// Moves the revision `by` ahead (nothing else changes), for state restored from a backup:
+    /// the old cluster may have gone on after the backup was taken, and revisions (hence
+    /// fencing tokens) issued by the restored one must not repeat any it issued.
+    pub fn bump_revision(&mut self, by: u64) {
+        self.revision = Revision::new(self.revision.get().saturating_add(by));
+    }
+
     /// Live sessions by id.
     pub fn sessions(&self) -> &BTreeMap<SessionId, Session> {
         &self.sessions

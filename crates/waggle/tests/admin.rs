@@ -40,6 +40,9 @@ fn snapshot_save_then_restore_into_a_fresh_data_dir() {
     let restored = run(&["snapshot", "restore", file_arg, "--data-dir", restored_arg]);
     assert_eq!(restored.code, Some(0), "{restored:?}");
     assert!(restored.stdout.contains("2 instances"), "{restored:?}");
+    // Revisions (and so fencing tokens) go on far ahead of the backup's.
+    let revision: u64 = restored.stdout.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(revision > 1_000_000_000, "{restored:?}");
     // A second restore into the same data dir would overwrite a node: refused.
     let again = run(&["snapshot", "restore", file_arg, "--data-dir", restored_arg]);
     assert_ne!(again.code, Some(0));

@@ -82,6 +82,9 @@ fn open(file: &[u8]) -> anyhow::Result<(SnapshotMeta<u64, BasicNode>, Vec<u8>, B
     Ok((meta, data, summary))
 }
 
+/// How far a restore moves the revision ahead of the backup's.
+pub(crate) const RESTORE_REVISION_BUMP: u64 = 1_000_000_000;
+
 /// Writes a backup into a fresh data dir as the state of a new cluster whose members are
 /// `members` (node id → peer address; one entry for a single node), for node `node_id`.
 ///
@@ -95,7 +98,8 @@ pub(crate) fn restore(
     identity: &str,
 ) -> anyhow::Result<BackupSummary> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let (meta, data, summary) = open(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let (meta, data, mut summary) = open(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    summary.revision = summary.revision.saturating_add(RESTORE_REVISION_BUMP);
     if data_dir.join(super::storage::DB_FILE).exists() {
         anyhow::bail!("{} already holds a data dir: restore into a fresh one", data_dir.display());
     }
@@ -133,6 +137,10 @@ fn write_restored(
     // but watchers of the old cluster must not resume against it as if nothing happened since.
     let mut registry = codec::decode_snapshot(data)?;
     registry.start_new_history();
+    // Fencing tokens are revisions: the old cluster may have granted locks after this backup,
+    // so the restored one continues far ahead of anything it can have reached (as etcd's
+    // `snapshot restore --bump-revision`). The same on every member restored from the file.
+    registry.bump_revision(RESTORE_REVISION_BUMP);
     let data = codec::encode_snapshot(&registry);
     let storage = Storage::open(dir)?;
     storage.check_identity(node_id, identity)?;
