@@ -133,6 +133,8 @@ impl KvWatch {
 
     /// Waits for the next revisions with changes of the watched keys.
     async fn next_message(&mut self) -> Result<v1::WatchKvResponse, Status> {
+        // Woken when the store changes, not on every write.
+        let mut signal = self.hub.kv_signal();
         loop {
             let (changes, seen) = match self.hub.kv_since(waggle_core::Revision::new(self.next)) {
                 crate::watch::KvRead::Compacted => {
@@ -157,7 +159,9 @@ impl KvWatch {
             if !events.is_empty() {
                 return Ok(v1::WatchKvResponse { revision: seen.get(), events });
             }
-            self.hub.applied(waggle_core::Revision::new(self.next)).await;
+            if signal.changed().await.is_err() {
+                return Err(Status::unavailable("the server is stopping"));
+            }
         }
     }
 }

@@ -94,6 +94,8 @@ impl Lock for LockService {
         // cannot catch up in time goes straight to the end (its view would be stale).
         let caught_up = tokio::time::timeout_at(deadline, self.hub.applied(applied.revision)).await.is_ok();
         if caught_up {
+            // Woken when this lock changes, not on every write.
+            let mut signal = self.hub.lock_signal(&req.name);
             loop {
                 let (revision, state) = self.hub.lock(&req.name);
                 if let Some(held) = state.as_ref().and_then(|s| s.held_by(session)) {
@@ -109,8 +111,7 @@ impl Lock for LockService {
                         revision: revision.get(),
                     }));
                 }
-                if tokio::time::timeout_at(deadline, self.hub.applied(Revision::new(revision.get() + 1))).await.is_err()
-                {
+                if !matches!(tokio::time::timeout_at(deadline, signal.changed()).await, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -174,16 +175,17 @@ impl Lock for LockService {
         let shutdown = self.shutdown.clone();
         // The state now, then whenever it changes (compared by value: other writes move the
         // revision without touching this lock).
-        let start = (hub, name, shutdown, None::<Option<Arc<LockState>>>);
-        let stream = futures_util::stream::unfold(start, |(hub, name, shutdown, last)| async move {
+        let signal = hub.lock_signal(&name);
+        let start = (hub, name, shutdown, signal, None::<Option<Arc<LockState>>>);
+        let stream = futures_util::stream::unfold(start, |(hub, name, shutdown, mut signal, last)| async move {
             loop {
                 let (revision, state) = hub.lock(&name);
                 if last.as_ref() != Some(&state) {
                     let message = status(revision, state.as_deref());
-                    return Some((Ok(message), (hub, name, shutdown, Some(state))));
+                    return Some((Ok(message), (hub, name, shutdown, signal, Some(state))));
                 }
                 tokio::select! {
-                    () = hub.applied(Revision::new(revision.get() + 1)) => {}
+                    changed = signal.changed() => if changed.is_err() { return None },
                     () = shutdown.cancelled() => return None,
                 }
             }

@@ -141,6 +141,9 @@ struct HubState {
     kv_floor: Revision,
     /// Live sessions as of `revision` (for Consul's `/v1/session` reads).
     sessions: imbl::OrdMap<waggle_core::SessionId, Arc<SessionView>>,
+    /// Per-lock change signals for waiting acquires and observers, created on demand and
+    /// dropped once nobody listens: a waiter wakes when its lock changes, not on every write.
+    lock_signals: HashMap<String, tokio::sync::watch::Sender<Revision>>,
 }
 
 /// A live session as readers see it.
@@ -184,6 +187,9 @@ pub(crate) struct WatchHub {
     history: std::sync::atomic::AtomicU64,
     /// The applied revision, for writers waiting to read their own write here.
     applied: tokio::sync::watch::Sender<Revision>,
+    /// The revision of the last change to the KV store (or of a reset), for KV watchers: they
+    /// wake when the store changes, not on every write.
+    kv_changed: tokio::sync::watch::Sender<Revision>,
 }
 
 impl WatchHub {
@@ -198,7 +204,9 @@ impl WatchHub {
                 kv_log: Default::default(),
                 kv_floor: Revision::INITIAL,
                 sessions: imbl::OrdMap::new(),
+                lock_signals: HashMap::new(),
             }),
+            kv_changed: tokio::sync::watch::Sender::new(Revision::INITIAL),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
             applied: tokio::sync::watch::Sender::new(Revision::INITIAL),
@@ -238,6 +246,24 @@ impl WatchHub {
     pub(crate) fn kv(&self) -> (Revision, imbl::OrdMap<String, Arc<waggle_core::KvEntry>>) {
         let state = self.state();
         (state.revision, state.kv.clone())
+    }
+
+    /// A signal that changes whenever lock `name` does (or the state is replaced). Subscribe
+    /// before reading the lock, then wait for `changed()`.
+    pub(crate) fn lock_signal(&self, name: &str) -> tokio::sync::watch::Receiver<Revision> {
+        let mut state = self.state();
+        let revision = state.revision;
+        state
+            .lock_signals
+            .entry(name.to_owned())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(revision))
+            .subscribe()
+    }
+
+    /// A signal that changes whenever the KV store does (or is replaced). Subscribe before
+    /// reading, then wait for `changed()`.
+    pub(crate) fn kv_signal(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.kv_changed.subscribe()
     }
 
     /// Live sessions (the agent's excluded) and the revision they are at.
@@ -354,6 +380,7 @@ impl WatchHub {
             })
             .collect();
         if !kv_events.is_empty() {
+            self.kv_changed.send_replace(revision);
             state.kv = registry.kv().clone();
             state.kv_log.push_back((revision, Arc::new(kv_events)));
             if state.kv_log.len() > KV_LOG
@@ -364,6 +391,13 @@ impl WatchHub {
         }
         if effects.iter().any(|e| matches!(e, Effect::LockChanged { .. })) {
             state.locks = registry.locks().clone();
+            for effect in effects {
+                if let Effect::LockChanged { lock, .. } = effect
+                    && let Some(signal) = state.lock_signals.get(lock)
+                {
+                    signal.send_replace(revision);
+                }
+            }
         }
         for effect in effects {
             match effect {
@@ -403,9 +437,11 @@ impl WatchHub {
     /// Drops views that neither hold instances nor have subscribers (a watch of a service that
     /// never existed leaves one behind when the watcher goes).
     pub(crate) fn prune(&self) {
-        self.state()
+        let mut state = self.state();
+        state
             .services
             .retain(|_, v| !v.instances.is_empty() || v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
+        state.lock_signals.retain(|_, signal| signal.receiver_count() > 0);
     }
 
     /// Replaces every view with the registry's state (startup, snapshot install) and tells every
@@ -435,6 +471,10 @@ impl WatchHub {
         // Changes before a reset are unknown here: watchers from older revisions start over.
         state.kv_log.clear();
         state.kv_floor = revision;
+        self.kv_changed.send_replace(revision);
+        for signal in state.lock_signals.values() {
+            signal.send_replace(revision);
+        }
         self.applied.send_replace(revision);
         state.services.retain(|_, v| v.topic.as_ref().is_some_and(|t| t.tx.receiver_count() > 0));
         for view in state.services.values_mut() {
@@ -450,5 +490,40 @@ impl WatchHub {
             view.reads = Arc::default();
         }
         state.all.resync(revision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use waggle_core::{Command, SessionId, Ttl, Txn};
+
+    use super::*;
+
+    #[test]
+    fn lock_and_kv_signals_fire_only_for_their_own_changes() {
+        let hub = WatchHub::new(HubLimits { buffer: 16, history: 16 });
+        let mut registry = Registry::new();
+        let apply = |registry: &mut Registry, command: Command| {
+            let outcome = registry.apply(&command);
+            assert!(outcome.response.is_ok(), "{command:?}");
+            hub.publish(registry, &outcome.effects);
+        };
+        let session = SessionId::new(1);
+        apply(&mut registry, Command::CreateSession { session, ttl: Ttl::DEFAULT, options: Default::default() });
+        let (mut a, b, mut kv) = (hub.lock_signal("a"), hub.lock_signal("b"), hub.kv_signal());
+        let acquire = Command::LockAcquire { lock: "a".into(), session, limit: 1, wait: false, value: Vec::new() };
+        apply(&mut registry, acquire);
+        assert_eq!(a.has_changed().ok(), Some(true), "a changed");
+        assert_eq!((b.has_changed().ok(), kv.has_changed().ok()), (Some(false), Some(false)));
+        a.borrow_and_update();
+        apply(&mut registry, Command::KvTxn { txn: Txn::put("k", "v") });
+        assert_eq!((a.has_changed().ok(), kv.has_changed().ok()), (Some(false), Some(true)));
+        kv.borrow_and_update();
+        // A state replacement wakes everyone; unused signals are dropped.
+        hub.reset(&registry);
+        assert_eq!((a.has_changed().ok(), kv.has_changed().ok()), (Some(true), Some(true)));
+        drop(b);
+        hub.prune();
+        assert_eq!(hub.state().lock_signals.keys().collect::<Vec<_>>(), ["a"]);
     }
 }
