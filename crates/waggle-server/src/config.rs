@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub watch_buffer: usize,
     /// Batches kept per watched topic so a reconnecting watcher can resume (default 64).
     pub watch_history: usize,
+    /// Most bytes of keys and values the KV store may hold (default 1 GiB; every member keeps
+    /// the whole store in memory). Writes that would go past it are refused; deletes never.
+    pub kv_quota_bytes: u64,
     /// Raft timing and log compaction.
     pub raft: RaftConfig,
     /// Seed for the session-id generator (default: from the OS). Set it in tests.
@@ -105,6 +108,7 @@ impl ServerConfig {
             session_tick: Duration::from_millis(100),
             watch_buffer: 256,
             watch_history: 64,
+            kv_quota_bytes: 1 << 30,
             raft: RaftConfig::default(),
             peer_addr: None,
             initial_cluster: std::collections::BTreeMap::new(),

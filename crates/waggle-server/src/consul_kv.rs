@@ -140,6 +140,10 @@ pub(crate) async fn kv_get(
 /// Runs a one-command transaction; refusals are the client's fault.
 async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
     txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
+    state.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
+        let message = format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)");
+        ConsulError(StatusCode::PAYLOAD_TOO_LARGE, message)
+    })?;
     let applied = state.consensus.propose(Command::KvTxn { txn }).await.map_err(write_failed)?;
     match applied.txn {
         Some(result) => Ok((applied.revision, result)),

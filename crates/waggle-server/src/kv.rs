@@ -25,6 +25,9 @@ impl KvService {
     /// Proposes a validated transaction: its revision and result.
     async fn run(&self, txn: Txn) -> Result<(u64, TxnResult), Status> {
         txn.validate().map_err(invalid)?;
+        self.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
+            Status::resource_exhausted(format!("the KV store is full: {used} of its {quota} bytes used (kv_quota)"))
+        })?;
         let applied = self.consensus.propose(Command::KvTxn { txn }).await?;
         let result = applied.txn.ok_or_else(|| Status::internal("a transaction answered without a result"))?;
         Ok((applied.revision.get(), result))

@@ -191,7 +191,11 @@ impl Server {
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
         storage.check_identity(config.node_id, &identity(&config))?;
-        let hub = Arc::new(WatchHub::new(HubLimits { buffer: config.watch_buffer, history: config.watch_history }));
+        let hub = Arc::new(WatchHub::new(HubLimits {
+            buffer: config.watch_buffer,
+            history: config.watch_history,
+            kv_quota: config.kv_quota_bytes,
+        }));
         let clock = Arc::new(SessionClock::new());
         let health = Arc::new(health::HealthChecks::new());
         let consensus =

@@ -141,6 +141,8 @@ struct HubState {
     kv_floor: Revision,
     /// Live sessions as of `revision` (for Consul's `/v1/session` reads).
     sessions: imbl::OrdMap<waggle_core::SessionId, Arc<SessionView>>,
+    /// Bytes of keys and values in `kv`.
+    kv_bytes: u64,
     /// Per-lock change signals for waiting acquires and observers, created on demand and
     /// dropped once nobody listens: a waiter wakes when its lock changes, not on every write.
     lock_signals: HashMap<String, tokio::sync::watch::Sender<Revision>>,
@@ -153,6 +155,11 @@ pub(crate) struct SessionView {
     pub(crate) ttl: waggle_core::Ttl,
     pub(crate) options: waggle_core::SessionOptions,
     pub(crate) create_revision: Revision,
+}
+
+/// What a stored key counts against the quota: its key and value.
+fn entry_bytes(key: &str, entry: &waggle_core::KvEntry) -> u64 {
+    (key.len() + entry.value.len()) as u64
 }
 
 /// One KV change: the key and its new entry (`None`: deleted).
@@ -173,6 +180,8 @@ pub(crate) enum KvRead {
 /// Watch hub settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HubLimits {
+    /// Most bytes of keys and values in the KV store (writes beyond it are refused).
+    pub(crate) kv_quota: u64,
     /// Batches a subscriber may fall behind before it is resynced.
     pub(crate) buffer: usize,
     /// Batches kept per topic for resuming watchers.
@@ -205,6 +214,7 @@ impl WatchHub {
                 kv_floor: Revision::INITIAL,
                 sessions: imbl::OrdMap::new(),
                 lock_signals: HashMap::new(),
+                kv_bytes: 0,
             }),
             kv_changed: tokio::sync::watch::Sender::new(Revision::INITIAL),
             limits,
@@ -258,6 +268,14 @@ impl WatchHub {
             .entry(name.to_owned())
             .or_insert_with(|| tokio::sync::watch::Sender::new(revision))
             .subscribe()
+    }
+
+    /// Refuses a write that may add `growth` bytes when the store would go past its quota:
+    /// the bytes held and the quota.
+    pub(crate) fn kv_admits(&self, growth: u64) -> Result<(), (u64, u64)> {
+        let used = self.state().kv_bytes;
+        let quota = self.limits.kv_quota;
+        if growth > 0 && used.saturating_add(growth) > quota { Err((used, quota)) } else { Ok(()) }
     }
 
     /// A signal that changes whenever the KV store does (or is replaced). Subscribe before
@@ -381,6 +399,15 @@ impl WatchHub {
             .collect();
         if !kv_events.is_empty() {
             self.kv_changed.send_replace(revision);
+            // Keep the store's size: each key's size before this batch (from the old copy),
+            // then after it (from the new one).
+            let touched: std::collections::BTreeSet<&String> = kv_events.iter().map(|(k, _)| k).collect();
+            let new = registry.kv();
+            for key in touched {
+                let before = state.kv.get(key).map_or(0, |e| entry_bytes(key, e));
+                let after = new.get(key).map_or(0, |e| entry_bytes(key, e));
+                state.kv_bytes = (state.kv_bytes + after).saturating_sub(before);
+            }
             state.kv = registry.kv().clone();
             state.kv_log.push_back((revision, Arc::new(kv_events)));
             if state.kv_log.len() > KV_LOG
@@ -453,6 +480,7 @@ impl WatchHub {
         let revision = registry.revision();
         state.revision = revision;
         state.kv = registry.kv().clone();
+        state.kv_bytes = state.kv.iter().map(|(k, e)| entry_bytes(k, e)).sum();
         state.locks = registry.locks().clone();
         state.sessions = registry
             .sessions()
@@ -501,7 +529,7 @@ mod tests {
 
     #[test]
     fn lock_and_kv_signals_fire_only_for_their_own_changes() {
-        let hub = WatchHub::new(HubLimits { buffer: 16, history: 16 });
+        let hub = WatchHub::new(HubLimits { buffer: 16, history: 16, kv_quota: 1 << 20 });
         let mut registry = Registry::new();
         let apply = |registry: &mut Registry, command: Command| {
             let outcome = registry.apply(&command);

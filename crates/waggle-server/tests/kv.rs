@@ -139,6 +139,39 @@ async fn puts_reads_cas_transactions_and_errors() {
 }
 
 #[tokio::test]
+async fn writes_past_the_kv_quota_are_refused_and_deletes_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.kv_quota_bytes = 10_000;
+    let server = Server::start(config).await.unwrap();
+    let mut c = kv(&server).await;
+    let put = |key: &str, len: usize| v1::PutRequest { key: key.into(), value: vec![b'x'; len], ..Default::default() };
+    for n in 0..4 {
+        c.put(put(&format!("k{n}"), 2_000)).await.unwrap();
+    }
+    let full = c.put(put("k4", 2_100)).await.unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    assert!(full.message().contains("8008 of its 10000 bytes"), "{full:?}");
+    // Consul's API is held to the same quota.
+    let (code, body) = common::http_send(server.http_addr(), "PUT", "/v1/kv/k4", &[b'x'; 2_100]).await;
+    assert_eq!(code, 413, "{body}");
+    // Deletes always pass and make room; reads and small writes that fit go on.
+    c.delete(v1::DeleteRequest { key: "k0".into(), ..Default::default() }).await.unwrap();
+    c.put(put("k4", 2_100)).await.unwrap();
+    assert_eq!(value(&mut c, "k4").await.map(|v| v.len()), Some(2_100));
+    // The count survives a restart (rebuilt from the store).
+    let addr = server.grpc_addr();
+    server.shutdown().await;
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.grpc_addr = addr;
+    config.kv_quota_bytes = 10_000;
+    let server = Server::start(config).await.unwrap();
+    let mut c = kv(&server).await;
+    assert_eq!(c.put(put("k5", 2_000)).await.unwrap_err().code(), Code::ResourceExhausted);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn keys_bound_to_a_session_are_deleted_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(ServerConfig::ephemeral(dir.path())).await.unwrap();

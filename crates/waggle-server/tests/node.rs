@@ -365,7 +365,9 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
     let restored_dir = tempfile::tempdir().unwrap();
     let config = ServerConfig::ephemeral(restored_dir.path().join("data"));
     let summary = waggle_server::restore_snapshot(&path, &config).expect("restores");
-    assert_eq!((summary.revision, summary.instances, summary.sessions), (revision, 30, 1));
+    // The revision moves far ahead of the backup's: fencing tokens never repeat the old node's.
+    let bumped = revision + 1_000_000_000;
+    assert_eq!((summary.revision, summary.instances, summary.sessions), (bumped, 30, 1));
     // Restoring twice into the same data dir is refused: it would overwrite a node.
     let again = waggle_server::restore_snapshot(&path, &config).unwrap_err().to_string();
     assert!(again.contains("fresh"), "{again}");
@@ -380,11 +382,11 @@ async fn a_saved_backup_restores_into_a_fresh_data_dir_and_refuses_damage() {
     let restored = Server::start(config).await.expect("the restored node starts");
     let mut client = rpc(&restored).await;
     assert_eq!(dump(&mut client).await, state);
-    assert_eq!(restored.revision().get(), revision);
+    assert_eq!(restored.revision().get(), bumped);
     // The restored node takes writes, continuing the revision sequence; the old session got
     // a full TTL of grace and is still alive.
     let next = register(&mut client, s, instance("api", "10.1.1.1", 80)).await;
-    assert!(next > revision);
+    assert!(next > bumped);
     drop(client);
     restored.shutdown().await;
 

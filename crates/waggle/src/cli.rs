@@ -329,6 +329,10 @@ pub(crate) struct ServerArgs {
     /// Development mode: use a temporary data dir, deleted on exit.
     #[arg(long)]
     pub(crate) dev: bool,
+    /// Most bytes of keys and values the KV store holds (KiB, MiB, GiB suffixes; default
+    /// 1GiB): writes past it are refused, deletes never.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub(crate) kv_quota: u64,
     /// Build a snapshot (and purge the log) every N entries.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_every: u64,
@@ -468,9 +472,36 @@ pub(crate) struct WatchArgs {
     pub(crate) json: bool,
 }
 
+/// A size in bytes, with an optional KiB / MiB / GiB suffix.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(scale).filter(|b| *b > 0).ok_or_else(|| format!("out of range: {text:?}"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_initial_cluster;
+    use super::{parse_bytes, parse_initial_cluster};
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        for bad in ["", "0", "1GB", "x", "99999999999GiB", "-1"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn initial_clusters_parse_and_reject_bad_members() {

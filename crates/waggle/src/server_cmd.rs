@@ -25,6 +25,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
     if !args.dns_domains.is_empty() {
         config.dns_domains = args.dns_domains.clone();
     }
+    config.kv_quota_bytes = args.kv_quota;
     config.dns_ttl =
         u32::try_from(args.dns_ttl.as_secs()).map_err(|_| Failure::Usage("--dns-ttl must be at most 86400s".into()))?;
     config.dns_allow_warning = args.dns_allow_warning;

@@ -232,7 +232,7 @@ impl Member {
         .validate()
         .unwrap_or_else(|e| panic!("sim config: {e}"));
         // A restarted member rebuilds its state from the log, as after a real crash.
-        self.hub = Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64 }));
+        self.hub = Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64, kv_quota: 1 << 30 }));
         let sm = StateMachine::open(
             self.storage.clone(),
             self.hub.clone(),
@@ -302,7 +302,7 @@ async fn simulate(seed: u64) -> Run {
                 id,
                 log: MemLog::default(),
                 storage,
-                hub: Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64 })),
+                hub: Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64, kv_quota: 1 << 30 })),
                 election_timeout_ms: rng.random_range(100..200),
                 _dir: dir,
             }
