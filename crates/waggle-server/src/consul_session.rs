@@ -212,7 +212,9 @@ pub(crate) async fn session_create(
     Ok(answer(&state, applied.revision, json!({ "ID": session_uuid(id) })))
 }
 
-fn session_arg(text: &str) -> Result<SessionId, ConsulError> {
+/// The session a `/v1/session/<verb>/:id` write names (after checking the query).
+fn session_arg(text: &str, raw: Option<String>) -> Result<SessionId, ConsulError> {
+    params(raw)?;
     parse_session(text).ok_or_else(|| bad_request(format!("Invalid session ID {text:?}")))
 }
 
@@ -223,8 +225,7 @@ pub(crate) async fn session_destroy(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    params(raw)?;
-    let session = session_arg(&id)?;
+    let session = session_arg(&id, raw)?;
     let revision = match state.consensus.propose(waggle_core::Command::RevokeSession { session }).await {
         Ok(applied) => applied.revision,
         Err(crate::error::ProposeError::Refused(r)) if r.kind == crate::consensus::RefusalKind::NotFound => {
@@ -241,12 +242,11 @@ pub(crate) async fn session_renew(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    params(raw)?;
-    let session = session_arg(&id)?;
+    let session = session_arg(&id, raw)?;
     let not_found = || ConsulError(StatusCode::NOT_FOUND, format!("Session id '{id}' not found"));
-    let known = |state: &AppState| state.hub.sessions().1.get(&session).cloned();
+    let known = state.hub.sessions().1.get(&session).cloned();
     // A session without a TTL has no deadline to push (and the leader's clock does not know it).
-    if !known(&state).is_some_and(|v| v.options.no_expiry) {
+    if !known.is_some_and(|v| v.options.no_expiry) {
         let renewed = crate::grpc::renew(&state.consensus, &state.clock, session.get()).await.map_err(unavailable)?;
         if renewed.is_none() {
             // Unknown to the clock: gone, or a session without a TTL this member has not

@@ -173,13 +173,7 @@ async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::Receiver<Proposal
     // A proposal that did not fit in the previous batch starts the next one.
     let mut carried: Option<Proposal> = None;
     loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match queue.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
+        let Some(first) = next_or_carried(&mut carried, &mut queue).await else { return };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         // Everything that queued up while the previous batch was committing goes in this one,
         // up to a count and a size.
@@ -224,6 +218,18 @@ async fn run_batcher(raft: Raft, mut queue: tokio::sync::mpsc::Receiver<Proposal
                 let _ = reply.send(answer);
             }
         });
+    }
+}
+
+/// The item left over from the previous batch, else the next one queued (`None`: the queue
+/// closed).
+pub(crate) async fn next_or_carried<T>(
+    carried: &mut Option<T>,
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+) -> Option<T> {
+    match carried.take() {
+        Some(item) => Some(item),
+        None => queue.recv().await,
     }
 }
 

@@ -531,13 +531,7 @@ async fn run_forwarder(clients: std::sync::Arc<Clients>, mut queue: tokio::sync:
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
     let mut carried: Option<Forwarded> = None;
     loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queue.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
+        let Some(first) = super::next_or_carried(&mut carried, &mut queue).await else { return };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         while batch.len() < FORWARD_BATCH {
