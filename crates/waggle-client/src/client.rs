@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The largest message the SDK accepts from the server.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A connection to a Waggle server. Cheap to clone; all clones share one session, which is
 /// created on the first registration and kept alive in the background (one session per client

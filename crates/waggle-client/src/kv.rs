@@ -105,7 +105,9 @@ pub struct Kv {
 impl Client {
     /// The key/value store, through the same servers and failover as every other call.
     pub fn kv(&self) -> Kv {
-        Kv { client: self.clone(), rpc: KvClient::new(self.failover()) }
+        // A prefix read can carry up to the server's 32 MiB answer limit.
+        let rpc = KvClient::new(self.failover()).max_decoding_message_size(crate::client::MAX_MESSAGE_BYTES);
+        Kv { client: self.clone(), rpc }
     }
 }
 

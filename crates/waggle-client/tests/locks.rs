@@ -263,3 +263,28 @@ async fn elections_hand_over_when_the_leader_resigns_or_dies() {
     watcher.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_prefix_reads_reach_the_sdk_and_huge_ones_are_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = Client::connect(url(&server)).await.unwrap();
+    let kv = client.kv();
+    // 70 values of 500 KiB: a 6 MB read (past tonic's default 4 MiB) and a 35 MB one.
+    let writes = (0..70u32).map(|n| {
+        let kv = kv.clone();
+        async move { kv.put(&format!("blob/{n:02}"), vec![n as u8; 500 * 1024]).await }
+    });
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    let listed = kv.list("blob/0", false).await.unwrap();
+    assert_eq!(listed.len(), 10);
+    assert!(listed.iter().all(|e| e.value.len() == 500 * 1024));
+    let refused = kv.list("blob/", false).await.unwrap_err();
+    assert!(matches!(&refused, waggle_client::Error::Rpc(s) if s.code() == Code::ResourceExhausted), "{refused}");
+    assert!(refused.to_string().contains("keys_only"), "{refused}");
+    assert_eq!(kv.list("blob/", true).await.unwrap().len(), 70, "keys only fit");
+    client.shutdown().await;
+    server.shutdown().await;
+}

@@ -34,6 +34,9 @@ impl KvService {
     }
 }
 
+/// The largest read answered at once (keys and values); larger reads must use a limit.
+const MAX_ANSWER_BYTES: usize = 32 << 20;
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
@@ -60,10 +63,18 @@ impl Kv for KvService {
         let mut kvs = Vec::new();
         let mut more = false;
         if req.prefix {
+            let mut bytes = 0usize;
             for (key, entry) in kv.range(req.key.clone()..).take_while(|(k, _)| k.starts_with(req.key.as_str())) {
                 if kvs.len() == limit {
                     more = true;
                     break;
+                }
+                bytes += key.len() + if req.keys_only { 0 } else { entry.value.len() };
+                if bytes > MAX_ANSWER_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "the answer would exceed {} MiB: read with a limit, or keys_only",
+                        MAX_ANSWER_BYTES >> 20
+                    )));
                 }
                 kvs.push(waggle_proto::kv_from_core(key, entry, req.keys_only));
             }
