@@ -216,6 +216,12 @@ impl Txn {
         Txn { success: vec![op], ..Default::default() }
     }
 
+    /// Whether it only reads (compares, gets, asserts): then [`read_only_txn`] answers it from a
+    /// copy of the store exactly as applying it would, without a log write.
+    pub fn is_read_only(&self) -> bool {
+        self.success.iter().chain(&self.failure).all(|op| matches!(op, KvOp::Get { .. } | KvOp::Assert(_)))
+    }
+
     /// The most the transaction can add to the store: the keys and values it may write (in
     /// either branch). 0 for one that only reads or deletes.
     pub fn write_bytes(&self) -> u64 {
@@ -325,6 +331,63 @@ pub struct TxnResult {
     /// (an [`KvOp::Acquire`], [`KvOp::Release`] or [`KvOp::Assert`] that failed); nothing
     /// was changed.
     pub aborted: Option<usize>,
+}
+
+/// The store's map (persistent: a copy costs a pointer).
+pub type KvMap = imbl::OrdMap<String, Arc<KvEntry>>;
+
+/// Whether `guard` holds its lock now (`None`: no guard).
+pub(crate) fn guard_holds(guard: Option<&crate::Guard>, locks: &imbl::OrdMap<String, Arc<crate::LockState>>) -> bool {
+    guard.is_none_or(|g| locks.get(&g.lock).is_some_and(|s| s.token_held(g.token)))
+}
+
+/// The entries a get reads: a key, or every key under a prefix.
+pub(crate) fn get_entries(kv: &KvMap, key: &str, prefix: bool) -> Vec<(String, Arc<KvEntry>)> {
+    if prefix {
+        kv.range(key.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(key))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
+    } else {
+        kv.get(key).map(|e| vec![(key.to_owned(), e.clone())]).unwrap_or_default()
+    }
+}
+
+/// An assert's result: the key's entry if the compare holds, `None` (abort) if not.
+pub(crate) fn assert_entry(kv: &KvMap, compare: &Compare) -> Option<OpResult> {
+    let entry = kv.get(&compare.key).cloned();
+    compare.holds(entry.as_deref()).then_some(OpResult::Entry { entry })
+}
+
+/// Answers a read-only transaction ([`Txn::is_read_only`]) from a copy of the store and the
+/// locks, exactly as applying it at that revision would.
+pub fn read_only_txn(
+    txn: &Txn,
+    kv: &KvMap,
+    locks: &imbl::OrdMap<String, Arc<crate::LockState>>,
+) -> Result<TxnResult, crate::ApplyError> {
+    txn.validate()?;
+    if !txn.is_read_only() {
+        return Err(ValidationError::new("txn", "writes: it must go through the log").into());
+    }
+    if let Some(guard) = txn.guard.as_ref().filter(|g| !guard_holds(Some(g), locks)) {
+        return Err(crate::ApplyError::Fenced { lock: guard.lock.clone(), token: guard.token });
+    }
+    let succeeded = txn.compares.iter().all(|c| c.holds(kv.get(&c.key).map(|e| &**e)));
+    let ops = if succeeded { &txn.success } else { &txn.failure };
+    let mut results = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let result = match op {
+            KvOp::Get { key, prefix } => Some(OpResult::Get { entries: get_entries(kv, key, *prefix) }),
+            KvOp::Assert(compare) => assert_entry(kv, compare),
+            _ => None,
+        };
+        match result {
+            Some(result) => results.push(result),
+            None => return Ok(TxnResult { succeeded: false, results: Vec::new(), aborted: Some(index) }),
+        }
+    }
+    Ok(TxnResult { succeeded, results, aborted: None })
 }
 
 #[cfg(test)]

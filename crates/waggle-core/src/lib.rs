@@ -36,7 +36,8 @@ pub use command::{Applied, Command, Effect, Outcome, Response};
 pub use error::{ApplyError, ValidationError};
 pub use instance::{HealthStatus, Instance, InstanceSpec, default_id};
 pub use kv::{
-    Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn, TxnResult, check_key, check_prefix, kv_limits,
+    Compare, CompareOp, CompareTarget, KvEntry, KvMap, KvOp, OpResult, Txn, TxnResult, check_key, check_prefix,
+    kv_limits, read_only_txn,
 };
 pub use lock::{
     DelayTarget, Guard, LockHolder, LockOutcome, LockState, LockWaiter, MAX_LOCK_LIMIT, MAX_LOCK_VALUE,

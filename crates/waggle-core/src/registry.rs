@@ -453,9 +453,7 @@ impl Registry {
     /// release or assert) undoes the branch: nothing changes and no revision is consumed.
     fn kv_txn(&mut self, txn: &Txn, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
         txn.validate()?;
-        if let Some(guard) = &txn.guard
-            && !self.locks.get(&guard.lock).is_some_and(|s| s.token_held(guard.token))
-        {
+        if let Some(guard) = txn.guard.as_ref().filter(|g| !crate::kv::guard_holds(Some(g), &self.locks)) {
             return Err(ApplyError::Fenced { lock: guard.lock.clone(), token: guard.token });
         }
         let succeeded = txn.compares.iter().all(|c| c.holds(self.kv.get(&c.key).map(|e| &**e)));
@@ -540,10 +538,7 @@ impl Registry {
                         Some(OpResult::Entry { entry: Some(entry) })
                     }
                 }
-                KvOp::Assert(compare) => {
-                    let entry = self.kv.get(&compare.key).cloned();
-                    compare.holds(entry.as_deref()).then_some(OpResult::Entry { entry })
-                }
+                KvOp::Assert(compare) => crate::kv::assert_entry(&self.kv, compare),
                 KvOp::Delete { key, prefix } => {
                     let keys = if *prefix { self.keys_under(key) } else { vec![key.clone()] };
                     let mut deleted = 0;
@@ -557,16 +552,7 @@ impl Registry {
                     Some(OpResult::Delete { deleted })
                 }
                 KvOp::Get { key, prefix } => {
-                    let entries = if *prefix {
-                        self.kv
-                            .range(key.clone()..)
-                            .take_while(|(k, _)| k.starts_with(key.as_str()))
-                            .map(|(k, e)| (k.clone(), e.clone()))
-                            .collect()
-                    } else {
-                        self.kv.get(key).map(|e| vec![(key.clone(), e.clone())]).unwrap_or_default()
-                    };
-                    Some(OpResult::Get { entries })
+                    Some(OpResult::Get { entries: crate::kv::get_entries(&self.kv, key, *prefix) })
                 }
             };
             match result {

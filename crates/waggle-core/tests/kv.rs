@@ -248,3 +248,35 @@ fn session_behavior_and_lock_delay_decide_what_happens_to_its_keys() {
     r.apply(&Command::LiftLockDelays { delays: vec![DelayTarget::Key { key: "held/rel".into(), since: 1 }] });
     assert_eq!(r.revision(), rev);
 }
+
+#[test]
+fn read_only_transactions_answer_from_a_copy_as_applying_them_would() {
+    use waggle_core::{Guard, read_only_txn};
+    let mut r = Registry::new();
+    let s = consul_session(&mut r, 1, waggle_core::KeyBehavior::Release, 0);
+    run(&mut r, Txn::put("a/1", "x")).unwrap();
+    run(&mut r, Txn::put("a/2", "y")).unwrap();
+    run(&mut r, acquire("l", "v", s)).unwrap();
+    let rev = r.kv()["a/1"].modify_revision.get();
+    let exists = |k: &str| Compare { key: k.into(), target: CompareTarget::ModifyRevision(0), op: CompareOp::NotEqual };
+    let cases = [
+        Txn { success: vec![get("a/", true), get("a/1", false)], ..Default::default() },
+        Txn { compares: vec![modified("a/1", rev)], success: vec![get("a/2", false)], ..Default::default() },
+        Txn { compares: vec![modified("a/1", rev + 9)], failure: vec![get("missing", false)], ..Default::default() },
+        Txn {
+            success: vec![KvOp::Assert(exists("a/1")), KvOp::Assert(exists("nope")), get("a/", true)],
+            ..Default::default()
+        },
+        Txn { guard: Some(Guard { lock: "none".into(), token: 3 }), ..Default::default() },
+    ];
+    for txn in cases {
+        assert!(txn.is_read_only());
+        let mut applied = r.clone();
+        let expected = applied.apply(&Command::KvTxn { txn: txn.clone() }).response.map(|a| a.txn.unwrap());
+        assert_eq!(applied.revision(), r.revision(), "a read-only transaction writes nothing");
+        assert_eq!(read_only_txn(&txn, r.kv(), r.locks()), expected, "{txn:?}");
+    }
+    let writes = Txn::put("a/3", "z");
+    assert!(!writes.is_read_only());
+    assert!(read_only_txn(&writes, r.kv(), r.locks()).is_err(), "writes must go through the log");
+}

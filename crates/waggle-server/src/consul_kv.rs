@@ -140,6 +140,9 @@ pub(crate) async fn kv_get(
 /// Runs a one-command transaction; refusals are the client's fault.
 async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
     txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
+    if txn.is_read_only() {
+        return state.hub.read_only_txn(&state.consensus, &txn).await.map_err(write_failed);
+    }
     state.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
         let message = format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)");
         ConsulError(StatusCode::PAYLOAD_TOO_LARGE, message)

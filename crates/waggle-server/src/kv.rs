@@ -25,6 +25,10 @@ impl KvService {
     /// Proposes a validated transaction: its revision and result.
     async fn run(&self, txn: Txn) -> Result<(u64, TxnResult), Status> {
         txn.validate().map_err(invalid)?;
+        if txn.is_read_only() {
+            let (revision, result) = self.hub.read_only_txn(&self.consensus, &txn).await?;
+            return Ok((revision.get(), result));
+        }
         self.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
             Status::resource_exhausted(format!("the KV store is full: {used} of its {quota} bytes used (kv_quota)"))
         })?;

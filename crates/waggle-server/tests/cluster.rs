@@ -614,6 +614,17 @@ async fn kv_writes_through_any_member_and_linearizable_reads_see_them() {
     }
     let cas = v1::PutRequest { key: "k/0".into(), value: b"x".to_vec(), cas: Some(0), ..Default::default() };
     assert!(!writer.put(cas).await.unwrap().into_inner().succeeded, "create-only fails on an existing key");
+    // A read-only transaction on a follower (answered there after a read barrier, without a
+    // log write) sees a write acknowledged through the other follower just before.
+    for n in 0..10u32 {
+        let put = v1::PutRequest { key: "k/last".into(), value: n.to_string().into_bytes(), ..Default::default() };
+        let written = writer.put(put).await.unwrap().into_inner();
+        let get = v1::Op { op: Some(v1::op::Op::Get(v1::GetRequest { key: "k/last".into(), ..Default::default() })) };
+        let read = reader.txn(v1::TxnRequest { success: vec![get], ..Default::default() }).await.unwrap().into_inner();
+        assert!(read.revision >= written.revision);
+        let Some(v1::op_response::Result::Get(got)) = &read.results[0].result else { panic!("a get result") };
+        assert_eq!(got.kvs[0].value, n.to_string().into_bytes());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

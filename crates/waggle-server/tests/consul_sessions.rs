@@ -135,6 +135,19 @@ async fn transactions_apply_atomically_and_name_the_failed_operation() {
         assert!(key(http, "l").await.is_some(), "the delete before the failure is rolled back");
     }
 
+    // Read-only transactions are answered without a write (the revision stays).
+    let before = server.revision();
+    let reads = json!([
+        { "KV": { "Verb": "get", "Key": "a" } },
+        { "KV": { "Verb": "check-session", "Key": "l", "Session": s } },
+    ]);
+    let (code, body) = put(http, "/v1/txn", &reads.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(parse(&body)["Results"][0]["KV"]["Value"], "MQ==", "{body}");
+    let (code, body) = put(http, "/v1/txn", &json!([{ "KV": { "Verb": "get", "Key": "nope" } }]).to_string()).await;
+    assert_eq!((code, parse(&body)["Errors"][0]["OpIndex"].clone()), (409, json!(0)), "{body}");
+    assert_eq!(server.revision(), before, "reads write nothing");
+
     // Deleting a key that is already gone with delete-cas succeeds, as in Consul.
     let ops = json!([{ "KV": { "Verb": "delete-cas", "Key": "gone", "Index": 9 } }]);
     assert_eq!(put(http, "/v1/txn", &ops.to_string()).await.0, 200);
