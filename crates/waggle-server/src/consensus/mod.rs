@@ -83,7 +83,7 @@ const FORWARD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_BATCH: usize = 1024;
 /// About the most bytes of keys and values in one log entry (a single larger command still
 /// makes one entry): every entry must replicate within one AppendEntries timeout.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+const MAX_BATCH_BYTES: usize = 512 << 10;
 
 /// About how many bytes a command adds to a log entry (its keys and values).
 fn payload_bytes(command: &Command) -> usize {

@@ -97,7 +97,7 @@ impl Peer {
 /// About the most bytes sent in one AppendEntries, unless it carries a single entry: every
 /// AppendEntries must be sent, appended (with an fsync) and answered within openraft's timeout
 /// of one heartbeat interval, or the follower hears nothing and starts an election.
-const MAX_APPEND_BYTES: usize = 1 << 20;
+const MAX_APPEND_BYTES: usize = 512 << 10;
 
 /// Whether an AppendEntries of `entries` encoded in `encoded` bytes is too large to send at
 /// once: then openraft is told how many entries to send instead (at least one).
