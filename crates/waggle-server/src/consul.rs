@@ -289,9 +289,9 @@ async fn register_agent_instance(state: &AppState, reg: Registration, static_che
     }
     spec.tags = reg.tags;
     spec.meta = reg.meta.into_iter().collect();
-    if let Some(w) = reg.weight {
-        spec = spec.with_weight(w);
-    }
+    // Consul's default weight is 1 (Waggle's SDK uses 100): a service registered without
+    // `Weights` must weigh what it weighs in Consul next to one registered with them.
+    spec = spec.with_weight(reg.weight.unwrap_or(1));
     spec.validate().map_err(invalid)?;
     let mut checks = checks::registration_checks(
         reg.check.as_ref(),

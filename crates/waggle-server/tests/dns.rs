@@ -145,10 +145,11 @@ async fn dns_answers_every_form_and_code() {
     assert_eq!(
         records,
         [
+            // Registered without weights: Consul's default, 1.
+            (1, 1, 8081, "0a000002.addr.waggle.".to_owned()),
+            (1, 1, 8082, "20010db8000000000000000000000003.addr.waggle.".to_owned()),
+            (1, 1, 8083, "db.example.net.".to_owned()),
             (1, 7, 8080, "0a000001.addr.waggle.".to_owned()),
-            (1, 100, 8081, "0a000002.addr.waggle.".to_owned()),
-            (1, 100, 8082, "20010db8000000000000000000000003.addr.waggle.".to_owned()),
-            (1, 100, 8083, "db.example.net.".to_owned()),
         ]
     );
     let glue: BTreeSet<(String, String)> = srv

@@ -48,7 +48,7 @@ fn dig_resolves_services_tags_srv_and_falls_back_to_tcp() {
     assert_eq!(lines(&dig(dns, &["+short", "_web._v2.service.waggle", "A"])), lines("10.0.0.2"));
     assert_eq!(
         lines(&dig(dns, &["+short", "_web._tcp.service.waggle", "SRV"])),
-        lines("1 5 8080 0a000001.addr.waggle.\n1 100 8081 0a000002.addr.waggle.")
+        lines("1 5 8080 0a000001.addr.waggle.\n1 1 8081 0a000002.addr.waggle.")
     );
     let srv = dig(dns, &["web.service.waggle", "SRV"]);
     assert!(srv.contains("0a000001.addr.waggle.\t0\tIN\tA\t10.0.0.1"), "glue in the additional section: {srv}");
