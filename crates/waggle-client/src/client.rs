@@ -189,7 +189,7 @@ impl Client {
     /// server was down longer than its TTL) a new one is created and the instance registered
     /// again. Returns once the registration is durable on the server.
     pub async fn register(&self, spec: InstanceSpec) -> Result<Registration, Error> {
-        spec.validate()?;
+        spec.validate_registration()?;
         let (reply, rx) = oneshot::channel();
         self.inner.keeper.send(KeeperCmd::Register { spec, reply }).map_err(|_| Error::Closed)?;
         let instance = rx.await.map_err(|_| Error::Closed)??;

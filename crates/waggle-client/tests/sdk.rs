@@ -495,3 +495,30 @@ async fn kv_watches_follow_a_prefix_and_resume_from_a_revision() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn port_less_consul_services_are_discovered_but_cannot_be_registered_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    // Registered through Consul's agent API without a port.
+    let http = server.http_addr();
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let body = r#"{"Name":"redis","Address":"10.0.0.9"}"#;
+    let request = format!(
+        "PUT /v1/agent/service/register HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let client = Client::connect(url(&server)).await.unwrap();
+    let found = client.instances("redis", HealthFilter::All).await.unwrap();
+    assert_eq!(found.iter().map(|i| (i.spec.address.as_str(), i.spec.port)).collect::<Vec<_>>(), [("10.0.0.9", 0)]);
+    // The SDK refuses to register one itself.
+    let portless = InstanceSpec::new("cache", "10.0.0.9", 0).unwrap();
+    let refused = client.register(portless).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("port"), "{refused}");
+    client.shutdown().await;
+    server.shutdown().await;
+}

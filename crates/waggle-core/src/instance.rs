@@ -131,6 +131,15 @@ impl InstanceSpec {
         self
     }
 
+    /// Checks a registration through Waggle's own API (SDK, gRPC, CLI): the model's rules,
+    /// and a real port (1–65535). Port 0, "no port", exists only for Consul's agent API.
+    pub fn validate_registration(&self) -> Result<(), ValidationError> {
+        if self.port == 0 {
+            return Err(ValidationError::new("port", "must be between 1 and 65535 (got 0)"));
+        }
+        self.validate()
+    }
+
     /// Checks every field against the model's rules; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate::check_address(&self.address)?;
@@ -186,7 +195,9 @@ mod tests {
         assert_eq!(spec.id.as_str(), "10.0.0.1:8080");
         assert_eq!(spec.weight, 100);
         assert_eq!(InstanceSpec::new("web", "::1", 80).expect("v6").id.as_str(), "[::1]:80");
-        assert_eq!(InstanceSpec::new("web", "10.0.0.1", 0).expect_err("port").field, "port");
+        let portless = InstanceSpec::new("web", "10.0.0.1", 0).expect("port 0: no port (Consul's agent API)");
+        assert_eq!(portless.validate_registration().expect_err("port").field, "port");
+        assert_eq!(InstanceSpec::new("web", "10.0.0.1", 65_536).expect_err("port").field, "port");
         assert_eq!(InstanceSpec::new("Web", "10.0.0.1", 1).expect_err("name").field, "service");
         let heavy = spec.clone().with_weight(0);
         assert_eq!(heavy.validate().expect_err("weight").field, "weight");

@@ -63,11 +63,10 @@ pub(crate) fn check_address(s: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// A port: 0–65535, where 0 means "no port" (Consul's port-less services; the native API
+/// refuses it, see [`crate::InstanceSpec::validate_registration`]).
 pub(crate) fn check_port(port: u32) -> Result<u16, ValidationError> {
-    match u16::try_from(port) {
-        Ok(p) if p >= 1 => Ok(p),
-        _ => Err(ValidationError::new("port", format!("must be between 1 and 65535 (got {port})"))),
-    }
+    u16::try_from(port).map_err(|_| ValidationError::new("port", format!("must be between 1 and 65535 (got {port})")))
 }
 
 pub(crate) fn check_weight(weight: u32) -> Result<(), ValidationError> {
@@ -168,7 +167,7 @@ mod tests {
     fn ports_and_weights() {
         assert_eq!(check_port(1), Ok(1));
         assert_eq!(check_port(65535), Ok(65535));
-        assert_eq!(check_port(0).expect_err("0").field, "port");
+        assert_eq!(check_port(0), Ok(0), "no port");
         assert_eq!(check_port(65536).expect_err("65536").field, "port");
         assert!(check_weight(1).is_ok() && check_weight(10_000).is_ok());
         assert_eq!(check_weight(0).expect_err("0").field, "weight");

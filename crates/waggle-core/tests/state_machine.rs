@@ -711,7 +711,6 @@ fn apply_validates_the_spec() {
         ("too many meta pairs", (0..65).fold(base.clone(), |s, i| s.with_meta(format!("k{i}"), "")), "meta"),
         ("bad address", with(|s| s.address = "under_score".to_string()), "address"),
         ("empty address", with(|s| s.address = String::new()), "address"),
-        ("port 0", with(|s| s.port = 0), "port"),
     ];
     for (name, bad, field) in cases {
         let steps = trace(&[create(), register(2, &base), register(2, &bad)]);

@@ -234,6 +234,7 @@ impl v1::registry_server::Registry for RegistryService {
         let session = session_id(req.session_id)?;
         let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
         let spec = spec_from_wire(&wire).map_err(invalid)?;
+        spec.validate_registration().map_err(invalid)?;
         let (service, id) = (spec.service.clone(), spec.id.clone());
         let applied = self.consensus.propose(Command::Register { session, spec }).await?;
         let (_, instances, _) = self.hub.service(&service);

@@ -36,6 +36,7 @@ fn parse_endpoint(s: &str) -> Result<(String, u32), Failure> {
 fn build_spec(args: &RegisterArgs) -> Result<InstanceSpec, Failure> {
     let (address, port) = parse_endpoint(&args.endpoint)?;
     let mut spec = InstanceSpec::new(&args.service, &address, port)?.with_weight(args.weight);
+    spec.validate_registration()?;
     if let Some(id) = &args.id {
         spec = spec.with_id(id)?;
     }

@@ -16,6 +16,12 @@ import consul
 host, port = sys.argv[1], int(sys.argv[2])
 c = consul.Consul(host=host, port=port)
 
+# A service without a port (Consul allows it): registered, listed with port 0, removed.
+c.agent.service.register("redis", address="127.0.0.1")
+_, nodes = c.health.service("redis")
+assert [(n["Service"]["ID"], n["Service"]["Port"]) for n in nodes] == [("redis", 0)], nodes
+c.agent.service.deregister("redis")
+
 c.agent.service.register("web", service_id="web-1", address="127.0.0.1", port=8080, tags=["v1"], meta={"team": "core"})
 c.agent.service.register("web", service_id="web-2", address="127.0.0.1", port=8081)
 
