@@ -125,6 +125,8 @@ struct SessionOptionsRecord {
     lock_delay_ms: u64,
     #[prost(bool, tag = "4")]
     no_expiry: bool,
+    #[prost(string, repeated, tag = "5")]
+    checks: Vec<String>,
 }
 
 fn options_record(o: &crate::SessionOptions) -> Option<SessionOptionsRecord> {
@@ -136,6 +138,7 @@ fn options_record(o: &crate::SessionOptions) -> Option<SessionOptionsRecord> {
         },
         lock_delay_ms: o.lock_delay_ms,
         no_expiry: o.no_expiry,
+        checks: o.checks.clone(),
     })
 }
 
@@ -146,8 +149,13 @@ fn record_options(r: Option<SessionOptionsRecord>) -> Result<crate::SessionOptio
         1 => crate::KeyBehavior::Release,
         n => return Err(ValidationError::new("behavior", format!("unknown key behavior {n}"))),
     };
-    let options =
-        crate::SessionOptions { name: r.name, behavior, lock_delay_ms: r.lock_delay_ms, no_expiry: r.no_expiry };
+    let options = crate::SessionOptions {
+        name: r.name,
+        behavior,
+        lock_delay_ms: r.lock_delay_ms,
+        no_expiry: r.no_expiry,
+        checks: r.checks,
+    };
     options.validate()?;
     Ok(options)
 }

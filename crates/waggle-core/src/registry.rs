@@ -28,6 +28,11 @@ pub struct Registry {
     /// Keys under a lock-delay (no acquire until lifted): the revision it began at and its
     /// length in ms.
     key_delays: BTreeMap<String, (u64, u64)>,
+    /// Which sessions depend on each check (derived from the sessions' options).
+    check_sessions: BTreeMap<String, std::collections::BTreeSet<SessionId>>,
+    /// Checks that turned critical or went away during the command being applied: the
+    /// sessions depending on them end with it. Empty between commands.
+    failed_checks: Vec<String>,
 }
 
 impl Registry {
@@ -106,6 +111,7 @@ impl Registry {
             Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
             Command::NameHistory { id } => self.name_history(*id),
         };
+        self.end_sessions_of_failed_checks(&mut effects);
         Outcome { response, effects }
     }
 
@@ -131,6 +137,25 @@ impl Registry {
         options.validate()?;
         if id.get() == 0 || id == SessionId::AGENT || self.sessions.contains_key(&id) {
             return Err(ApplyError::SessionIdTaken(id));
+        }
+        for check in &options.checks {
+            let status = self
+                .check_owners
+                .get(check)
+                .and_then(|(service, instance)| self.services.get(service)?.get(instance))
+                .and_then(|i| i.checks.iter().find(|c| c.spec.id == *check))
+                .map(|c| c.status);
+            match status {
+                None => return Err(crate::ValidationError::new("checks", format!("no check {check:?}")).into()),
+                Some(crate::HealthStatus::Critical) => {
+                    let rule = format!("check {check:?} is critical");
+                    return Err(crate::ValidationError::new("checks", rule).into());
+                }
+                Some(_) => {}
+            }
+        }
+        for check in &options.checks {
+            self.check_sessions.entry(check.clone()).or_default().insert(id);
         }
         self.revision = self.revision.next();
         self.sessions.insert(
@@ -179,6 +204,14 @@ impl Registry {
         for (service, instance_id) in &session.instances {
             if let Some(instance) = self.remove_instance(service, instance_id) {
                 effects.push(Effect::InstanceRemoved { instance, revision: self.revision });
+            }
+        }
+        for check in &session.options.checks {
+            if let Some(dependents) = self.check_sessions.get_mut(check) {
+                dependents.remove(&id);
+                if dependents.is_empty() {
+                    self.check_sessions.remove(check);
+                }
             }
         }
         let delay = session.options.lock_delay_ms;
@@ -619,9 +652,35 @@ impl Registry {
     fn index_checks(&mut self, instance: &Instance, previous: Option<&Instance>) {
         for check in previous.iter().flat_map(|p| &p.checks) {
             self.check_owners.remove(&check.spec.id);
+            if !instance.checks.iter().any(|c| c.spec.id == check.spec.id) {
+                self.check_failed(&check.spec.id);
+            }
         }
         for check in &instance.checks {
             self.check_owners.insert(check.spec.id.clone(), (instance.spec.service.clone(), instance.spec.id.clone()));
+            if check.status == crate::HealthStatus::Critical {
+                self.check_failed(&check.spec.id);
+            }
+        }
+    }
+
+    /// Notes that a check turned critical or went away, if sessions depend on it.
+    fn check_failed(&mut self, check: &str) {
+        if self.check_sessions.contains_key(check) {
+            self.failed_checks.push(check.to_owned());
+        }
+    }
+
+    /// Ends the sessions that depend on checks that failed during this command, in the
+    /// command's revision (ending them can remove more checks: repeated until none is left).
+    fn end_sessions_of_failed_checks(&mut self, effects: &mut Vec<Effect>) {
+        while !self.failed_checks.is_empty() {
+            let failed = std::mem::take(&mut self.failed_checks);
+            let doomed: std::collections::BTreeSet<SessionId> =
+                failed.iter().filter_map(|c| self.check_sessions.get(c)).flatten().copied().collect();
+            for session in doomed {
+                self.end_session(session, effects);
+            }
         }
     }
 
@@ -726,6 +785,9 @@ impl Registry {
         }
         for check in removed.iter().flat_map(|i| &i.checks) {
             self.check_owners.remove(&check.spec.id);
+            if self.check_sessions.contains_key(&check.spec.id) {
+                self.failed_checks.push(check.spec.id.clone());
+            }
         }
         removed
     }
@@ -868,7 +930,14 @@ impl Registry {
             kv: imbl::OrdMap::new(),
             locks: imbl::OrdMap::new(),
             key_delays: key_delays.into_iter().map(|(k, since, ms)| (k, (since, ms))).collect(),
+            check_sessions: BTreeMap::new(),
+            failed_checks: Vec::new(),
         };
+        for session in registry.sessions.values() {
+            for check in &session.options.checks {
+                registry.check_sessions.entry(check.clone()).or_default().insert(session.id);
+            }
+        }
         for (name, state) in locks {
             let sessions = state.holders.iter().map(|h| h.session).chain(state.waiters.iter().map(|w| w.session));
             for session in sessions {
@@ -895,6 +964,8 @@ impl Registry {
             Arc::make_mut(registry.services.entry(instance.spec.service.clone()).or_default())
                 .insert(instance.spec.id.clone(), Arc::new(instance));
         }
+        // Rebuilding indexes is not a change: nothing failed.
+        registry.failed_checks.clear();
         registry
     }
 }

@@ -122,6 +122,9 @@ pub enum KeyBehavior {
 /// The longest lock-delay a session may ask for (Consul's maximum, 60 s).
 pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
 
+/// Most health checks one session may depend on.
+pub const MAX_SESSION_CHECKS: usize = 32;
+
 /// Longest session name, in bytes.
 pub const MAX_SESSION_NAME: usize = 256;
 
@@ -139,6 +142,9 @@ pub struct SessionOptions {
     pub lock_delay_ms: u64,
     /// Never expires: it lives until revoked (a Consul session created without a TTL).
     pub no_expiry: bool,
+    /// Health checks the session depends on (Consul's `ServiceChecks`): it ends when one of them
+    /// turns critical or is removed. Each must exist and not be critical when it is created.
+    pub checks: Vec<String>,
 }
 
 impl SessionOptions {
@@ -147,6 +153,10 @@ impl SessionOptions {
         if self.name.len() > MAX_SESSION_NAME || self.name.chars().any(char::is_control) {
             let rule = format!("at most {MAX_SESSION_NAME} bytes without control characters");
             return Err(ValidationError::new("name", rule));
+        }
+        if self.checks.len() > MAX_SESSION_CHECKS {
+            let rule = format!("at most {MAX_SESSION_CHECKS} checks, got {}", self.checks.len());
+            return Err(ValidationError::new("checks", rule));
         }
         if self.lock_delay_ms > MAX_LOCK_DELAY_MS {
             let rule = format!("at most 60s, got {}", humanize_ms(self.lock_delay_ms));

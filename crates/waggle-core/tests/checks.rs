@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use waggle_core::{
-    ApplyError, CheckKind, CheckSpec, CheckUpdate, Command, Effect, HealthStatus, InstanceId, InstanceSpec, Registry,
-    ServiceName, SessionId, codec,
+    ApplyError, CheckKind, CheckSpec, CheckUpdate, Command, Effect, HealthStatus, InstanceId, InstanceSpec, KvOp,
+    Registry, ServiceName, SessionId, codec,
 };
 
 fn ttl(id: &str) -> CheckSpec {
@@ -150,6 +150,60 @@ fn re_registration_keeps_unchanged_checks_and_ids_stay_unique() {
     .unwrap();
     assert_eq!(r.check_owner("a"), None);
     assert!(r.sessions().contains_key(&SessionId::AGENT));
+}
+
+#[test]
+fn a_session_that_depends_on_a_check_ends_when_it_fails_or_goes() {
+    use waggle_core::{KeyBehavior, SessionOptions, Ttl, Txn};
+    let mut r = Registry::new();
+    let passing = |id: &str| CheckSpec { initial: HealthStatus::Passing, ..ttl(id) };
+    apply(&mut r, Command::AgentRegister { spec: spec("w1"), checks: vec![passing("a"), passing("b"), ttl("c")] })
+        .unwrap();
+    let open = |r: &mut Registry, id: u64, checks: &[&str]| {
+        let options = SessionOptions {
+            behavior: KeyBehavior::Release,
+            checks: checks.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        apply(r, Command::CreateSession { session: SessionId::new(id), ttl: Ttl::DEFAULT, options })
+    };
+    // A check that does not exist, or is critical, cannot be depended on.
+    assert!(matches!(open(&mut r, 9, &["nope"]), Err(ApplyError::Invalid(e)) if e.field == "checks"));
+    assert!(matches!(open(&mut r, 9, &["c"]), Err(ApplyError::Invalid(e)) if e.field == "checks"));
+    open(&mut r, 1, &["a"]).unwrap();
+    open(&mut r, 2, &["b"]).unwrap();
+    open(&mut r, 3, &["a", "b"]).unwrap();
+    let bound = KvOp::Acquire { key: "leader".into(), value: b"1".to_vec(), flags: 0, session: SessionId::new(1) };
+    apply(&mut r, Command::KvTxn { txn: Txn { success: vec![bound], ..Default::default() } }).unwrap();
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r, "the snapshot keeps the links");
+
+    // Warning is not critical: nothing ends. Critical ends every session depending on it.
+    apply(&mut r, Command::UpdateChecks { updates: vec![update("w1", "a", HealthStatus::Warning, "")] }).unwrap();
+    assert_eq!(r.sessions().len(), 4, "the agent's and three");
+    let outcome = r.apply(&Command::UpdateChecks { updates: vec![update("w1", "a", HealthStatus::Critical, "")] });
+    let closed: Vec<u64> = outcome
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SessionClosed { session } => Some(session.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, [1, 3]);
+    assert_eq!(r.kv()["leader"].session, None, "its lock released with it");
+    assert_eq!(r.kv()["leader"].modify_revision, r.revision(), "in the same revision");
+    // A check that goes away ends its sessions too.
+    apply(
+        &mut r,
+        Command::RemoveCheck {
+            service: ServiceName::new("web").unwrap(),
+            id: InstanceId::new("w1").unwrap(),
+            check: "b".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(r.sessions().keys().copied().collect::<Vec<_>>(), [SessionId::AGENT]);
+    assert_eq!(codec::decode_snapshot(&codec::encode_snapshot(&r)).unwrap(), r);
 }
 
 #[test]

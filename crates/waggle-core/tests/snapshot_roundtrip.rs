@@ -208,7 +208,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (any::<u64>(), arb_ttl(), "[a-z]{0,8}", any::<bool>(), 0u64..=60_000, any::<bool>()).prop_map(
             |(s, ttl, name, release, lock_delay_ms, no_expiry)| {
                 let behavior = if release { KeyBehavior::Release } else { KeyBehavior::Delete };
-                let options = SessionOptions { name, behavior, lock_delay_ms, no_expiry };
+                let options = SessionOptions { name, behavior, lock_delay_ms, no_expiry, checks: Vec::new() };
                 Command::CreateSession { session: SessionId::new(s), ttl, options }
             }
         ),

@@ -1,6 +1,6 @@
 //! Consul's `/v1/session` on Waggle's sessions: create (TTL 10 s – 24 h or none, `Behavior`
-//! release | delete, `LockDelay`, default 15 s as in Consul), destroy, renew, info, list and
-//! node, with blocking reads. A Consul session is a Waggle session with options: it can hold
+//! release | delete, `LockDelay`, default 15 s as in Consul, health checks it depends on),
+//! destroy, renew, info, list and node, with blocking reads. A Consul session is a Waggle session with options: it can hold
 //! keys through `?acquire` (see `consul_kv.rs`) and ends like any other (expiry, destroy).
 //!
 //! Session ids are Waggle's 64-bit ids written as UUIDs (the id in the first 16 hex digits,
@@ -87,10 +87,15 @@ fn session_json(state: &AppState, s: &SessionView) -> Value {
         "LockDelay": s.options.lock_delay_ms * 1_000_000,
         "Behavior": match s.options.behavior { KeyBehavior::Release => "release", KeyBehavior::Delete => "delete" },
         "TTL": ttl,
-        // Sessions live on the server's node, whose serfHealth is passing while it serves.
-        "Checks": ["serfHealth"],
+        // Sessions live on the server's node, whose serfHealth is passing while it serves; the
+        // checks they depend on are service checks.
+        "Checks": std::iter::once("serfHealth").chain(s.options.checks.iter().map(String::as_str)).collect::<Vec<_>>(),
         "NodeChecks": ["serfHealth"],
-        "ServiceChecks": Value::Null,
+        "ServiceChecks": if s.options.checks.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(s.options.checks.iter().map(|c| json!({ "ID": c, "Namespace": "" })).collect())
+        },
         "CreateIndex": s.create_revision.get(),
         "ModifyIndex": s.create_revision.get(),
     })
@@ -115,15 +120,27 @@ fn lock_delay(value: &Value) -> Result<Duration, String> {
     Ok(raw)
 }
 
-fn check_list(value: Option<&Value>, what: &str) -> Result<(), String> {
+/// Adds the check ids of `Checks` / `NodeChecks` (strings) or `ServiceChecks` (objects with
+/// an `ID`) to `into`; `serfHealth` (the node's, always passing here) is implied.
+fn check_list(value: Option<&Value>, what: &str, into: &mut Vec<String>) -> Result<(), String> {
     match value {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(items)) => {
             for item in items {
-                match item.as_str() {
-                    Some("serfHealth") => {}
-                    Some(other) => return Err(format!("Missing check '{other}' registration")),
-                    None => return Err(format!("{what}: expected check ids, got {item}")),
+                let id = match item {
+                    Value::String(id) => id.clone(),
+                    Value::Object(_) => {
+                        let fields = fields_of(item, what)?;
+                        strict(&fields, item, &["id", "namespace", "partition"])?;
+                        match fields.get("id") {
+                            Some(Value::String(id)) => id.clone(),
+                            _ => return Err(format!("{what}: every check needs an ID, got {item}")),
+                        }
+                    }
+                    other => return Err(format!("{what}: expected check ids, got {other}")),
+                };
+                if id != "serfHealth" && !into.contains(&id) {
+                    into.push(id);
                 }
             }
             Ok(())
@@ -158,11 +175,10 @@ fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions)
             return Err(format!("{tenancy} {value:?} is not supported (only \"default\")"));
         }
     }
-    check_list(fields.get("checks"), "Checks")?;
-    check_list(fields.get("nodechecks"), "NodeChecks")?;
-    if fields.get("servicechecks").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        return Err("ServiceChecks are not supported: use a TTL (docs/compatibility.md)".into());
-    }
+    let mut checks = Vec::new();
+    check_list(fields.get("checks"), "Checks", &mut checks)?;
+    check_list(fields.get("nodechecks"), "NodeChecks", &mut checks)?;
+    check_list(fields.get("servicechecks"), "ServiceChecks", &mut checks)?;
     let behavior = match string("behavior", "Behavior")?.as_str() {
         "" | "release" => KeyBehavior::Release,
         "delete" => KeyBehavior::Delete,
@@ -191,6 +207,7 @@ fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions)
         behavior,
         lock_delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         no_expiry,
+        checks,
     };
     options.validate().map_err(|e| e.to_string())?;
     Ok((ttl, options))

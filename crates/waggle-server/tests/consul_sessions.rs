@@ -185,8 +185,10 @@ async fn bad_session_requests_are_refused() {
         (json!({ "Behavior": "explode" }), "Invalid Behavior"),
         (json!({ "LockDelay": "61s" }), "at most 60s"),
         (json!({ "Node": "elsewhere" }), "Missing node registration"),
-        (json!({ "Checks": ["service:web"] }), "Missing check"),
-        (json!({ "ServiceChecks": [{ "ID": "x" }] }), "not supported"),
+        (json!({ "Checks": ["service:web"] }), "no check"),
+        (json!({ "ServiceChecks": [{ "ID": "x" }] }), "no check"),
+        (json!({ "ServiceChecks": [{ "Name": "x" }] }), "unknown field"),
+        (json!({ "ServiceChecks": [5] }), "expected check ids"),
         (json!({ "Namespace": "team" }), "not supported"),
         (json!({ "Nmae": "typo" }), "unknown field"),
         (json!({ "Name": 5 }), "expected a string"),
@@ -207,5 +209,30 @@ async fn bad_session_requests_are_refused() {
     assert!(answer.contains("invalid session"), "{answer}");
     assert_eq!(put(http, &format!("/v1/kv/k?acquire={unknown}&release={unknown}"), "v").await.0, 400);
     assert!(key(http, "k").await.is_none(), "nothing was written");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_tied_to_a_service_check_ends_when_the_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig::ephemeral(dir.path())).await.unwrap();
+    let http = server.http_addr();
+    let service = json!({ "Name": "web", "ID": "web-1", "Port": 80, "Address": "10.0.0.1",
+        "Check": { "TTL": "30s", "Status": "passing" } });
+    assert_eq!(put(http, "/v1/agent/service/register", &service.to_string()).await.0, 200);
+    let s = create(http, json!({ "ServiceChecks": [{ "ID": "service:web-1" }], "LockDelay": "0s" })).await;
+    let (_, info) = http_get(http, &format!("/v1/session/info/{s}")).await;
+    assert_eq!(parse(&info)[0]["ServiceChecks"], json!([{ "ID": "service:web-1", "Namespace": "" }]), "{info}");
+    assert!(acquire(http, "leader", &s).await);
+    // A warning keeps it; critical ends it and releases its lock.
+    assert_eq!(put(http, "/v1/agent/check/warn/service:web-1", "").await.0, 200);
+    assert!(http_get(http, &format!("/v1/session/info/{s}")).await.1.len() > 2, "still alive");
+    assert_eq!(put(http, "/v1/agent/check/fail/service:web-1", "").await.0, 200);
+    assert_eq!(http_get(http, &format!("/v1/session/info/{s}")).await, (200, "[]".into()));
+    assert!(key(http, "leader").await.unwrap().get("Session").is_none());
+    // A critical check cannot be depended on.
+    let (code, body) = put(http, "/v1/session/create", r#"{"ServiceChecks":[{"ID":"service:web-1"}]}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("critical"), "{body}");
     server.shutdown().await;
 }
