@@ -285,6 +285,13 @@ async fn large_prefix_reads_reach_the_sdk_and_huge_ones_are_refused_with_a_hint(
     assert!(matches!(&refused, waggle_client::Error::Rpc(s) if s.code() == Code::ResourceExhausted), "{refused}");
     assert!(refused.to_string().contains("keys_only"), "{refused}");
     assert_eq!(kv.list("blob/", true).await.unwrap().len(), 70, "keys only fit");
+    // So is a read-only transaction that would answer as much (it writes nothing).
+    let reads = waggle_client::Txn {
+        success: vec![waggle_client::KvOp::Get { key: "blob/".into(), prefix: true }],
+        ..Default::default()
+    };
+    let refused = kv.txn(&reads).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("exceed"), "{refused}");
     client.shutdown().await;
     server.shutdown().await;
 }

@@ -187,6 +187,11 @@ impl CheckSpec {
     }
 }
 
+/// Checks a check id (the rule `CheckSpec::validate` applies), naming `field`.
+pub(crate) fn check_check_id(field: &'static str, id: &str) -> Result<(), ValidationError> {
+    check_text(field, id, MAX_ID, false)
+}
+
 fn check_text(field: &'static str, s: &str, max: usize, empty_ok: bool) -> Result<(), ValidationError> {
     if (!empty_ok && s.is_empty()) || s.len() > max {
         let need = if empty_ok { "at most" } else { "1 to" };

@@ -15,8 +15,10 @@ use crate::{
 /// The format version this build writes. Readers accept this version and older ones.
 /// Version 2 added health checks (commands 8–11 and instances' checks): a version-1 reader
 /// refuses them rather than silently dropping checks and diverging from its peers. Version 3
-/// added session options (key behavior, lock-delay), lock indexes and lock-delays.
-pub const FORMAT_VERSION: u32 = 3;
+/// added session options (key behavior, lock-delay), lock indexes and lock-delays; version 4
+/// sessions that depend on checks, and port 0 (no port) for agent registrations: a version-3
+/// reader would drop the first and refuse the second where newer members apply them.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Bytes that are not a valid command or snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -222,19 +222,6 @@ impl Txn {
         self.success.iter().chain(&self.failure).all(|op| matches!(op, KvOp::Get { .. } | KvOp::Assert(_)))
     }
 
-    /// The most the transaction can add to the store: the keys and values it may write (in
-    /// either branch). 0 for one that only reads or deletes.
-    pub fn write_bytes(&self) -> u64 {
-        let written = self.success.iter().chain(&self.failure).map(|op| match op {
-            KvOp::Put { key, value, .. }
-            | KvOp::Set { key, value, .. }
-            | KvOp::Acquire { key, value, .. }
-            | KvOp::Release { key, value, .. } => key.len() + value.len(),
-            KvOp::Delete { .. } | KvOp::Get { .. } | KvOp::Assert(_) => 0,
-        });
-        written.sum::<usize>() as u64
-    }
-
     /// Checks every key, value and the limits: at most [`MAX_OPS`] compares and operations,
     /// not counting asserts (Consul's checks), of which there may be as many again.
     pub fn validate(&self) -> Result<(), ValidationError> {

@@ -158,6 +158,9 @@ impl SessionOptions {
             let rule = format!("at most {MAX_SESSION_CHECKS} checks, got {}", self.checks.len());
             return Err(ValidationError::new("checks", rule));
         }
+        for check in &self.checks {
+            crate::check::check_check_id("checks", check)?;
+        }
         if self.lock_delay_ms > MAX_LOCK_DELAY_MS {
             let rule = format!("at most 60s, got {}", humanize_ms(self.lock_delay_ms));
             return Err(ValidationError::new("lock_delay", rule));

@@ -141,9 +141,14 @@ pub(crate) async fn kv_get(
 async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
     txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
     if txn.is_read_only() {
-        return state.hub.read_only_txn(&state.consensus, &txn).await.map_err(write_failed);
+        let (revision, result) = state.hub.read_only_txn(&state.consensus, &txn).await.map_err(write_failed)?;
+        if crate::kv::txn_answer_too_large(&result) {
+            let limit = crate::kv::MAX_ANSWER_BYTES >> 20;
+            return Err(ConsulError(StatusCode::PAYLOAD_TOO_LARGE, format!("the answer would exceed {limit} MiB")));
+        }
+        return Ok((revision, result));
     }
-    state.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
+    state.hub.kv_admits(&txn).map_err(|(used, quota)| {
         let message = format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)");
         ConsulError(StatusCode::PAYLOAD_TOO_LARGE, message)
     })?;

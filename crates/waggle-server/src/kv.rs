@@ -27,9 +27,15 @@ impl KvService {
         txn.validate().map_err(invalid)?;
         if txn.is_read_only() {
             let (revision, result) = self.hub.read_only_txn(&self.consensus, &txn).await?;
+            if txn_answer_too_large(&result) {
+                let limit = MAX_ANSWER_BYTES >> 20;
+                return Err(Status::resource_exhausted(format!(
+                    "the answer would exceed {limit} MiB: read less at once"
+                )));
+            }
             return Ok((revision.get(), result));
         }
-        self.hub.kv_admits(txn.write_bytes()).map_err(|(used, quota)| {
+        self.hub.kv_admits(&txn).map_err(|(used, quota)| {
             Status::resource_exhausted(format!("the KV store is full: {used} of its {quota} bytes used (kv_quota)"))
         })?;
         let applied = self.consensus.propose(Command::KvTxn { txn }).await?;
@@ -38,8 +44,29 @@ impl KvService {
     }
 }
 
-/// The largest read answered at once (keys and values); larger reads must use a limit.
-const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// The largest read answered at once (keys, values and their framing); larger reads must use
+/// a limit.
+pub(crate) const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// What an entry costs in an answer: its key, its value, and at most 64 bytes of framing
+/// (revisions, version, flags, session).
+pub(crate) fn answer_bytes(key: &str, value: usize) -> usize {
+    key.len() + value + 64
+}
+
+/// Whether a read-only transaction's answer is over [`MAX_ANSWER_BYTES`] (nothing was written,
+/// so it can be refused).
+pub(crate) fn txn_answer_too_large(result: &TxnResult) -> bool {
+    let bytes: usize = result
+        .results
+        .iter()
+        .map(|r| match r {
+            OpResult::Get { entries } => entries.iter().map(|(k, e)| answer_bytes(k, e.value.len())).sum(),
+            _ => 64,
+        })
+        .sum();
+    bytes > MAX_ANSWER_BYTES
+}
 
 #[tonic::async_trait]
 impl Kv for KvService {
@@ -73,7 +100,7 @@ impl Kv for KvService {
                     more = true;
                     break;
                 }
-                bytes += key.len() + if req.keys_only { 0 } else { entry.value.len() };
+                bytes += answer_bytes(key, if req.keys_only { 0 } else { entry.value.len() });
                 if bytes > MAX_ANSWER_BYTES {
                     return Err(Status::resource_exhausted(format!(
                         "the answer would exceed {} MiB: read with a limit, or keys_only",

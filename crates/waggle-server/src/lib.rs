@@ -105,6 +105,21 @@ pub struct RestoreSummary {
 /// `config.initial_cluster` (restore every member from the same file, as with etcd). Start
 /// the node afterwards with the same configuration.
 pub fn restore_snapshot(file: &std::path::Path, config: &ServerConfig) -> Result<RestoreSummary, ServerError> {
+    restore_snapshot_with(file, config, RESTORE_REVISION_BUMP)
+}
+
+/// How far `restore_snapshot` moves the revision ahead of the backup's: fencing tokens are
+/// revisions, and the old cluster may have gone on after the backup was taken.
+pub use consensus::RESTORE_REVISION_BUMP;
+
+/// [`restore_snapshot`], moving the revision `bump` ahead of the backup's (give every member
+/// of a new cluster the same value; at least the number of writes the old cluster may have
+/// made since the backup).
+pub fn restore_snapshot_with(
+    file: &std::path::Path,
+    config: &ServerConfig,
+    bump: u64,
+) -> Result<RestoreSummary, ServerError> {
     config.validate()?;
     if config.join {
         return Err(ServerError::Config("a restored node starts a new cluster: it cannot --join one".into()));
@@ -114,7 +129,7 @@ pub fn restore_snapshot(file: &std::path::Path, config: &ServerConfig) -> Result
     } else {
         config.initial_cluster.iter().map(|(id, addr)| (*id, addr.to_string())).collect()
     };
-    let summary = consensus::restore(file, &config.data_dir, config.node_id, &members, &identity(config))?;
+    let summary = consensus::restore(file, &config.data_dir, config.node_id, &members, &identity(config), bump)?;
     Ok(RestoreSummary {
         revision: summary.revision,
         services: summary.services,

@@ -159,6 +159,10 @@ async fn writes_past_the_kv_quota_are_refused_and_deletes_free_space() {
     c.delete(v1::DeleteRequest { key: "k0".into(), ..Default::default() }).await.unwrap();
     c.put(put("k4", 2_100)).await.unwrap();
     assert_eq!(value(&mut c, "k4").await.map(|v| v.len()), Some(2_100));
+    // At the quota, writes that do not grow the store still pass (a release, a shrink).
+    assert_eq!(c.put(put("k5", 2_000)).await.unwrap_err().code(), Code::ResourceExhausted);
+    c.put(put("k1", 2_000)).await.unwrap();
+    c.put(put("k1", 100)).await.unwrap();
     // The count survives a restart (rebuilt from the store).
     let addr = server.grpc_addr();
     server.shutdown().await;
@@ -167,7 +171,8 @@ async fn writes_past_the_kv_quota_are_refused_and_deletes_free_space() {
     config.kv_quota_bytes = 10_000;
     let server = Server::start(config).await.unwrap();
     let mut c = kv(&server).await;
-    assert_eq!(c.put(put("k5", 2_000)).await.unwrap_err().code(), Code::ResourceExhausted);
+    assert_eq!(c.put(put("k5", 4_000)).await.unwrap_err().code(), Code::ResourceExhausted);
+    c.put(put("k5", 3_000)).await.unwrap();
     server.shutdown().await;
 }
 

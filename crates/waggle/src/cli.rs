@@ -185,6 +185,11 @@ pub(crate) struct SnapshotRestoreArgs {
     /// The data dir to create (must not exist yet, or be empty).
     #[arg(long)]
     pub(crate) data_dir: PathBuf,
+    /// Move the revision this far ahead of the backup's, so fencing tokens never repeat the
+    /// old cluster's: at least the writes it may have made since the backup. The same on
+    /// every member.
+    #[arg(long, default_value_t = waggle_server::RESTORE_REVISION_BUMP)]
+    pub(crate) bump_revision: u64,
     /// Who the restored node will be (flags as for `waggle server`).
     #[command(flatten)]
     pub(crate) member: MemberArgs,

@@ -67,7 +67,8 @@ pub(crate) fn restore(args: SnapshotRestoreArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(&args.data_dir);
     args.member.apply(&mut config);
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
-    let restored = waggle_server::restore_snapshot(&args.file, &config).map_err(|e| Failure::Runtime(e.into()))?;
+    let restored = waggle_server::restore_snapshot_with(&args.file, &config, args.bump_revision)
+        .map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "restored revision {} ({} services, {} instances, {} sessions) into {}",
         restored.revision,

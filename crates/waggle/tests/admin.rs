@@ -43,6 +43,11 @@ fn snapshot_save_then_restore_into_a_fresh_data_dir() {
     // Revisions (and so fencing tokens) go on far ahead of the backup's.
     let revision: u64 = restored.stdout.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(revision > 1_000_000_000, "{restored:?}");
+    let other = dir.path().join("restored-small-bump");
+    let small = run(&["snapshot", "restore", file_arg, "--data-dir", other.to_str().unwrap(), "--bump-revision", "7"]);
+    assert_eq!(small.code, Some(0), "{small:?}");
+    let small_revision: u64 = small.stdout.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(small_revision, revision - 1_000_000_000 + 7, "{small:?}");
     // A second restore into the same data dir would overwrite a node: refused.
     let again = run(&["snapshot", "restore", file_arg, "--data-dir", restored_arg]);
     assert_ne!(again.code, Some(0));

@@ -82,8 +82,8 @@ fn open(file: &[u8]) -> anyhow::Result<(SnapshotMeta<u64, BasicNode>, Vec<u8>, B
     Ok((meta, data, summary))
 }
 
-/// How far a restore moves the revision ahead of the backup's.
-pub(crate) const RESTORE_REVISION_BUMP: u64 = 1_000_000_000;
+/// How far a restore moves the revision ahead of the backup's by default.
+pub const RESTORE_REVISION_BUMP: u64 = 1_000_000_000;
 
 /// Writes a backup into a fresh data dir as the state of a new cluster whose members are
 /// `members` (node id → peer address; one entry for a single node), for node `node_id`.
@@ -96,10 +96,11 @@ pub(crate) fn restore(
     node_id: u64,
     members: &BTreeMap<u64, String>,
     identity: &str,
+    bump: u64,
 ) -> anyhow::Result<BackupSummary> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let (meta, data, mut summary) = open(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    summary.revision = summary.revision.saturating_add(RESTORE_REVISION_BUMP);
+    summary.revision = summary.revision.saturating_add(bump);
     if data_dir.join(super::storage::DB_FILE).exists() {
         anyhow::bail!("{} already holds a data dir: restore into a fresh one", data_dir.display());
     }
@@ -111,7 +112,7 @@ pub(crate) fn restore(
     let name = data_dir.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
     let building = data_dir.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&building);
-    let written = write_restored(&building, &meta, &data, node_id, members, identity);
+    let written = write_restored(&building, &meta, &data, node_id, members, identity, bump);
     if let Err(e) = written.and_then(|()| {
         if data_dir.exists() {
             std::fs::remove_dir(data_dir)?;
@@ -132,6 +133,7 @@ fn write_restored(
     node_id: u64,
     members: &BTreeMap<u64, String>,
     identity: &str,
+    bump: u64,
 ) -> anyhow::Result<()> {
     // The restored state starts a history of its own: revisions in it go on from the backup's,
     // but watchers of the old cluster must not resume against it as if nothing happened since.
@@ -140,7 +142,7 @@ fn write_restored(
     // Fencing tokens are revisions: the old cluster may have granted locks after this backup,
     // so the restored one continues far ahead of anything it can have reached (as etcd's
     // `snapshot restore --bump-revision`). The same on every member restored from the file.
-    registry.bump_revision(RESTORE_REVISION_BUMP);
+    registry.bump_revision(bump);
     let data = codec::encode_snapshot(&registry);
     let storage = Storage::open(dir)?;
     storage.check_identity(node_id, identity)?;

@@ -18,6 +18,7 @@ use std::{collections::BTreeMap, io::Cursor, sync::Arc};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use waggle_core::{Applied, ApplyError, Command};
 
+pub use backup::RESTORE_REVISION_BUMP;
 pub(crate) use backup::restore;
 pub(crate) use log_store::LogStore;
 pub(crate) use membership::MembershipChange;
