@@ -147,8 +147,9 @@ impl Discovery {
         DiscoveryChanges(Differ::new(self, false))
     }
 
-    /// A [`tower::discover::Discover`] of the passing instances, keyed by instance id: an
-    /// instance that stops passing is removed, and inserted again when it recovers.
+    /// A [`tower::discover::Discover`] of the passing instances that have a port, keyed by
+    /// instance id: an instance that stops passing is removed, and inserted again when it
+    /// recovers.
     pub fn discover(&self) -> DiscoverStream {
         DiscoverStream(Differ::new(self, true))
     }
@@ -368,7 +369,9 @@ impl Differ {
     fn diff(&mut self) {
         let current = if self.passing_only { self.shared.passing.load_full() } else { self.shared.all.load_full() };
         let mut seen: HashMap<InstanceId, Instance> = HashMap::with_capacity(current.len());
-        for instance in current.iter() {
+        // What a balancer may call: passing, and with a port (Consul's port-less services are
+        // discovered but never called).
+        for instance in current.iter().filter(|i| !self.passing_only || i.spec.port != 0) {
             let kind = match self.known.get(instance.id()) {
                 None => Some(ChangeKind::Added),
                 Some(old) if old != instance => Some(ChangeKind::Updated),

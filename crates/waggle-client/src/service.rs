@@ -176,10 +176,6 @@ impl ServiceClientBuilder {
     /// `http://ADDRESS:PORT`). Must run inside a tokio runtime.
     pub fn build(self) -> Result<ServiceClient, Error> {
         self.build_with(|instance| {
-            // A port-less instance (registered through Consul's API) cannot take calls.
-            if instance.spec.port == 0 {
-                return BoxCloneSyncService::new(ChannelOrBroken(None));
-            }
             let uri = format!("http://{}", authority(instance));
             // Registry addresses are validated literals or hostnames, so the URI parses; a
             // channel that cannot be built becomes an endpoint that is never ready.

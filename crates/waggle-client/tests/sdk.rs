@@ -515,6 +515,18 @@ async fn port_less_consul_services_are_discovered_but_cannot_be_registered_nativ
     let client = Client::connect(url(&server)).await.unwrap();
     let found = client.instances("redis", HealthFilter::All).await.unwrap();
     assert_eq!(found.iter().map(|i| (i.spec.address.as_str(), i.spec.port)).collect::<Vec<_>>(), [("10.0.0.9", 0)]);
+    // Discovered, but never handed to a balancer: it cannot take calls.
+    let discovery = client.discover("redis").unwrap();
+    let mut changes = discovery.changes();
+    let added = timeout(WAIT, changes.next()).await.unwrap().unwrap();
+    assert_eq!(added.instance.spec.port, 0);
+    let mut callable = discovery.discover();
+    let nothing = timeout(Duration::from_millis(300), callable.next()).await;
+    assert!(
+        nothing.is_err(),
+        "a port-less instance reached the balancer: {:?}",
+        nothing.ok().flatten().map(|c| c.is_ok())
+    );
     // The SDK refuses to register one itself.
     let portless = InstanceSpec::new("cache", "10.0.0.9", 0).unwrap();
     let refused = client.register(portless).await.err().map(|e| e.to_string()).unwrap_or_default();
