@@ -194,7 +194,8 @@ pub(crate) fn render(reading: &Reading, counts: &RequestCounts) -> String {
     out
 }
 
-/// Prometheus `http_sd_configs` target groups: one per instance with a passing status, with
+/// Prometheus `http_sd_configs` target groups: one per instance with a passing status and a
+/// port (a port-less one has nothing to scrape), with
 /// `__meta_waggle_*` labels (service, instance id, tags as `,a,b,`, zone, weight, and one label
 /// per metadata key, its name sanitised to `[a-zA-Z0-9_]`).
 pub(crate) fn targets(
@@ -206,7 +207,7 @@ pub(crate) fn targets(
         if only.is_some_and(|only| only != name.as_str()) {
             continue;
         }
-        for instance in instances.values().filter(|i| i.spec.status == HealthStatus::Passing) {
+        for instance in instances.values().filter(|i| i.spec.status == HealthStatus::Passing && i.spec.port != 0) {
             let spec = &instance.spec;
             let host = if spec.address.contains(':') { format!("[{}]", spec.address) } else { spec.address.clone() };
             let mut labels = serde_json::Map::new();

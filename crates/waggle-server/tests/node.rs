@@ -554,7 +554,16 @@ async fn prometheus_metrics_and_http_service_discovery() {
     assert!(same.contains("waggle_raft_term"));
     assert_eq!(http_get(server.http_addr(), "/v1/agent/metrics").await.0, 400);
 
-    // http_sd: one group per passing instance; the critical one is left out.
+    // http_sd: one group per passing instance; the critical one is left out, and so is a
+    // port-less one (registered through Consul's API: nothing to scrape).
+    let (code, _) = common::http_send(
+        server.http_addr(),
+        "PUT",
+        "/v1/agent/service/register",
+        br#"{"Name":"redis","Address":"10.0.0.9"}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
     let (code, body) = http_get(server.http_addr(), "/v1/prometheus/sd").await;
     assert_eq!(code, 200);
     let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
