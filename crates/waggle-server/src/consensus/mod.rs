@@ -351,8 +351,8 @@ impl Consensus {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
             max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
             purge_batch_size: config.raft.purge_batch,
-            // Snapshot chunks travel as JSON (bytes as numbers): small enough to arrive in time.
-            snapshot_max_chunk_size: 512 * 1024,
+            // Snapshot chunks (base64 in JSON) small enough to arrive in time.
+            snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: 1_000,
             ..Default::default()
         }
