@@ -194,6 +194,19 @@ pub enum KvOp {
     Assert(Compare),
 }
 
+impl KvOp {
+    /// The key and value it writes, for a put, set, acquire or release.
+    pub fn written(&self) -> Option<(&str, &[u8])> {
+        match self {
+            KvOp::Put { key, value, .. }
+            | KvOp::Set { key, value, .. }
+            | KvOp::Acquire { key, value, .. }
+            | KvOp::Release { key, value, .. } => Some((key, value)),
+            KvOp::Delete { .. } | KvOp::Get { .. } | KvOp::Assert(_) => None,
+        }
+    }
+}
+
 /// A transaction: if every compare holds, `success` runs, else `failure`, in order and
 /// atomically. With a `guard`, it is refused outright unless the guard's fencing token holds
 /// its lock.

@@ -384,7 +384,8 @@ pub(crate) fn registration_checks(
         .collect()
 }
 
-fn duration_text(ms: u64) -> String {
+/// A duration as Consul writes it (`10s`, `1500ms`; empty for 0).
+pub(crate) fn duration_text(ms: u64) -> String {
     if ms == 0 {
         String::new()
     } else if ms.is_multiple_of(1_000) {

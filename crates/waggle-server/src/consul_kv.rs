@@ -397,9 +397,8 @@ pub(crate) async fn txn(
     let mut results = Vec::new();
     for (step, outcome) in steps.iter().zip(&result.results) {
         let key = match &step.op {
-            KvOp::Set { key, .. } | KvOp::Acquire { key, .. } | KvOp::Release { key, .. } => key.as_str(),
             KvOp::Assert(c) => c.key.as_str(),
-            _ => "",
+            op => op.written().map_or("", |(key, _)| key),
         };
         match (step.shown, outcome) {
             (Shown::Entry, OpResult::Entry { entry: Some(e) }) => {

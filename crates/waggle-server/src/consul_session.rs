@@ -18,7 +18,7 @@ use waggle_core::{KeyBehavior, SessionId, SessionOptions, Ttl};
 
 use crate::{
     consul::{ConsulError, answer, bad_request, blocking, go_duration, node_name, params, unavailable},
-    consul_checks::{fields_of, strict},
+    consul_checks::{duration_text, fields_of, strict},
     http::AppState,
     watch::SessionView,
 };
@@ -71,10 +71,6 @@ pub(crate) fn parse_session(text: &str) -> Option<SessionId> {
     }
     let raw = u64::from_str_radix(&hex, 16).ok()?;
     (raw != 0 && raw != SessionId::AGENT.get()).then(|| SessionId::new(raw))
-}
-
-fn duration_text(ms: u64) -> String {
-    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// A session as Consul's `SessionEntry`.

@@ -274,21 +274,15 @@ impl WatchHub {
     /// quota. What it could add is counted against this member's copy: a write replacing a
     /// value adds only what it is longer by, so releasing, shrinking and deleting always pass.
     pub(crate) fn kv_admits(&self, txn: &waggle_core::Txn) -> Result<(), (u64, u64)> {
-        use waggle_core::KvOp;
         let state = self.state();
         let growth: u64 = txn
             .success
             .iter()
             .chain(&txn.failure)
-            .map(|op| match op {
-                KvOp::Put { key, value, .. }
-                | KvOp::Set { key, value, .. }
-                | KvOp::Acquire { key, value, .. }
-                | KvOp::Release { key, value, .. } => {
-                    let old = state.kv.get(key).map_or(0, |e| entry_bytes(key, e));
-                    ((key.len() + value.len()) as u64).saturating_sub(old)
-                }
-                _ => 0,
+            .filter_map(|op| op.written())
+            .map(|(key, value)| {
+                let old = state.kv.get(key).map_or(0, |e| entry_bytes(key, e));
+                ((key.len() + value.len()) as u64).saturating_sub(old)
             })
             .sum();
         let (used, quota) = (state.kv_bytes, self.limits.kv_quota);

@@ -93,13 +93,7 @@ fn payload_bytes(command: &Command) -> usize {
             .success
             .iter()
             .chain(&txn.failure)
-            .map(|op| match op {
-                waggle_core::KvOp::Put { key, value, .. }
-                | waggle_core::KvOp::Set { key, value, .. }
-                | waggle_core::KvOp::Acquire { key, value, .. }
-                | waggle_core::KvOp::Release { key, value, .. } => key.len() + value.len(),
-                _ => 64,
-            })
+            .map(|op| op.written().map_or(64, |(key, value)| key.len() + value.len()))
             .sum(),
         Command::LockAcquire { value, .. } | Command::LockProclaim { value, .. } => 64 + value.len(),
         _ => 256,
