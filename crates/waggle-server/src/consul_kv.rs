@@ -10,7 +10,7 @@ use axum::{
 };
 use base64::Engine;
 use serde_json::{Value, json};
-use waggle_core::{Command, Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn};
+use waggle_core::{Compare, CompareOp, CompareTarget, KvEntry, KvOp, OpResult, Txn};
 
 use crate::{
     consul::{ConsulError, Params, answer, bad_request, blocking, params, write_failed},
@@ -137,26 +137,16 @@ pub(crate) async fn kv_get(
     Ok(answer(&state, index, Value::Array(body)))
 }
 
-/// Runs a one-command transaction; refusals are the client's fault.
+/// Runs a transaction; refusals are the client's fault.
 async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggle_core::TxnResult), ConsulError> {
-    txn.validate().map_err(|e| bad_request(format!("Invalid request: {e}")))?;
-    if txn.is_read_only() {
-        let (revision, result) = state.hub.read_only_txn(&state.consensus, &txn).await.map_err(write_failed)?;
-        if crate::kv::txn_answer_too_large(&result) {
-            let limit = crate::kv::MAX_ANSWER_BYTES >> 20;
-            return Err(ConsulError(StatusCode::PAYLOAD_TOO_LARGE, format!("the answer would exceed {limit} MiB")));
+    use crate::kv::TxnRefusal;
+    crate::kv::run_txn(&state.consensus, &state.hub, txn).await.map_err(|refusal| match refusal {
+        TxnRefusal::Invalid(e) => bad_request(format!("Invalid request: {e}")),
+        TxnRefusal::Full(message) | TxnRefusal::TooLarge(message) => {
+            ConsulError(StatusCode::PAYLOAD_TOO_LARGE, message)
         }
-        return Ok((revision, result));
-    }
-    state.hub.kv_admits(&txn).map_err(|(used, quota)| {
-        let message = format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)");
-        ConsulError(StatusCode::PAYLOAD_TOO_LARGE, message)
-    })?;
-    let applied = state.consensus.propose(Command::KvTxn { txn }).await.map_err(write_failed)?;
-    match applied.txn {
-        Some(result) => Ok((applied.revision, result)),
-        None => Err(ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no transaction result".into())),
-    }
+        TxnRefusal::Failed(e) => write_failed(e),
+    })
 }
 
 fn cas(key: &str, at: Option<u64>) -> Vec<Compare> {

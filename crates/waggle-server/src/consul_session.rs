@@ -221,7 +221,6 @@ pub(crate) async fn session_create(
         .await
         .map_err(crate::consul::write_failed)?;
     let id = applied.session.ok_or_else(|| ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no session".into()))?;
-    state.hub.applied(applied.revision).await;
     Ok(answer(&state, applied.revision, json!({ "ID": session_uuid(id) })))
 }
 

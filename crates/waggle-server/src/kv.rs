@@ -22,41 +22,72 @@ fn invalid(e: waggle_core::ValidationError) -> Status {
 }
 
 impl KvService {
-    /// Proposes a validated transaction: its revision and result.
+    /// Runs a transaction: its revision and result.
     async fn run(&self, txn: Txn) -> Result<(u64, TxnResult), Status> {
-        txn.validate().map_err(invalid)?;
-        if txn.is_read_only() {
-            let (revision, result) = self.hub.read_only_txn(&self.consensus, &txn).await?;
-            if txn_answer_too_large(&result) {
-                let limit = MAX_ANSWER_BYTES >> 20;
-                return Err(Status::resource_exhausted(format!(
-                    "the answer would exceed {limit} MiB: read less at once"
-                )));
-            }
-            return Ok((revision.get(), result));
+        match run_txn(&self.consensus, &self.hub, txn).await {
+            Ok((revision, result)) => Ok((revision.get(), result)),
+            Err(TxnRefusal::Invalid(e)) => Err(invalid(e)),
+            Err(TxnRefusal::Full(message) | TxnRefusal::TooLarge(message)) => Err(Status::resource_exhausted(message)),
+            Err(TxnRefusal::Failed(e)) => Err(e.into()),
         }
-        self.hub.kv_admits(&txn).map_err(|(used, quota)| {
-            Status::resource_exhausted(format!("the KV store is full: {used} of its {quota} bytes used (kv_quota)"))
-        })?;
-        let applied = self.consensus.propose(Command::KvTxn { txn }).await?;
-        let result = applied.txn.ok_or_else(|| Status::internal("a transaction answered without a result"))?;
-        Ok((applied.revision.get(), result))
     }
+}
+
+/// Why a transaction was not run (or answered).
+pub(crate) enum TxnRefusal {
+    /// A bad key, value or limit.
+    Invalid(waggle_core::ValidationError),
+    /// The store is at its quota.
+    Full(String),
+    /// A read-only transaction's answer would be too large.
+    TooLarge(String),
+    /// Proposing (or the read barrier) failed, or the state machine refused it.
+    Failed(crate::error::ProposeError),
+}
+
+/// Runs a transaction for a front-end (gRPC or Consul): checked, then answered from this
+/// member's copy after a read barrier if it only reads (as linearizable as the log, without a
+/// write), else held to the quota and proposed.
+pub(crate) async fn run_txn(
+    consensus: &Consensus,
+    hub: &WatchHub,
+    txn: Txn,
+) -> Result<(waggle_core::Revision, TxnResult), TxnRefusal> {
+    txn.validate().map_err(TxnRefusal::Invalid)?;
+    if txn.is_read_only() {
+        consensus.read_barrier().await.map_err(TxnRefusal::Failed)?;
+        let (revision, kv, locks) = hub.kv_and_locks();
+        let result = waggle_core::read_only_txn(&txn, &kv, &locks)
+            .map_err(|e| TxnRefusal::Failed(crate::error::ProposeError::Refused(crate::consensus::Refusal::from(e))))?;
+        if txn_answer_too_large(&result) {
+            let limit = MAX_ANSWER_BYTES >> 20;
+            return Err(TxnRefusal::TooLarge(format!("the answer would exceed {limit} MiB: read less at once")));
+        }
+        return Ok((revision, result));
+    }
+    hub.kv_admits(&txn).map_err(|(used, quota)| {
+        TxnRefusal::Full(format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)"))
+    })?;
+    let applied = consensus.propose(Command::KvTxn { txn }).await.map_err(TxnRefusal::Failed)?;
+    let result = applied.txn.ok_or_else(|| {
+        TxnRefusal::Failed(crate::error::ProposeError::Unavailable("a transaction answered without a result".into()))
+    })?;
+    Ok((applied.revision, result))
 }
 
 /// The largest read answered at once (keys, values and their framing); larger reads must use
 /// a limit.
-pub(crate) const MAX_ANSWER_BYTES: usize = 32 << 20;
+const MAX_ANSWER_BYTES: usize = 32 << 20;
 
 /// What an entry costs in an answer: its key, its value, and at most 64 bytes of framing
 /// (revisions, version, flags, session).
-pub(crate) fn answer_bytes(key: &str, value: usize) -> usize {
+fn answer_bytes(key: &str, value: usize) -> usize {
     key.len() + value + 64
 }
 
 /// Whether a read-only transaction's answer is over [`MAX_ANSWER_BYTES`] (nothing was written,
 /// so it can be refused).
-pub(crate) fn txn_answer_too_large(result: &TxnResult) -> bool {
+fn txn_answer_too_large(result: &TxnResult) -> bool {
     let bytes: usize = result
         .results
         .iter()

@@ -309,20 +309,6 @@ impl WatchHub {
         (state.revision, state.kv.clone(), state.locks.clone())
     }
 
-    /// Answers a read-only transaction from this member's copy, after a read barrier (so it
-    /// sees every write acknowledged before it, like one through the log, without writing).
-    pub(crate) async fn read_only_txn(
-        &self,
-        consensus: &crate::consensus::Consensus,
-        txn: &waggle_core::Txn,
-    ) -> Result<(Revision, waggle_core::TxnResult), crate::error::ProposeError> {
-        consensus.read_barrier().await?;
-        let (revision, kv, locks) = self.kv_and_locks();
-        let result = waggle_core::read_only_txn(txn, &kv, &locks)
-            .map_err(|e| crate::error::ProposeError::Refused(crate::consensus::Refusal::from(e)))?;
-        Ok((revision, result))
-    }
-
     /// KV changes with revisions from `from` on, as far as they are known.
     pub(crate) fn kv_since(&self, from: Revision) -> KvRead {
         let state = self.state();
