@@ -884,10 +884,8 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
             })
             .collect(),
         key_delays: registry
-            .lock_delays()
-            .iter()
-            .filter(|(t, _)| matches!(t, crate::DelayTarget::Key { .. }))
-            .map(|(t, ms)| delay_record(t, *ms))
+            .key_delays()
+            .map(|(key, since, ms)| DelayRecord { key: key.to_owned(), token: since, ms, ..Default::default() })
             .collect(),
         kv: registry
             .kv()

@@ -246,10 +246,8 @@ impl Registry {
 
     /// Lock-delays in force: keys and lock slots, each with its delay in ms.
     pub fn lock_delays(&self) -> Vec<(crate::DelayTarget, u64)> {
-        let keys = self
-            .key_delays
-            .iter()
-            .map(|(k, (since, ms))| (crate::DelayTarget::Key { key: k.clone(), since: *since }, *ms));
+        let keys =
+            self.key_delays().map(|(key, since, ms)| (crate::DelayTarget::Key { key: key.to_owned(), since }, ms));
         let slots = self.locks.iter().flat_map(|(name, state)| {
             state
                 .delayed
@@ -257,6 +255,11 @@ impl Registry {
                 .map(|(token, ms)| (crate::DelayTarget::Lock { lock: name.clone(), token: *token }, *ms))
         });
         keys.chain(slots).collect()
+    }
+
+    /// Keys under a lock-delay: the key, the revision the delay began at, its length in ms.
+    pub fn key_delays(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.key_delays.iter().map(|(key, (since, ms))| (key.as_str(), *since, *ms))
     }
 
     fn lift_lock_delays(&mut self, delays: &[crate::DelayTarget], effects: &mut Vec<Effect>) -> Applied {
