@@ -149,10 +149,9 @@ async fn run(state: &AppState, txn: Txn) -> Result<(waggle_core::Revision, waggl
     })
 }
 
-fn cas(key: &str, at: Option<u64>) -> Vec<Compare> {
-    at.map(|n| Compare { key: key.to_owned(), target: CompareTarget::ModifyRevision(n), op: CompareOp::Equal })
-        .into_iter()
-        .collect()
+/// A `?cas=N` as compares: the key's modify revision (as `target` reads it) must be N.
+fn cas(key: &str, at: Option<u64>, target: fn(u64) -> CompareTarget) -> Vec<Compare> {
+    at.map(|n| Compare { key: key.to_owned(), target: target(n), op: CompareOp::Equal }).into_iter().collect()
 }
 
 /// `PUT /v1/kv/:key` with the value as the body: `true`, or `false` when `?cas` did not match,
@@ -172,10 +171,12 @@ pub(crate) async fn kv_put(
         (_, Some(session)) => KvOp::Release { key: key.clone(), value, flags: flag_bits, session },
         _ => KvOp::Set { key: key.clone(), value, flags: flag_bits },
     };
-    let (revision, result) =
-        run(&state, Txn { compares: cas(&key, flags.cas), success: vec![op], ..Default::default() })
-            .await
-            .map_err(invalid_session)?;
+    let (revision, result) = run(
+        &state,
+        Txn { compares: cas(&key, flags.cas, CompareTarget::ModifyRevision), success: vec![op], ..Default::default() },
+    )
+    .await
+    .map_err(invalid_session)?;
     Ok(answer(&state, revision, Value::Bool(result.succeeded)))
 }
 
@@ -199,11 +200,7 @@ pub(crate) async fn kv_delete(
     check(&key, flags.recurse)?;
     let op = KvOp::Delete { key: key.clone(), prefix: flags.recurse };
     // As in Consul, a cas delete of a key that is already gone succeeds.
-    let compares = flags
-        .cas
-        .map(|n| Compare { key: key.clone(), target: CompareTarget::ModifyRevisionIfPresent(n), op: CompareOp::Equal })
-        .into_iter()
-        .collect();
+    let compares = cas(&key, flags.cas, CompareTarget::ModifyRevisionIfPresent);
     let (revision, result) = run(&state, Txn { compares, success: vec![op], ..Default::default() }).await?;
     let succeeded = result.succeeded && matches!(result.results.first(), Some(OpResult::Delete { .. }));
     Ok(answer(&state, revision, Value::Bool(succeeded)))
