@@ -1,6 +1,8 @@
-//! The HTTP front-end: `/health`, Prometheus metrics (`/metrics`,
+//! The HTTP listener: mounts the Consul-compatible API (`consul/`) beside the node's own
+//! operational endpoints, which live here: `/health` (this node's liveness: is there a leader;
+//! not Consul's `/v1/health` nor the check runner), Prometheus metrics (`/metrics`,
 //! `/v1/agent/metrics?format=prometheus`) and Prometheus HTTP service discovery
-//! (`/v1/prometheus/sd`). The Consul-compatible API mounts here later.
+//! (`/v1/prometheus/sd`). Unknown paths get the Consul API's 404.
 
 use std::sync::Arc;
 
@@ -12,43 +14,44 @@ use axum::{
     routing::get,
 };
 
-use crate::{consensus::Consensus, watch::WatchHub};
+use crate::{
+    consul::{self, ConsulState},
+    metrics::RequestCounts,
+    node::Node,
+};
 
+/// What the operational endpoints read.
 #[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) consensus: Arc<Consensus>,
-    pub(crate) hub: Arc<WatchHub>,
-    pub(crate) clock: Arc<crate::sessions::SessionClock>,
-    pub(crate) health: Arc<crate::health::HealthChecks>,
-    pub(crate) requests: Arc<crate::metrics::RequestCounts>,
-    /// The HTTP listener's address (the Consul node address).
-    pub(crate) http_addr: std::net::SocketAddr,
-    /// Draws new session ids (shared with the gRPC front-end).
-    pub(crate) session_ids: Arc<crate::grpc::SessionIds>,
+struct OpsState {
+    node: Arc<Node>,
+    requests: Arc<RequestCounts>,
 }
 
-pub(crate) fn router(state: AppState) -> Router {
+/// Every route of the HTTP listener bound at `http_addr` (the Consul node address).
+pub(crate) fn router(node: Arc<Node>, requests: Arc<RequestCounts>, http_addr: std::net::SocketAddr) -> Router {
+    let consul = consul::router(ConsulState { node: node.clone(), http_addr });
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(liveness))
         .route("/metrics", get(prometheus))
         .route("/v1/agent/metrics", get(agent_metrics))
         .route("/v1/prometheus/sd", get(service_discovery))
-        .merge(crate::consul::routes())
-        .fallback(crate::consul::not_found)
-        .with_state(state)
+        .with_state(OpsState { node, requests })
+        .merge(consul)
+        .fallback(consul::not_found)
 }
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
-    let (revision, services) = state.hub.services();
+async fn prometheus(State(state): State<OpsState>) -> impl IntoResponse {
+    let node = &state.node;
+    let (revision, services) = node.read_model().services();
     let reading = crate::metrics::Reading {
-        status: state.consensus.status(),
-        is_leader: state.consensus.is_leader(),
-        members: state.consensus.members().2.len(),
+        status: node.status(),
+        is_leader: node.is_leader(),
+        members: node.members().2.len(),
         revision: revision.get(),
-        sessions: state.clock.len(),
-        checks: state.health.len(),
+        sessions: node.tracked_sessions(),
+        checks: node.checks().len(),
         services: crate::metrics::by_status(&services),
     };
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], crate::metrics::render(&reading, &state.requests))
@@ -61,7 +64,7 @@ struct MetricsQuery {
 
 /// Consul's metrics endpoint: Prometheus text with `?format=prometheus`; the JSON form is not
 /// served (400 says so).
-async fn agent_metrics(State(state): State<AppState>, Query(q): Query<MetricsQuery>) -> Response {
+async fn agent_metrics(State(state): State<OpsState>, Query(q): Query<MetricsQuery>) -> Response {
     match q.format.as_deref() {
         Some("prometheus") => prometheus(State(state)).await.into_response(),
         _ => (StatusCode::BAD_REQUEST, "only ?format=prometheus is supported\n").into_response(),
@@ -75,25 +78,27 @@ struct SdQuery {
 
 /// Prometheus `http_sd_configs`: a target group per passing instance (optionally of one
 /// `?service=`), with `__meta_waggle_*` labels.
-async fn service_discovery(State(state): State<AppState>, Query(q): Query<SdQuery>) -> Response {
+async fn service_discovery(State(state): State<OpsState>, Query(q): Query<SdQuery>) -> Response {
     if let Some(service) = &q.service
         && let Err(e) = waggle_core::ServiceName::new(service)
     {
         return (StatusCode::BAD_REQUEST, format!("invalid service: {e}\n")).into_response();
     }
-    let (_, services) = state.hub.services();
+    let (_, services) = state.node.read_model().services();
     Json(crate::metrics::targets(&services, q.service.as_deref())).into_response()
 }
 
-/// 200 with `{"status":"ok",...}` when the node knows a leader; 503 otherwise.
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let status = state.consensus.status();
-    let running = state.consensus.running();
+/// This node's liveness: 200 with `{"status":"ok",...}` when the node knows a leader; 503
+/// otherwise.
+async fn liveness(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::Value>) {
+    let node = &state.node;
+    let status = node.status();
+    let running = node.running();
     let leader = status.leader.filter(|_| running);
     let body = serde_json::json!({
         "status": if !running { "stopped" } else if leader.is_some() { "ok" } else { "no-leader" },
-        "is_leader": state.consensus.is_leader(),
-        "revision": state.hub.revision().get(),
+        "is_leader": node.is_leader(),
+        "revision": node.read_model().revision().get(),
         "raft": status,
     });
     let code = if leader.is_some() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -1,7 +1,16 @@
 //! Waggle's node runtime.
 //!
 //! A [`Server`] opens the data dir, starts openraft (a one-member cluster by default) with the
-//! registry as its state machine, and serves the gRPC API and the HTTP endpoint.
+//! registry as its state machine, and serves the gRPC API, the HTTP endpoint (the Consul API and
+//! the node's own endpoints) and DNS.
+//!
+//! Layers, top down (each imports only from those below it):
+//! - front-ends: `grpc/`, `consul/` (mounted by `http.rs`), `dns/` — parse, call the node,
+//!   render; none imports another;
+//! - `node/` — the use cases every front-end shares, and `NodeError`;
+//! - `leader/` — the leader's duties that are not Raft (expiry, checks, forwarded keepalives);
+//! - `consensus/` — openraft: log, snapshots, state machine adapter, membership, peers;
+//! - `state/` — what the state machine feeds: read model, session clock, check table.
 //!
 //! # Architecture invariant
 //!
@@ -17,21 +26,15 @@
 mod config;
 mod consensus;
 mod consul;
-mod consul_checks;
-mod consul_kv;
-mod consul_session;
 mod dns;
 mod error;
-mod filter;
 mod grpc;
-mod health;
 mod http;
-mod kv;
-mod lock;
+mod ids;
+mod leader;
 mod metrics;
-mod probe;
-mod sessions;
-mod watch;
+mod node;
+mod state;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -44,8 +47,9 @@ pub use error::ServerError;
 
 use crate::{
     consensus::{Consensus, Storage},
-    sessions::SessionClock,
-    watch::{HubLimits, WatchHub},
+    leader::{Leader, LeaderSlot},
+    node::Node,
+    state::{LocalState, ReadLimits, ReadModel},
 };
 
 /// One member of the cluster, as `ListMembers` reports it.
@@ -147,32 +151,6 @@ fn identity(config: &ServerConfig) -> String {
     }
 }
 
-/// Names the registry's history once (see `Command::NameHistory`): whichever member leads
-/// while it is unnamed proposes a random id. Every member then stamps it on watch messages, so
-/// a watcher resumes from its revision on any member of the cluster.
-async fn name_history(
-    consensus: Arc<Consensus>,
-    hub: Arc<WatchHub>,
-    ids: grpc::SessionIds,
-    shutdown: CancellationToken,
-) {
-    let mut leading = consensus.leadership();
-    while hub.history() == 0 {
-        if *leading.borrow_and_update() {
-            match consensus.propose(waggle_core::Command::NameHistory { id: ids.next_id() }).await {
-                // Named, by this proposal or an earlier one.
-                Ok(_) | Err(error::ProposeError::Refused(_)) => continue,
-                Err(e) => tracing::debug!("naming the history: {e}"),
-            }
-        }
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
 /// A running node.
 pub struct Server {
     grpc_addr: SocketAddr,
@@ -180,7 +158,7 @@ pub struct Server {
     dns_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     consensus: Arc<Consensus>,
-    hub: Arc<WatchHub>,
+    read_model: Arc<ReadModel>,
     storage: Arc<Storage>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -206,84 +184,28 @@ impl Server {
 
         let storage = Arc::new(Storage::open(&config.data_dir)?);
         storage.check_identity(config.node_id, &identity(&config))?;
-        let hub = Arc::new(WatchHub::new(HubLimits {
+        let state = Arc::new(LocalState::new(ReadLimits {
             buffer: config.watch_buffer,
             history: config.watch_history,
             kv_quota: config.kv_quota_bytes,
         }));
-        let clock = Arc::new(SessionClock::new());
-        let health = Arc::new(health::HealthChecks::new());
-        let consensus =
-            Arc::new(Consensus::start(&config, storage.clone(), hub.clone(), clock.clone(), health.clone()).await?);
-        tracing::info!(data = %storage.path().display(), revision = %hub.revision(), "registry ready");
+        let read_model = state.read_model.clone();
+        // The leader's peer service answers once the leader's duties exist, which need consensus.
+        let leader_slot = LeaderSlot::default();
+        let consensus = Arc::new(
+            Consensus::start(&config, storage.clone(), state.clone(), leader::peer_routes(leader_slot.clone())).await?,
+        );
+        tracing::info!(data = %storage.path().display(), revision = %read_model.revision(), "registry ready");
+        let leader = Arc::new(Leader::new(consensus.clone(), &state));
+        let _ = leader_slot.set(leader.clone());
 
         let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
-        // Grace starts now, when clients can reach us, not when the data dir was opened.
-        clock.grant_grace();
-        tasks.push(tokio::spawn(sessions::run_expiry(
-            clock.clone(),
-            consensus.clone(),
-            hub.clone(),
-            config.session_tick,
-            shutdown.clone(),
-        )));
+        let mut tasks = leader.spawn(config.session_tick, config.seed, &shutdown);
+        let node = Arc::new(Node::new(consensus.clone(), leader, state, config.seed, shutdown.clone()));
 
-        tasks.push(tokio::spawn(health::run_checks(health.clone(), consensus.clone(), shutdown.clone())));
-
-        tasks.push(tokio::spawn(name_history(
-            consensus.clone(),
-            hub.clone(),
-            grpc::SessionIds::new(config.seed.map(|s| s ^ 0x5eed)),
-            shutdown.clone(),
-        )));
-
-        let clock_for_http = clock.clone();
         let requests = Arc::new(metrics::RequestCounts::default());
-        let session_ids = Arc::new(grpc::SessionIds::new(config.seed));
-        let service = grpc::RegistryService {
-            consensus: consensus.clone(),
-            hub: hub.clone(),
-            clock,
-            session_ids: session_ids.clone(),
-            shutdown: shutdown.clone(),
-        };
-        // Small request/response pairs: never wait for Nagle + delayed ACK (40 ms stalls).
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        // The standard gRPC health service, for load balancers, Kubernetes probes and Waggle's
-        // own gRPC checks: serving while the node runs.
-        let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
-        grpc_health.set_serving::<waggle_proto::v1::registry_server::RegistryServer<grpc::RegistryService>>().await;
-        let grpc = tonic::transport::Server::builder()
-            .layer(metrics::CountLayer(requests.clone()))
-            .add_service(grpc_health_service)
-            .add_service(waggle_proto::v1::kv_server::KvServer::new(kv::KvService {
-                consensus: consensus.clone(),
-                hub: hub.clone(),
-                shutdown: shutdown.clone(),
-            }))
-            .add_service(waggle_proto::v1::lock_server::LockServer::new(lock::LockService {
-                consensus: consensus.clone(),
-                hub: hub.clone(),
-                shutdown: shutdown.clone(),
-            }))
-            .add_service(waggle_proto::v1::registry_server::RegistryServer::new(service))
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = grpc.await {
-                tracing::error!("gRPC server failed: {e}");
-            }
-        }));
+        tasks.push(grpc::serve(grpc_listener, node.clone(), requests.clone(), shutdown.clone()).await);
 
-        let state = http::AppState {
-            consensus: consensus.clone(),
-            hub: hub.clone(),
-            clock: clock_for_http,
-            health,
-            requests,
-            http_addr,
-            session_ids,
-        };
         let mut dns_addr = None;
         if let Some(addr) = config.dns_addr {
             let settings = dns::DnsSettings {
@@ -297,15 +219,15 @@ impl Server {
                     http_addr.ip()
                 },
             };
-            let (bound, task) = dns::serve(addr, dns::Handler::new(hub.clone(), settings), shutdown.clone())
+            let (bound, task) = dns::serve(addr, dns::Handler::new(&node, settings), shutdown.clone())
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })?;
             dns_addr = Some(bound);
             tasks.push(task);
         }
 
-        let http =
-            axum::serve(http_listener, http::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let http = axum::serve(http_listener, http::router(node, requests, http_addr))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http.await {
                 tracing::error!("HTTP server failed: {e}");
@@ -318,7 +240,7 @@ impl Server {
             dns_addr,
             data_dir: config.data_dir,
             consensus,
-            hub,
+            read_model,
             storage,
             shutdown,
             tasks,
@@ -352,7 +274,7 @@ impl Server {
 
     /// The registry's current revision.
     pub fn revision(&self) -> Revision {
-        self.hub.revision()
+        self.read_model.revision()
     }
 
     /// Resolves if the consensus engine stops on its own (a fatal storage error), or when this

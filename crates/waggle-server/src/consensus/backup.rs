@@ -13,8 +13,8 @@ use std::time::Duration;
 use openraft::{BasicNode, LeaderId, LogId, Membership, SnapshotMeta, StoredMembership};
 use waggle_core::codec;
 
+use super::ProposeError;
 use super::{Raft, record, storage::Storage};
-use crate::error::ProposeError;
 
 /// The first bytes of every backup file: a name and a format version.
 const MAGIC: &[u8; 8] = b"WGLSNAP1";

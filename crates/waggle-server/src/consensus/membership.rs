@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, error::ClientWriteError, error::RaftError};
 
+use super::ProposeError;
 use super::{Consensus, Raft, Refusal, RefusalKind};
-use crate::error::ProposeError;
 
 /// How long an added member may take to catch up before it is promoted to voter. Past this it
 /// stays a learner and the caller is told why.

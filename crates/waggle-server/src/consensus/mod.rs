@@ -3,6 +3,7 @@
 //! migration should touch nothing else).
 
 mod backup;
+mod error;
 mod log_store;
 mod log_writer;
 mod membership;
@@ -16,17 +17,22 @@ mod storage;
 use std::{collections::BTreeMap, io::Cursor, sync::Arc};
 
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
-use waggle_core::{Applied, ApplyError, Command};
+use waggle_core::{Applied, Command};
 
 pub use backup::RESTORE_REVISION_BUMP;
 pub(crate) use backup::restore;
+pub(crate) use error::ProposeError;
+pub use error::{CommandResult, Refusal, RefusalKind};
 pub(crate) use log_store::LogStore;
 pub(crate) use membership::MembershipChange;
 pub(crate) use state_machine::StateMachine;
 
 pub(crate) use storage::Storage;
 
-use crate::{ServerConfig, error::ProposeError, sessions::SessionClock, watch::WatchHub};
+use crate::{
+    ServerConfig,
+    state::{LocalState, ReadModel},
+};
 
 openraft::declare_raft_types!(
     /// Waggle's openraft type configuration.
@@ -112,54 +118,6 @@ struct Proposal {
 }
 
 type Raft = openraft::Raft<TypeConfig>;
-
-/// The state machine's answer to one log entry, as handed back to the proposer.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub enum CommandResult {
-    /// The command was applied.
-    Applied(Applied),
-    /// The command was refused; state is unchanged.
-    Refused(Refusal),
-}
-
-/// Why the state machine refused a command, in a form that crosses the Raft boundary.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Refusal {
-    /// The kind of refusal, which selects the gRPC status.
-    pub kind: RefusalKind,
-    /// A human-readable message naming the field or object.
-    pub message: String,
-}
-
-/// Kinds of refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RefusalKind {
-    /// A session or instance does not exist.
-    NotFound,
-    /// A field breaks a model rule.
-    Invalid,
-    /// The object already exists.
-    Conflict,
-    /// The cluster is not in a state that allows it (removing the last voter, say).
-    Precondition,
-}
-
-impl From<ApplyError> for Refusal {
-    fn from(e: ApplyError) -> Self {
-        let kind = match e {
-            ApplyError::Invalid(_) => RefusalKind::Invalid,
-            ApplyError::Fenced { .. } => RefusalKind::Precondition,
-            ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed | ApplyError::CheckIdTaken(_) => {
-                RefusalKind::Conflict
-            }
-            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } | ApplyError::CheckNotFound(_) => {
-                RefusalKind::NotFound
-            }
-            _ => RefusalKind::Invalid,
-        };
-        Refusal { kind, message: e.to_string() }
-    }
-}
 
 /// Collects concurrent proposals into batches (up to `MAX_BATCH`), keeps up to
 /// `BATCHES_IN_FLIGHT` batches in Raft, and hands each command its own answer.
@@ -262,9 +220,9 @@ fn quorum_fresh(raft: &Raft, window_ms: u64) -> bool {
 
 /// On the leader: confirms leadership with a quorum and waits until everything committed
 /// before is applied here (openraft's read-index), then answers the applied revision.
-async fn read_index(raft: &Raft, hub: &WatchHub) -> Result<u64, ProposeError> {
+async fn read_index(raft: &Raft, read_model: &ReadModel) -> Result<u64, ProposeError> {
     match raft.ensure_linearizable().await {
-        Ok(_) => Ok(hub.revision().get()),
+        Ok(_) => Ok(read_model.revision().get()),
         Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
             Err(ProposeError::NotLeader)
         }
@@ -309,7 +267,7 @@ pub(crate) struct Consensus {
     /// Sends writes this node cannot commit to the leader, in cluster mode.
     forwarder: Option<network::Forwarder>,
     /// The local applied state, which a forwarded write waits for (read-your-writes).
-    hub: Arc<WatchHub>,
+    read_model: Arc<ReadModel>,
     /// This node's client URL, and the ones learned from the other members (by peer address).
     client_url: String,
     client_urls: std::sync::Mutex<std::collections::HashMap<(u64, String), String>>,
@@ -332,10 +290,10 @@ impl Consensus {
     pub(crate) async fn start(
         config: &ServerConfig,
         storage: Arc<Storage>,
-        hub: Arc<WatchHub>,
-        clock: Arc<SessionClock>,
-        health: Arc<crate::health::HealthChecks>,
+        state: Arc<LocalState>,
+        peer_services: tonic::service::Routes,
     ) -> anyhow::Result<Self> {
+        let read_model = state.read_model.clone();
         let node_id = config.node_id;
         let raft_config = Config {
             cluster_name: "waggle".to_string(),
@@ -352,7 +310,7 @@ impl Consensus {
         }
         .validate()?;
         let log_store = LogStore::new(storage.clone())?;
-        let state_machine = StateMachine::open(storage.clone(), hub.clone(), clock.clone(), health.clone())?;
+        let state_machine = StateMachine::open(storage.clone(), state)?;
         let raft = Raft::new(node_id, Arc::new(raft_config), network::Network, log_store, state_machine).await?;
         let clustered = config.clustered();
         let (proposals, queue) = tokio::sync::mpsc::channel(MAX_QUEUED_PROPOSALS);
@@ -364,17 +322,14 @@ impl Consensus {
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
                 let service = network::PeerService {
-                    lease_ms: config.raft.election_timeout.as_millis() as u64 * 2,
                     raft: raft.clone(),
                     proposals: proposals.clone(),
-                    clock: clock.clone(),
-                    health: health.clone(),
                     node_id,
-                    hub: hub.clone(),
+                    read_model: read_model.clone(),
                     client_url: client_url(config),
                     removed: removed.clone(),
                 };
-                Some(network::serve(service, listener))
+                Some(network::serve(service, peer_services, listener))
             }
             _ => None,
         };
@@ -420,7 +375,7 @@ impl Consensus {
                 .await
                 .map_err(|e| anyhow::anyhow!("node did not become leader: {e}"))?;
             // Apply everything committed before serving, so that sessions and instances from
-            // the log's tail are known to the clock and the hub when the first client arrives.
+            // the log's tail are known to the clock and the read model when the first client arrives.
             raft.ensure_linearizable().await.map_err(|e| anyhow::anyhow!("cannot catch up with the log: {e}"))?;
         }
         let leading = leadership(&raft, node_id);
@@ -434,7 +389,7 @@ impl Consensus {
             proposals,
             peer_server,
             forwarder,
-            hub,
+            read_model,
             client_url: client_url(config),
             client_urls: Default::default(),
             lease_ms: config.raft.election_timeout.as_millis() as u64 * 2,
@@ -483,7 +438,7 @@ impl Consensus {
     /// that wrote through this node reads its write here too.
     async fn caught_up(&self, result: Result<Applied, ProposeError>) -> Result<Applied, ProposeError> {
         if let Ok(applied) = &result {
-            let wait = self.hub.applied(applied.revision);
+            let wait = self.read_model.applied(applied.revision);
             if tokio::time::timeout(std::time::Duration::from_secs(5), wait).await.is_err() {
                 tracing::warn!(revision = applied.revision.get(), "a forwarded write is not applied here yet");
             }
@@ -507,7 +462,7 @@ impl Consensus {
         let deadline = tokio::time::Instant::now() + FORWARD_PATIENCE;
         loop {
             let revision = if self.is_leader() {
-                read_index(&self.raft, &self.hub).await
+                read_index(&self.raft, &self.read_model).await
             } else {
                 match (&self.forwarder, self.leader_peer_addr()) {
                     (Some(forwarder), Some(addr)) => forwarder.read_index(&addr).await,
@@ -516,7 +471,7 @@ impl Consensus {
             };
             match revision {
                 Ok(revision) => {
-                    let applied = self.hub.applied(waggle_core::Revision::new(revision));
+                    let applied = self.read_model.applied(waggle_core::Revision::new(revision));
                     return tokio::time::timeout(FORWARD_PATIENCE, applied).await.map_err(|_| {
                         ProposeError::Unavailable("this member is too far behind the leader to read".into())
                     });
@@ -541,57 +496,18 @@ impl Consensus {
         self.raft.metrics().borrow().current_leader.is_some()
     }
 
-    /// Whether this node runs in a cluster (and so can forward to a leader).
-    pub(crate) fn clustered(&self) -> bool {
-        self.forwarder.is_some()
-    }
-
-    /// Renews `session` on the leader (from a node that does not lead): its TTL in ms, or
-    /// `None` if the leader does not know it.
-    pub(crate) async fn forward_keepalive(&self, session: u64) -> Result<Option<u64>, ProposeError> {
+    /// The channel to the current leader's peer address, for requests of the leader's own
+    /// services (`LeaderPeer`); `NotLeader` when there is no other leader to ask.
+    pub(crate) fn leader_channel(&self) -> Result<tonic::transport::Channel, ProposeError> {
         match (&self.forwarder, self.leader_peer_addr()) {
-            (Some(forwarder), Some(addr)) => forwarder.keep_alive(&addr, session).await,
+            (Some(forwarder), Some(addr)) => forwarder.channel(&addr),
             _ => Err(ProposeError::NotLeader),
         }
     }
 
-    /// A TTL check report: taken on the leader (a renewed deadline, and the new status written
-    /// if it changed), forwarded from anywhere else; answers once the write, if any, is
-    /// applied here.
-    pub(crate) async fn report_check(
-        &self,
-        health: &crate::health::HealthChecks,
-        report: crate::health::Report,
-    ) -> Result<(), crate::health::ReportFailure> {
-        use crate::health::ReportFailure;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            let answer = if self.leads_with_quorum() {
-                crate::health::take_report(health, report.clone(), |command| self.propose_here(command)).await
-            } else {
-                match (&self.forwarder, self.leader_peer_addr()) {
-                    (Some(forwarder), Some(addr)) => forwarder.report_check(&addr, &report).await,
-                    _ => Err(ReportFailure::Propose(ProposeError::NotLeader)),
-                }
-            };
-            let settling = matches!(
-                answer,
-                Err(ReportFailure::Propose(ProposeError::NotLeader | ProposeError::LeaderUnreachable))
-            );
-            if settling && self.clustered() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-            let revision = answer?;
-            if let Some(revision) = revision {
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    self.hub.applied(waggle_core::Revision::new(revision)),
-                )
-                .await;
-            }
-            return Ok(());
-        }
+    /// Whether this node runs in a cluster (and so can forward to a leader).
+    pub(crate) fn clustered(&self) -> bool {
+        self.forwarder.is_some()
     }
 
     /// The current leader's peer address, if there is a leader other than this node.

@@ -22,8 +22,8 @@ use waggle_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
 
 use waggle_core::{Applied, Command};
 
+use super::ProposeError;
 use super::{Proposal, Raft, TypeConfig};
-use crate::error::ProposeError;
 
 /// Creates a [`Network`] client per peer.
 pub(crate) struct Network;
@@ -153,7 +153,6 @@ fn never_connected(status: &tonic::Status) -> bool {
 /// leader that is cut off (its writes never commit) or gone without closing the connection
 /// must not hold a follower's requests, or its batching slots, for longer.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
-const KEEPALIVE_DEADLINE: Duration = Duration::from_secs(1);
 const READ_INDEX_DEADLINE: Duration = Duration::from_secs(2);
 const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -229,17 +228,12 @@ impl RaftNetwork<TypeConfig> for Peer {
 pub(super) struct PeerService {
     pub(super) raft: Raft,
     pub(super) proposals: tokio::sync::mpsc::Sender<Proposal>,
-    pub(super) clock: std::sync::Arc<crate::sessions::SessionClock>,
     pub(super) node_id: u64,
-    pub(super) hub: std::sync::Arc<crate::watch::WatchHub>,
+    pub(super) read_model: std::sync::Arc<crate::state::ReadModel>,
     /// Where clients reach this node (`Describe`).
     pub(super) client_url: String,
     /// Set when the leader reports this node removed from the cluster.
     pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-    /// How fresh a quorum's acknowledgement must be for this leader to renew a session.
-    pub(super) lease_ms: u64,
-    /// The checks, for TTL reports a follower received.
-    pub(super) health: std::sync::Arc<crate::health::HealthChecks>,
 }
 
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
@@ -293,21 +287,6 @@ impl RaftPeer for PeerService {
         encode(&answers)
     }
 
-    async fn keep_alive(
-        &self,
-        request: tonic::Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let session: u64 = decode(request)?;
-        // Only a running leader holds deadlines; anything else must not pretend to renew.
-        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.lease_ms);
-        let answer: Result<Option<u64>, ProposeError> = if leads {
-            Ok(self.clock.keepalive(waggle_core::SessionId::new(session)).map(|ttl| ttl.as_millis()))
-        } else {
-            Err(ProposeError::NotLeader)
-        };
-        encode(&answer)
-    }
-
     async fn removed(
         &self,
         request: tonic::Request<RaftPayload>,
@@ -320,22 +299,6 @@ impl RaftPeer for PeerService {
             self.removed.send_replace(true);
         }
         encode(&())
-    }
-
-    async fn report_check(
-        &self,
-        request: tonic::Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let report: crate::health::Report = decode(request)?;
-        // Taken here or refused as "not the leader", never forwarded again.
-        let leads = raft_leads(&self.raft, self.node_id) && super::quorum_fresh(&self.raft, self.lease_ms);
-        let answer = if leads {
-            crate::health::take_report(&self.health, report, |command| super::propose_locally(&self.proposals, command))
-                .await
-        } else {
-            Err(crate::health::ReportFailure::Propose(ProposeError::NotLeader))
-        };
-        encode(&answer)
     }
 
     async fn describe(
@@ -372,7 +335,7 @@ impl PeerService {
         if !raft_leads(&self.raft, self.node_id) {
             return Err(ProposeError::NotLeader);
         }
-        super::read_index(&self.raft, &self.hub).await
+        super::read_index(&self.raft, &self.read_model).await
     }
 }
 
@@ -382,15 +345,19 @@ fn raft_leads(raft: &Raft, node_id: u64) -> bool {
     m.running_state.is_ok() && m.current_leader == Some(node_id)
 }
 
-/// One lazily connected channel per peer.
+/// One lazily connected channel per peer, shared by every peer service on it.
 #[derive(Default)]
-struct Clients(std::sync::Mutex<std::collections::HashMap<String, RaftPeerClient<Channel>>>);
+struct Clients(std::sync::Mutex<std::collections::HashMap<String, Channel>>);
 
 impl Clients {
     fn get(&self, addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
+        self.channel(addr).map(RaftPeerClient::new)
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ProposeError> {
         let mut clients = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(addr) {
-            return Ok(client.clone());
+        if let Some(channel) = clients.get(addr) {
+            return Ok(channel.clone());
         }
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ProposeError::Unavailable(format!("leader address {addr}: {e}")))?;
@@ -401,9 +368,9 @@ impl Clients {
             .http2_keep_alive_interval(Duration::from_secs(2))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
-        let client = RaftPeerClient::new(endpoint.connect_lazy());
-        clients.insert(addr.to_owned(), client.clone());
-        Ok(client)
+        let channel = endpoint.connect_lazy();
+        clients.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
     }
 }
 
@@ -461,7 +428,8 @@ const FORWARD_BATCH: usize = 1024;
 /// Forwarded batches in flight at once; writes that arrive meanwhile wait for the next batch.
 const FORWARDS_IN_FLIGHT: usize = 4;
 
-/// Sends the writes, keepalives and membership changes a follower receives to the leader.
+/// Sends the writes, read-index requests and membership changes a follower receives to the
+/// leader.
 /// Concurrent writes travel together: one `Forward` RPC carries every write queued while the
 /// previous batches were in flight, so a follower adds one round trip per batch, not per write.
 pub(crate) struct Forwarder {
@@ -482,14 +450,10 @@ impl Forwarder {
         self.clients.get(addr)
     }
 
-    /// Renews `session` on the leader at `addr`: its TTL in ms, or `None` if unknown there.
-    pub(crate) async fn keep_alive(&self, addr: &str, session: u64) -> Result<Option<u64>, ProposeError> {
-        let mut client = self.client(addr)?;
-        // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
-        let answer = within(KEEPALIVE_DEADLINE, client.keep_alive(payload(&session)?))
-            .await
-            .map_err(|_| ProposeError::LeaderUnreachable)?;
-        answer_of(answer)?
+    /// The (lazily connected) channel to the peer at `addr`, for the other services served on
+    /// the peer address.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ProposeError> {
+        self.clients.channel(addr)
     }
 
     /// Tells the member at `addr` (best effort) that the cluster removed it, so it stops.
@@ -504,20 +468,6 @@ impl Forwarder {
     /// Asks the member at `addr` where clients reach it.
     pub(crate) async fn describe(&self, addr: &str) -> Result<Identity, ProposeError> {
         describe(self.client(addr)?).await
-    }
-
-    /// Sends a TTL check report to the leader at `addr`: the revision that wrote it, if any.
-    pub(crate) async fn report_check(
-        &self,
-        addr: &str,
-        report: &crate::health::Report,
-    ) -> Result<Option<u64>, crate::health::ReportFailure> {
-        let unreachable = || crate::health::ReportFailure::Propose(ProposeError::LeaderUnreachable);
-        let mut client = self.client(addr).map_err(crate::health::ReportFailure::Propose)?;
-        let request = payload(report).map_err(crate::health::ReportFailure::Propose)?;
-        // A report is idempotent: whatever kept it from the leader, it may be sent again.
-        let answer = within(KEEPALIVE_DEADLINE, client.report_check(request)).await.map_err(|_| unreachable())?;
-        serde_json::from_slice(&answer.into_inner().data).map_err(|_| unreachable())?
     }
 
     /// Asks the leader at `addr` for a read index: the revision a linearizable read must see.
@@ -611,13 +561,19 @@ async fn send_batch(
 }
 
 /// Serves the peer protocol on `listener` until the task is aborted.
-pub(super) fn serve(service: PeerService, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+/// Services above consensus (the leader's) share the listener: `others`.
+pub(super) fn serve(
+    service: PeerService,
+    others: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tokio::spawn(async move {
         // Small request/response pairs (heartbeats, forwarded batches, their answers): never
         // wait for Nagle + delayed ACK (40 ms stalls).
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder()
+            .add_routes(others)
             .add_service(RaftPeerServer::new(service).max_decoding_message_size(64 << 20));
         if let Err(error) = server.serve_with_incoming(incoming).await {
             tracing::error!(?addr, %error, "raft peer server stopped");

@@ -1,5 +1,5 @@
 //! Deterministic simulation of a three-member cluster: the real openraft core and Waggle's
-//! state machine (registry, watch hub), over an in-memory network that injects crashes,
+//! state machine (registry, read model), over an in-memory network that injects crashes,
 //! partitions and message delays chosen by a seeded RNG, on a single-threaded tokio runtime
 //! with paused (virtual) time. Nothing reads the wall clock or the OS RNG: each member's
 //! election timeout is fixed by the seed (openraft draws it from a one-value range), so a seed
@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use waggle_core::{Command, InstanceSpec, SessionId, Ttl};
 
 use super::{CommandBatch, Raft, StateMachine, TypeConfig, storage::Storage};
-use crate::{sessions::SessionClock, watch::HubLimits, watch::WatchHub};
+use crate::state::{LocalState, ReadLimits, ReadModel};
 
 const MEMBERS: [u64; 3] = [1, 2, 3];
 /// Virtual time with faults, then healed time for the cluster to converge.
@@ -214,7 +214,7 @@ struct Member {
     id: u64,
     log: MemLog,
     storage: Arc<Storage>,
-    hub: Arc<WatchHub>,
+    read_model: Arc<ReadModel>,
     election_timeout_ms: u64,
     _dir: tempfile::TempDir,
 }
@@ -232,14 +232,9 @@ impl Member {
         .validate()
         .unwrap_or_else(|e| panic!("sim config: {e}"));
         // A restarted member rebuilds its state from the log, as after a real crash.
-        self.hub = Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64, kv_quota: 1 << 30 }));
-        let sm = StateMachine::open(
-            self.storage.clone(),
-            self.hub.clone(),
-            Arc::new(SessionClock::new()),
-            Arc::new(crate::health::HealthChecks::new()),
-        )
-        .unwrap_or_else(|e| panic!("state machine: {e}"));
+        let state = Arc::new(LocalState::new(ReadLimits { buffer: 64, history: 64, kv_quota: 1 << 30 }));
+        self.read_model = state.read_model.clone();
+        let sm = StateMachine::open(self.storage.clone(), state).unwrap_or_else(|e| panic!("state machine: {e}"));
         let network = SimNetwork { from: self.id, net: net.clone() };
         let raft = Raft::new(self.id, Arc::new(config), network, self.log.clone(), sm)
             .await
@@ -302,7 +297,7 @@ async fn simulate(seed: u64) -> Run {
                 id,
                 log: MemLog::default(),
                 storage,
-                hub: Arc::new(WatchHub::new(HubLimits { buffer: 64, history: 64, kv_quota: 1 << 30 })),
+                read_model: Arc::new(ReadModel::new(ReadLimits { buffer: 64, history: 64, kv_quota: 1 << 30 })),
                 election_timeout_ms: rng.random_range(100..200),
                 _dir: dir,
             }
@@ -448,7 +443,7 @@ async fn simulate(seed: u64) -> Run {
     let states: Vec<(u64, String, BTreeSet<String>)> = members
         .iter()
         .map(|m| {
-            let (revision, services) = m.hub.services();
+            let (revision, services) = m.read_model.services();
             let held: BTreeSet<String> = services
                 .iter()
                 .flat_map(|(_, instances)| instances.values().map(|i| format!("{}:{}", i.spec.address, i.spec.port)))

@@ -1,7 +1,7 @@
 //! The Raft state machine: the in-memory [`Registry`] plus the last applied log id and
 //! membership. The registry is persisted through snapshots (in redb) and rebuilt on start from
 //! the latest snapshot followed by log replay. After each batch of entries, effects go to the
-//! watch hub (instance changes) and the session clock (sessions opened / closed).
+//! read model (instance changes) and the session clock (sessions opened / closed).
 
 use std::{io::Cursor, sync::Arc};
 
@@ -12,7 +12,7 @@ use openraft::{
 use waggle_core::{Effect, Registry, codec};
 
 use super::{BatchResult, CommandBatch, CommandResult, Refusal, TypeConfig, record, storage::Storage};
-use crate::{health::HealthChecks, sessions::SessionClock, watch::WatchHub};
+use crate::state::LocalState;
 
 /// The registry as a Raft state machine.
 pub(crate) struct StateMachine {
@@ -20,9 +20,8 @@ pub(crate) struct StateMachine {
     registry: Registry,
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    hub: Arc<WatchHub>,
-    clock: Arc<SessionClock>,
-    health: Arc<HealthChecks>,
+    /// What the node keeps of the applied state outside the registry, fed with effects.
+    state: Arc<LocalState>,
 }
 
 fn snap_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -30,21 +29,14 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
 }
 
 impl StateMachine {
-    /// Restores from the data dir's latest snapshot (if any) and seeds the hub and clock.
-    pub(crate) fn open(
-        storage: Arc<Storage>,
-        hub: Arc<WatchHub>,
-        clock: Arc<SessionClock>,
-        health: Arc<HealthChecks>,
-    ) -> anyhow::Result<Self> {
+    /// Restores from the data dir's latest snapshot (if any) and seeds the read model and clock.
+    pub(crate) fn open(storage: Arc<Storage>, state: Arc<LocalState>) -> anyhow::Result<Self> {
         let mut sm = StateMachine {
             storage,
             registry: Registry::new(),
             last_applied: None,
             membership: StoredMembership::default(),
-            hub,
-            clock,
-            health,
+            state,
         };
         if let Some(bytes) = sm.storage.read_snapshot()? {
             let (meta, data) = record::decode_snapshot(&bytes)?;
@@ -63,34 +55,13 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Replaces the hub's views and the clock's sessions with the registry's, granting every
-    /// session a full TTL from now.
+    /// Replaces the local state with the registry's (a restore or an installed snapshot).
     fn reseed(&self) {
-        self.hub.reset(&self.registry);
-        self.clock.reset(self.registry.sessions().values().filter(|s| !s.options.no_expiry).map(|s| (s.id, s.ttl)));
-        self.clock.reset_delays(self.registry.lock_delays().into_iter());
-        self.health.reset(&self.registry);
+        self.state.reset(&self.registry);
     }
 
     fn publish(&self, effects: &[Effect]) {
-        for effect in effects {
-            match effect {
-                Effect::SessionOpened { session, ttl, options, .. } => {
-                    if !options.no_expiry {
-                        self.clock.track(*session, *ttl);
-                    }
-                }
-                Effect::SessionClosed { session } => self.clock.forget(*session),
-                Effect::LockDelayStarted { target, ms } => self.clock.track_delay(target.clone(), *ms),
-                Effect::LockDelayLifted { target } => self.clock.forget_delay(target),
-                Effect::InstanceUpserted { .. }
-                | Effect::InstanceRemoved { .. }
-                | Effect::KvChanged { .. }
-                | Effect::LockChanged { .. } => {}
-            }
-        }
-        self.health.observe(effects);
-        self.hub.publish(&self.registry, effects);
+        self.state.publish(&self.registry, effects);
     }
 }
 

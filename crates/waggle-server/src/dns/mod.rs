@@ -38,7 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use waggle_core::{HealthStatus, Instance, ServiceName};
 
-use crate::watch::WatchHub;
+use crate::{node::Node, state::ReadModel};
 
 /// What the DNS interface answers with.
 #[derive(Debug, Clone)]
@@ -54,9 +54,9 @@ pub(crate) struct DnsSettings {
     pub(crate) node_ip: IpAddr,
 }
 
-/// Answers queries from the watch hub's current view (no I/O, no lock held across awaits).
+/// Answers queries from the read model's current view (no I/O, no lock held across awaits).
 pub(crate) struct Handler {
-    hub: Arc<WatchHub>,
+    read_model: Arc<ReadModel>,
     settings: DnsSettings,
     zones: Vec<Name>,
     /// Encoded answers by question, valid while the registry's revision stays the same.
@@ -255,14 +255,15 @@ fn wants(qtype: RecordType, ip: IpAddr) -> bool {
 }
 
 impl Handler {
-    pub(crate) fn new(hub: Arc<WatchHub>, settings: DnsSettings) -> Self {
+    pub(crate) fn new(node: &Node, settings: DnsSettings) -> Self {
+        let read_model = node.read_model().clone();
         let zones = settings
             .domains
             .iter()
             .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
             .map(|n| n.to_lowercase())
             .collect();
-        Handler { hub, settings, zones, cache: Default::default() }
+        Handler { read_model, settings, zones, cache: Default::default() }
     }
 
     /// Answers a DNS message, from the cache when it is a plain query asked before at this
@@ -272,7 +273,7 @@ impl Handler {
         let Some((end, key)) = plain_query(packet, udp) else {
             return self.respond(packet, udp);
         };
-        let revision = self.hub.revision();
+        let revision = self.read_model.revision();
         let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries.get(&key).cloned();
         let cached = match cached {
             Some(c) if c.revision == revision => c,
@@ -319,7 +320,7 @@ impl Handler {
         let (mname, rname) =
             (host("ns").unwrap_or_else(|| zone.clone()), host("hostmaster").unwrap_or_else(|| zone.clone()));
         // Serial: the registry's revision (it only grows); minimum: the negative-caching TTL.
-        let serial = self.hub.revision().get() as u32;
+        let serial = self.read_model.revision().get() as u32;
         let soa = SOA::new(mname, rname, serial, 3600, 600, 86_400, self.settings.ttl);
         Record::from_rdata(zone.clone(), self.settings.ttl, RData::SOA(soa))
     }
@@ -379,7 +380,7 @@ impl Handler {
         out: &mut Answer,
     ) -> bool {
         let Ok(service) = ServiceName::new(name) else { return false };
-        let (_, instances, _) = self.hub.service(&service);
+        let (_, instances, _) = self.read_model.service(&service);
         let healthy = |i: &&std::sync::Arc<Instance>| match i.spec.status {
             HealthStatus::Passing => true,
             HealthStatus::Warning => self.settings.allow_warning,

@@ -1,4 +1,4 @@
-//! The watch hub: one shared, copy-on-write view per service (also the read model for
+//! The read model: one shared, copy-on-write view per service (also the read model for
 //! `GetService` / `ListServices`), and a broadcast topic per watched service plus one for all
 //! services. A subscriber gets a snapshot (or a replay of recent batches when resuming), then
 //! deltas; buffers are bounded by the broadcast capacity, and a subscriber that lags behind is
@@ -127,7 +127,7 @@ pub(crate) struct ReadCache {
     pub(crate) consul: [std::sync::OnceLock<String>; 3],
 }
 
-struct HubState {
+struct ReadState {
     revision: Revision,
     services: HashMap<ServiceName, View>,
     all: Topic,
@@ -168,7 +168,7 @@ pub(crate) type KvEvent = (String, Option<Arc<waggle_core::KvEntry>>);
 /// KV change batches kept for resuming watchers.
 const KV_LOG: usize = 4096;
 
-/// What a KV watcher reads next (see [`WatchHub::kv_since`]).
+/// What a KV watcher reads next (see [`ReadModel::kv_since`]).
 pub(crate) enum KvRead {
     /// The batches with revisions from the one asked (maybe none), and the registry's
     /// revision when read.
@@ -177,9 +177,9 @@ pub(crate) enum KvRead {
     Compacted,
 }
 
-/// Watch hub settings.
+/// Watch read model settings.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct HubLimits {
+pub(crate) struct ReadLimits {
     /// Most bytes of keys and values in the KV store (writes beyond it are refused).
     pub(crate) kv_quota: u64,
     /// Batches a subscriber may fall behind before it is resynced.
@@ -188,10 +188,10 @@ pub(crate) struct HubLimits {
     pub(crate) history: usize,
 }
 
-/// The hub. All methods take a short lock; readers clone `Arc`s out of it.
-pub(crate) struct WatchHub {
-    state: Mutex<HubState>,
-    limits: HubLimits,
+/// The read model. All methods take a short lock; readers clone `Arc`s out of it.
+pub(crate) struct ReadModel {
+    state: Mutex<ReadState>,
+    limits: ReadLimits,
     /// The registry's history id (`Registry::history`), stamped on every watch message.
     history: std::sync::atomic::AtomicU64,
     /// The applied revision, for writers waiting to read their own write here.
@@ -201,10 +201,10 @@ pub(crate) struct WatchHub {
     kv_changed: tokio::sync::watch::Sender<Revision>,
 }
 
-impl WatchHub {
-    pub(crate) fn new(limits: HubLimits) -> Self {
-        WatchHub {
-            state: Mutex::new(HubState {
+impl ReadModel {
+    pub(crate) fn new(limits: ReadLimits) -> Self {
+        ReadModel {
+            state: Mutex::new(ReadState {
                 revision: Revision::INITIAL,
                 services: HashMap::new(),
                 all: Topic::new(limits.buffer, Revision::INITIAL),
@@ -234,7 +234,7 @@ impl WatchHub {
         self.history.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn state(&self) -> MutexGuard<'_, HubState> {
+    fn state(&self) -> MutexGuard<'_, ReadState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -548,16 +548,16 @@ mod tests {
 
     #[test]
     fn lock_and_kv_signals_fire_only_for_their_own_changes() {
-        let hub = WatchHub::new(HubLimits { buffer: 16, history: 16, kv_quota: 1 << 20 });
+        let read_model = ReadModel::new(ReadLimits { buffer: 16, history: 16, kv_quota: 1 << 20 });
         let mut registry = Registry::new();
         let apply = |registry: &mut Registry, command: Command| {
             let outcome = registry.apply(&command);
             assert!(outcome.response.is_ok(), "{command:?}");
-            hub.publish(registry, &outcome.effects);
+            read_model.publish(registry, &outcome.effects);
         };
         let session = SessionId::new(1);
         apply(&mut registry, Command::CreateSession { session, ttl: Ttl::DEFAULT, options: Default::default() });
-        let (mut a, b, mut kv) = (hub.lock_signal("a"), hub.lock_signal("b"), hub.kv_signal());
+        let (mut a, b, mut kv) = (read_model.lock_signal("a"), read_model.lock_signal("b"), read_model.kv_signal());
         let acquire = Command::LockAcquire { lock: "a".into(), session, limit: 1, wait: false, value: Vec::new() };
         apply(&mut registry, acquire);
         assert_eq!(a.has_changed().ok(), Some(true), "a changed");
@@ -567,10 +567,10 @@ mod tests {
         assert_eq!((a.has_changed().ok(), kv.has_changed().ok()), (Some(false), Some(true)));
         kv.borrow_and_update();
         // A state replacement wakes everyone; unused signals are dropped.
-        hub.reset(&registry);
+        read_model.reset(&registry);
         assert_eq!((a.has_changed().ok(), kv.has_changed().ok()), (Some(true), Some(true)));
         drop(b);
-        hub.prune();
-        assert_eq!(hub.state().lock_signals.keys().collect::<Vec<_>>(), ["a"]);
+        read_model.prune();
+        assert_eq!(read_model.state().lock_signals.keys().collect::<Vec<_>>(), ["a"]);
     }
 }

@@ -46,13 +46,13 @@ impl PartialEq for Op {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(super) enum Token {
     Word(String),
     Quoted(String),
     Symbol(&'static str),
 }
 
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -110,7 +110,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-struct Parser {
+pub(super) struct Parser {
     tokens: Vec<Token>,
     at: usize,
     /// Nesting so far (parentheses and `not`): bounded, so no input can exhaust the stack.
@@ -120,9 +120,9 @@ struct Parser {
 }
 
 /// Deepest nesting of parentheses and `not` accepted.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 /// Most `matches` clauses in one filter.
-const MAX_REGEXES: usize = 8;
+pub(super) const MAX_REGEXES: usize = 8;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -284,7 +284,7 @@ impl Parser {
     }
 }
 
-fn regex(pattern: &str) -> Result<regex::Regex, String> {
+pub(super) fn regex(pattern: &str) -> Result<regex::Regex, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
@@ -306,7 +306,7 @@ pub(crate) fn parse(text: &str, template: &Value, maps: &[&str]) -> Result<Expr,
     Ok(expr)
 }
 
-fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), String> {
+pub(super) fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), String> {
     match expr {
         Expr::Or(a, b) | Expr::And(a, b) => {
             check(a, template, maps)?;
@@ -341,7 +341,7 @@ fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), String> {
 }
 
 /// The values a selector reaches in `entry` (several when it crosses a list of objects).
-fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value> {
+pub(super) fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value> {
     let mut at = vec![entry];
     for name in selector {
         at = at
@@ -356,7 +356,7 @@ fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value> {
     at
 }
 
-fn text(value: &Value) -> Option<String> {
+pub(super) fn text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -365,7 +365,7 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn is_empty(value: &Value) -> bool {
+pub(super) fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),

@@ -1,15 +1,10 @@
-//! Health checks, run by the leader (blueprint: "health checker (leader)").
-//!
-//! [`HealthChecks`] mirrors every check in the registry (fed by the state machine's effects,
-//! like the session clock) together with what only the leader keeps in memory: TTL deadlines,
-//! consecutive success / failure counters and how long a check has been critical.
-//! [`run_checks`] runs on every member and acts only while it leads: one task per active
-//! (HTTP / TCP / gRPC) check probes it every interval, and a tick expires TTL checks and reaps
-//! instances critical for longer than their `DeregisterCriticalServiceAfter`. Only a status
-//! transition is proposed (`Command::UpdateChecks`), with the output that caused it: a healthy
-//! fleet writes nothing. Thresholds (`SuccessBeforePassing`, `FailuresBeforeCritical`) count
-//! consecutive results, as Consul's do; a new leader starts counting afresh and gives every TTL
-//! check a full TTL, as it gives sessions.
+//! The check table: every check in the registry (fed by the state machine's effects, like the
+//! session clock) together with what only the leader keeps in memory: TTL deadlines,
+//! consecutive success / failure counters and how long a check has been critical. The leader's
+//! check runner (`leader::checks`) reads and updates it; nothing here runs a probe or proposes.
+//! Thresholds (`SuccessBeforePassing`, `FailuresBeforeCritical`) count consecutive results, as
+//! Consul's do; a new leader starts counting afresh and gives every TTL check a full TTL, as it
+//! gives sessions.
 
 use std::{
     collections::HashMap,
@@ -18,15 +13,8 @@ use std::{
 };
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use waggle_core::{
-    CheckKind, CheckSpec, CheckUpdate, Command, Effect, HealthStatus, InstanceId, Registry, ServiceName,
-};
+use waggle_core::{CheckKind, CheckSpec, CheckUpdate, Effect, HealthStatus, InstanceId, Registry, ServiceName};
 
-use crate::consensus::Consensus;
-
-/// How often TTL deadlines and deregistration delays are looked at.
-const TICK: Duration = Duration::from_millis(100);
 /// A new output with an unchanged status is written at most this often per check (Consul's
 /// `check_update_interval`); a status transition is always written at once.
 const OUTPUT_INTERVAL: Duration = Duration::from_secs(300);
@@ -105,48 +93,6 @@ pub(crate) enum ReportError {
     NotTtl,
 }
 
-/// A TTL check report (`check/pass|warn|fail|update`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Report {
-    pub(crate) check: String,
-    pub(crate) status: HealthStatus,
-    pub(crate) output: String,
-}
-
-/// Why a TTL report failed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, thiserror::Error)]
-pub(crate) enum ReportFailure {
-    /// Refused by the checks.
-    #[error("{}", match .0 { ReportError::Unknown => "unknown check ID", ReportError::NotTtl => "the check is not a TTL check" })]
-    Check(ReportError),
-    /// Taken, but its write failed (or this node could not reach the leader).
-    #[error(transparent)]
-    Propose(crate::error::ProposeError),
-}
-
-/// Takes a report on the leader: renews the deadline and, if the status changes, writes it
-/// with `propose`. Answers the revision of the write, if there was one.
-pub(crate) async fn take_report<F, Fut>(
-    health: &HealthChecks,
-    report: Report,
-    propose: F,
-) -> Result<Option<u64>, ReportFailure>
-where
-    F: FnOnce(Command) -> Fut,
-    Fut: std::future::Future<Output = Result<waggle_core::Applied, crate::error::ProposeError>>,
-{
-    match health.report(&report.check, report.status, report.output.clone()).map_err(ReportFailure::Check)? {
-        None => Ok(None),
-        Some(update) => match propose(Command::UpdateChecks { updates: vec![update] }).await {
-            Ok(applied) => Ok(Some(applied.revision.get())),
-            Err(e) => {
-                health.proposal_failed(&report.check);
-                Err(ReportFailure::Propose(e))
-            }
-        },
-    }
-}
-
 /// An active check a probe task should run.
 #[derive(Debug, Clone)]
 pub(crate) struct Probe {
@@ -165,13 +111,13 @@ struct Inner {
 
 /// Every check of the registry plus the leader's timing state; see the module docs.
 #[derive(Debug, Default)]
-pub(crate) struct HealthChecks {
+pub(crate) struct CheckTable {
     inner: Mutex<Inner>,
     /// Signalled when the set of checks changes (probe tasks to start or stop).
-    changed: tokio::sync::Notify,
+    pub(crate) changed: tokio::sync::Notify,
 }
 
-impl HealthChecks {
+impl CheckTable {
     pub(crate) fn new() -> Self {
         Self::default()
     }
@@ -312,9 +258,13 @@ impl HealthChecks {
         self.collect_due(now, false)
     }
 
-    /// [`HealthChecks::due`]; with `propose` the expiries are marked pending (they are about
+    /// [`CheckTable::due`]; with `propose` the expiries are marked pending (they are about
     /// to be written), so a report arriving meanwhile is judged against them.
-    fn collect_due(&self, now: Instant, propose: bool) -> (Vec<CheckUpdate>, Vec<(ServiceName, InstanceId)>) {
+    pub(crate) fn collect_due(
+        &self,
+        now: Instant,
+        propose: bool,
+    ) -> (Vec<CheckUpdate>, Vec<(ServiceName, InstanceId)>) {
         let mut inner = self.inner();
         let mut expired = Vec::new();
         let mut reap: Vec<(ServiceName, InstanceId)> = Vec::new();
@@ -396,120 +346,6 @@ impl Inner {
     }
 }
 
-/// Runs the checks while this member leads (see the module docs).
-pub(crate) async fn run_checks(health: Arc<HealthChecks>, consensus: Arc<Consensus>, shutdown: CancellationToken) {
-    let mut leadership = consensus.leadership();
-    let mut leading = false;
-    let mut probes: HashMap<String, (u64, CancellationToken)> = HashMap::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let now_leading = *leadership.borrow_and_update();
-        if now_leading && !leading {
-            health.grant_grace();
-        }
-        leading = now_leading;
-        if leading {
-            // Start probes for new or changed checks, stop those of removed ones.
-            let wanted = health.probes();
-            let generations: HashMap<&str, u64> = wanted.iter().map(|p| (p.id.as_str(), p.generation)).collect();
-            probes.retain(|id, (generation, stop)| {
-                let keep = generations.get(id.as_str()) == Some(generation);
-                if !keep {
-                    stop.cancel();
-                }
-                keep
-            });
-            for probe in wanted {
-                if probes.contains_key(&probe.id) {
-                    continue;
-                }
-                let stop = shutdown.child_token();
-                probes.insert(probe.id.clone(), (probe.generation, stop.clone()));
-                tokio::spawn(run_probe(probe, health.clone(), consensus.clone(), stop));
-            }
-        } else {
-            for (_, (_, stop)) in probes.drain() {
-                stop.cancel();
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = leadership.changed() => if changed.is_err() { return },
-            _ = health.changed.notified() => {}
-            _ = tick.tick() => {
-                if leading {
-                    expire(&health, &consensus).await;
-                }
-            }
-        }
-    }
-}
-
-/// Writes TTL expiries and reaps instances critical for too long, after confirming leadership
-/// with a quorum (a deposed leader must not expire anything).
-async fn expire(health: &HealthChecks, consensus: &Consensus) {
-    let (expired, reap) = health.due(Instant::now());
-    if expired.is_empty() && reap.is_empty() {
-        return;
-    }
-    if !consensus.confirm_leadership().await {
-        return;
-    }
-    // Look again: a report may have renewed a deadline while leadership was confirmed.
-    let (expired, reap) = health.collect_due(Instant::now(), true);
-    if !expired.is_empty() {
-        tracing::info!(checks = ?expired.iter().map(|u| &u.check).collect::<Vec<_>>(), "TTL checks expired");
-        let checks: Vec<String> = expired.iter().map(|u| u.check.clone()).collect();
-        if let Err(e) = consensus.propose_here(Command::UpdateChecks { updates: expired }).await {
-            tracing::warn!("writing TTL expiries failed: {e}");
-            for check in &checks {
-                health.proposal_failed(check);
-            }
-        }
-    }
-    for (service, id) in reap {
-        tracing::info!(%service, %id, "deregistering an instance critical for longer than its check allows");
-        if let Err(e) = consensus.propose_here(Command::Deregister { service, id }).await {
-            tracing::warn!("reaping a critical instance failed: {e}");
-        }
-    }
-}
-
-async fn run_probe(probe: Probe, health: Arc<HealthChecks>, consensus: Arc<Consensus>, stop: CancellationToken) {
-    let interval = Duration::from_millis(probe.spec.interval_ms);
-    // Spread the first runs (Consul staggers within the interval; we cap it at 1 s so a new
-    // check reports soon).
-    let stagger = {
-        use rand::{Rng, SeedableRng};
-        let cap = interval.min(Duration::from_secs(1)).as_millis().max(1) as u64;
-        rand::rngs::SmallRng::from_os_rng().random_range(0..cap)
-    };
-    let mut next = Instant::now() + Duration::from_millis(stagger);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        next = Instant::now() + interval;
-        let timeout = Duration::from_millis(probe.spec.timeout_ms);
-        let (status, output) = tokio::select! {
-            _ = stop.cancelled() => return,
-            result = tokio::time::timeout(timeout, crate::probe::run(&probe.spec.kind, timeout)) => match result {
-                Ok(result) => result,
-                Err(_) => (HealthStatus::Critical, format!("Timed out ({timeout:?}) running check")),
-            },
-        };
-        if let Some(update) = health.record(&probe, status, output) {
-            tracing::info!(check = %update.check, status = %update.status, "check result written");
-            if let Err(e) = consensus.propose_here(Command::UpdateChecks { updates: vec![update] }).await {
-                tracing::debug!("writing a check result failed: {e}");
-                health.proposal_failed(&probe.id);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -539,18 +375,18 @@ mod tests {
         Check { status, ..Check::new(spec) }
     }
 
-    fn upsert(health: &HealthChecks, checks: Vec<Check>) {
+    fn upsert(health: &CheckTable, checks: Vec<Check>) {
         health.observe(&[Effect::InstanceUpserted { instance: instance(checks), created: false }]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn thresholds_count_consecutive_results() {
-        let health = HealthChecks::new();
+        let health = CheckTable::new();
         let tcp = CheckKind::Tcp { address: "127.0.0.1:1".into() };
         upsert(&health, vec![check("c", tcp.clone(), HealthStatus::Critical)]);
         let probe = health.probes().pop().expect("an active check");
-        let ok = |h: &HealthChecks| h.record(&probe, HealthStatus::Passing, "ok".into());
-        let fail = |h: &HealthChecks| h.record(&probe, HealthStatus::Critical, "down".into());
+        let ok = |h: &CheckTable| h.record(&probe, HealthStatus::Passing, "ok".into());
+        let fail = |h: &CheckTable| h.record(&probe, HealthStatus::Critical, "down".into());
         assert_eq!(ok(&health), None, "one success of two");
         assert_eq!(fail(&health), None, "already critical");
         assert_eq!(ok(&health), None, "the count started over");
@@ -590,7 +426,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ttl_checks_expire_and_critical_instances_are_reaped() {
-        let health = HealthChecks::new();
+        let health = CheckTable::new();
         let ttl = CheckKind::Ttl { ttl_ms: 5_000 };
         upsert(&health, vec![check("t", ttl.clone(), HealthStatus::Passing)]);
         assert!(health.probes().is_empty(), "nothing probes a TTL check");

@@ -1,26 +1,13 @@
-//! The Consul agent's health-check API: check definitions in registrations and
-//! `check/register`, `check/deregister`, TTL reports (`check/pass|warn|fail|update`), service
-//! maintenance, and the checks as Consul renders them. The checks run on the leader
-//! (`health.rs`); this module only translates.
+//! Consul request bodies as Consul's decoder reads them: keys matched case-insensitively (and in
+//! snake_case), unknown fields refused as Consul's strict decoding does, and check definitions
+//! (`Check`, `Checks`, `check/register`) parsed into Waggle's checks.
 
 use std::collections::BTreeMap;
 
-use axum::{
-    extract::{Path, RawQuery, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
 use serde_json::{Value, json};
-use waggle_core::{CheckKind, CheckSpec, Command, HealthStatus, Instance};
+use waggle_core::{CheckKind, CheckSpec, HealthStatus};
 
-use crate::{
-    consul::{
-        ConsulError, agent_instances, bad_request, canonical, go_duration, node_name, status_text, unavailable,
-        write_failed,
-    },
-    health::{Report, ReportError, ReportFailure},
-    http::AppState,
-};
+use super::request::{canonical, go_duration};
 
 /// A JSON object with its keys matched as Consul's decoder matches them.
 pub(crate) type Fields = BTreeMap<String, Value>;
@@ -49,6 +36,7 @@ pub(crate) const SERVICE_FIELDS: &[&str] = &[
     "partition",
     "locality",
 ];
+
 /// A catalog registration's `Service` (Consul's `AgentService`).
 pub(crate) const CATALOG_SERVICE_FIELDS: &[&str] = &[
     "kind",
@@ -73,6 +61,7 @@ pub(crate) const CATALOG_SERVICE_FIELDS: &[&str] = &[
     "modifyindex",
     "contenthash",
 ];
+
 /// A catalog registration.
 pub(crate) const CATALOG_FIELDS: &[&str] = &[
     "id",
@@ -89,6 +78,7 @@ pub(crate) const CATALOG_FIELDS: &[&str] = &[
     "locality",
     "token",
 ];
+
 /// A check definition (Consul's `CheckType` / `CheckDefinition` / `HealthCheck`).
 pub(crate) const CHECK_FIELDS: &[&str] = &[
     "id",
@@ -164,7 +154,7 @@ pub(crate) fn fields_of(value: &Value, what: &str) -> Result<Fields, String> {
 }
 
 /// Consul's spelling of a (canonical) field name, for error messages.
-fn field_name(key: &str) -> &str {
+pub(super) fn field_name(key: &str) -> &str {
     const NAMES: &[&str] = &[
         "CheckID",
         "ID",
@@ -191,7 +181,7 @@ fn field_name(key: &str) -> &str {
     NAMES.iter().find(|n| n.to_lowercase() == key).copied().unwrap_or(key)
 }
 
-fn string(fields: &Fields, key: &str) -> Result<String, String> {
+pub(super) fn string(fields: &Fields, key: &str) -> Result<String, String> {
     let shown = field_name(key);
     match fields.get(key) {
         None | Some(Value::Null) => Ok(String::new()),
@@ -201,7 +191,7 @@ fn string(fields: &Fields, key: &str) -> Result<String, String> {
 }
 
 /// A duration field: a Go duration string (`"10s"`) or a number of nanoseconds; 0 if absent.
-fn duration_ms(fields: &Fields, key: &str) -> Result<u64, String> {
+pub(super) fn duration_ms(fields: &Fields, key: &str) -> Result<u64, String> {
     let shown = field_name(key);
     match fields.get(key) {
         None | Some(Value::Null) => Ok(0),
@@ -216,7 +206,7 @@ fn duration_ms(fields: &Fields, key: &str) -> Result<u64, String> {
     }
 }
 
-fn count(fields: &Fields, key: &str) -> Result<u32, String> {
+pub(super) fn count(fields: &Fields, key: &str) -> Result<u32, String> {
     let shown = field_name(key);
     match fields.get(key) {
         None | Some(Value::Null) => Ok(0),
@@ -226,7 +216,7 @@ fn count(fields: &Fields, key: &str) -> Result<u32, String> {
     }
 }
 
-fn flag(fields: &Fields, key: &str) -> Result<bool, String> {
+pub(super) fn flag(fields: &Fields, key: &str) -> Result<bool, String> {
     let shown = field_name(key);
     match fields.get(key) {
         None | Some(Value::Null) => Ok(false),
@@ -392,193 +382,6 @@ pub(crate) fn duration_text(ms: u64) -> String {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
-    }
-}
-
-/// One check as Consul's `HealthCheck`.
-pub(crate) fn check_json(state: &AppState, i: &Instance, check: &waggle_core::Check) -> Value {
-    let spec = &check.spec;
-    let mut definition = serde_json::Map::new();
-    match &spec.kind {
-        CheckKind::Http { url, method, .. } => {
-            definition.insert("HTTP".into(), json!(url));
-            definition.insert("Method".into(), json!(method));
-        }
-        CheckKind::Tcp { address } => {
-            definition.insert("TCP".into(), json!(address));
-        }
-        CheckKind::Grpc { address, service, .. } => {
-            let target = if service.is_empty() { address.clone() } else { format!("{address}/{service}") };
-            definition.insert("GRPC".into(), json!(target));
-        }
-        CheckKind::Ttl { ttl_ms } => {
-            definition.insert("TTL".into(), json!(duration_text(*ttl_ms)));
-        }
-        _ => {}
-    }
-    if spec.kind.is_active() {
-        definition.insert("Interval".into(), json!(duration_text(spec.interval_ms)));
-        definition.insert("Timeout".into(), json!(duration_text(spec.timeout_ms)));
-    }
-    if spec.deregister_after_ms > 0 {
-        definition.insert("DeregisterCriticalServiceAfter".into(), json!(duration_text(spec.deregister_after_ms)));
-    }
-    json!({
-        "Node": node_name(state), "CheckID": spec.id, "Name": spec.name, "Status": status_text(check.status),
-        "Notes": spec.notes, "Output": check.output, "ServiceID": i.spec.id.to_string(),
-        "ServiceName": i.spec.service.to_string(), "ServiceTags": i.spec.tags, "Type": spec.kind.type_name(),
-        "Interval": if spec.kind.is_active() { duration_text(spec.interval_ms) } else { String::new() },
-        "Timeout": if spec.kind.is_active() { duration_text(spec.timeout_ms) } else { String::new() },
-        "ExposedPort": 0, "Definition": Value::Object(definition),
-        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-    })
-}
-
-/// An instance's checks as Consul renders them. An instance without checks (an SDK
-/// registration, whose session is its liveness) shows one check carrying its status.
-pub(crate) fn instance_checks(state: &AppState, i: &Instance) -> Vec<Value> {
-    if !i.checks.is_empty() {
-        return i.checks.iter().map(|c| check_json(state, i, c)).collect();
-    }
-    let (id, name) = (i.spec.id.to_string(), i.spec.service.to_string());
-    vec![json!({
-        "Node": node_name(state), "CheckID": format!("service:{id}"), "Name": format!("Service '{name}' check"),
-        "Status": status_text(i.spec.status), "Notes": "", "Output": "", "ServiceID": id,
-        "ServiceName": name, "ServiceTags": i.spec.tags, "Type": "waggle", "Interval": "", "Timeout": "",
-        "ExposedPort": 0, "Definition": {},
-        "CreateIndex": i.create_revision.get(), "ModifyIndex": i.modify_revision.get(),
-    })]
-}
-
-fn unknown_check(id: &str) -> ConsulError {
-    ConsulError(
-        StatusCode::NOT_FOUND,
-        format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."),
-    )
-}
-
-/// `PUT /v1/agent/check/register`: a check on one of the agent's service instances
-/// (`ServiceID`); node-level checks are not modelled.
-pub(crate) async fn check_register(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Response, ConsulError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    strict(&fields, &value, CHECK_FIELDS).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    let service_id = string(&fields, "serviceid").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    if service_id.is_empty() {
-        return Err(bad_request("ServiceID is required: node-level checks are not supported (docs/compatibility.md)"));
-    }
-    let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == service_id) else {
-        return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceID {service_id:?} does not exist")));
-    };
-    let check = parse_check(&fields, "", "", false).map_err(|e| bad_request(format!("Invalid check: {e}")))?;
-    if check.name.is_empty() {
-        return Err(bad_request("Missing check name"));
-    }
-    let command = Command::PutCheck { service: instance.spec.service.clone(), id: instance.spec.id.clone(), check };
-    propose(&state, command).await
-}
-
-/// Proposes a check change; refusals are the client's fault (400, 404 for unknown objects).
-pub(crate) async fn propose(state: &AppState, command: Command) -> Result<Response, ConsulError> {
-    state.consensus.propose(command).await.map_err(write_failed)?;
-    Ok(StatusCode::OK.into_response())
-}
-
-/// `PUT /v1/agent/check/deregister/:id`.
-pub(crate) async fn check_deregister(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ConsulError> {
-    let info = state.health.get(&id).ok_or_else(|| unknown_check(&id))?;
-    propose(&state, Command::RemoveCheck { service: info.service, id: info.instance, check: id }).await
-}
-
-/// `PUT /v1/agent/check/pass|warn|fail/:id?note=`: a TTL report with that status.
-pub(crate) fn ttl_route(status: HealthStatus) -> axum::routing::MethodRouter<AppState> {
-    axum::routing::put(move |state, id, raw| ttl_report(state, id, raw, status))
-}
-
-async fn ttl_report(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    status: HealthStatus,
-) -> Result<Response, ConsulError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
-    let note = pairs.into_iter().find(|(k, _)| k == "note").map(|(_, v)| v).unwrap_or_default();
-    report(&state, id, status, note).await
-}
-
-/// `PUT /v1/agent/check/update/:id` with `{"Status": ..., "Output": ...}`.
-pub(crate) async fn check_update(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, ConsulError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    let fields = fields_of(&value, "body").map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    strict(&fields, &value, &["status", "output"]).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
-    let status = string(&fields, "status").map_err(bad_request)?;
-    let status = parse_status(&status).map_err(bad_request)?;
-    let output = string(&fields, "output").map_err(bad_request)?;
-    report(&state, id, status, output).await
-}
-
-async fn report(
-    state: &AppState,
-    check: String,
-    status: HealthStatus,
-    output: String,
-) -> Result<Response, ConsulError> {
-    if output.len() > waggle_core::check_limits::MAX_OUTPUT * 16 {
-        return Err(bad_request("Output is too large"));
-    }
-    let report = Report { check: check.clone(), status, output };
-    match state.consensus.report_check(&state.health, report).await {
-        Ok(()) => Ok(StatusCode::OK.into_response()),
-        Err(ReportFailure::Check(ReportError::Unknown)) => Err(unknown_check(&check)),
-        Err(ReportFailure::Check(ReportError::NotTtl)) => {
-            Err(bad_request(format!("CheckID {check:?} does not have associated TTL")))
-        }
-        Err(ReportFailure::Propose(e)) => Err(unavailable(e)),
-    }
-}
-
-/// `PUT /v1/agent/service/maintenance/:id?enable=true|false&reason=`: a critical
-/// `_service_maintenance:ID` check while enabled.
-pub(crate) async fn service_maintenance(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ConsulError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
-    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let enable = match get("enable").as_deref() {
-        None | Some("") => return Err(bad_request("Missing value for enable")),
-        Some(value) => parse_bool(value).ok_or_else(|| bad_request(format!("Invalid value for enable: {value:?}")))?,
-    };
-    let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
-        return Err(ConsulError(StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")));
-    };
-    let check_id = format!("_service_maintenance:{id}");
-    let (service, id) = (instance.spec.service.clone(), instance.spec.id.clone());
-    if enable {
-        let reason = get("reason").filter(|r| !r.is_empty()).unwrap_or_else(|| {
-            "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
-                .into()
-        });
-        let check =
-            CheckSpec { notes: reason, ..CheckSpec::new(check_id, "Service Maintenance Mode", CheckKind::Maintenance) };
-        propose(&state, Command::PutCheck { service, id, check }).await
-    } else if instance.checks.iter().any(|c| c.spec.id == check_id) {
-        propose(&state, Command::RemoveCheck { service, id, check: check_id }).await
-    } else {
-        Ok(StatusCode::OK.into_response())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Consul's `/v1/session` on Waggle's sessions: create (TTL 10 s – 24 h or none, `Behavior`
 //! release | delete, `LockDelay`, default 15 s as in Consul, health checks it depends on),
-//! destroy, renew, info, list and node, with blocking reads. A Consul session is a Waggle session with options: it can hold
-//! keys through `?acquire` (see `consul_kv.rs`) and ends like any other (expiry, destroy).
+//! destroy, renew, info, list and node, with blocking reads. A Consul session is a Waggle
+//! session with options: it can hold keys through `?acquire` (see `kv.rs`) and ends like any
+//! other (expiry, destroy).
 //!
 //! Session ids are Waggle's 64-bit ids written as UUIDs (the id in the first 16 hex digits,
 //! the rest zero); the plain hex form Waggle's CLI prints is accepted too.
@@ -16,22 +17,24 @@ use axum::{
 use serde_json::{Value, json};
 use waggle_core::{KeyBehavior, SessionId, SessionOptions, Ttl};
 
-use crate::{
-    consul::{ConsulError, answer, bad_request, blocking, go_duration, node_name, params, unavailable},
-    consul_checks::{duration_text, fields_of, strict},
-    http::AppState,
-    watch::SessionView,
+use super::{
+    ConsulState,
+    fields::{duration_text, fields_of, strict},
+    request::{
+        ConsulError, answer, bad_request, blocking, go_duration, node_name, params, parse_session, session_uuid,
+    },
 };
+use crate::{node::NodeError, state::read_model::SessionView};
 
 /// Consul's default lock-delay for sessions created over its API.
-const CONSUL_LOCK_DELAY: Duration = Duration::from_secs(15);
+pub(super) const CONSUL_LOCK_DELAY: Duration = Duration::from_secs(15);
 /// Consul's TTL bounds for sessions.
-const MIN_TTL: Duration = Duration::from_secs(10);
-const MAX_TTL: Duration = Duration::from_secs(86_400);
+pub(super) const MIN_TTL: Duration = Duration::from_secs(10);
+pub(super) const MAX_TTL: Duration = Duration::from_secs(86_400);
 
 /// The fields a create body may carry (canonical: lower case, no underscores). `ID`,
 /// `CreateIndex` and `ModifyIndex` are ignored, as Consul ignores them on create.
-const CREATE_FIELDS: &[&str] = &[
+pub(super) const CREATE_FIELDS: &[&str] = &[
     "name",
     "node",
     "checks",
@@ -47,34 +50,8 @@ const CREATE_FIELDS: &[&str] = &[
     "modifyindex",
 ];
 
-/// A session id as Consul shows it: a UUID carrying the 64-bit id.
-pub(crate) fn session_uuid(id: SessionId) -> String {
-    let raw = id.get();
-    format!("{:08x}-{:04x}-{:04x}-0000-000000000000", raw >> 32, (raw >> 16) & 0xffff, raw & 0xffff)
-}
-
-/// Parses a session id in either form (a UUID from [`session_uuid`], or plain hex).
-pub(crate) fn parse_session(text: &str) -> Option<SessionId> {
-    let hex = match text.len() {
-        36 => {
-            let b = text.as_bytes();
-            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') || &text[19..] != "0000-000000000000" {
-                return None;
-            }
-            format!("{}{}{}", &text[..8], &text[9..13], &text[14..18])
-        }
-        1..=16 => text.to_owned(),
-        _ => return None,
-    };
-    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let raw = u64::from_str_radix(&hex, 16).ok()?;
-    (raw != 0 && raw != SessionId::AGENT.get()).then(|| SessionId::new(raw))
-}
-
 /// A session as Consul's `SessionEntry`.
-fn session_json(state: &AppState, s: &SessionView) -> Value {
+pub(super) fn session_json(state: &ConsulState, s: &SessionView) -> Value {
     let ttl = if s.options.no_expiry { String::new() } else { duration_text(s.ttl.as_millis()) };
     json!({
         "ID": session_uuid(s.id),
@@ -99,7 +76,7 @@ fn session_json(state: &AppState, s: &SessionView) -> Value {
 
 /// Parses Consul's `LockDelay`: a Go duration string or a number of nanoseconds; either
 /// below 1000 counts as seconds, as in Consul.
-fn lock_delay(value: &Value) -> Result<Duration, String> {
+pub(super) fn lock_delay(value: &Value) -> Result<Duration, String> {
     let raw = match value {
         Value::Null => return Ok(CONSUL_LOCK_DELAY),
         Value::String(s) => go_duration(s).ok_or_else(|| format!("LockDelay: invalid duration {s:?}"))?,
@@ -118,7 +95,7 @@ fn lock_delay(value: &Value) -> Result<Duration, String> {
 
 /// Adds the check ids of `Checks` / `NodeChecks` (strings) or `ServiceChecks` (objects with
 /// an `ID`) to `into`; `serfHealth` (the node's, always passing here) is implied.
-fn check_list(value: Option<&Value>, what: &str, into: &mut Vec<String>) -> Result<(), String> {
+pub(super) fn check_list(value: Option<&Value>, what: &str, into: &mut Vec<String>) -> Result<(), String> {
     match value {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(items)) => {
@@ -146,7 +123,7 @@ fn check_list(value: Option<&Value>, what: &str, into: &mut Vec<String>) -> Resu
 }
 
 /// A create body as Waggle session options and TTL.
-fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions), String> {
+pub(super) fn create_request(state: &ConsulState, body: &[u8]) -> Result<(Ttl, SessionOptions), String> {
     let raw: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -211,21 +188,18 @@ fn create_request(state: &AppState, body: &[u8]) -> Result<(Ttl, SessionOptions)
 
 /// `PUT /v1/session/create`: `{"ID": "..."}`.
 pub(crate) async fn session_create(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
     params(raw)?;
     let (ttl, options) = create_request(&state, &body).map_err(bad_request)?;
-    let applied = crate::grpc::open_session(&state.consensus, &state.session_ids, ttl, options)
-        .await
-        .map_err(crate::consul::write_failed)?;
-    let id = applied.session.ok_or_else(|| ConsulError(StatusCode::INTERNAL_SERVER_ERROR, "no session".into()))?;
-    Ok(answer(&state, applied.revision, json!({ "ID": session_uuid(id) })))
+    let (id, revision) = state.node.open_session(ttl, options).await?;
+    Ok(answer(&state, revision, json!({ "ID": session_uuid(id) })))
 }
 
 /// The session a `/v1/session/<verb>/:id` write names (after checking the query).
-fn session_arg(text: &str, raw: Option<String>) -> Result<SessionId, ConsulError> {
+pub(super) fn session_arg(text: &str, raw: Option<String>) -> Result<SessionId, ConsulError> {
     params(raw)?;
     parse_session(text).ok_or_else(|| bad_request(format!("Invalid session ID {text:?}")))
 }
@@ -233,33 +207,31 @@ fn session_arg(text: &str, raw: Option<String>) -> Result<SessionId, ConsulError
 /// `PUT /v1/session/destroy/:id`: `true` (also for a session that is already gone, as in
 /// Consul). Its keys are released or deleted, under its lock-delay.
 pub(crate) async fn session_destroy(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let session = session_arg(&id, raw)?;
-    let revision = match state.consensus.propose(waggle_core::Command::RevokeSession { session }).await {
-        Ok(applied) => applied.revision,
-        Err(crate::error::ProposeError::Refused(r)) if r.kind == crate::consensus::RefusalKind::NotFound => {
-            state.hub.revision()
-        }
-        Err(e) => return Err(crate::consul::write_failed(e)),
+    let revision = match state.node.revoke_session(session).await {
+        Ok(revision) => revision,
+        Err(NodeError::NotFound(_)) => state.node.read_model().revision(),
+        Err(e) => return Err(e.into()),
     };
     Ok(answer(&state, revision, Value::Bool(true)))
 }
 
 /// `PUT /v1/session/renew/:id`: the session, or 404 if it is gone.
 pub(crate) async fn session_renew(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let session = session_arg(&id, raw)?;
     let not_found = || ConsulError(StatusCode::NOT_FOUND, format!("Session id '{id}' not found"));
-    let known = state.hub.sessions().1.get(&session).cloned();
+    let known = state.node.read_model().sessions().1.get(&session).cloned();
     // A session without a TTL has no deadline to push (and the leader's clock does not know it).
     if !known.is_some_and(|v| v.options.no_expiry) {
-        let renewed = crate::grpc::renew(&state.consensus, &state.clock, session.get()).await.map_err(unavailable)?;
+        let renewed = state.node.renew_session(session).await?;
         if renewed.is_none() {
             // Unknown to the clock: gone, or a session without a TTL this member has not
             // applied yet (created on another member a moment ago).
@@ -270,27 +242,27 @@ pub(crate) async fn session_renew(
         }
     }
     let view = applied_soon(&state, session).await.ok_or_else(not_found)?;
-    Ok(answer(&state, state.hub.revision(), json!([session_json(&state, &view)])))
+    Ok(answer(&state, state.node.read_model().revision(), json!([session_json(&state, &view)])))
 }
 
 /// The session as this member knows it once it has applied everything committed before the
 /// call (a session created through another member a moment ago is there; a gone one is not).
-async fn applied_soon(state: &AppState, session: SessionId) -> Option<std::sync::Arc<SessionView>> {
-    if let Some(view) = state.hub.sessions().1.get(&session).cloned() {
+pub(super) async fn applied_soon(state: &ConsulState, session: SessionId) -> Option<std::sync::Arc<SessionView>> {
+    if let Some(view) = state.node.read_model().sessions().1.get(&session).cloned() {
         return Some(view);
     }
-    state.consensus.read_barrier().await.ok()?;
-    state.hub.sessions().1.get(&session).cloned()
+    state.node.read_barrier().await.ok()?;
+    state.node.read_model().sessions().1.get(&session).cloned()
 }
 
 /// `GET /v1/session/info/:id`: a list of the session, or an empty list.
 pub(crate) async fn session_info(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
-    let (_, sessions) = state.hub.sessions();
+    let (_, sessions) = state.node.read_model().sessions();
     let found: Vec<Value> =
         parse_session(&id).and_then(|s| sessions.get(&s).cloned()).iter().map(|v| session_json(&state, v)).collect();
     Ok(answer(&state, index, Value::Array(found)))
@@ -298,22 +270,22 @@ pub(crate) async fn session_info(
 
 /// `GET /v1/session/list`: every live session.
 pub(crate) async fn session_list(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
-    let (_, sessions) = state.hub.sessions();
+    let (_, sessions) = state.node.read_model().sessions();
     Ok(answer(&state, index, Value::Array(sessions.values().map(|v| session_json(&state, v)).collect())))
 }
 
 /// `GET /v1/session/node/:node`: the sessions of a node (all of them on this server's node).
 pub(crate) async fn session_node(
-    State(state): State<AppState>,
+    State(state): State<ConsulState>,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
-    let (_, sessions) = state.hub.sessions();
+    let (_, sessions) = state.node.read_model().sessions();
     let listed: Vec<Value> = if node == node_name(&state) {
         sessions.values().map(|v| session_json(&state, v)).collect()
     } else {

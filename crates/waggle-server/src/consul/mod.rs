@@ -1,0 +1,105 @@
+//! The Consul-compatible HTTP API, so Consul's clients and tools (py-consul, Prometheus'
+//! `consul_sd_configs`, vmagent, lock recipes) work unchanged: catalog (`catalog.rs`), health
+//! (`health.rs`), agent (`agent.rs`, registrations in `registration.rs`, checks in `checks.rs`),
+//! status (`status.rs`), KV (`kv.rs`), transactions (`txn.rs`) and sessions (`session.rs`), with
+//! blocking queries (`?index=&wait=`) served by the read model (no polling), Consul's headers
+//! (`request.rs`) and `?filter=` (`filter.rs`). What is supported is listed in
+//! docs/compatibility.md.
+//!
+//! Mapping: every instance is a Consul service instance on one node, the server answering
+//! (`waggle-<id>`, datacenter `dc1`), which carries the node-level `serfHealth` check
+//! (`render.rs`). `X-Consul-Index` is the registry revision (starts at 1, never 0, only grows).
+//!
+//! Endpoints parse and render; every use case is the [`Node`]'s. Helpers are shared downward
+//! (`request`, `fields`, `render`, `registration`, `filter`), never between endpoint files.
+
+mod agent;
+mod catalog;
+mod checks;
+mod fields;
+mod filter;
+mod health;
+mod kv;
+mod registration;
+mod render;
+mod request;
+mod session;
+mod status;
+mod txn;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, put},
+};
+use waggle_core::HealthStatus;
+
+use crate::node::Node;
+
+/// What every Consul endpoint reads.
+#[derive(Clone)]
+pub(crate) struct ConsulState {
+    pub(crate) node: Arc<Node>,
+    /// The HTTP listener's address (the Consul node address).
+    pub(crate) http_addr: std::net::SocketAddr,
+}
+
+/// The only datacenter.
+pub(crate) const DATACENTER: &str = "dc1";
+
+/// The largest request body accepted (documented in docs/compatibility.md).
+pub(crate) const MAX_BODY: usize = 512 * 1024;
+
+/// The Consul API's routes.
+pub(crate) fn router(state: ConsulState) -> Router {
+    Router::new()
+        .route("/v1/catalog/services", get(catalog::catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog::catalog_service))
+        .route("/v1/catalog/datacenters", get(status::datacenters))
+        .route("/v1/health/service/{name}", get(health::health_service))
+        .route("/v1/status/leader", get(status::status_leader))
+        .route("/v1/status/peers", get(status::status_peers))
+        .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/service/register", put(agent::agent_register))
+        .route("/v1/agent/service/deregister/{id}", put(agent::agent_deregister))
+        .route("/v1/agent/services", get(agent::agent_services))
+        .route("/v1/agent/service/{id}", get(agent::agent_service))
+        .route("/v1/agent/checks", get(agent::agent_checks))
+        .route("/v1/agent/members", get(agent::agent_members))
+        .route("/v1/agent/health/service/name/{name}", get(agent::agent_health_by_name))
+        .route("/v1/agent/health/service/id/{id}", get(agent::agent_health_by_id))
+        .route("/v1/catalog/nodes", get(catalog::catalog_nodes))
+        .route("/v1/catalog/register", put(catalog::catalog_register))
+        .route("/v1/catalog/deregister", put(catalog::catalog_deregister))
+        .route("/v1/catalog/node/{node}", get(catalog::catalog_node))
+        .route("/v1/health/checks/{service}", get(health::health_checks))
+        .route("/v1/health/node/{node}", get(health::health_node))
+        .route("/v1/health/state/{state}", get(health::health_state))
+        .route("/v1/agent/check/register", put(checks::check_register))
+        .route("/v1/agent/check/deregister/{id}", put(checks::check_deregister))
+        .route("/v1/agent/check/pass/{id}", checks::ttl_route(HealthStatus::Passing))
+        .route("/v1/agent/check/warn/{id}", checks::ttl_route(HealthStatus::Warning))
+        .route("/v1/agent/check/fail/{id}", checks::ttl_route(HealthStatus::Critical))
+        .route("/v1/agent/check/update/{id}", put(checks::check_update))
+        .route("/v1/agent/service/maintenance/{id}", put(checks::service_maintenance))
+        .route("/v1/kv/{*key}", get(kv::kv_get).put(kv::kv_put).delete(kv::kv_delete))
+        .route("/v1/kv/", get(kv::kv_get).delete(kv::kv_delete))
+        .route("/v1/txn", put(txn::txn))
+        .route("/v1/session/create", put(session::session_create))
+        .route("/v1/session/destroy/{id}", put(session::session_destroy))
+        .route("/v1/session/renew/{id}", put(session::session_renew))
+        .route("/v1/session/info/{id}", get(session::session_info))
+        .route("/v1/session/list", get(session::session_list))
+        .route("/v1/session/node/{node}", get(session::session_node))
+        // Registration bodies are small; Consul's own limit is larger, ours is documented.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The path and status code of an unknown endpoint, Consul-style.
+pub(crate) async fn not_found() -> impl IntoResponse {
+    request::ConsulError(StatusCode::NOT_FOUND, "unsupported endpoint (see docs/compatibility.md)\n".into())
+}

@@ -1,0 +1,152 @@
+//! The node's operations: one [`Node`] handle owning consensus, the local state (read model,
+//! session clock, check table) and the leader's duties, with the use cases every front-end
+//! shares — sessions (`sessions.rs`), registration and checks (`registry.rs`), KV transactions
+//! and reads (`kv.rs`), locks (`locks.rs`) — and the cluster's administration here. Every
+//! failure is a [`NodeError`].
+//!
+//! # Architecture invariant
+//!
+//! Front-ends (gRPC, Consul HTTP, DNS) parse a request, call `Node`, and render the answer; they
+//! never propose to consensus themselves, and no use case lives in a front-end. This is the one
+//! place a write passes through on its way to the log, where the ACL check will live. `Node`
+//! knows no protocol: no tonic or axum types in its signatures.
+
+mod error;
+mod kv;
+mod locks;
+mod registry;
+mod sessions;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use waggle_core::{Applied, Command};
+
+pub(crate) use error::NodeError;
+pub(crate) use kv::KvRange;
+pub(crate) use locks::Acquire;
+
+use crate::{
+    MemberStatus, NodeStatus,
+    consensus::{Consensus, MembershipChange},
+    ids::RandomIds,
+    leader::Leader,
+    state::{CheckTable, LocalState, ReadModel},
+};
+
+/// One member of the cluster and the URL its clients reach it at (if it could be asked).
+pub(crate) struct Member {
+    pub(crate) status: MemberStatus,
+    pub(crate) client_url: Option<String>,
+}
+
+/// A running node's operations (cheap to share: hold it in an `Arc`).
+pub(crate) struct Node {
+    consensus: Arc<Consensus>,
+    leader: Arc<Leader>,
+    state: Arc<LocalState>,
+    /// Draws the ids of new sessions.
+    session_ids: RandomIds,
+    /// Cancelled when the server stops: open streams end.
+    shutdown: CancellationToken,
+}
+
+impl Node {
+    pub(crate) fn new(
+        consensus: Arc<Consensus>,
+        leader: Arc<Leader>,
+        state: Arc<LocalState>,
+        seed: Option<u64>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Node { consensus, leader, state, session_ids: RandomIds::new(seed), shutdown }
+    }
+
+    /// Proposes a command and waits until it is applied here: the one way down to the log.
+    async fn write(&self, command: Command) -> Result<Applied, NodeError> {
+        Ok(self.consensus.propose(command).await?)
+    }
+
+    /// The applied state every read is answered from.
+    pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
+        &self.state.read_model
+    }
+
+    /// Every check, with who owns it.
+    pub(crate) fn checks(&self) -> &CheckTable {
+        &self.state.checks
+    }
+
+    /// Sessions whose deadlines this member tracks.
+    pub(crate) fn tracked_sessions(&self) -> usize {
+        self.state.clock.len()
+    }
+
+    /// Cancelled when the server stops (streams end on it).
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Waits until a read here is linearizable (see `Consensus::read_barrier`).
+    pub(crate) async fn read_barrier(&self) -> Result<(), NodeError> {
+        Ok(self.consensus.read_barrier().await?)
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> u64 {
+        self.consensus.node_id()
+    }
+
+    /// A reading of this node's Raft progress.
+    pub(crate) fn status(&self) -> NodeStatus {
+        self.consensus.status()
+    }
+
+    /// Whether this node leads (no quorum round trip).
+    pub(crate) fn is_leader(&self) -> bool {
+        self.consensus.is_leader()
+    }
+
+    /// Whether this node knows a leader.
+    pub(crate) fn leader_known(&self) -> bool {
+        self.consensus.leader_known()
+    }
+
+    /// Whether the Raft core runs.
+    pub(crate) fn running(&self) -> bool {
+        self.consensus.running()
+    }
+
+    /// Whether this node is a member of a cluster (it can pass requests on to a leader).
+    pub(crate) fn clustered(&self) -> bool {
+        self.consensus.clustered()
+    }
+
+    /// The members as this node sees them: (leader, term, members).
+    pub(crate) fn members(&self) -> (Option<u64>, u64, Vec<MemberStatus>) {
+        self.consensus.members()
+    }
+
+    /// The members with the URLs clients reach them at, asked of every member at once (each
+    /// at most 500 ms, once per member): (leader, term, members).
+    pub(crate) async fn member_list(&self) -> (Option<u64>, u64, Vec<Member>) {
+        let (leader, term, statuses) = self.consensus.members();
+        let urls = futures_util::future::join_all(
+            statuses.iter().map(|m| self.consensus.client_url_of(m.id, &m.peer_address)),
+        )
+        .await;
+        let members =
+            statuses.into_iter().zip(urls).map(|(status, client_url)| Member { status, client_url }).collect();
+        (leader, term, members)
+    }
+
+    /// Adds or removes a member (on the leader, wherever it was asked).
+    pub(crate) async fn change_membership(&self, change: MembershipChange) -> Result<(), NodeError> {
+        Ok(self.consensus.change_membership(change).await?)
+    }
+
+    /// A backup file of everything this node has applied.
+    pub(crate) async fn backup(&self) -> Result<Vec<u8>, NodeError> {
+        Ok(self.consensus.backup().await?)
+    }
+}
