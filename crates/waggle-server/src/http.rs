@@ -14,11 +14,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{
-    consul::{self, ConsulState},
-    metrics::RequestCounts,
-    node::Node,
-};
+use crate::{consul, metrics::RequestCounts, node::Node};
 
 /// What the operational endpoints read.
 #[derive(Clone)]
@@ -29,7 +25,7 @@ struct OpsState {
 
 /// Every route of the HTTP listener bound at `http_addr` (the Consul node address).
 pub(crate) fn router(node: Arc<Node>, requests: Arc<RequestCounts>, http_addr: std::net::SocketAddr) -> Router {
-    let consul = consul::router(ConsulState { node: node.clone(), http_addr });
+    let consul = consul::router(node.clone(), http_addr);
     Router::new()
         .route("/health", get(liveness))
         .route("/metrics", get(prometheus))

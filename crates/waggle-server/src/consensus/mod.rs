@@ -8,6 +8,7 @@ mod log_store;
 mod log_writer;
 mod membership;
 mod network;
+mod peer_service;
 mod record;
 #[cfg(test)]
 mod sim;
@@ -321,7 +322,7 @@ impl Consensus {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?;
-                let service = network::PeerService {
+                let service = peer_service::PeerService {
                     raft: raft.clone(),
                     proposals: proposals.clone(),
                     node_id,
@@ -329,7 +330,7 @@ impl Consensus {
                     client_url: client_url(config),
                     removed: removed.clone(),
                 };
-                Some(network::serve(service, peer_services, listener))
+                Some(peer_service::serve(service, peer_services, listener))
             }
             _ => None,
         };

@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 use waggle_core::{HealthStatus, Instance};
 
 use super::{
-    ConsulState, DATACENTER,
     fields::parse_bool,
     registration::{Registration, register_agent_instance},
     render::{agent_instances, agent_service_json, instance_checks},
-    request::{ConsulError, answer, bad_request, node_address, node_name, params, service_name, unfiltered},
+    request::{
+        ConsulError, ConsulState, DATACENTER, answer, bad_request, node_address, node_name, params, service_name,
+        unfiltered,
+    },
 };
 
 /// `PUT /v1/agent/service/register`: the instance belongs to the agent session (it stays until

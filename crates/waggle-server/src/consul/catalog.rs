@@ -10,13 +10,12 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ConsulState,
     fields::{CATALOG_FIELDS, CATALOG_SERVICE_FIELDS, strict},
     registration::{Registration, register_agent_instance},
     render::{
         CATALOG_MAPS, agent_instances, agent_service_json, all_instances, catalog_entry, node_json, service_query,
     },
-    request::{ConsulError, answer, bad_request, canonical, node_name, plain_query},
+    request::{ConsulError, ConsulState, answer, bad_request, canonical, node_name, plain_query},
 };
 
 /// Fields of a catalog registration, keys matched like the agent's.

@@ -11,10 +11,9 @@ use serde_json::Value;
 use waggle_core::{CheckKind, CheckSpec, HealthStatus};
 
 use super::{
-    ConsulState,
     fields::{CHECK_FIELDS, fields_of, parse_bool, parse_check, parse_status, strict, string},
     render::agent_instances,
-    request::{ConsulError, bad_request},
+    request::{ConsulError, ConsulState, bad_request},
 };
 use crate::node::NodeError;
 

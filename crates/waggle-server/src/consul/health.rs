@@ -8,9 +8,11 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    ConsulState,
     render::{HEALTH_MAPS, all_instances, health_entry, instance_checks, instances, serf_check, service_query},
-    request::{ConsulError, answer, bad_request, blocking, node_name, params, plain_query, service_name, unfiltered},
+    request::{
+        ConsulError, ConsulState, answer, bad_request, blocking, node_name, params, plain_query, service_name,
+        unfiltered,
+    },
 };
 
 pub(super) async fn health_service(

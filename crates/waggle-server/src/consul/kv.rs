@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn};
 
 use super::{
-    ConsulState,
     render::entry_json,
-    request::{ConsulError, Params, answer, bad_request, blocking, invalid_session, params, parse_session},
+    request::{
+        ConsulError, ConsulState, Params, answer, bad_request, blocking, invalid_session, params, parse_session,
+    },
 };
 
 /// The query flags of the KV endpoints (besides the common ones `params` reads).

@@ -27,7 +27,7 @@ mod session;
 mod status;
 mod txn;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -38,23 +38,14 @@ use axum::{
 use waggle_core::HealthStatus;
 
 use crate::node::Node;
-
-/// What every Consul endpoint reads.
-#[derive(Clone)]
-pub(crate) struct ConsulState {
-    pub(crate) node: Arc<Node>,
-    /// The HTTP listener's address (the Consul node address).
-    pub(crate) http_addr: std::net::SocketAddr,
-}
-
-/// The only datacenter.
-pub(crate) const DATACENTER: &str = "dc1";
+use request::ConsulState;
 
 /// The largest request body accepted (documented in docs/compatibility.md).
 pub(crate) const MAX_BODY: usize = 512 * 1024;
 
-/// The Consul API's routes.
-pub(crate) fn router(state: ConsulState) -> Router {
+/// The Consul API's routes, answering as the node whose HTTP listener is `http_addr`.
+pub(crate) fn router(node: Arc<Node>, http_addr: SocketAddr) -> Router {
+    let state = ConsulState { node, http_addr };
     Router::new()
         .route("/v1/catalog/services", get(catalog::catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog::catalog_service))

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    ConsulState,
     fields::{SERVICE_FIELDS, registration_checks, strict},
     render::agent_instances,
-    request::{ConsulError, bad_request, canonical, node_address},
+    request::{ConsulError, ConsulState, bad_request, canonical, node_address},
 };
 
 /// Consul's `AgentServiceRegistration`, the fields Waggle maps (others are ignored, as

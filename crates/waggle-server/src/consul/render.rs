@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use waggle_core::{CheckKind, HealthStatus, Instance, KvEntry, Revision, ServiceName};
 
 use super::{
-    ConsulState, DATACENTER,
     fields::duration_text,
-    request::{ConsulError, Params, answer_text, bad_request, blocking, node_address, node_name, params, service_name},
+    request::{
+        ConsulError, ConsulState, DATACENTER, Params, answer_text, bad_request, blocking, node_address, node_name,
+        params, service_name,
+    },
 };
 
 pub(crate) fn status_text(status: HealthStatus) -> &'static str {

@@ -11,8 +11,16 @@ use axum::{
 use serde_json::Value;
 use waggle_core::{Revision, ServiceName, SessionId};
 
-use super::{ConsulState, DATACENTER};
-use crate::node::NodeError;
+pub(crate) use crate::node::DATACENTER;
+use crate::node::{Node, NodeError};
+
+/// What every Consul endpoint reads.
+#[derive(Clone)]
+pub(crate) struct ConsulState {
+    pub(crate) node: std::sync::Arc<Node>,
+    /// The HTTP listener's address (the Consul node address).
+    pub(crate) http_addr: std::net::SocketAddr,
+}
 
 /// Blocking queries wait this long by default, and at most `MAX_WAIT`.
 pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(300);

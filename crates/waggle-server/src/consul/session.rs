@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 use waggle_core::{KeyBehavior, SessionId, SessionOptions, Ttl};
 
 use super::{
-    ConsulState,
     fields::{duration_text, fields_of, strict},
     request::{
-        ConsulError, answer, bad_request, blocking, go_duration, node_name, params, parse_session, session_uuid,
+        ConsulError, ConsulState, answer, bad_request, blocking, go_duration, node_name, params, parse_session,
+        session_uuid,
     },
 };
 use crate::{node::NodeError, state::read_model::SessionView};

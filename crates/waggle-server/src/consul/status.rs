@@ -4,7 +4,7 @@
 use axum::{extract::State, response::Response};
 use serde_json::json;
 
-use super::{ConsulState, DATACENTER, request::answer};
+use super::request::{ConsulState, DATACENTER, answer};
 
 pub(super) async fn datacenters(State(state): State<ConsulState>) -> Response {
     answer(&state, state.node.read_model().revision(), json!([DATACENTER]))

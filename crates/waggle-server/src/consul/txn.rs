@@ -12,10 +12,9 @@ use serde_json::{Value, json};
 use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn};
 
 use super::{
-    ConsulState,
     fields::{fields_of, strict},
     render::entry_json,
-    request::{ConsulError, answer, bad_request, invalid_session, params, parse_session, session_uuid},
+    request::{ConsulError, ConsulState, answer, bad_request, invalid_session, params, parse_session, session_uuid},
 };
 
 /// What a Waggle operation of a translated transaction contributes to Consul's results.

@@ -1,49 +1,24 @@
 //! The native gRPC front-end: `waggle.v1.Registry` (`registry.rs`, watches in `watch.rs`),
 //! `waggle.v1.Kv` (`kv.rs`), `waggle.v1.Lock` (`lock.rs`) and the standard gRPC health service.
 //! Each call is parsed here, handed to the [`Node`], and its answer or [`NodeError`] rendered
-//! (the one conversion of `NodeError` to a `tonic::Status` is below).
+//! (the one conversion of `NodeError` to a `tonic::Status` is in `status.rs`).
 
 mod kv;
 mod lock;
 mod registry;
+mod status;
 mod watch;
 
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 
-use futures_util::Stream;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
-use waggle_core::ValidationError;
 use waggle_proto::v1;
 
 use crate::{
     metrics::{CountLayer, RequestCounts},
-    node::{Node, NodeError},
+    node::Node,
 };
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// A field that failed its rule, named in the message.
-fn invalid(e: ValidationError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-impl From<NodeError> for Status {
-    fn from(e: NodeError) -> Self {
-        match e {
-            NodeError::BadInput(_) => Status::invalid_argument(e.to_string()),
-            NodeError::Invalid(m) => Status::invalid_argument(m),
-            NodeError::NotFound(m) => Status::not_found(m),
-            NodeError::Conflict(m) => Status::already_exists(m),
-            NodeError::Precondition(m) => Status::failed_precondition(m),
-            NodeError::TooLarge(m) => Status::resource_exhausted(m),
-            NodeError::NotLeader | NodeError::LeaderUnreachable => Status::unavailable(e.to_string()),
-            NodeError::Overloaded => Status::resource_exhausted(e.to_string()),
-            NodeError::Unavailable(m) => Status::unavailable(m),
-        }
-    }
-}
 
 /// Serves the gRPC API on `listener` until `shutdown`, counting requests in `requests`.
 pub(crate) async fn serve(

@@ -10,7 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 use waggle_core::{HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl};
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
-use super::{BoxStream, invalid, watch::watch_stream};
+use super::{
+    status::{BoxStream, invalid},
+    watch::watch_stream,
+};
 use crate::{consensus::MembershipChange, node::Node};
 
 /// Keepalive answers queued per stream before the sender waits for the client.

@@ -34,6 +34,9 @@ use crate::{
     state::{CheckTable, LocalState, ReadModel},
 };
 
+/// The only datacenter (Consul's API and DNS name it).
+pub(crate) const DATACENTER: &str = "dc1";
+
 /// One member of the cluster and the URL its clients reach it at (if it could be asked).
 pub(crate) struct Member {
     pub(crate) status: MemberStatus,

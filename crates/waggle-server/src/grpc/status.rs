@@ -1,0 +1,33 @@
+//! What every gRPC service shares: the one conversion of a [`NodeError`] to a `tonic::Status`,
+//! field errors as `INVALID_ARGUMENT`, and the boxed stream type of streaming answers.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use tonic::Status;
+use waggle_core::ValidationError;
+
+use crate::node::NodeError;
+
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A field that failed its rule, named in the message.
+pub(super) fn invalid(e: ValidationError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::BadInput(_) => Status::invalid_argument(e.to_string()),
+            NodeError::Invalid(m) => Status::invalid_argument(m),
+            NodeError::NotFound(m) => Status::not_found(m),
+            NodeError::Conflict(m) => Status::already_exists(m),
+            NodeError::Precondition(m) => Status::failed_precondition(m),
+            NodeError::TooLarge(m) => Status::resource_exhausted(m),
+            NodeError::NotLeader | NodeError::LeaderUnreachable => Status::unavailable(e.to_string()),
+            NodeError::Overloaded => Status::resource_exhausted(e.to_string()),
+            NodeError::Unavailable(m) => Status::unavailable(m),
+        }
+    }
+}
