@@ -8,6 +8,7 @@ use waggle_core::{HealthStatus, Instance, InstanceId, InstanceSpec, ServiceName,
 use waggle_proto::v1::{self, registry_client::RegistryClient};
 
 use crate::failover::Failover;
+use crate::rpc::{instance_from_wire, with_timeout};
 use crate::{
     ClientConfig, Discovery, Error,
     session::{Keeper, KeeperCmd},
@@ -353,29 +354,6 @@ async fn learn_members(inner: std::sync::Weak<Inner>) {
 
 /// How long membership changes and backups may take (catch-up, snapshot building).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-pub(crate) async fn with_timeout<T, F>(timeout: Duration, call: F) -> Result<T, Error>
-where
-    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(Error::Rpc(status)),
-        Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}")))),
-    }
-}
-
-/// Converts a wire instance from the server into the core type.
-pub(crate) fn instance_from_wire(w: &v1::Instance) -> Result<Instance, Error> {
-    let spec = waggle_proto::spec_from_wire(w).map_err(|e| Error::Protocol(e.to_string()))?;
-    Ok(Instance {
-        spec,
-        session: SessionId::new(w.session_id),
-        create_revision: waggle_core::Revision::new(w.create_revision),
-        modify_revision: waggle_core::Revision::new(w.modify_revision),
-        checks: Vec::new(),
-    })
-}
 
 pub(crate) fn is_passing(i: &Instance) -> bool {
     i.spec.status == HealthStatus::Passing

@@ -18,10 +18,8 @@ use tokio_stream::wrappers::WatchStream;
 use waggle_core::{Instance, InstanceId, Revision, ServiceName};
 use waggle_proto::v1::{self, watch_response::Event};
 
-use crate::{
-    Client, Error,
-    client::{instance_from_wire, is_passing},
-};
+use crate::rpc::instance_from_wire;
+use crate::{Client, Error, client::is_passing};
 
 /// Whether the cache reflects the server right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

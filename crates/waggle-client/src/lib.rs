@@ -39,6 +39,7 @@ mod error;
 mod failover;
 mod kv;
 mod lock;
+mod rpc;
 mod service;
 mod session;
 

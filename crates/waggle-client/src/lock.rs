@@ -6,7 +6,7 @@ use std::time::Duration;
 use waggle_core::{Guard, SessionId};
 use waggle_proto::v1::{self, lock_client::LockClient};
 
-use crate::{Client, Error, client::with_timeout, failover::Failover};
+use crate::{Client, Error, failover::Failover, rpc::with_timeout};
 
 /// How long one acquire call waits in line before asking again.
 const WAIT_PER_CALL: Duration = Duration::from_secs(30);

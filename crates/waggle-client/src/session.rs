@@ -18,10 +18,8 @@ use waggle_core::{Instance, InstanceId, InstanceSpec, ServiceName, SessionId};
 use waggle_proto::v1::{self, registry_client::RegistryClient};
 
 use crate::failover::Failover;
-use crate::{
-    Backoff, ClientConfig, Error,
-    client::{instance_from_wire, with_timeout},
-};
+use crate::rpc::{instance_from_wire, with_timeout};
+use crate::{Backoff, ClientConfig, Error};
 
 /// Requests from client handles to the keeper.
 pub(crate) enum KeeperCmd {

@@ -1,6 +1,6 @@
 //! Conversions between wire messages and core types.
 
-use waggle_core::{HealthStatus, Instance, InstanceSpec, ValidationError};
+use waggle_core::{HealthStatus, Instance, InstanceSpec, Revision, SessionId, ValidationError};
 
 use crate::v1;
 
@@ -46,6 +46,18 @@ pub fn spec_from_wire(w: &v1::Instance) -> Result<InstanceSpec, ValidationError>
     Ok(spec)
 }
 
+/// A wire instance as the server stored it, validated like [`spec_from_wire`] (its owner
+/// session and revisions as sent; checks are not on the wire).
+pub fn instance_from_wire(w: &v1::Instance) -> Result<Instance, ValidationError> {
+    Ok(Instance {
+        spec: spec_from_wire(w)?,
+        session: SessionId::new(w.session_id),
+        create_revision: Revision::new(w.create_revision),
+        modify_revision: Revision::new(w.modify_revision),
+        checks: Vec::new(),
+    })
+}
+
 /// A core status as a wire enum.
 pub fn status_from_core(s: HealthStatus) -> v1::HealthStatus {
     match s {
@@ -79,5 +91,20 @@ mod tests {
         let ok = v1::Instance { meta: [("b".into(), "2".into()), ("a".into(), "1".into())].into(), ..base };
         let spec = spec_from_wire(&ok).expect("valid");
         assert_eq!(spec.meta.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn instances_round_trip_and_are_validated() {
+        let spec = InstanceSpec::new("web", "10.0.0.1", 8080).expect("valid").with_weight(50);
+        let instance = Instance {
+            spec,
+            session: SessionId::new(7),
+            create_revision: Revision::new(3),
+            modify_revision: Revision::new(5),
+            checks: Vec::new(),
+        };
+        assert_eq!(instance_from_wire(&instance_from_core(&instance)).expect("valid"), instance);
+        let bad = v1::Instance { port: 70_000, ..instance_from_core(&instance) };
+        assert_eq!(instance_from_wire(&bad).expect_err("port 70000").field, "port");
     }
 }

@@ -27,6 +27,6 @@ pub mod v1 {
     }
 }
 
-pub use convert::{instance_from_core, spec_from_wire, status_from_core, status_to_core};
+pub use convert::{instance_from_core, instance_from_wire, spec_from_wire, status_from_core, status_to_core};
 pub use encoded::{EncodedEvent, EncodedInstances, GetServiceResponse, WatchResponse};
 pub use kv::{delete_txn, kv_from_core, put_txn, txn_from_wire, txn_result_to_wire, txn_to_wire};

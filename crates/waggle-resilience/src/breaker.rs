@@ -22,18 +22,7 @@ use tower::{BoxError, Layer, Service};
 
 use crate::BoxFuture;
 use crate::classify::{Classify, Outcome};
-
-/// The call was rejected because the breaker is open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BreakerOpen;
-
-impl fmt::Display for BreakerOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit breaker open")
-    }
-}
-
-impl std::error::Error for BreakerOpen {}
+pub use crate::error::BreakerOpen;
 
 /// The breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

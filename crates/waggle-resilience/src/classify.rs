@@ -5,6 +5,8 @@ use std::io;
 
 use tower::BoxError;
 
+use crate::error::{BreakerOpen, DeadlineExceeded};
+
 /// What a response (or error) means for fault tolerance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -115,13 +117,13 @@ impl<B> Classify<http::Response<B>> for GrpcStatus {
 pub fn classify_error(error: &BoxError) -> Outcome {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
     while let Some(error) = current {
-        if error.is::<crate::deadline::DeadlineExceeded>()
+        if error.is::<DeadlineExceeded>()
             || error.is::<tokio::time::error::Elapsed>()
             || error.is::<waggle_balance::balance::CallTimedOut>()
         {
             return Outcome::Timeout;
         }
-        if error.is::<crate::breaker::BreakerOpen>() {
+        if error.is::<BreakerOpen>() {
             return Outcome::NonRetryableFailure;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {
@@ -242,9 +244,9 @@ mod tests {
         assert_eq!(classify_error(&refused), Outcome::RetryableFailure);
         let timed_out: BoxError = Box::new(io::Error::from(io::ErrorKind::TimedOut));
         assert_eq!(classify_error(&timed_out), Outcome::Timeout);
-        let deadline: BoxError = Box::new(crate::deadline::DeadlineExceeded);
+        let deadline: BoxError = Box::new(DeadlineExceeded);
         assert_eq!(classify_error(&deadline), Outcome::Timeout);
-        let open: BoxError = Box::new(crate::breaker::BreakerOpen);
+        let open: BoxError = Box::new(BreakerOpen);
         assert_eq!(classify_error(&open), Outcome::NonRetryableFailure);
     }
 

@@ -11,7 +11,6 @@
 //! | gRPC | `grpc-timeout` | the gRPC spec's: at most 8 digits and a unit (`250m`) |
 //! | HTTP | `x-waggle-timeout-ms` | remaining milliseconds (`250`) |
 
-use std::fmt;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
 use crate::BoxFuture;
+pub use crate::error::DeadlineExceeded;
 
 /// The HTTP header carrying the remaining time in milliseconds.
 pub const HTTP_TIMEOUT_HEADER: &str = "x-waggle-timeout-ms";
@@ -116,18 +116,6 @@ pub fn refresh_header<B>(request: &mut http::Request<B>) {
         headers.insert(HTTP_TIMEOUT_HEADER, HeaderValue::from(remaining.as_millis().max(1) as u64));
     }
 }
-
-/// The deadline passed before the answer came.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeadlineExceeded;
-
-impl fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("deadline exceeded")
-    }
-}
-
-impl std::error::Error for DeadlineExceeded {}
 
 /// Which header [`Timeout`] writes the remaining time into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

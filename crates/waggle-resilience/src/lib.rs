@@ -28,6 +28,7 @@ pub mod breaker;
 pub mod classify;
 pub mod cluster;
 pub mod deadline;
+mod error;
 pub mod hedge;
 pub mod limit;
 pub mod replay;

@@ -50,7 +50,7 @@ pub(crate) fn breaker_rejected(breaker: &str) {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) fn breaker_transition(breaker: &str, state: crate::breaker::BreakerState) {
+pub(crate) fn breaker_transition(breaker: &str, state: impl std::fmt::Debug) {
     let labels = [("breaker", breaker.to_owned()), ("state", format!("{state:?}"))];
     metrics::counter!("waggle_breaker_transitions_total", &labels).increment(1);
 }
@@ -71,7 +71,7 @@ mod off {
     pub(crate) fn budget_exhausted() {}
     pub(crate) fn hedge() {}
     pub(crate) fn breaker_rejected(_breaker: &str) {}
-    pub(crate) fn breaker_transition(_breaker: &str, _state: crate::breaker::BreakerState) {}
+    pub(crate) fn breaker_transition(_breaker: &str, _state: impl std::fmt::Debug) {}
     pub(crate) fn shed(_limiter: &'static str) {}
 }
 

@@ -2,7 +2,9 @@
 //! VictoriaMetrics' `vmagent` (Debian `victoria-metrics`, installed by `.ci/run`) with
 //! `consul_sd_configs` discovers registered instances and follows changes through blocking
 //! queries. Every address is on 127.0.0.1; discovered targets are local ports nothing listens
-//! on, and vmagent's remote write goes to a closed local port.
+//! on, and vmagent's remote write goes to a closed local port. And py-consul (PyPI) through
+//! `python3`. Interop tier: run by `cargo test --workspace -- --include-ignored`, where a
+//! missing `vmagent`, `python3` or py-consul fails them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,7 +33,9 @@ fn targets(web: std::net::SocketAddr, job: &str) -> Option<Vec<(String, Value)>>
 }
 
 #[test]
+#[ignore = "interop: needs vmagent (victoria-metrics)"]
 fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
+    support::require_tool("vmagent", "apt install victoria-metrics");
     let dir = TempDir::new().unwrap();
     let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
     let http = server.ready.http;
@@ -92,7 +96,9 @@ fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
 }
 
 #[test]
+#[ignore = "interop: needs python3 and py-consul"]
 fn py_consul_registers_reads_blocks_and_deregisters() {
+    support::require_python_module("consul", "python3 -m pip install py-consul");
     let dir = TempDir::new().unwrap();
     let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
     let http = server.ready.http;

@@ -1,6 +1,7 @@
 //! `dig` (Debian `dnsutils`, installed by `.ci/run`) against a real server's DNS interface:
 //! A, SRV, tag and RFC 2782 lookups, NXDOMAIN, REFUSED, and the TCP fallback of a truncated
-//! UDP answer. Everything stays on 127.0.0.1.
+//! UDP answer. Everything stays on 127.0.0.1. Interop tier: run by
+//! `cargo test --workspace -- --include-ignored`, where a missing `dig` fails it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,7 +27,9 @@ fn lines(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "interop: needs dig (dnsutils)"]
 fn dig_resolves_services_tags_srv_and_falls_back_to_tcp() {
+    support::require_tool("dig", "apt install dnsutils");
     let dir = TempDir::new().unwrap();
     let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
     let (http, dns) = (server.ready.http, server.ready.dns.expect("DNS is on"));

@@ -9,7 +9,8 @@
 //! - after healing, every member converges on the same state, with every acknowledged write.
 //!
 //! Needs root (CAP_NET_ADMIN) and iproute2; the namespaces are this test's own and are deleted
-//! when it ends. Every address used lives inside them.
+//! when it ends. Every address used lives inside them. Interop tier: run by
+//! `cargo test --workspace -- --include-ignored` as root, where missing root or `ip` fails it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -109,7 +110,10 @@ fn addresses(net: &Net, id: u64) -> Option<Vec<String>> {
 }
 
 #[test]
+#[ignore = "interop: needs root and iproute2"]
 fn an_isolated_leader_acknowledges_nothing_expires_nothing_and_rejoins() {
+    support::require_tool("ip", "apt install iproute2");
+    support::require_root("the partition test creates network namespaces (`ip netns add`)");
     let net = Net::new();
     let dir = TempDir::new().unwrap();
     let cluster = (1..=3).map(|i| format!("{i}={SUBNET}.{i}:8300")).collect::<Vec<_>>().join(",");

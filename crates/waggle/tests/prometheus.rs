@@ -1,7 +1,8 @@
 //! A real Prometheus (Debian's `prometheus`, installed by `.ci/run`) against a real server:
 //! it scrapes `/metrics` (so the exposition format parses), and discovers registered
 //! instances through `http_sd_configs` pointed at `/v1/prometheus/sd`. Every address is on
-//! 127.0.0.1; the discovered targets are local ports nothing listens on.
+//! 127.0.0.1; the discovered targets are local ports nothing listens on. Interop tier: run by
+//! `cargo test --workspace -- --include-ignored`, where a missing `prometheus` fails it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +16,9 @@ use support::{KillOnDrop, PATIENCE, Proc, Server, free_port, http_get, poll};
 use tempfile::TempDir;
 
 #[test]
+#[ignore = "interop: needs prometheus"]
 fn prometheus_scrapes_metrics_and_discovers_instances_over_http_sd() {
+    support::require_tool("prometheus", "apt install prometheus");
     let dir = TempDir::new().unwrap();
     let server = Server::start(&dir.path().join("data"), "127.0.0.1:0");
     let http = server.ready.http;

@@ -214,6 +214,56 @@ impl Drop for Proc {
     }
 }
 
+/// The interop tier: tests against real outside programs, `#[ignore = "interop: needs ..."]`
+/// so that plain `cargo test --workspace` needs only a Rust toolchain, and run by
+/// `cargo test --workspace -- --include-ignored`. Once run, an interop test never passes by
+/// skipping: it first checks for what it needs and fails naming what to install.
+const NOT_SKIPPED: &str = "or leave the interop tier out (plain `cargo test --workspace` does)";
+
+/// Fails the test unless `tool` is an executable on `PATH`; `install` says how to get it.
+#[track_caller]
+pub fn require_tool(tool: &str, install: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(tool))));
+    assert!(found, "{tool} not found on PATH: install it ({install}) {NOT_SKIPPED}");
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// Fails the test unless `python3` can import `module`; `install` says how to get it.
+#[track_caller]
+pub fn require_python_module(module: &str, install: &str) {
+    require_tool("python3", "apt install python3");
+    let import = Command::new("python3").args(["-c", &format!("import {module}")]).output().expect("run python3");
+    assert!(
+        import.status.success(),
+        "python3 cannot import {module}: install it ({install}) {NOT_SKIPPED}\n{}",
+        String::from_utf8_lossy(&import.stderr).trim()
+    );
+}
+
+/// Fails the test unless it runs as root (effective uid 0, read from `/proc/self/status`);
+/// `why` says what needs it.
+#[track_caller]
+pub fn require_root(why: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1));
+    assert!(
+        euid == Some("0"),
+        "not running as root (effective uid {}): {why}; run it as root {NOT_SKIPPED}",
+        euid.unwrap_or("unknown: no /proc/self/status")
+    );
+}
+
 /// Sends a signal (e.g. `-TERM`) with `kill(1)`.
 pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill").args([sig, &pid.to_string()]).status().expect("run kill");
