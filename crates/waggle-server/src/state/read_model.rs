@@ -122,7 +122,7 @@ pub(crate) struct ReadCache {
     pub(crate) passing: std::sync::OnceLock<waggle_proto::EncodedInstances>,
     /// Every instance.
     pub(crate) all: std::sync::OnceLock<waggle_proto::EncodedInstances>,
-    /// Consul-compatible JSON answers without tag or filter, by kind (see `consul.rs`), built
+    /// Consul-compatible JSON answers without tag or filter, by kind (see `consul/render.rs`), built
     /// once per version of the service.
     pub(crate) consul: [std::sync::OnceLock<String>; 3],
 }
