@@ -141,17 +141,50 @@ pub enum Command {
 /// What the state machine answers for a command.
 pub type Response = Result<Applied, ApplyError>;
 
-/// A successfully applied command.
+/// A successfully applied command: the revision it was applied at, and what the kind of
+/// command answers besides.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Applied {
+pub enum Applied {
+    /// A command whose only answer is the revision: every command but
+    /// [`Command::CreateSession`], [`Command::KvTxn`] and the lock commands.
+    Done {
+        /// The registry's revision after the command (unchanged if it changed nothing).
+        revision: Revision,
+    },
+    /// A [`Command::CreateSession`] opened its session.
+    SessionCreated {
+        /// The registry's revision after the command (the session's create revision).
+        revision: Revision,
+        /// The session created.
+        session: SessionId,
+    },
+    /// What a [`Command::KvTxn`] did (a failed comparison or an aborted operation included).
+    Txn {
+        /// The registry's revision after the command (unchanged if it wrote nothing).
+        revision: Revision,
+        /// The transaction's result.
+        result: crate::TxnResult,
+    },
+    /// What a lock command ([`Command::LockAcquire`], [`Command::LockProclaim`],
+    /// [`Command::LockRelease`]) did.
+    Lock {
+        /// The registry's revision after the command (unchanged if it changed nothing).
+        revision: Revision,
+        /// The lock's answer.
+        outcome: crate::LockOutcome,
+    },
+}
+
+impl Applied {
     /// The registry's revision after the command (unchanged if it changed nothing).
-    pub revision: Revision,
-    /// The session created, for [`Command::CreateSession`].
-    pub session: Option<SessionId>,
-    /// What a [`Command::KvTxn`] did.
-    pub txn: Option<crate::TxnResult>,
-    /// What a lock command did.
-    pub lock: Option<crate::LockOutcome>,
+    pub fn revision(&self) -> Revision {
+        match self {
+            Applied::Done { revision }
+            | Applied::SessionCreated { revision, .. }
+            | Applied::Txn { revision, .. }
+            | Applied::Lock { revision, .. } => *revision,
+        }
+    }
 }
 
 /// A consequence of a command that the node runtime must act on (the watch hub publishes

@@ -34,7 +34,7 @@ fn apply(registry: &mut Registry, command: Command) -> Result<u64, ApplyError> {
     let outcome = registry.apply(&command);
     let bytes = codec::encode_commands(std::slice::from_ref(&command));
     assert_eq!(codec::decode_commands(&bytes).unwrap(), vec![command], "the command survives the codec");
-    outcome.response.map(|a| a.revision.get())
+    outcome.response.map(|a| a.revision().get())
 }
 
 #[test]

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use waggle_core::{
-    ApplyError, Command, Compare, CompareOp, CompareTarget, Effect, KvOp, OpResult, Registry, SessionId, Ttl, Txn,
-    TxnResult, codec,
+    Applied, ApplyError, Command, Compare, CompareOp, CompareTarget, Effect, KvOp, OpResult, Registry, SessionId, Ttl,
+    Txn, TxnResult, codec,
 };
 
 fn run(r: &mut Registry, txn: Txn) -> Result<(u64, TxnResult), ApplyError> {
@@ -13,7 +13,15 @@ fn run(r: &mut Registry, txn: Txn) -> Result<(u64, TxnResult), ApplyError> {
     let bytes = codec::encode_commands(std::slice::from_ref(&command));
     assert_eq!(codec::decode_commands(&bytes).unwrap(), vec![command.clone()], "the command survives the codec");
     let outcome = r.apply(&command);
-    outcome.response.map(|a| (a.revision.get(), a.txn.expect("a txn result")))
+    outcome.response.map(|a| (a.revision().get(), txn_result(a)))
+}
+
+/// The transaction result an [`Applied`] carries (a `KvTxn` always answers one).
+fn txn_result(applied: Applied) -> TxnResult {
+    match applied {
+        Applied::Txn { result, .. } => result,
+        other => panic!("a txn result, not {other:?}"),
+    }
 }
 
 fn put(key: &str, value: &str) -> KvOp {
@@ -79,7 +87,7 @@ fn puts_cas_deletes_and_reads() {
     let outcome = r.apply(&Command::KvTxn {
         txn: Txn { success: vec![KvOp::Delete { key: "app/".into(), prefix: true }], ..Default::default() },
     });
-    assert_eq!(outcome.response.as_ref().unwrap().revision.get(), 5);
+    assert_eq!(outcome.response.as_ref().unwrap().revision().get(), 5);
     assert_eq!(outcome.effects.iter().filter(|e| matches!(e, Effect::KvChanged { entry: None, .. })).count(), 3);
     assert_eq!(r.kv().keys().collect::<Vec<_>>(), ["other"]);
     // Deleting nothing consumes no revision.
@@ -198,7 +206,7 @@ fn an_abort_rolls_back_the_whole_branch() {
     };
     let command = Command::KvTxn { txn };
     let outcome = r.apply(&command);
-    let result = outcome.response.unwrap().txn.unwrap();
+    let result = txn_result(outcome.response.unwrap());
     assert_eq!((result.succeeded, result.aborted, result.results.len()), (false, Some(2), 0));
     assert!(outcome.effects.is_empty(), "no effects from an aborted transaction");
     assert_eq!(r, before, "nothing changed: store, session bindings, revision");
@@ -272,7 +280,7 @@ fn read_only_transactions_answer_from_a_copy_as_applying_them_would() {
     for txn in cases {
         assert!(txn.is_read_only());
         let mut applied = r.clone();
-        let expected = applied.apply(&Command::KvTxn { txn: txn.clone() }).response.map(|a| a.txn.unwrap());
+        let expected = applied.apply(&Command::KvTxn { txn: txn.clone() }).response.map(txn_result);
         assert_eq!(applied.revision(), r.revision(), "a read-only transaction writes nothing");
         assert_eq!(read_only_txn(&txn, r.kv(), r.locks()), expected, "{txn:?}");
     }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use waggle_core::{ApplyError, Command, Guard, LockOutcome, Registry, SessionId, Ttl, Txn, codec};
+use waggle_core::{Applied, ApplyError, Command, Guard, LockOutcome, Registry, SessionId, Ttl, Txn, codec};
 
 fn session(r: &mut Registry, id: u64) -> SessionId {
     let s = SessionId::new(id);
@@ -11,11 +11,19 @@ fn session(r: &mut Registry, id: u64) -> SessionId {
     s
 }
 
+/// The lock outcome an [`Applied`] carries, if it is a lock command's answer.
+fn lock_outcome(applied: Applied) -> Option<LockOutcome> {
+    match applied {
+        Applied::Lock { outcome, .. } => Some(outcome),
+        _ => None,
+    }
+}
+
 fn acquire(r: &mut Registry, lock: &str, s: SessionId, limit: u32, wait: bool) -> Result<LockOutcome, ApplyError> {
     let command = Command::LockAcquire { lock: lock.into(), session: s, limit, wait, value: b"v".to_vec() };
     let bytes = codec::encode_commands(std::slice::from_ref(&command));
     assert_eq!(codec::decode_commands(&bytes).unwrap(), vec![command.clone()]);
-    r.apply(&command).response.map(|a| a.lock.expect("a lock outcome"))
+    r.apply(&command).response.map(|a| lock_outcome(a).expect("a lock outcome"))
 }
 
 fn release(r: &mut Registry, lock: &str, s: SessionId) {
@@ -62,7 +70,7 @@ fn a_mutex_grants_in_fifo_order_with_growing_tokens() {
         let command = Command::LockProclaim { lock: "job".into(), session: s, token, value: b"new".to_vec() };
         let bytes = codec::encode_commands(std::slice::from_ref(&command));
         assert_eq!(codec::decode_commands(&bytes).unwrap(), vec![command.clone()]);
-        r.apply(&command).response.map(|a| a.lock)
+        r.apply(&command).response.map(lock_outcome)
     };
     assert_eq!(proclaim(&mut r, b, tb), Ok(Some(LockOutcome::Held { token: tb })));
     assert_eq!(&*r.locks()["job"].holders[0].value, b"new");
@@ -84,7 +92,7 @@ fn semaphores_admit_their_limit_and_refusals_change_nothing() {
     // Giving up a wait keeps a grant that came first, and leaves the line otherwise.
     let give_up = |r: &mut Registry, s| {
         let command = Command::LockRelease { lock: "pool".into(), session: s, waiting_only: true };
-        r.apply(&command).response.unwrap().lock.unwrap()
+        lock_outcome(r.apply(&command).response.unwrap()).unwrap()
     };
     assert!(matches!(give_up(&mut r, s[0]), LockOutcome::Held { .. }));
     assert_eq!(give_up(&mut r, s[2]), LockOutcome::Released);

@@ -265,7 +265,7 @@ proptest! {
         for (command, outcome) in commands.iter().zip(&outcomes) {
             prop_assert_eq!(&codec::decode_command(&codec::encode_command(command)).expect("decodes"), command);
             if let Ok(applied) = &outcome.response {
-                prop_assert!(applied.revision.get() >= 1);
+                prop_assert!(applied.revision().get() >= 1);
             }
         }
     }
@@ -279,7 +279,7 @@ proptest! {
             let outcome = registry.apply(&command);
             match &outcome.response {
                 Ok(applied) => {
-                    prop_assert_eq!(applied.revision, registry.revision());
+                    prop_assert_eq!(applied.revision(), registry.revision());
                     let consumed = registry.revision().get() - before.get();
                     prop_assert!(consumed <= 1, "{:?} consumed {} revisions", command, consumed);
                     prop_assert_eq!(consumed == 1, !outcome.effects.is_empty(), "{:?}", command);

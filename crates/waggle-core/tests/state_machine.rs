@@ -107,11 +107,11 @@ fn instance(spec: &InstanceSpec, session: u64, create_revision: u64, modify_revi
 }
 
 fn ok(revision: u64) -> Response {
-    Ok(Applied { revision: rev(revision), session: None, txn: None, lock: None })
+    Ok(Applied::Done { revision: rev(revision) })
 }
 
 fn opened(revision: u64) -> Response {
-    Ok(Applied { revision: rev(revision), session: Some(sid(revision)), txn: None, lock: None })
+    Ok(Applied::SessionCreated { revision: rev(revision), session: sid(revision) })
 }
 
 fn key(service: &str, id: &str) -> (ServiceName, InstanceId) {
@@ -182,7 +182,7 @@ fn run_table(table: &[(Command, Expect)]) -> Registry {
                 assert!(outcome.effects.is_empty(), "step {i}: a refused command emitted effects");
             }
             Ok(applied) => {
-                assert_eq!(applied.revision, after.revision(), "step {i}: response revision");
+                assert_eq!(applied.revision(), after.revision(), "step {i}: response revision");
                 if after == before {
                     assert_eq!(after.revision(), before.revision(), "step {i}");
                     assert!(outcome.effects.is_empty(), "step {i}: a no-op emitted effects");
@@ -214,7 +214,7 @@ fn revision_starts_at_one_and_is_never_zero() {
     let script = [create(), register(2, &spec("web", "a")), deregister("web", "a"), revoke(2), expire(&[2])];
     for outcome in run(&script) {
         if let Ok(applied) = &outcome.response {
-            assert!(applied.revision.get() >= 1);
+            assert!(applied.revision().get() >= 1);
         }
         for effect in &outcome.effects {
             if let Effect::InstanceRemoved { revision, instance } = effect {

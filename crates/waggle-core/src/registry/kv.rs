@@ -145,7 +145,7 @@ impl Registry {
                     self.kv = before;
                     effects.truncate(effects_before);
                     let txn = TxnResult { succeeded: false, results: Vec::new(), aborted: Some(index) };
-                    return Ok(Applied { revision: self.revision, session: None, txn: Some(txn), lock: None });
+                    return Ok(Applied::Txn { revision: self.revision, result: txn });
                 }
             }
         }
@@ -156,6 +156,6 @@ impl Registry {
             self.revision = next;
         }
         let txn = TxnResult { succeeded, results, aborted: None };
-        Ok(Applied { revision: self.revision, session: None, txn: Some(txn), lock: None })
+        Ok(Applied::Txn { revision: self.revision, result: txn })
     }
 }

@@ -15,7 +15,7 @@ impl Registry {
 // The apply arms and their helpers, called from `Registry::apply`.
 impl Registry {
     fn lock_applied(&self, outcome: crate::LockOutcome) -> Applied {
-        Applied { revision: self.revision, session: None, txn: None, lock: Some(outcome) }
+        Applied::Lock { revision: self.revision, outcome }
     }
 
     pub(super) fn lock_acquire(

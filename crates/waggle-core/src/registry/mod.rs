@@ -117,7 +117,7 @@ impl Registry {
     }
 
     fn applied(&self) -> Applied {
-        Applied { revision: self.revision, session: None, txn: None, lock: None }
+        Applied::Done { revision: self.revision }
     }
 
     /// Rebuilds a registry from its parts (used by the snapshot codec). Session instance sets

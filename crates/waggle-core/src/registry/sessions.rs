@@ -77,7 +77,7 @@ impl Registry {
             },
         );
         effects.push(Effect::SessionOpened { session: id, ttl, options: options.clone(), revision: self.revision });
-        Ok(Applied { revision: self.revision, session: Some(id), txn: None, lock: None })
+        Ok(Applied::SessionCreated { revision: self.revision, session: id })
     }
 
     pub(super) fn revoke_session(&mut self, id: SessionId, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {

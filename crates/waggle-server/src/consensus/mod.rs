@@ -439,9 +439,9 @@ impl Consensus {
     /// that wrote through this node reads its write here too.
     async fn caught_up(&self, result: Result<Applied, ProposeError>) -> Result<Applied, ProposeError> {
         if let Ok(applied) = &result {
-            let wait = self.read_model.applied(applied.revision);
+            let wait = self.read_model.applied(applied.revision());
             if tokio::time::timeout(std::time::Duration::from_secs(5), wait).await.is_err() {
-                tracing::warn!(revision = applied.revision.get(), "a forwarded write is not applied here yet");
+                tracing::warn!(revision = applied.revision().get(), "a forwarded write is not applied here yet");
             }
         }
         result

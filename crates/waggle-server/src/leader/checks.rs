@@ -53,7 +53,7 @@ where
     match health.report(&report.check, report.status, report.output.clone()).map_err(ReportFailure::Check)? {
         None => Ok(None),
         Some(update) => match propose(Command::UpdateChecks { updates: vec![update] }).await {
-            Ok(applied) => Ok(Some(applied.revision.get())),
+            Ok(applied) => Ok(Some(applied.revision().get())),
             Err(e) => {
                 health.proposal_failed(&report.check);
                 Err(ReportFailure::Propose(e))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use waggle_core::{Command, KvEntry, OpResult, Revision, Txn, TxnResult};
+use waggle_core::{Applied, Command, KvEntry, OpResult, Revision, Txn, TxnResult};
 
 use super::{Node, NodeError};
 
@@ -63,10 +63,10 @@ impl Node {
         read_model.kv_admits(&txn).map_err(|(used, quota)| {
             NodeError::TooLarge(format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)"))
         })?;
-        let applied = self.write(Command::KvTxn { txn }).await?;
-        let result =
-            applied.txn.ok_or_else(|| NodeError::Unavailable("a transaction answered without a result".into()))?;
-        Ok((applied.revision, result))
+        match self.write(Command::KvTxn { txn }).await? {
+            Applied::Txn { revision, result } => Ok((revision, result)),
+            _ => Err(NodeError::Unavailable("a transaction answered without a result".into())),
+        }
     }
 
     /// Reads a key or a prefix: the revision read at, the entries in key order, and whether a

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use waggle_core::{Command, LockOutcome, Revision, SessionId};
+use waggle_core::{Applied, Command, LockOutcome, Revision, SessionId};
 
 use super::{Node, NodeError};
 use crate::consensus::Consensus;
@@ -72,17 +72,17 @@ impl Node {
         let wait = wait.min(MAX_WAIT);
         let command = Command::LockAcquire { lock: name.clone(), session, limit, wait: !wait.is_zero(), value };
         let applied = self.write(command).await?;
-        match applied.lock {
-            Some(LockOutcome::Held { token }) => return Ok(granted(token, applied.revision)),
-            Some(LockOutcome::Waiting { .. }) => {}
-            _ => return Ok(refused(applied.revision)),
+        match applied {
+            Applied::Lock { revision, outcome: LockOutcome::Held { token } } => return Ok(granted(token, revision)),
+            Applied::Lock { outcome: LockOutcome::Waiting { .. }, .. } => {}
+            _ => return Ok(refused(applied.revision())),
         }
         let mut guard = AbandonGuard { consensus: self.consensus.clone(), lock: name.clone(), session, armed: true };
         let deadline = tokio::time::Instant::now() + wait;
         let read_model = self.read_model();
         // Wait until this member has applied the queueing, then follow the lock; a member that
         // cannot catch up in time goes straight to the end (its view would be stale).
-        let caught_up = tokio::time::timeout_at(deadline, read_model.applied(applied.revision)).await.is_ok();
+        let caught_up = tokio::time::timeout_at(deadline, read_model.applied(applied.revision())).await.is_ok();
         if caught_up {
             // Woken when this lock changes, not on every write.
             let mut signal = read_model.lock_signal(&name);
@@ -116,16 +116,16 @@ impl Node {
         let give_up = Command::LockRelease { lock: name, session, waiting_only: true };
         let applied = self.write(give_up).await?;
         guard.armed = false;
-        Ok(match applied.lock {
-            Some(LockOutcome::Held { token }) => granted(token, applied.revision),
-            _ => refused(applied.revision),
+        Ok(match applied {
+            Applied::Lock { revision, outcome: LockOutcome::Held { token } } => granted(token, revision),
+            _ => refused(applied.revision()),
         })
     }
 
     /// Releases a session's hold on a lock (or its place in line).
     pub(crate) async fn release(&self, lock: String, session: SessionId) -> Result<Revision, NodeError> {
         waggle_core::check_key(&lock)?;
-        Ok(self.write(Command::LockRelease { lock, session, waiting_only: false }).await?.revision)
+        Ok(self.write(Command::LockRelease { lock, session, waiting_only: false }).await?.revision())
     }
 
     /// Replaces a holder's value (an election leader's proclamation), if `token` still holds.
@@ -137,6 +137,6 @@ impl Node {
         value: Vec<u8>,
     ) -> Result<Revision, NodeError> {
         waggle_core::check_lock(&lock, 1, &value)?;
-        Ok(self.write(Command::LockProclaim { lock, session, token, value }).await?.revision)
+        Ok(self.write(Command::LockProclaim { lock, session, token, value }).await?.revision())
     }
 }

@@ -24,7 +24,7 @@ impl Node {
         let (service, id) = (spec.service.clone(), spec.id.clone());
         let applied = self.write(Command::Register { session, spec }).await?;
         let (_, instances, _) = self.read_model().service(&service);
-        Ok((applied.revision, instances.get(&id).cloned()))
+        Ok((applied.revision(), instances.get(&id).cloned()))
     }
 
     /// Registers (or replaces) an instance of the agent's, which lives until deregistered, with
@@ -34,12 +34,12 @@ impl Node {
         spec: InstanceSpec,
         checks: Vec<CheckSpec>,
     ) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::AgentRegister { spec, checks }).await?.revision)
+        Ok(self.write(Command::AgentRegister { spec, checks }).await?.revision())
     }
 
     /// Removes an instance now.
     pub(crate) async fn deregister(&self, service: ServiceName, id: InstanceId) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::Deregister { service, id }).await?.revision)
+        Ok(self.write(Command::Deregister { service, id }).await?.revision())
     }
 
     /// Adds (or replaces) a check of an instance.
@@ -49,7 +49,7 @@ impl Node {
         id: InstanceId,
         check: CheckSpec,
     ) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::PutCheck { service, id, check }).await?.revision)
+        Ok(self.write(Command::PutCheck { service, id, check }).await?.revision())
     }
 
     /// Removes a check of an instance.
@@ -59,7 +59,7 @@ impl Node {
         id: InstanceId,
         check: String,
     ) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::RemoveCheck { service, id, check }).await?.revision)
+        Ok(self.write(Command::RemoveCheck { service, id, check }).await?.revision())
     }
 
     /// A TTL check report (`pass`, `warn`, `fail`, `update`): taken by the leader, which renews

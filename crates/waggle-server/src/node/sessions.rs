@@ -19,7 +19,7 @@ impl Node {
             let command = Command::CreateSession { session, ttl, options: options.clone() };
             match self.consensus.propose(command).await {
                 Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
-                Ok(Applied { revision, session: Some(session), .. }) => return Ok((session, revision)),
+                Ok(Applied::SessionCreated { revision, session }) => return Ok((session, revision)),
                 Ok(_) => return Err(NodeError::Unavailable("the session was not created".into())),
                 Err(e) => return Err(e.into()),
             }
@@ -34,6 +34,6 @@ impl Node {
 
     /// Ends a session now: its instances go, its keys are released or deleted, its locks pass on.
     pub(crate) async fn revoke_session(&self, session: SessionId) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::RevokeSession { session }).await?.revision)
+        Ok(self.write(Command::RevokeSession { session }).await?.revision())
     }
 }
