@@ -187,7 +187,7 @@ impl Applied {
     }
 }
 
-/// A consequence of a command that the node runtime must act on (the watch hub publishes
+/// A consequence of a command that the node runtime must act on (the read model publishes
 /// instance changes; the session clock tracks sessions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {

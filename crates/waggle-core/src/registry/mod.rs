@@ -16,8 +16,8 @@ use crate::{
 };
 
 /// The instances of one service, by id: a persistent (structurally shared) ordered map, so
-/// readers (the watch hub, snapshot builders) keep an old version for the price of a pointer
-/// and a write copies only the O(log n) path it changes.
+/// readers (the server's read model, snapshot builders) keep an old version for the price of a
+/// pointer and a write copies only the O(log n) path it changes.
 pub type ServiceInstances = imbl::OrdMap<InstanceId, Arc<Instance>>;
 
 /// The whole replicated registry state.

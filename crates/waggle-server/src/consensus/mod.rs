@@ -26,6 +26,9 @@ pub(crate) use error::ProposeError;
 pub use error::{CommandResult, Refusal, RefusalKind};
 pub(crate) use log_store::LogStore;
 pub(crate) use membership::MembershipChange;
+/// The peer protocol's payloads (serde-JSON in `RaftPayload`), for the services that share it.
+pub(crate) use network::{answer_of as peer_answer, payload as peer_payload};
+pub(crate) use peer_service::{decode as decode_peer_request, encode as encode_peer_answer};
 pub(crate) use state_machine::StateMachine;
 
 pub(crate) use storage::Storage;

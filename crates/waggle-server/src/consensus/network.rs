@@ -285,13 +285,13 @@ fn one_off(addr: &str) -> Result<RaftPeerClient<Channel>, ProposeError> {
 }
 
 /// A value as a peer payload.
-fn payload<T: Serialize>(value: &T) -> Result<RaftPayload, ProposeError> {
+pub(crate) fn payload<T: Serialize>(value: &T) -> Result<RaftPayload, ProposeError> {
     let data = serde_json::to_vec(value).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
     Ok(RaftPayload { data })
 }
 
 /// A peer's answer decoded.
-fn answer_of<T: DeserializeOwned>(answer: tonic::Response<RaftPayload>) -> Result<T, ProposeError> {
+pub(crate) fn answer_of<T: DeserializeOwned>(answer: tonic::Response<RaftPayload>) -> Result<T, ProposeError> {
     serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))
 }
 

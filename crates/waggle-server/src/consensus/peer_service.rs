@@ -28,12 +28,12 @@ pub(super) struct PeerService {
     pub(super) removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
+pub(crate) fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
     serde_json::from_slice(&request.into_inner().data)
         .map_err(|e| tonic::Status::invalid_argument(format!("malformed raft payload: {e}")))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
     let data = serde_json::to_vec(value).map_err(|e| tonic::Status::internal(e.to_string()))?;
     Ok(tonic::Response::new(RaftPayload { data }))
 }

@@ -14,7 +14,7 @@ use super::{
     status::{BoxStream, invalid},
     watch::watch_stream,
 };
-use crate::{consensus::MembershipChange, node::Node};
+use crate::node::{MembershipChange, Node};
 
 /// Keepalive answers queued per stream before the sender waits for the client.
 const STREAM_BUFFER: usize = 16;

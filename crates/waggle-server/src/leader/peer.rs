@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use serde::{Serialize, de::DeserializeOwned};
 use waggle_proto::v1::{
     RaftPayload,
     leader_peer_client::LeaderPeerClient,
@@ -17,7 +16,7 @@ use waggle_proto::v1::{
 };
 
 use super::{Leader, checks::Report, checks::ReportFailure};
-use crate::consensus::ProposeError;
+use crate::consensus::{ProposeError, decode_peer_request, encode_peer_answer, peer_answer, peer_payload};
 
 /// How long a follower waits for the leader to answer a keepalive or a check report.
 const DEADLINE: Duration = Duration::from_secs(1);
@@ -39,42 +38,32 @@ impl PeerService {
     }
 }
 
-fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&request.into_inner().data)
-        .map_err(|e| tonic::Status::invalid_argument(format!("malformed leader payload: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-    let data = serde_json::to_vec(value).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    Ok(tonic::Response::new(RaftPayload { data }))
-}
-
 #[tonic::async_trait]
 impl LeaderPeer for PeerService {
     async fn keep_alive(
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let session: u64 = decode(request)?;
+        let session: u64 = decode_peer_request(request)?;
         // Only a running leader holds deadlines; anything else must not pretend to renew.
         let answer: Result<Option<u64>, ProposeError> = match self.leading() {
             Some(leader) => Ok(leader.renew_here(session)),
             None => Err(ProposeError::NotLeader),
         };
-        encode(&answer)
+        encode_peer_answer(&answer)
     }
 
     async fn report_check(
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
-        let report: Report = decode(request)?;
+        let report: Report = decode_peer_request(request)?;
         // Taken here or refused as "not the leader", never forwarded again.
         let answer = match self.leading() {
             Some(leader) => leader.take_report(report).await,
             None => Err(ReportFailure::Propose(ProposeError::NotLeader)),
         };
-        encode(&answer)
+        encode_peer_answer(&answer)
     }
 }
 
@@ -83,27 +72,22 @@ fn client(leader: &Leader) -> Result<LeaderPeerClient<tonic::transport::Channel>
     leader.consensus.leader_channel().map(LeaderPeerClient::new)
 }
 
-fn payload<T: Serialize>(value: &T) -> Result<RaftPayload, ProposeError> {
-    let data = serde_json::to_vec(value).map_err(|e| ProposeError::Unavailable(e.to_string()))?;
-    Ok(RaftPayload { data })
-}
-
 /// Renews `session` on the leader: its TTL in ms, or `None` if the leader does not know it.
 pub(super) async fn keep_alive(leader: &Leader, session: u64) -> Result<Option<u64>, ProposeError> {
     let mut client = client(leader)?;
     // A keepalive is idempotent: whatever kept it from the leader, it may be sent again.
-    let answer = tokio::time::timeout(DEADLINE, client.keep_alive(payload(&session)?))
+    let answer = tokio::time::timeout(DEADLINE, client.keep_alive(peer_payload(&session)?))
         .await
         .map_err(|_| ProposeError::LeaderUnreachable)?
         .map_err(|_| ProposeError::LeaderUnreachable)?;
-    serde_json::from_slice(&answer.into_inner().data).map_err(|e| ProposeError::Unavailable(e.to_string()))?
+    peer_answer(answer)?
 }
 
 /// Sends a TTL check report to the leader: the revision that wrote it, if any.
 pub(super) async fn report_check(leader: &Leader, report: &Report) -> Result<Option<u64>, ReportFailure> {
     let unreachable = || ReportFailure::Propose(ProposeError::LeaderUnreachable);
     let mut client = client(leader).map_err(ReportFailure::Propose)?;
-    let request = payload(report).map_err(ReportFailure::Propose)?;
+    let request = peer_payload(report).map_err(ReportFailure::Propose)?;
     // A report is idempotent: whatever kept it from the leader, it may be sent again.
     let answer = tokio::time::timeout(DEADLINE, client.report_check(request))
         .await

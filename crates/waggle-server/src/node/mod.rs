@@ -22,13 +22,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use waggle_core::{Applied, Command};
 
+pub(crate) use crate::consensus::MembershipChange;
 pub(crate) use error::NodeError;
 pub(crate) use kv::KvRange;
 pub(crate) use locks::Acquire;
 
 use crate::{
     MemberStatus, NodeStatus,
-    consensus::{Consensus, MembershipChange},
+    consensus::Consensus,
     ids::RandomIds,
     leader::Leader,
     state::{CheckTable, LocalState, ReadModel},
