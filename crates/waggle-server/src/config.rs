@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::ServerError;
+use crate::error::ServerError;
 
 /// Default gRPC address (Consul's gRPC port).
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8502";

@@ -112,7 +112,7 @@ where
 
 /// What a scrape reads from the node.
 pub(crate) struct Reading {
-    pub(crate) status: crate::NodeStatus,
+    pub(crate) status: crate::consensus::NodeStatus,
     pub(crate) is_leader: bool,
     pub(crate) members: usize,
     pub(crate) revision: u64,

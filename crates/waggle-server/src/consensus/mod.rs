@@ -13,6 +13,7 @@ mod record;
 #[cfg(test)]
 mod sim;
 mod state_machine;
+mod status;
 mod storage;
 
 use std::{collections::BTreeMap, io::Cursor, sync::Arc};
@@ -31,10 +32,12 @@ pub(crate) use network::{answer_of as peer_answer, payload as peer_payload};
 pub(crate) use peer_service::{decode as decode_peer_request, encode as encode_peer_answer};
 pub(crate) use state_machine::StateMachine;
 
+pub(crate) use status::MemberStatus;
+pub use status::NodeStatus;
 pub(crate) use storage::Storage;
 
 use crate::{
-    ServerConfig,
+    config::ServerConfig,
     state::{LocalState, ReadModel},
 };
 
@@ -585,7 +588,7 @@ impl Consensus {
 
     /// The members as this node sees them: (leader, term, members). Replication progress is
     /// known only on the leader.
-    pub(crate) fn members(&self) -> (Option<u64>, u64, Vec<crate::MemberStatus>) {
+    pub(crate) fn members(&self) -> (Option<u64>, u64, Vec<MemberStatus>) {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -609,7 +612,7 @@ impl Consensus {
                     (Some(last), Some(at), true) => Some(last.saturating_sub(at)),
                     _ => None,
                 };
-                crate::MemberStatus { id: *id, peer_address: node.addr.clone(), role, log_index, lag }
+                MemberStatus { id: *id, peer_address: node.addr.clone(), role, log_index, lag }
             })
             .collect();
         (m.current_leader, m.current_term, members)
@@ -632,9 +635,9 @@ impl Consensus {
     }
 
     /// A consistent reading of this node's Raft progress.
-    pub(crate) fn status(&self) -> crate::NodeStatus {
+    pub(crate) fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
-        crate::NodeStatus {
+        NodeStatus {
             node_id: self.node_id,
             leader: m.current_leader,
             term: m.current_term,

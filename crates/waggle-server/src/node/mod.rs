@@ -28,8 +28,7 @@ pub(crate) use kv::KvRange;
 pub(crate) use locks::Acquire;
 
 use crate::{
-    MemberStatus, NodeStatus,
-    consensus::Consensus,
+    consensus::{Consensus, MemberStatus, NodeStatus},
     ids::RandomIds,
     leader::Leader,
     state::{CheckTable, LocalState, ReadModel},
