@@ -128,6 +128,59 @@ pub enum Command {
         /// The delays to end.
         delays: Vec<crate::DelayTarget>,
     },
+    /// Runs `command` if the token with `accessor` may, checked against the ACL state at this
+    /// point of the log (so a token revoked or narrowed before the write commits is refused;
+    /// every member decides alike). `default` is what applies where no rule does. Refused as
+    /// `PermissionDenied`, or `AclNotFound` for a token that does not exist (any more).
+    Authorized {
+        /// The token's accessor.
+        accessor: String,
+        /// The default policy the proposer runs with.
+        default: crate::acl::DefaultPolicy,
+        /// The command.
+        command: Box<Command>,
+    },
+    /// Creates the first management token; refused once the ACL system is bootstrapped.
+    AclBootstrap {
+        /// The token (its accessor and secret chosen by the proposer).
+        token: crate::acl::Token,
+    },
+    /// Creates or replaces a token (by accessor). Its policies and roles must exist; its
+    /// secret must be unused by another token.
+    AclSetToken {
+        /// The token.
+        token: crate::acl::Token,
+    },
+    /// Deletes a token.
+    AclDeleteToken {
+        /// Its accessor.
+        accessor: String,
+    },
+    /// Creates or replaces a policy (by id); names are unique.
+    AclSetPolicy {
+        /// The policy, its rules parsed by the proposer.
+        policy: crate::acl::Policy,
+    },
+    /// Deletes a policy (tokens and roles that link to it lose it).
+    AclDeletePolicy {
+        /// Its id.
+        id: String,
+    },
+    /// Creates or replaces a role (by id); names are unique and its policies must exist.
+    AclSetRole {
+        /// The role.
+        role: crate::acl::Role,
+    },
+    /// Deletes a role (tokens that link to it lose it).
+    AclDeleteRole {
+        /// Its id.
+        id: String,
+    },
+    /// Deletes tokens whose expiration time passed on the leader; unknown ones are ignored.
+    AclExpireTokens {
+        /// The tokens' accessors.
+        accessors: Vec<String>,
+    },
     /// Names this registry's history with a random id chosen by its first leader. Revisions
     /// are comparable only within one history: a watcher resumes from a revision on any member
     /// of the same history and starts over from a snapshot anywhere else (a wiped or restored
@@ -214,6 +267,11 @@ pub enum Effect {
         /// Its options.
         options: crate::SessionOptions,
         /// The revision that opened it.
+        revision: Revision,
+    },
+    /// Tokens, policies or roles changed at `revision`.
+    AclChanged {
+        /// The revision of the change.
         revision: Revision,
     },
     /// A lock-delay began: `target` cannot be taken for `ms` milliseconds, until the leader

@@ -54,6 +54,18 @@ pub enum ApplyError {
     /// The history is already named (or the id was 0).
     #[error("the registry's history is already named")]
     HistoryNamed,
+    /// The token may not do this (the message is Consul's).
+    #[error(transparent)]
+    PermissionDenied(#[from] crate::acl::Denied),
+    /// The token, policy or role named does not exist.
+    #[error("ACL not found: {0}")]
+    AclNotFound(String),
+    /// The ACL system was bootstrapped already.
+    #[error("ACL bootstrap no longer allowed")]
+    AclBootstrapped,
+    /// Another token, policy or role already has this secret, accessor or name.
+    #[error("{0}")]
+    AclConflict(String),
     /// The command carried a value that breaks a model rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 mod check;
 pub mod codec;
 mod command;

@@ -2,6 +2,7 @@
 //! [`Registry::apply`], which dispatches each [`Command`] to its aggregate's arm (sessions,
 //! instances, checks, KV, locks: one file each), pure and deterministic.
 
+mod acl;
 mod checks;
 mod instances;
 mod kv;
@@ -41,6 +42,8 @@ pub struct Registry {
     /// Checks that turned critical or went away during the command being applied: the
     /// sessions depending on them end with it. Empty between commands.
     failed_checks: Vec<String>,
+    /// Tokens, policies and roles.
+    acl: crate::acl::AclState,
 }
 
 impl Registry {
@@ -77,35 +80,45 @@ impl Registry {
     /// command that changes state consumes exactly one revision.
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let mut effects = Vec::new();
-        let response = match command {
-            Command::CreateSession { session, ttl, options } => {
-                self.create_session(*session, *ttl, options, &mut effects)
-            }
-            Command::LiftLockDelays { delays } => Ok(self.lift_lock_delays(delays, &mut effects)),
-            Command::RevokeSession { session } => self.revoke_session(*session, &mut effects),
-            Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, &mut effects)),
-            Command::Register { session, spec } => self.register(*session, spec, None, &mut effects),
-            Command::AgentRegister { spec, checks } => {
-                self.register(SessionId::AGENT, spec, Some(checks), &mut effects)
-            }
-            Command::PutCheck { service, id, check } => self.put_check(service, id, check, &mut effects),
-            Command::RemoveCheck { service, id, check } => self.remove_check(service, id, check, &mut effects),
-            Command::UpdateChecks { updates } => Ok(self.update_checks(updates, &mut effects)),
-            Command::KvTxn { txn } => self.kv_txn(txn, &mut effects),
-            Command::LockAcquire { lock, session, limit, wait, value } => {
-                self.lock_acquire(lock, *session, *limit, *wait, value, &mut effects)
-            }
-            Command::LockProclaim { lock, session, token, value } => {
-                self.lock_proclaim(lock, *session, *token, value, &mut effects)
-            }
-            Command::LockRelease { lock, session, waiting_only } => {
-                self.lock_release(lock, *session, *waiting_only, &mut effects)
-            }
-            Command::Deregister { service, id } => self.deregister(service, id, &mut effects),
-            Command::NameHistory { id } => self.name_history(*id),
-        };
+        let response = self.apply_inner(command, &mut effects);
         self.end_sessions_of_failed_checks(&mut effects);
         Outcome { response, effects }
+    }
+
+    /// Applies one command (an authorized one after its check).
+    fn apply_inner(&mut self, command: &Command, effects: &mut Vec<crate::Effect>) -> Result<Applied, ApplyError> {
+        match command {
+            Command::CreateSession { session, ttl, options } => self.create_session(*session, *ttl, options, effects),
+            Command::LiftLockDelays { delays } => Ok(self.lift_lock_delays(delays, effects)),
+            Command::RevokeSession { session } => self.revoke_session(*session, effects),
+            Command::ExpireSessions { sessions } => Ok(self.expire_sessions(sessions, effects)),
+            Command::Register { session, spec } => self.register(*session, spec, None, effects),
+            Command::AgentRegister { spec, checks } => self.register(SessionId::AGENT, spec, Some(checks), effects),
+            Command::PutCheck { service, id, check } => self.put_check(service, id, check, effects),
+            Command::RemoveCheck { service, id, check } => self.remove_check(service, id, check, effects),
+            Command::UpdateChecks { updates } => Ok(self.update_checks(updates, effects)),
+            Command::KvTxn { txn } => self.kv_txn(txn, effects),
+            Command::LockAcquire { lock, session, limit, wait, value } => {
+                self.lock_acquire(lock, *session, *limit, *wait, value, effects)
+            }
+            Command::LockProclaim { lock, session, token, value } => {
+                self.lock_proclaim(lock, *session, *token, value, effects)
+            }
+            Command::LockRelease { lock, session, waiting_only } => {
+                self.lock_release(lock, *session, *waiting_only, effects)
+            }
+            Command::Deregister { service, id } => self.deregister(service, id, effects),
+            Command::NameHistory { id } => self.name_history(*id),
+            Command::Authorized { accessor, default, command } => self.authorized(accessor, *default, command, effects),
+            Command::AclBootstrap { token } => self.acl_bootstrap(token, effects),
+            Command::AclSetToken { token } => self.acl_set_token(token, effects),
+            Command::AclDeleteToken { accessor } => self.acl_delete_token(accessor, effects),
+            Command::AclSetPolicy { policy } => self.acl_set_policy(policy, effects),
+            Command::AclDeletePolicy { id } => self.acl_delete_policy(id, effects),
+            Command::AclSetRole { role } => self.acl_set_role(role, effects),
+            Command::AclDeleteRole { id } => self.acl_delete_role(id, effects),
+            Command::AclExpireTokens { accessors } => Ok(self.acl_expire_tokens(accessors, effects)),
+        }
     }
 
     fn name_history(&mut self, id: u64) -> Result<Applied, ApplyError> {
@@ -158,6 +171,7 @@ impl Registry {
             key_delays: key_delays.into_iter().map(|(k, since, ms)| (k, (since, ms))).collect(),
             check_sessions: BTreeMap::new(),
             failed_checks: Vec::new(),
+            acl: Default::default(),
         };
         for session in registry.sessions.values() {
             for check in &session.options.checks {

@@ -1,0 +1,243 @@
+//! The ACL aggregate: tokens, policies and roles (bootstrap, set, delete, expiry), and the
+//! apply-time check of [`Command::Authorized`]: which permission each command needs, checked
+//! against the ACL state at this point of the log.
+
+use std::sync::Arc;
+
+use super::Registry;
+use crate::{
+    Applied, ApplyError, Command, Effect, KvOp, ValidationError,
+    acl::{
+        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, Access, AclState, Authorizer, DefaultPolicy, GLOBAL_MANAGEMENT_ID,
+        GLOBAL_MANAGEMENT_NAME, Grants, Policy, Resource, Role, Token,
+    },
+};
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> ApplyError {
+    ValidationError::new(field, rule).into()
+}
+
+impl Registry {
+    /// The ACL state: tokens, policies, roles.
+    pub fn acl(&self) -> &AclState {
+        &self.acl
+    }
+
+    /// Replaces the ACL state (the snapshot codec).
+    pub(crate) fn set_acl(&mut self, acl: AclState) {
+        self.acl = acl;
+    }
+
+    /// Runs `command` for the token `accessor` if it may (see [`Command::Authorized`]).
+    pub(super) fn authorized(
+        &mut self,
+        accessor: &str,
+        default: DefaultPolicy,
+        command: &Command,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        let authorizer = self
+            .acl
+            .authorizer(accessor, default)
+            .ok_or_else(|| ApplyError::AclNotFound(format!("token {accessor:?}")))?;
+        self.authorize(&authorizer, command)?;
+        self.apply_inner(command, effects)
+    }
+
+    /// Whether `authorizer` may run `command`.
+    fn authorize(&self, authorizer: &Authorizer, command: &Command) -> Result<(), ApplyError> {
+        use Access::{Read, Write};
+        let check = |resource, name: &str, access| authorizer.check(resource, name, access);
+        let session_name = |id| self.sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default();
+        match command {
+            Command::CreateSession { options, .. } => check(Resource::Session, &options.name, Write)?,
+            Command::RevokeSession { session } => check(Resource::Session, &session_name(*session), Write)?,
+            Command::Register { spec, .. } | Command::AgentRegister { spec, .. } => {
+                check(Resource::Service, spec.service.as_str(), Write)?
+            }
+            Command::Deregister { service, .. }
+            | Command::PutCheck { service, .. }
+            | Command::RemoveCheck { service, .. } => check(Resource::Service, service.as_str(), Write)?,
+            Command::KvTxn { txn } => {
+                if let Some(guard) = &txn.guard {
+                    check(Resource::Key, &guard.lock, Read)?;
+                }
+                for compare in &txn.compares {
+                    check(Resource::Key, &compare.key, Read)?;
+                }
+                for op in txn.success.iter().chain(&txn.failure) {
+                    match op {
+                        KvOp::Put { key, .. }
+                        | KvOp::Set { key, .. }
+                        | KvOp::Acquire { key, .. }
+                        | KvOp::Release { key, .. }
+                        | KvOp::Delete { key, prefix: false } => check(Resource::Key, key, Write)?,
+                        KvOp::Delete { key, prefix: true } => authorizer.check_under(Resource::Key, key, Write)?,
+                        KvOp::Get { key, prefix: false } => check(Resource::Key, key, Read)?,
+                        KvOp::Get { key, prefix: true } => authorizer.check_under(Resource::Key, key, Read)?,
+                        KvOp::Assert(compare) => check(Resource::Key, &compare.key, Read)?,
+                    }
+                }
+            }
+            Command::LockAcquire { lock, .. }
+            | Command::LockRelease { lock, .. }
+            | Command::LockProclaim { lock, .. } => check(Resource::Key, lock, Write)?,
+            Command::AclBootstrap { .. } => {}
+            Command::AclSetToken { .. }
+            | Command::AclDeleteToken { .. }
+            | Command::AclSetPolicy { .. }
+            | Command::AclDeletePolicy { .. }
+            | Command::AclSetRole { .. }
+            | Command::AclDeleteRole { .. } => check(Resource::Acl, "", Write)?,
+            // The leader's own decisions are never proposed for a token.
+            Command::ExpireSessions { .. }
+            | Command::UpdateChecks { .. }
+            | Command::LiftLockDelays { .. }
+            | Command::NameHistory { .. }
+            | Command::AclExpireTokens { .. } => check(Resource::Operator, "", Write)?,
+            Command::Authorized { .. } => return Err(invalid("command", "an authorized command cannot nest another")),
+        }
+        Ok(())
+    }
+
+    /// Marks an ACL change: a new revision, the ACL index, and the effect readers follow.
+    fn acl_changed(&mut self, effects: &mut Vec<Effect>) -> u64 {
+        self.revision = self.revision.next();
+        self.acl.index = self.revision.get();
+        effects.push(Effect::AclChanged { revision: self.revision });
+        self.revision.get()
+    }
+
+    /// Checks that every policy and role a token or role links to exists.
+    fn check_links(&self, grants: &Grants, roles: &[String]) -> Result<(), ApplyError> {
+        for id in &grants.policies {
+            if id != GLOBAL_MANAGEMENT_ID && !self.acl.policies.contains_key(id) {
+                return Err(ApplyError::AclNotFound(format!("policy {id:?}")));
+            }
+        }
+        for id in roles {
+            if !self.acl.roles.contains_key(id) {
+                return Err(ApplyError::AclNotFound(format!("role {id:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn acl_bootstrap(&mut self, token: &Token, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        if self.acl.bootstrapped.is_some() {
+            return Err(ApplyError::AclBootstrapped);
+        }
+        self.acl_set_token(token, effects)?;
+        self.acl.bootstrapped = Some(self.revision.get());
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_set_token(&mut self, token: &Token, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        if token.accessor.is_empty() || token.secret.is_empty() {
+            return Err(invalid("token", "AccessorID and SecretID are required"));
+        }
+        if (token.accessor == ANONYMOUS_ACCESSOR) != (token.secret == ANONYMOUS_SECRET) {
+            return Err(invalid("token", "the anonymous token's secret is \"anonymous\", and no other token's"));
+        }
+        if let Some(owner) = self.acl.secrets.get(&token.secret)
+            && *owner != token.accessor
+        {
+            return Err(ApplyError::AclConflict("a token with this SecretID already exists".into()));
+        }
+        let old = self.acl.tokens.get(&token.accessor).cloned();
+        if let Some(old) = &old
+            && old.secret != token.secret
+        {
+            return Err(invalid("token", "a token's SecretID cannot be changed"));
+        }
+        self.check_links(&token.grants, &token.roles)?;
+        let revision = self.acl_changed(effects);
+        let mut stored = token.clone();
+        stored.create_index = old.as_ref().map_or(revision, |o| o.create_index);
+        stored.create_ms = old.as_ref().map_or(token.create_ms, |o| o.create_ms);
+        stored.modify_index = revision;
+        self.acl.secrets.insert(stored.secret.clone(), stored.accessor.clone());
+        self.acl.tokens.insert(stored.accessor.clone(), Arc::new(stored));
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_delete_token(
+        &mut self,
+        accessor: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        if accessor == ANONYMOUS_ACCESSOR {
+            return Err(invalid("token", "the anonymous token cannot be deleted"));
+        }
+        let token =
+            self.acl.tokens.remove(accessor).ok_or_else(|| ApplyError::AclNotFound(format!("token {accessor:?}")))?;
+        self.acl.secrets.remove(&token.secret);
+        self.acl_changed(effects);
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_set_policy(&mut self, policy: &Policy, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        if policy.id.is_empty() || policy.name.is_empty() {
+            return Err(invalid("policy", "ID and Name are required"));
+        }
+        if policy.id == GLOBAL_MANAGEMENT_ID || policy.name == GLOBAL_MANAGEMENT_NAME {
+            return Err(invalid("policy", "the global-management policy cannot be changed"));
+        }
+        if self.acl.policies.values().any(|p| p.name == policy.name && p.id != policy.id) {
+            return Err(ApplyError::AclConflict(format!("a policy named {:?} already exists", policy.name)));
+        }
+        let old_index = self.acl.policies.get(&policy.id).map(|p| p.create_index);
+        let revision = self.acl_changed(effects);
+        let mut stored = policy.clone();
+        stored.create_index = old_index.unwrap_or(revision);
+        stored.modify_index = revision;
+        self.acl.policies.insert(stored.id.clone(), Arc::new(stored));
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_delete_policy(&mut self, id: &str, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        if id == GLOBAL_MANAGEMENT_ID {
+            return Err(invalid("policy", "the global-management policy cannot be deleted"));
+        }
+        self.acl.policies.remove(id).ok_or_else(|| ApplyError::AclNotFound(format!("policy {id:?}")))?;
+        self.acl_changed(effects);
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_set_role(&mut self, role: &Role, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        if role.id.is_empty() || role.name.is_empty() {
+            return Err(invalid("role", "ID and Name are required"));
+        }
+        if self.acl.roles.values().any(|r| r.name == role.name && r.id != role.id) {
+            return Err(ApplyError::AclConflict(format!("a role named {:?} already exists", role.name)));
+        }
+        self.check_links(&role.grants, &[])?;
+        let old_index = self.acl.roles.get(&role.id).map(|r| r.create_index);
+        let revision = self.acl_changed(effects);
+        let mut stored = role.clone();
+        stored.create_index = old_index.unwrap_or(revision);
+        stored.modify_index = revision;
+        self.acl.roles.insert(stored.id.clone(), Arc::new(stored));
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_delete_role(&mut self, id: &str, effects: &mut Vec<Effect>) -> Result<Applied, ApplyError> {
+        self.acl.roles.remove(id).ok_or_else(|| ApplyError::AclNotFound(format!("role {id:?}")))?;
+        self.acl_changed(effects);
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_expire_tokens(&mut self, accessors: &[String], effects: &mut Vec<Effect>) -> Applied {
+        let mut removed = false;
+        for accessor in accessors {
+            if let Some(token) = self.acl.tokens.remove(accessor) {
+                self.acl.secrets.remove(&token.secret);
+                removed = true;
+            }
+        }
+        if removed {
+            self.acl_changed(effects);
+        }
+        self.applied()
+    }
+}
