@@ -57,6 +57,10 @@ pub enum ApplyError {
     /// The token may not do this (the message is Consul's).
     #[error(transparent)]
     PermissionDenied(#[from] crate::acl::Denied),
+    /// The token a command was proposed for does not exist (any more): deleted, expired, or
+    /// never created. Consul's words.
+    #[error("ACL not found")]
+    TokenNotFound,
     /// The token, policy or role named does not exist.
     #[error("ACL not found: {0}")]
     AclNotFound(String),

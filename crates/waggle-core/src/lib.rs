@@ -46,7 +46,7 @@ pub use lock::{
 };
 pub use metadata::Metadata;
 pub use name::{InstanceId, ServiceName, Zone};
-pub use registry::{Registry, ServiceInstances};
+pub use registry::{Registry, ServiceInstances, authorize};
 pub use revision::Revision;
 pub use session::{KeyBehavior, MAX_LOCK_DELAY_MS, Session, SessionId, SessionOptions, Ttl};
 pub use validate::limits;

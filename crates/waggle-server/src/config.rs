@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub kv_quota_bytes: u64,
     /// Raft timing and log compaction.
     pub raft: RaftConfig,
+    /// Access control (off by default).
+    pub acl: AclConfig,
     /// Seed for the session-id generator (default: from the OS). Set it in tests.
     pub seed: Option<u64>,
     /// Where this node listens for Raft traffic from its peers (cluster mode only).
@@ -57,6 +59,30 @@ pub struct ServerConfig {
     /// no bootstrap; the node serves its peer address and waits, without a time limit, until
     /// the cluster adds it with `waggle members add`.
     pub join: bool,
+}
+
+/// Access control settings (`--acl-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AclConfig {
+    /// Check every request's token (`--acl-enabled`). Off: everything is allowed, as before.
+    pub enabled: bool,
+    /// What applies where no rule of the token does (`--acl-default-policy`, default deny).
+    /// ACL management always needs `acl:read` / `acl:write`, whatever the default.
+    pub default_policy: waggle_core::acl::DefaultPolicy,
+    /// The secret of a management token created on first start (`--acl-initial-management-token`),
+    /// instead of `acl bootstrap`. Never logged.
+    pub initial_management_token: Option<String>,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig {
+            enabled: false,
+            default_policy: waggle_core::acl::DefaultPolicy::Deny,
+            initial_management_token: None,
+        }
+    }
 }
 
 /// Raft timing and log compaction settings.
@@ -110,6 +136,7 @@ impl ServerConfig {
             watch_history: 64,
             kv_quota_bytes: 1 << 30,
             raft: RaftConfig::default(),
+            acl: AclConfig::default(),
             peer_addr: None,
             initial_cluster: std::collections::BTreeMap::new(),
             join: false,
@@ -153,6 +180,11 @@ impl ServerConfig {
         }
         if self.dns_ttl > 86_400 {
             return err("dns_ttl must be at most 86400 s");
+        }
+        if let Some(secret) = &self.acl.initial_management_token
+            && (secret.is_empty() || secret.len() > 128 || secret == waggle_core::acl::ANONYMOUS_SECRET)
+        {
+            return err("the initial management token must be 1 to 128 characters and not \"anonymous\"");
         }
         if self.watch_buffer == 0 || self.watch_history == 0 {
             return err("watch_buffer and watch_history must be at least 1");

@@ -42,7 +42,9 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use waggle_core::Revision;
 
-pub use config::{DEFAULT_DATA_DIR, DEFAULT_DNS_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig};
+pub use config::{
+    AclConfig, DEFAULT_DATA_DIR, DEFAULT_DNS_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, RaftConfig, ServerConfig,
+};
 pub use consensus::NodeStatus;
 pub use error::ServerError;
 
@@ -165,7 +167,8 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let mut tasks = leader.spawn(config.session_tick, config.seed, &shutdown);
-        let node = Arc::new(Node::new(consensus.clone(), leader, state, config.seed, shutdown.clone()));
+        let node =
+            Arc::new(Node::new(consensus.clone(), leader, state, config.seed, config.acl.clone(), shutdown.clone()));
 
         let requests = Arc::new(metrics::RequestCounts::default());
         tasks.push(grpc::serve(grpc_listener, node.clone(), requests.clone(), shutdown.clone()).await);

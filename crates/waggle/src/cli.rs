@@ -338,6 +338,15 @@ pub(crate) struct ServerArgs {
     /// 1GiB): writes past it are refused, deletes never.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub(crate) kv_quota: u64,
+    /// Check every request's token (Consul-compatible ACLs; deny by default).
+    #[arg(long, env = "WAGGLE_ACL_ENABLED")]
+    pub(crate) acl_enabled: bool,
+    /// What applies where no rule of a token does: deny (the default) or allow.
+    #[arg(long, env = "WAGGLE_ACL_DEFAULT_POLICY", default_value = "deny", value_parser = ["deny", "allow"])]
+    pub(crate) acl_default_policy: String,
+    /// The secret of a management token created on first start, instead of `waggle acl bootstrap`.
+    #[arg(long, env = "WAGGLE_ACL_INITIAL_MANAGEMENT_TOKEN", value_name = "SECRET", hide_env_values = true)]
+    pub(crate) acl_initial_management_token: Option<String>,
     /// Build a snapshot (and purge the log) every N entries.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_every: u64,

@@ -26,6 +26,15 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
         config.dns_domains = args.dns_domains.clone();
     }
     config.kv_quota_bytes = args.kv_quota;
+    config.acl.enabled = args.acl_enabled;
+    config.acl.default_policy = match args.acl_default_policy.as_str() {
+        "allow" => waggle_core::acl::DefaultPolicy::Allow,
+        _ => waggle_core::acl::DefaultPolicy::Deny,
+    };
+    config.acl.initial_management_token = args.acl_initial_management_token.clone();
+    if config.acl.initial_management_token.is_some() && !config.acl.enabled {
+        return Err(Failure::Usage("--acl-initial-management-token needs --acl-enabled".into()));
+    }
     config.dns_ttl =
         u32::try_from(args.dns_ttl.as_secs()).map_err(|_| Failure::Usage("--dns-ttl must be at most 86400s".into()))?;
     config.dns_allow_warning = args.dns_allow_warning;

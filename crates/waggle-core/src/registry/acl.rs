@@ -36,68 +36,10 @@ impl Registry {
         command: &Command,
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
-        let authorizer = self
-            .acl
-            .authorizer(accessor, default)
-            .ok_or_else(|| ApplyError::AclNotFound(format!("token {accessor:?}")))?;
-        self.authorize(&authorizer, command)?;
-        self.apply_inner(command, effects)
-    }
-
-    /// Whether `authorizer` may run `command`.
-    fn authorize(&self, authorizer: &Authorizer, command: &Command) -> Result<(), ApplyError> {
-        use Access::{Read, Write};
-        let check = |resource, name: &str, access| authorizer.check(resource, name, access);
+        let authorizer = self.acl.authorizer(accessor, default).ok_or(ApplyError::TokenNotFound)?;
         let session_name = |id| self.sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default();
-        match command {
-            Command::CreateSession { options, .. } => check(Resource::Session, &options.name, Write)?,
-            Command::RevokeSession { session } => check(Resource::Session, &session_name(*session), Write)?,
-            Command::Register { spec, .. } | Command::AgentRegister { spec, .. } => {
-                check(Resource::Service, spec.service.as_str(), Write)?
-            }
-            Command::Deregister { service, .. }
-            | Command::PutCheck { service, .. }
-            | Command::RemoveCheck { service, .. } => check(Resource::Service, service.as_str(), Write)?,
-            Command::KvTxn { txn } => {
-                if let Some(guard) = &txn.guard {
-                    check(Resource::Key, &guard.lock, Read)?;
-                }
-                for compare in &txn.compares {
-                    check(Resource::Key, &compare.key, Read)?;
-                }
-                for op in txn.success.iter().chain(&txn.failure) {
-                    match op {
-                        KvOp::Put { key, .. }
-                        | KvOp::Set { key, .. }
-                        | KvOp::Acquire { key, .. }
-                        | KvOp::Release { key, .. }
-                        | KvOp::Delete { key, prefix: false } => check(Resource::Key, key, Write)?,
-                        KvOp::Delete { key, prefix: true } => authorizer.check_under(Resource::Key, key, Write)?,
-                        KvOp::Get { key, prefix: false } => check(Resource::Key, key, Read)?,
-                        KvOp::Get { key, prefix: true } => authorizer.check_under(Resource::Key, key, Read)?,
-                        KvOp::Assert(compare) => check(Resource::Key, &compare.key, Read)?,
-                    }
-                }
-            }
-            Command::LockAcquire { lock, .. }
-            | Command::LockRelease { lock, .. }
-            | Command::LockProclaim { lock, .. } => check(Resource::Key, lock, Write)?,
-            Command::AclBootstrap { .. } => {}
-            Command::AclSetToken { .. }
-            | Command::AclDeleteToken { .. }
-            | Command::AclSetPolicy { .. }
-            | Command::AclDeletePolicy { .. }
-            | Command::AclSetRole { .. }
-            | Command::AclDeleteRole { .. } => check(Resource::Acl, "", Write)?,
-            // The leader's own decisions are never proposed for a token.
-            Command::ExpireSessions { .. }
-            | Command::UpdateChecks { .. }
-            | Command::LiftLockDelays { .. }
-            | Command::NameHistory { .. }
-            | Command::AclExpireTokens { .. } => check(Resource::Operator, "", Write)?,
-            Command::Authorized { .. } => return Err(invalid("command", "an authorized command cannot nest another")),
-        }
-        Ok(())
+        authorize(&authorizer, command, session_name)?;
+        self.apply_inner(command, effects)
     }
 
     /// Marks an ACL change: a new revision, the ACL index, and the effect readers follow.
@@ -240,4 +182,66 @@ impl Registry {
         }
         self.applied()
     }
+}
+
+/// Whether `authorizer` may run `command`: the permissions each command needs (a KV
+/// transaction op by op; a recursive delete or read on every key under its prefix; sessions by
+/// their name, whose current value `session_name` looks up). The state machine checks this when
+/// it applies an [`Command::Authorized`]; the node may check it first to refuse early.
+pub fn authorize(
+    authorizer: &Authorizer,
+    command: &Command,
+    session_name: impl Fn(crate::SessionId) -> String,
+) -> Result<(), ApplyError> {
+    use Access::{Read, Write};
+    let check = |resource, name: &str, access| authorizer.check(resource, name, access);
+    match command {
+        Command::CreateSession { options, .. } => check(Resource::Session, &options.name, Write)?,
+        Command::RevokeSession { session } => check(Resource::Session, &session_name(*session), Write)?,
+        Command::Register { spec, .. } | Command::AgentRegister { spec, .. } => {
+            check(Resource::Service, spec.service.as_str(), Write)?
+        }
+        Command::Deregister { service, .. }
+        | Command::PutCheck { service, .. }
+        | Command::RemoveCheck { service, .. } => check(Resource::Service, service.as_str(), Write)?,
+        Command::KvTxn { txn } => {
+            if let Some(guard) = &txn.guard {
+                check(Resource::Key, &guard.lock, Read)?;
+            }
+            for compare in &txn.compares {
+                check(Resource::Key, &compare.key, Read)?;
+            }
+            for op in txn.success.iter().chain(&txn.failure) {
+                match op {
+                    KvOp::Put { key, .. }
+                    | KvOp::Set { key, .. }
+                    | KvOp::Acquire { key, .. }
+                    | KvOp::Release { key, .. }
+                    | KvOp::Delete { key, prefix: false } => check(Resource::Key, key, Write)?,
+                    KvOp::Delete { key, prefix: true } => authorizer.check_under(Resource::Key, key, Write)?,
+                    KvOp::Get { key, prefix: false } => check(Resource::Key, key, Read)?,
+                    KvOp::Get { key, prefix: true } => authorizer.check_under(Resource::Key, key, Read)?,
+                    KvOp::Assert(compare) => check(Resource::Key, &compare.key, Read)?,
+                }
+            }
+        }
+        Command::LockAcquire { lock, .. } | Command::LockRelease { lock, .. } | Command::LockProclaim { lock, .. } => {
+            check(Resource::Key, lock, Write)?
+        }
+        Command::AclBootstrap { .. } => {}
+        Command::AclSetToken { .. }
+        | Command::AclDeleteToken { .. }
+        | Command::AclSetPolicy { .. }
+        | Command::AclDeletePolicy { .. }
+        | Command::AclSetRole { .. }
+        | Command::AclDeleteRole { .. } => check(Resource::Acl, "", Write)?,
+        // The leader's own decisions are never proposed for a token.
+        Command::ExpireSessions { .. }
+        | Command::UpdateChecks { .. }
+        | Command::LiftLockDelays { .. }
+        | Command::NameHistory { .. }
+        | Command::AclExpireTokens { .. } => check(Resource::Operator, "", Write)?,
+        Command::Authorized { .. } => return Err(invalid("command", "an authorized command cannot nest another")),
+    }
+    Ok(())
 }

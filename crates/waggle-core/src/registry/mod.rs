@@ -3,6 +3,8 @@
 //! instances, checks, KV, locks: one file each), pure and deterministic.
 
 mod acl;
+
+pub use acl::authorize;
 mod checks;
 mod instances;
 mod kv;

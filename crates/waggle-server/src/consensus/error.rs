@@ -32,6 +32,8 @@ pub enum RefusalKind {
     Conflict,
     /// The cluster is not in a state that allows it (removing the last voter, say).
     Precondition,
+    /// The token may not do it (or no longer exists).
+    PermissionDenied,
 }
 
 impl From<ApplyError> for Refusal {
@@ -42,9 +44,14 @@ impl From<ApplyError> for Refusal {
             ApplyError::SessionIdTaken(_) | ApplyError::HistoryNamed | ApplyError::CheckIdTaken(_) => {
                 RefusalKind::Conflict
             }
-            ApplyError::SessionNotFound(_) | ApplyError::InstanceNotFound { .. } | ApplyError::CheckNotFound(_) => {
-                RefusalKind::NotFound
+            ApplyError::SessionNotFound(_)
+            | ApplyError::InstanceNotFound { .. }
+            | ApplyError::CheckNotFound(_)
+            | ApplyError::AclNotFound(_) => RefusalKind::NotFound,
+            ApplyError::PermissionDenied(_) | ApplyError::TokenNotFound | ApplyError::AclBootstrapped => {
+                RefusalKind::PermissionDenied
             }
+            ApplyError::AclConflict(_) => RefusalKind::Conflict,
             _ => RefusalKind::Invalid,
         };
         Refusal { kind, message: e.to_string() }

@@ -9,6 +9,7 @@ use axum::{
 use serde_json::{Value, json};
 use waggle_core::{HealthStatus, Instance};
 
+use super::request::Auth;
 use super::{
     fields::parse_bool,
     registration::{Registration, register_agent_instance},
@@ -23,6 +24,7 @@ use super::{
 /// deregistered); `ID` defaults to `Name`, `Address` to this node's.
 pub(super) async fn agent_register(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
@@ -35,13 +37,14 @@ pub(super) async fn agent_register(
     };
     let mut reg = Registration::parse(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
     reg.replace_checks = replace;
-    register_agent_instance(&state, reg, false).await?;
+    register_agent_instance(&state, &caller, reg, false).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `PUT /v1/agent/service/deregister/:id`.
 pub(super) async fn agent_deregister(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
     let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
@@ -50,7 +53,7 @@ pub(super) async fn agent_deregister(
             format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."),
         ));
     };
-    state.node.deregister(instance.spec.service.clone(), instance.spec.id.clone()).await?;
+    state.node.deregister(&caller, instance.spec.service.clone(), instance.spec.id.clone()).await?;
     Ok(StatusCode::OK.into_response())
 }
 

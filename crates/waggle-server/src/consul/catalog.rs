@@ -9,6 +9,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use super::request::Auth;
 use super::{
     fields::{CATALOG_FIELDS, CATALOG_SERVICE_FIELDS, strict},
     registration::{Registration, register_agent_instance},
@@ -34,6 +35,7 @@ pub(super) fn catalog_fields(body: &[u8], known: &[&str]) -> Result<BTreeMap<Str
 /// `Checks` are the service's, carrying a status that nothing runs. Answers `true`.
 pub(super) async fn catalog_register(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
     let fields = catalog_fields(&body, CATALOG_FIELDS)?;
@@ -54,7 +56,7 @@ pub(super) async fn catalog_register(
             }
             reg.check = fields.get("check").cloned();
             reg.checks = fields.get("checks").cloned();
-            register_agent_instance(&state, reg, true).await?;
+            register_agent_instance(&state, &caller, reg, true).await?;
         }
     }
     Ok(answer(&state, state.node.read_model().revision(), Value::Bool(true)))
@@ -64,6 +66,7 @@ pub(super) async fn catalog_register(
 /// it existed, as Consul does); a whole node is not modelled.
 pub(super) async fn catalog_deregister(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
     let fields =
@@ -72,7 +75,7 @@ pub(super) async fn catalog_deregister(
         return Err(bad_request("deregistering a whole node is not supported: give ServiceID"));
     };
     if let Some(instance) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) {
-        state.node.deregister(instance.spec.service.clone(), instance.spec.id.clone()).await?;
+        state.node.deregister(&caller, instance.spec.service.clone(), instance.spec.id.clone()).await?;
     }
     Ok(answer(&state, state.node.read_model().revision(), Value::Bool(true)))
 }

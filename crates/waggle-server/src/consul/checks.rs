@@ -10,12 +10,13 @@ use axum::{
 use serde_json::Value;
 use waggle_core::{CheckKind, CheckSpec, HealthStatus};
 
+use super::request::Auth;
 use super::{
     fields::{CHECK_FIELDS, fields_of, parse_bool, parse_check, parse_status, strict, string},
     render::agent_instances,
     request::{ConsulError, ConsulState, bad_request},
 };
-use crate::node::NodeError;
+use crate::node::{Caller, NodeError};
 
 pub(super) fn unknown_check(id: &str) -> ConsulError {
     ConsulError(
@@ -28,6 +29,7 @@ pub(super) fn unknown_check(id: &str) -> ConsulError {
 /// (`ServiceID`); node-level checks are not modelled.
 pub(crate) async fn check_register(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
     let value: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Request decode failed: {e}")))?;
@@ -44,27 +46,29 @@ pub(crate) async fn check_register(
     if check.name.is_empty() {
         return Err(bad_request("Missing check name"));
     }
-    state.node.put_check(instance.spec.service.clone(), instance.spec.id.clone(), check).await?;
+    state.node.put_check(&caller, instance.spec.service.clone(), instance.spec.id.clone(), check).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `PUT /v1/agent/check/deregister/:id`.
 pub(crate) async fn check_deregister(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
     let info = state.node.checks().get(&id).ok_or_else(|| unknown_check(&id))?;
-    state.node.remove_check(info.service, info.instance, id).await?;
+    state.node.remove_check(&caller, info.service, info.instance, id).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `PUT /v1/agent/check/pass|warn|fail/:id?note=`: a TTL report with that status.
 pub(crate) fn ttl_route(status: HealthStatus) -> axum::routing::MethodRouter<ConsulState> {
-    axum::routing::put(move |state, id, raw| ttl_report(state, id, raw, status))
+    axum::routing::put(move |state, auth, id, raw| ttl_report(state, auth, id, raw, status))
 }
 
 pub(super) async fn ttl_report(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     status: HealthStatus,
@@ -72,12 +76,13 @@ pub(super) async fn ttl_report(
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
     let note = pairs.into_iter().find(|(k, _)| k == "note").map(|(_, v)| v).unwrap_or_default();
-    report(&state, id, status, note).await
+    report(&state, &caller, id, status, note).await
 }
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": ..., "Output": ...}`.
 pub(crate) async fn check_update(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
@@ -87,11 +92,12 @@ pub(crate) async fn check_update(
     let status = string(&fields, "status").map_err(bad_request)?;
     let status = parse_status(&status).map_err(bad_request)?;
     let output = string(&fields, "output").map_err(bad_request)?;
-    report(&state, id, status, output).await
+    report(&state, &caller, id, status, output).await
 }
 
 pub(super) async fn report(
     state: &ConsulState,
+    caller: &Caller,
     check: String,
     status: HealthStatus,
     output: String,
@@ -99,7 +105,7 @@ pub(super) async fn report(
     if output.len() > waggle_core::check_limits::MAX_OUTPUT * 16 {
         return Err(bad_request("Output is too large"));
     }
-    match state.node.report_check(check.clone(), status, output).await {
+    match state.node.report_check(caller, check.clone(), status, output).await {
         Ok(()) => Ok(StatusCode::OK.into_response()),
         Err(NodeError::NotFound(_)) => Err(unknown_check(&check)),
         Err(NodeError::Invalid(_)) => Err(bad_request(format!("CheckID {check:?} does not have associated TTL"))),
@@ -111,6 +117,7 @@ pub(super) async fn report(
 /// `_service_maintenance:ID` check while enabled.
 pub(crate) async fn service_maintenance(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -133,10 +140,10 @@ pub(crate) async fn service_maintenance(
         });
         let check =
             CheckSpec { notes: reason, ..CheckSpec::new(check_id, "Service Maintenance Mode", CheckKind::Maintenance) };
-        state.node.put_check(service, id, check).await?;
+        state.node.put_check(&caller, service, id, check).await?;
         Ok(StatusCode::OK.into_response())
     } else if instance.checks.iter().any(|c| c.spec.id == check_id) {
-        state.node.remove_check(service, id, check_id).await?;
+        state.node.remove_check(&caller, service, id, check_id).await?;
         Ok(StatusCode::OK.into_response())
     } else {
         Ok(StatusCode::OK.into_response())

@@ -11,6 +11,7 @@ use axum::{
 use serde_json::{Value, json};
 use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn};
 
+use super::request::Auth;
 use super::{
     render::entry_json,
     request::{
@@ -81,6 +82,7 @@ pub(super) fn request(
 /// `GET /v1/kv/:key`.
 pub(crate) async fn kv_get(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     key: Option<Path<String>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -134,6 +136,7 @@ pub(super) fn cas(key: &str, at: Option<u64>, target: fn(u64) -> CompareTarget) 
 /// found it not held by the session. A plain write keeps the key's lock holder, as in Consul.
 pub(crate) async fn kv_put(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
@@ -148,7 +151,7 @@ pub(crate) async fn kv_put(
     };
     let txn =
         Txn { compares: cas(&key, flags.cas, CompareTarget::ModifyRevision), success: vec![op], ..Default::default() };
-    let (revision, result) = state.node.run_txn(txn).await.map_err(|e| invalid_session(e.into()))?;
+    let (revision, result) = state.node.run_txn(&caller, txn).await.map_err(|e| invalid_session(e.into()))?;
     Ok(answer(&state, revision, Value::Bool(result.succeeded)))
 }
 
@@ -156,6 +159,7 @@ pub(crate) async fn kv_put(
 /// `?cas` did not match (a key already gone matches, as in Consul).
 pub(crate) async fn kv_delete(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     key: Option<Path<String>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -167,7 +171,8 @@ pub(crate) async fn kv_delete(
     let op = KvOp::Delete { key: key.clone(), prefix: flags.recurse };
     // As in Consul, a cas delete of a key that is already gone succeeds.
     let compares = cas(&key, flags.cas, CompareTarget::ModifyRevisionIfPresent);
-    let (revision, result) = state.node.run_txn(Txn { compares, success: vec![op], ..Default::default() }).await?;
+    let (revision, result) =
+        state.node.run_txn(&caller, Txn { compares, success: vec![op], ..Default::default() }).await?;
     let succeeded = result.succeeded && matches!(result.results.first(), Some(OpResult::Delete { .. }));
     Ok(answer(&state, revision, Value::Bool(succeeded)))
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::node::Caller;
+
 use super::{
     fields::{SERVICE_FIELDS, registration_checks, strict},
     render::agent_instances,
@@ -108,6 +110,7 @@ impl Registration {
 /// registration's, which only carry a status).
 pub(super) async fn register_agent_instance(
     state: &ConsulState,
+    caller: &Caller,
     reg: Registration,
     static_checks: bool,
 ) -> Result<(), ConsulError> {
@@ -153,8 +156,8 @@ pub(super) async fn register_agent_instance(
     }
     // A service id is unique per agent: the same id under another name replaces the old one.
     for old in agent_instances(state).into_iter().filter(|i| i.spec.id == spec.id && i.spec.service != spec.service) {
-        state.node.deregister(old.spec.service.clone(), old.spec.id.clone()).await?;
+        state.node.deregister(caller, old.spec.service.clone(), old.spec.id.clone()).await?;
     }
-    state.node.register_agent(spec, checks).await?;
+    state.node.register_agent(caller, spec, checks).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use waggle_core::{Revision, ServiceName, SessionId};
 
 pub(crate) use crate::node::DATACENTER;
-use crate::node::{Node, NodeError};
+use crate::node::{Caller, Node, NodeError};
 
 /// What every Consul endpoint reads.
 #[derive(Clone)]
@@ -43,6 +43,7 @@ impl From<NodeError> for ConsulError {
         let code = match &e {
             NodeError::BadInput(e) => return bad_request(format!("Invalid request: {e}")),
             NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NodeError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             NodeError::Invalid(_) | NodeError::Conflict(_) | NodeError::Precondition(_) => StatusCode::BAD_REQUEST,
             NodeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             NodeError::NotLeader | NodeError::LeaderUnreachable | NodeError::Overloaded | NodeError::Unavailable(_) => {
@@ -244,5 +245,30 @@ mod tests {
         for bad in ["", "soon", "5", "1.2.3s", "5x", "1e3s"] {
             assert_eq!(go_duration(bad), None, "{bad:?}");
         }
+    }
+}
+
+/// The caller of a Consul request, from its token: the `X-Consul-Token` header,
+/// `Authorization: Bearer <secret>`, or the deprecated `?token=` (in that order). An unknown
+/// or expired token is refused with 403 "ACL not found" before the endpoint runs.
+pub(crate) struct Auth(pub(crate) Caller);
+
+impl axum::extract::FromRequestParts<ConsulState> for Auth {
+    type Rejection = ConsulError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ConsulState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let query = parts.uri.query().and_then(|q| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .ok()?
+                .into_iter()
+                .find_map(|(k, v)| (k == "token").then_some(v))
+        });
+        let token = header("x-consul-token").map(str::to_owned).or(bearer.map(str::to_owned)).or(query);
+        Ok(Auth(state.node.caller(token.as_deref())?))
     }
 }

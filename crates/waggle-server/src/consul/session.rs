@@ -17,6 +17,7 @@ use axum::{
 use serde_json::{Value, json};
 use waggle_core::{KeyBehavior, SessionId, SessionOptions, Ttl};
 
+use super::request::Auth;
 use super::{
     fields::{duration_text, fields_of, strict},
     request::{
@@ -189,12 +190,13 @@ pub(super) fn create_request(state: &ConsulState, body: &[u8]) -> Result<(Ttl, S
 /// `PUT /v1/session/create`: `{"ID": "..."}`.
 pub(crate) async fn session_create(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
     params(raw)?;
     let (ttl, options) = create_request(&state, &body).map_err(bad_request)?;
-    let (id, revision) = state.node.open_session(ttl, options).await?;
+    let (id, revision) = state.node.open_session(&caller, ttl, options).await?;
     Ok(answer(&state, revision, json!({ "ID": session_uuid(id) })))
 }
 
@@ -208,11 +210,12 @@ pub(super) fn session_arg(text: &str, raw: Option<String>) -> Result<SessionId, 
 /// Consul). Its keys are released or deleted, under its lock-delay.
 pub(crate) async fn session_destroy(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let session = session_arg(&id, raw)?;
-    let revision = match state.node.revoke_session(session).await {
+    let revision = match state.node.revoke_session(&caller, session).await {
         Ok(revision) => revision,
         Err(NodeError::NotFound(_)) => state.node.read_model().revision(),
         Err(e) => return Err(e.into()),
@@ -223,6 +226,7 @@ pub(crate) async fn session_destroy(
 /// `PUT /v1/session/renew/:id`: the session, or 404 if it is gone.
 pub(crate) async fn session_renew(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -231,7 +235,7 @@ pub(crate) async fn session_renew(
     let known = state.node.read_model().sessions().1.get(&session).cloned();
     // A session without a TTL has no deadline to push (and the leader's clock does not know it).
     if !known.is_some_and(|v| v.options.no_expiry) {
-        let renewed = state.node.renew_session(session).await?;
+        let renewed = state.node.renew_session(&caller, session).await?;
         if renewed.is_none() {
             // Unknown to the clock: gone, or a session without a TTL this member has not
             // applied yet (created on another member a moment ago).

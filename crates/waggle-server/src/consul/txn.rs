@@ -11,6 +11,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn};
 
+use super::request::Auth;
 use super::{
     fields::{fields_of, strict},
     render::entry_json,
@@ -153,6 +154,7 @@ pub(super) fn txn_request(body: &[u8]) -> Result<Vec<Step>, ConsulError> {
 /// naming the operation that failed (and nothing changed).
 pub(crate) async fn txn(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsulError> {
@@ -165,7 +167,7 @@ pub(crate) async fn txn(
         *response.status_mut() = StatusCode::CONFLICT;
         response
     };
-    let (revision, result) = match state.node.run_txn(txn).await.map_err(ConsulError::from) {
+    let (revision, result) = match state.node.run_txn(&caller, txn).await.map_err(ConsulError::from) {
         Ok(done) => done,
         // A lock for a session that does not exist: Consul names the operation (409).
         Err(e) if e.0 == StatusCode::NOT_FOUND => {

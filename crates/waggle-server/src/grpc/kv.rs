@@ -5,11 +5,16 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use waggle_core::{OpResult, Txn, TxnResult};
+
+use super::status::caller;
+use waggle_core::{
+    OpResult, Txn, TxnResult,
+    acl::{Access, Resource},
+};
 use waggle_proto::v1::{self, kv_server::Kv};
 
 use crate::{
-    node::{KvRange, Node, NodeError},
+    node::{Caller, KvRange, Node, NodeError},
     state::read_model::{KvRead, ReadModel},
 };
 
@@ -23,8 +28,8 @@ fn invalid(e: waggle_core::ValidationError) -> Status {
 
 impl KvService {
     /// Runs a transaction: its revision and result.
-    async fn run(&self, txn: Txn) -> Result<(u64, TxnResult), Status> {
-        let (revision, result) = self.node.run_txn(txn).await?;
+    async fn run(&self, caller: &Caller, txn: Txn) -> Result<(u64, TxnResult), Status> {
+        let (revision, result) = self.node.run_txn(caller, txn).await?;
         Ok((revision.get(), result))
     }
 }
@@ -32,8 +37,9 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.get_ref();
-        let (revision, result) = self.run(waggle_proto::put_txn(req)).await?;
+        let (revision, result) = self.run(&caller, waggle_proto::put_txn(req)).await?;
         let previous = match result.results.first() {
             Some(OpResult::Put { previous }) => {
                 previous.as_ref().map(|p| waggle_proto::kv_from_core(&req.key, p, false))
@@ -44,6 +50,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.get_ref();
         let range = KvRange {
             key: &req.key,
@@ -52,14 +59,15 @@ impl Kv for KvService {
             keys_only: req.keys_only,
             linearizable: req.linearizable,
         };
-        let (revision, entries, more) = self.node.kv_range(range).await?;
+        let (revision, entries, more) = self.node.kv_range(&caller, range).await?;
         let kvs = entries.iter().map(|(key, entry)| waggle_proto::kv_from_core(key, entry, req.keys_only)).collect();
         Ok(Response::new(v1::GetResponse { revision: revision.get(), kvs, more }))
     }
 
     async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let txn = waggle_proto::delete_txn(request.get_ref()).map_err(invalid)?;
-        let (revision, result) = self.run(txn).await?;
+        let (revision, result) = self.run(&caller, txn).await?;
         let deleted = match result.results.first() {
             Some(OpResult::Delete { deleted }) => *deleted,
             _ => 0,
@@ -70,15 +78,19 @@ impl Kv for KvService {
     type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<v1::WatchKvResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<v1::WatchKvRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
         if req.prefix { waggle_core::check_prefix(&req.key) } else { waggle_core::check_key(&req.key) }
             .map_err(invalid)?;
+        if !req.prefix {
+            caller.check(Resource::Key, &req.key, Access::Read)?;
+        }
         let read_model = self.node.read_model().clone();
         let from = match req.from_revision {
             0 => read_model.revision().get() + 1,
             n => n,
         };
-        let watch = KvWatch { read_model, key: req.key, prefix: req.prefix, next: from, done: false };
+        let watch = KvWatch { read_model, caller, key: req.key, prefix: req.prefix, next: from, done: false };
         let shutdown = self.node.shutdown_token().clone();
         let stream = futures_util::stream::unfold(watch, move |mut w| {
             let shutdown = shutdown.clone();
@@ -98,8 +110,9 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<v1::TxnRequest>) -> Result<Response<v1::TxnResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let txn = waggle_proto::txn_from_wire(request.get_ref()).map_err(invalid)?;
-        let (revision, result) = self.run(txn).await?;
+        let (revision, result) = self.run(&caller, txn).await?;
         Ok(Response::new(waggle_proto::txn_result_to_wire(revision, &result)))
     }
 }
@@ -107,6 +120,8 @@ impl Kv for KvService {
 /// A KV watcher's position.
 struct KvWatch {
     read_model: Arc<ReadModel>,
+    /// Events of keys it may not read are left out.
+    caller: Caller,
     key: String,
     prefix: bool,
     /// The next revision to report.
@@ -116,7 +131,8 @@ struct KvWatch {
 
 impl KvWatch {
     fn matches(&self, key: &str) -> bool {
-        if self.prefix { key.starts_with(self.key.as_str()) } else { key == self.key }
+        let watched = if self.prefix { key.starts_with(self.key.as_str()) } else { key == self.key };
+        watched && self.caller.may(Resource::Key, key, Access::Read)
     }
 
     /// Waits for the next revisions with changes of the watched keys.

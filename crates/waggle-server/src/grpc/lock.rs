@@ -6,9 +6,13 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
-use waggle_core::{LockState, Revision, SessionId};
+use waggle_core::{
+    LockState, Revision, SessionId,
+    acl::{Access, Resource},
+};
 use waggle_proto::v1::{self, lock_server::Lock};
 
+use super::status::caller;
 use crate::node::{Acquire, Node, NodeError};
 
 pub(crate) struct LockService {
@@ -35,20 +39,24 @@ fn invalid_lock(e: waggle_core::ValidationError) -> Status {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn acquire(&self, request: Request<v1::AcquireRequest>) -> Result<Response<v1::AcquireResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
         if req.session_id == 0 {
             return Err(NodeError::Invalid("invalid request: session_id is required".into()).into());
         }
         let grant = self
             .node
-            .acquire(Acquire {
-                name: req.name,
-                session: SessionId::new(req.session_id),
-                limit: req.limit,
-                wait: Duration::from_millis(req.wait_ms),
-                keep_waiting: req.keep_waiting,
-                value: req.value,
-            })
+            .acquire(
+                &caller,
+                Acquire {
+                    name: req.name,
+                    session: SessionId::new(req.session_id),
+                    limit: req.limit,
+                    wait: Duration::from_millis(req.wait_ms),
+                    keep_waiting: req.keep_waiting,
+                    value: req.value,
+                },
+            )
             .await?;
         Ok(Response::new(v1::AcquireResponse {
             acquired: grant.token.is_some(),
@@ -58,20 +66,25 @@ impl Lock for LockService {
     }
 
     async fn release(&self, request: Request<v1::ReleaseRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
-        let revision = self.node.release(req.name, SessionId::new(req.session_id)).await?;
+        let revision = self.node.release(&caller, req.name, SessionId::new(req.session_id)).await?;
         Ok(Response::new(v1::ReleaseResponse { revision: revision.get() }))
     }
 
     async fn proclaim(&self, request: Request<v1::ProclaimRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
-        let revision = self.node.proclaim(req.name, SessionId::new(req.session_id), req.token, req.value).await?;
+        let revision =
+            self.node.proclaim(&caller, req.name, SessionId::new(req.session_id), req.token, req.value).await?;
         Ok(Response::new(v1::ReleaseResponse { revision: revision.get() }))
     }
 
     async fn inspect(&self, request: Request<v1::InspectRequest>) -> Result<Response<v1::LockStatus>, Status> {
+        let caller = caller(&self.node, &request)?;
         let name = &request.get_ref().name;
         waggle_core::check_key(name).map_err(invalid_lock)?;
+        caller.check(Resource::Key, name, Access::Read)?;
         let (revision, state) = self.node.read_model().lock(name);
         Ok(Response::new(status(revision, state.as_deref())))
     }
@@ -79,8 +92,10 @@ impl Lock for LockService {
     type ObserveStream = Pin<Box<dyn Stream<Item = Result<v1::LockStatus, Status>> + Send>>;
 
     async fn observe(&self, request: Request<v1::InspectRequest>) -> Result<Response<Self::ObserveStream>, Status> {
+        let caller = caller(&self.node, &request)?;
         let name = request.into_inner().name;
         waggle_core::check_key(&name).map_err(invalid_lock)?;
+        caller.check(Resource::Key, &name, Access::Read)?;
         let read_model = self.node.read_model().clone();
         let shutdown = self.node.shutdown_token().clone();
         // The state now, then whenever it changes (compared by value: other writes move the

@@ -7,11 +7,14 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use waggle_core::{HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl};
+use waggle_core::{
+    HealthStatus, InstanceId, Revision, ServiceName, SessionId, Ttl,
+    acl::{Access, Resource},
+};
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use super::{
-    status::{BoxStream, invalid},
+    status::{BoxStream, caller, invalid},
     watch::watch_stream,
 };
 use crate::node::{MembershipChange, Node};
@@ -41,6 +44,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::CreateSessionResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let ttl = match request.get_ref().ttl_ms {
             Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
             None => Ttl::DEFAULT,
@@ -50,7 +54,7 @@ impl v1::registry_server::Registry for RegistryService {
             ..Default::default()
         };
         options.validate().map_err(invalid)?;
-        let (session, revision) = self.node.open_session(ttl, options).await?;
+        let (session, revision) = self.node.open_session(&caller, ttl, options).await?;
         Ok(Response::new(v1::CreateSessionResponse {
             session_id: session.get(),
             ttl_ms: ttl.as_millis(),
@@ -64,6 +68,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<v1::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let caller = caller(&self.node, &request)?;
         // A member that does not lead passes keepalives on to the leader; a single node that
         // does not lead (its Raft core failed) refuses them.
         if !self.node.is_leader() && !self.node.clustered() {
@@ -87,7 +92,7 @@ impl v1::registry_server::Registry for RegistryService {
                     }
                     // Only a running leader holds deadlines; a deposed or failed node must not
                     // pretend to renew: a cluster member asks the leader, a lone node refuses.
-                    Some(Ok(req)) => match node.renew_session(SessionId::new(req.session_id)).await {
+                    Some(Ok(req)) => match node.renew_session(&caller, SessionId::new(req.session_id)).await {
                         Ok(ttl) => Ok(v1::KeepAliveResponse {
                             session_id: req.session_id,
                             found: ttl.is_some(),
@@ -111,18 +116,20 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::RevokeSessionRequest>,
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let session = session_id(request.get_ref().session_id)?;
-        let revision = self.node.revoke_session(session).await?;
+        let revision = self.node.revoke_session(&caller, session).await?;
         Ok(Response::new(v1::RevokeSessionResponse { revision: revision.get() }))
     }
 
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
         let session = session_id(req.session_id)?;
         let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
         let spec = spec_from_wire(&wire).map_err(invalid)?;
         spec.validate_registration().map_err(invalid)?;
-        let (revision, instance) = self.node.register(session, spec).await?;
+        let (revision, instance) = self.node.register(&caller, session, spec).await?;
         Ok(Response::new(v1::RegisterResponse {
             revision: revision.get(),
             instance: instance.map(|i| instance_from_core(&i)),
@@ -133,10 +140,11 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         let id = InstanceId::new(&req.id).map_err(invalid)?;
-        let revision = self.node.deregister(service, id).await?;
+        let revision = self.node.deregister(&caller, service, id).await?;
         Ok(Response::new(v1::DeregisterResponse { revision: revision.get() }))
     }
 
@@ -144,6 +152,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::AddMemberRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: member ids start at 1"));
@@ -153,7 +162,7 @@ impl v1::registry_server::Registry for RegistryService {
             .parse()
             .map_err(|_| Status::invalid_argument(format!("peer_address: {:?} is not HOST:PORT", req.peer_address)))?;
         let change = MembershipChange::Add { id: req.id, addr: addr.to_string(), learner: req.learner };
-        self.node.change_membership(change).await?;
+        self.node.change_membership(&caller, change).await?;
         Ok(Response::new(self.member_list().await))
     }
 
@@ -161,8 +170,9 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::RemoveMemberRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let id = request.into_inner().id;
-        self.node.change_membership(MembershipChange::Remove { id }).await?;
+        self.node.change_membership(&caller, MembershipChange::Remove { id }).await?;
         Ok(Response::new(self.member_list().await))
     }
 
@@ -170,9 +180,10 @@ impl v1::registry_server::Registry for RegistryService {
 
     async fn save_snapshot(
         &self,
-        _request: Request<v1::SaveSnapshotRequest>,
+        request: Request<v1::SaveSnapshotRequest>,
     ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
-        let file = self.node.backup().await?;
+        let caller = caller(&self.node, &request)?;
+        let file = self.node.backup(&caller).await?;
         let chunks: Vec<Result<v1::SnapshotChunk, Status>> =
             file.chunks(1 << 20).map(|chunk| Ok(v1::SnapshotChunk { data: chunk.to_vec() })).collect();
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
@@ -189,12 +200,15 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         if request.get_ref().linearizable {
             self.node.read_barrier().await?;
         }
         let (revision, services) = self.node.read_model().services();
+        // Filtered, not refused: only the services the token may read.
         let services = services
             .into_iter()
+            .filter(|(name, _)| caller.may(Resource::Service, name.as_str(), Access::Read))
             .map(|(name, instances)| {
                 let mut tags: Vec<String> = instances.values().flat_map(|i| i.spec.tags.iter().cloned()).collect();
                 tags.sort();
@@ -214,8 +228,10 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::GetServiceRequest>,
     ) -> Result<Response<waggle_proto::GetServiceResponse>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
+        caller.check(Resource::Service, service.as_str(), Access::Read)?;
         if req.linearizable {
             self.node.read_barrier().await?;
         }
@@ -237,9 +253,15 @@ impl v1::registry_server::Registry for RegistryService {
     type WatchStream = BoxStream<v1::WatchResponse>;
 
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller(&self.node, &request)?;
         let req = request.get_ref();
         let service =
             if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };
+        // A watch of every service needs read on every service (it is not filtered).
+        match &service {
+            Some(name) => caller.check(Resource::Service, name.as_str(), Access::Read)?,
+            None => caller.check(Resource::Service, "", Access::Read)?,
+        }
         // Revisions mean the same on every member of one history, and nothing in another (a
         // wiped or restored data dir): there the watcher starts over from a snapshot.
         let history = self.node.read_model().history();

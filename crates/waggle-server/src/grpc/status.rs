@@ -7,7 +7,7 @@ use futures_util::Stream;
 use tonic::Status;
 use waggle_core::ValidationError;
 
-use crate::node::NodeError;
+use crate::node::{Caller, Node, NodeError};
 
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -24,10 +24,25 @@ impl From<NodeError> for Status {
             NodeError::NotFound(m) => Status::not_found(m),
             NodeError::Conflict(m) => Status::already_exists(m),
             NodeError::Precondition(m) => Status::failed_precondition(m),
+            NodeError::PermissionDenied(m) => Status::permission_denied(m),
             NodeError::TooLarge(m) => Status::resource_exhausted(m),
             NodeError::NotLeader | NodeError::LeaderUnreachable => Status::unavailable(e.to_string()),
             NodeError::Overloaded => Status::resource_exhausted(e.to_string()),
             NodeError::Unavailable(m) => Status::unavailable(m),
         }
     }
+}
+
+/// The token a call carries: metadata `x-consul-token`, or `authorization: Bearer <secret>`.
+fn token<T>(request: &tonic::Request<T>) -> Option<&str> {
+    let metadata = request.metadata();
+    if let Some(token) = metadata.get("x-consul-token").and_then(|v| v.to_str().ok()) {
+        return Some(token);
+    }
+    metadata.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+}
+
+/// Who makes the call, resolved from its token (see [`Node::caller`]).
+pub(super) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, Status> {
+    Ok(node.caller(token(request))?)
 }

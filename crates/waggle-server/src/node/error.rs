@@ -23,6 +23,9 @@ pub(crate) enum NodeError {
     /// The state does not allow it (a fenced write, removing the last voter).
     #[error("{0}")]
     Precondition(String),
+    /// The caller's token may not do this, or is not a token (Consul's wording in the message).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Too large: the KV store is at its quota, or an answer would be over its cap.
     #[error("{0}")]
     TooLarge(String),
@@ -48,6 +51,7 @@ impl From<ProposeError> for NodeError {
                 RefusalKind::Invalid => NodeError::Invalid(r.message),
                 RefusalKind::Conflict => NodeError::Conflict(r.message),
                 RefusalKind::Precondition => NodeError::Precondition(r.message),
+                RefusalKind::PermissionDenied => NodeError::PermissionDenied(r.message),
             },
             ProposeError::NotLeader => NodeError::NotLeader,
             ProposeError::LeaderUnreachable => NodeError::LeaderUnreachable,

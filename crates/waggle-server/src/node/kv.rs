@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use waggle_core::{Applied, Command, KvEntry, OpResult, Revision, Txn, TxnResult};
+use waggle_core::{
+    Applied, Command, KvEntry, OpResult, Revision, Txn, TxnResult,
+    acl::{Access, Resource},
+};
 
-use super::{Node, NodeError};
+use super::{Caller, Node, NodeError};
 
 /// The largest read answered at once (keys, values and their framing); larger reads must use
 /// a limit.
@@ -47,23 +50,26 @@ impl Node {
     /// Runs a transaction: checked, then answered from this member's copy after a read barrier
     /// if it only reads (as linearizable as the log, without a write), else held to the quota
     /// and proposed. Its revision and result.
-    pub(crate) async fn run_txn(&self, txn: Txn) -> Result<(Revision, TxnResult), NodeError> {
+    pub(crate) async fn run_txn(&self, caller: &Caller, txn: Txn) -> Result<(Revision, TxnResult), NodeError> {
         txn.validate()?;
         let read_model = self.read_model();
+        let command = Command::KvTxn { txn };
+        self.precheck(caller, &command)?;
+        let Command::KvTxn { txn } = &command else { return Err(NodeError::Unavailable("not a transaction".into())) };
         if txn.is_read_only() {
             self.read_barrier().await?;
             let (revision, kv, locks) = read_model.kv_and_locks();
-            let result = waggle_core::read_only_txn(&txn, &kv, &locks)?;
+            let result = waggle_core::read_only_txn(txn, &kv, &locks)?;
             if txn_answer_too_large(&result) {
                 let limit = MAX_ANSWER_BYTES >> 20;
                 return Err(NodeError::TooLarge(format!("the answer would exceed {limit} MiB: read less at once")));
             }
             return Ok((revision, result));
         }
-        read_model.kv_admits(&txn).map_err(|(used, quota)| {
+        read_model.kv_admits(txn).map_err(|(used, quota)| {
             NodeError::TooLarge(format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)"))
         })?;
-        match self.write(Command::KvTxn { txn }).await? {
+        match self.write(caller, command).await? {
             Applied::Txn { revision, result } => Ok((revision, result)),
             _ => Err(NodeError::Unavailable("a transaction answered without a result".into())),
         }
@@ -73,6 +79,7 @@ impl Node {
     /// limit left more out. An answer over [`MAX_ANSWER_BYTES`] is refused.
     pub(crate) async fn kv_range(
         &self,
+        caller: &Caller,
         range: KvRange<'_>,
     ) -> Result<(Revision, Vec<(String, Arc<KvEntry>)>, bool), NodeError> {
         if range.prefix { waggle_core::check_prefix(range.key) } else { waggle_core::check_key(range.key) }?;
@@ -85,7 +92,11 @@ impl Node {
         let mut more = false;
         if range.prefix {
             let mut bytes = 0usize;
-            for (key, entry) in kv.range(range.key.to_owned()..).take_while(|(k, _)| k.starts_with(range.key)) {
+            let readable = kv
+                .range(range.key.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(range.key))
+                .filter(|(k, _)| caller.may(Resource::Key, k, Access::Read));
+            for (key, entry) in readable {
                 if entries.len() == limit {
                     more = true;
                     break;
@@ -100,6 +111,7 @@ impl Node {
                 entries.push((key.clone(), entry.clone()));
             }
         } else if let Some(entry) = kv.get(range.key) {
+            caller.check(Resource::Key, range.key, Access::Read)?;
             entries.push((range.key.to_owned(), entry.clone()));
         }
         Ok((revision, entries, more))

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use waggle_core::{Applied, Command, LockOutcome, Revision, SessionId};
 
-use super::{Node, NodeError};
+use super::{Caller, Node, NodeError};
 use crate::consensus::Consensus;
 
 /// The longest an acquire waits in one call (clients call again to wait longer).
@@ -65,13 +65,13 @@ fn refused(revision: Revision) -> Grant {
 
 impl Node {
     /// Takes a lock (or a semaphore slot) for a session, waiting in line up to `wait`.
-    pub(crate) async fn acquire(&self, request: Acquire) -> Result<Grant, NodeError> {
+    pub(crate) async fn acquire(&self, caller: &Caller, request: Acquire) -> Result<Grant, NodeError> {
         let Acquire { name, session, limit, wait, keep_waiting, value } = request;
         let limit = limit.max(1);
         waggle_core::check_lock(&name, limit, &value)?;
         let wait = wait.min(MAX_WAIT);
         let command = Command::LockAcquire { lock: name.clone(), session, limit, wait: !wait.is_zero(), value };
-        let applied = self.write(command).await?;
+        let applied = self.write(caller, command).await?;
         match applied {
             Applied::Lock { revision, outcome: LockOutcome::Held { token } } => return Ok(granted(token, revision)),
             Applied::Lock { outcome: LockOutcome::Waiting { .. }, .. } => {}
@@ -114,7 +114,7 @@ impl Node {
         // Out of time: leave the line, unless the grant came first. The guard stays armed
         // until the give-up is answered, so a failed or cancelled give-up is retried on drop.
         let give_up = Command::LockRelease { lock: name, session, waiting_only: true };
-        let applied = self.write(give_up).await?;
+        let applied = self.write(caller, give_up).await?;
         guard.armed = false;
         Ok(match applied {
             Applied::Lock { revision, outcome: LockOutcome::Held { token } } => granted(token, revision),
@@ -123,20 +123,26 @@ impl Node {
     }
 
     /// Releases a session's hold on a lock (or its place in line).
-    pub(crate) async fn release(&self, lock: String, session: SessionId) -> Result<Revision, NodeError> {
+    pub(crate) async fn release(
+        &self,
+        caller: &Caller,
+        lock: String,
+        session: SessionId,
+    ) -> Result<Revision, NodeError> {
         waggle_core::check_key(&lock)?;
-        Ok(self.write(Command::LockRelease { lock, session, waiting_only: false }).await?.revision())
+        Ok(self.write(caller, Command::LockRelease { lock, session, waiting_only: false }).await?.revision())
     }
 
     /// Replaces a holder's value (an election leader's proclamation), if `token` still holds.
     pub(crate) async fn proclaim(
         &self,
+        caller: &Caller,
         lock: String,
         session: SessionId,
         token: u64,
         value: Vec<u8>,
     ) -> Result<Revision, NodeError> {
         waggle_core::check_lock(&lock, 1, &value)?;
-        Ok(self.write(Command::LockProclaim { lock, session, token, value }).await?.revision())
+        Ok(self.write(caller, Command::LockProclaim { lock, session, token, value }).await?.revision())
     }
 }

@@ -11,6 +11,7 @@
 //! place a write passes through on its way to the log, where the ACL check will live. `Node`
 //! knows no protocol: no tonic or axum types in its signatures.
 
+mod caller;
 mod error;
 mod kv;
 mod locks;
@@ -20,9 +21,13 @@ mod sessions;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use waggle_core::{Applied, Command};
+use waggle_core::{
+    Applied, Command,
+    acl::{Access, Resource},
+};
 
 pub(crate) use crate::consensus::MembershipChange;
+pub(crate) use caller::Caller;
 pub(crate) use error::NodeError;
 pub(crate) use kv::KvRange;
 pub(crate) use locks::Acquire;
@@ -52,6 +57,10 @@ pub(crate) struct Node {
     session_ids: RandomIds,
     /// Cancelled when the server stops: open streams end.
     shutdown: CancellationToken,
+    /// Access control settings.
+    acl: crate::config::AclConfig,
+    /// Tokens resolved at the current ACL revision.
+    tokens: caller::TokenCache,
 }
 
 impl Node {
@@ -60,14 +69,24 @@ impl Node {
         leader: Arc<Leader>,
         state: Arc<LocalState>,
         seed: Option<u64>,
+        acl: crate::config::AclConfig,
         shutdown: CancellationToken,
     ) -> Self {
-        Node { consensus, leader, state, session_ids: RandomIds::new(seed), shutdown }
+        let session_ids = RandomIds::new(seed);
+        Node { consensus, leader, state, session_ids, shutdown, acl, tokens: Default::default() }
     }
 
-    /// Proposes a command and waits until it is applied here: the one way down to the log.
-    async fn write(&self, command: Command) -> Result<Applied, NodeError> {
+    /// Proposes a command for `caller` and waits until it is applied here: the one way down to
+    /// the log. With ACLs on, the caller's permission is checked here and again where the
+    /// command applies.
+    async fn write(&self, caller: &Caller, command: Command) -> Result<Applied, NodeError> {
+        let command = self.authorized(caller, command)?;
         Ok(self.consensus.propose(command).await?)
+    }
+
+    /// Whether ACLs are on.
+    pub(crate) fn acl_enabled(&self) -> bool {
+        self.acl.enabled
     }
 
     /// The applied state every read is answered from.
@@ -143,13 +162,16 @@ impl Node {
         (leader, term, members)
     }
 
-    /// Adds or removes a member (on the leader, wherever it was asked).
-    pub(crate) async fn change_membership(&self, change: MembershipChange) -> Result<(), NodeError> {
+    /// Adds or removes a member (on the leader, wherever it was asked); needs `operator:write`.
+    pub(crate) async fn change_membership(&self, caller: &Caller, change: MembershipChange) -> Result<(), NodeError> {
+        caller.check(Resource::Operator, "", Access::Write)?;
         Ok(self.consensus.change_membership(change).await?)
     }
 
-    /// A backup file of everything this node has applied.
-    pub(crate) async fn backup(&self) -> Result<Vec<u8>, NodeError> {
+    /// A backup file of everything this node has applied; needs `acl:write`, since it holds
+    /// every token's secret.
+    pub(crate) async fn backup(&self, caller: &Caller) -> Result<Vec<u8>, NodeError> {
+        caller.check(Resource::Acl, "", Access::Write)?;
         Ok(self.consensus.backup().await?)
     }
 }

@@ -2,7 +2,9 @@
 
 use waggle_core::{Applied, Command, Revision, SessionId, SessionOptions, Ttl};
 
-use super::{Node, NodeError};
+use waggle_core::acl::{Access, Resource};
+
+use super::{Caller, Node, NodeError};
 use crate::consensus::{ProposeError, RefusalKind};
 
 impl Node {
@@ -10,6 +12,7 @@ impl Node {
     /// never reused, even across a wiped or restored data dir); a collision is retried.
     pub(crate) async fn open_session(
         &self,
+        caller: &Caller,
         ttl: Ttl,
         options: SessionOptions,
     ) -> Result<(SessionId, Revision), NodeError> {
@@ -17,6 +20,7 @@ impl Node {
         loop {
             let session = SessionId::new(self.session_ids.next_id());
             let command = Command::CreateSession { session, ttl, options: options.clone() };
+            let command = self.authorized(caller, command)?;
             match self.consensus.propose(command).await {
                 Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
                 Ok(Applied::SessionCreated { revision, session }) => return Ok((session, revision)),
@@ -28,12 +32,15 @@ impl Node {
 
     /// Renews a session: its TTL in ms, or `None` if it is unknown where its deadline lives
     /// (the leader, asked from here if this member does not lead).
-    pub(crate) async fn renew_session(&self, session: SessionId) -> Result<Option<u64>, NodeError> {
+    pub(crate) async fn renew_session(&self, caller: &Caller, session: SessionId) -> Result<Option<u64>, NodeError> {
+        let (_, sessions) = self.read_model().sessions();
+        let name = sessions.get(&session).map(|s| s.options.name.clone()).unwrap_or_default();
+        caller.check(Resource::Session, &name, Access::Write)?;
         Ok(self.leader.renew(session.get()).await?)
     }
 
     /// Ends a session now: its instances go, its keys are released or deleted, its locks pass on.
-    pub(crate) async fn revoke_session(&self, session: SessionId) -> Result<Revision, NodeError> {
-        Ok(self.write(Command::RevokeSession { session }).await?.revision())
+    pub(crate) async fn revoke_session(&self, caller: &Caller, session: SessionId) -> Result<Revision, NodeError> {
+        Ok(self.write(caller, Command::RevokeSession { session }).await?.revision())
     }
 }

@@ -62,7 +62,8 @@ impl LocalState {
                 Effect::InstanceUpserted { .. }
                 | Effect::InstanceRemoved { .. }
                 | Effect::KvChanged { .. }
-                | Effect::LockChanged { .. } => {}
+                | Effect::LockChanged { .. }
+                | Effect::AclChanged { .. } => {}
             }
         }
         self.checks.observe(effects);

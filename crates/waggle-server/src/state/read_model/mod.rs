@@ -12,7 +12,9 @@ mod sessions;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use waggle_core::{Effect, KvMap, LockState, Registry, Revision, ServiceInstances, ServiceName, SessionId, Txn};
+use waggle_core::{
+    Effect, KvMap, LockState, Registry, Revision, ServiceInstances, ServiceName, SessionId, Txn, acl::AclState,
+};
 
 pub(crate) use kv::KvRead;
 pub(crate) use services::{Batch, ChangeKind, ReadCache, Start, Subscription};
@@ -36,6 +38,8 @@ struct ReadState {
     kv: kv::Kv,
     locks: locks::Locks,
     sessions: sessions::Sessions,
+    /// Tokens, policies and roles (a copy taken when they change: tokens resolve against it).
+    acl: Arc<AclState>,
 }
 
 /// The read model. All methods take a short lock; readers clone `Arc`s out of it.
@@ -60,6 +64,7 @@ impl ReadModel {
                 kv: kv::Kv::default(),
                 locks: locks::Locks::default(),
                 sessions: sessions::Sessions::new(),
+                acl: Arc::default(),
             }),
             kv_changed: tokio::sync::watch::Sender::new(Revision::INITIAL),
             limits,
@@ -158,6 +163,11 @@ impl ReadModel {
         (state.revision, state.sessions.clone())
     }
 
+    /// The ACL state (tokens, policies, roles) as of the current revision.
+    pub(crate) fn acl(&self) -> Arc<AclState> {
+        self.state().acl.clone()
+    }
+
     /// Publishes the effects of one applied batch; `registry` is the state after it.
     pub(crate) fn publish(&self, registry: &Registry, effects: &[Effect]) {
         self.history.store(registry.history(), std::sync::atomic::Ordering::Release);
@@ -170,6 +180,9 @@ impl ReadModel {
         }
         state.locks.publish(registry, effects, revision);
         sessions::publish(&mut state.sessions, effects);
+        if effects.iter().any(|e| matches!(e, Effect::AclChanged { .. })) {
+            state.acl = Arc::new(registry.acl().clone());
+        }
         self.applied.send_replace(revision);
         state.services.publish(registry, effects, revision, self.limits.history);
     }
@@ -193,6 +206,7 @@ impl ReadModel {
         state.kv.reset(registry, revision);
         state.locks.reset(registry, revision);
         state.sessions = sessions::of(registry);
+        state.acl = Arc::new(registry.acl().clone());
         self.kv_changed.send_replace(revision);
         self.applied.send_replace(revision);
         state.services.reset(registry, revision);

@@ -225,7 +225,8 @@ impl Services {
                 | Effect::KvChanged { .. }
                 | Effect::LockChanged { .. }
                 | Effect::LockDelayStarted { .. }
-                | Effect::LockDelayLifted { .. } => continue,
+                | Effect::LockDelayLifted { .. }
+                | Effect::AclChanged { .. } => continue,
             };
             per_service.entry(change.instance.service().clone()).or_default().push(change);
         }

@@ -1,0 +1,143 @@
+//! Who makes a request: the token it carries, resolved against the ACL state of the read model
+//! (a revoke takes effect on this member as soon as it applies it: resolutions are cached only
+//! for one ACL revision). Writes carry the token's accessor into the log, where the state
+//! machine checks them again (`Command::Authorized`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use waggle_core::{
+    Command, SessionId,
+    acl::{ANONYMOUS_ACCESSOR, Access, Authorizer, DefaultPolicy, Resource},
+};
+
+use super::{Node, NodeError};
+
+/// A request's identity.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// `None` when ACLs are off: everything is allowed.
+    token: Option<Arc<Authorizer>>,
+}
+
+impl Caller {
+    /// The caller of requests the server makes itself, and of every request with ACLs off.
+    pub(crate) fn anyone() -> Self {
+        Caller { token: None }
+    }
+
+    /// Whether it may `access` the object `name` of `resource`.
+    pub(crate) fn may(&self, resource: Resource, name: &str, access: Access) -> bool {
+        self.token.as_ref().is_none_or(|a| a.allowed(resource, name, access))
+    }
+
+    /// [`Caller::may`], or the permission error Consul would answer.
+    pub(crate) fn check(&self, resource: Resource, name: &str, access: Access) -> Result<(), NodeError> {
+        match &self.token {
+            None => Ok(()),
+            Some(authorizer) => {
+                authorizer.check(resource, name, access).map_err(|e| NodeError::PermissionDenied(e.to_string()))
+            }
+        }
+    }
+
+    /// Its token's accessor (`None` with ACLs off).
+    pub(crate) fn accessor(&self) -> Option<&str> {
+        self.token.as_deref().map(Authorizer::accessor)
+    }
+
+    /// Wraps `command` so the state machine checks it for this caller where it applies it.
+    fn authorize(&self, command: Command, default: DefaultPolicy) -> Command {
+        match &self.token {
+            None => command,
+            Some(authorizer) => {
+                Command::Authorized { accessor: authorizer.accessor().to_owned(), default, command: Box::new(command) }
+            }
+        }
+    }
+}
+
+/// Resolved tokens by secret, valid for one ACL revision.
+#[derive(Default)]
+pub(super) struct TokenCache(Mutex<(u64, HashMap<String, Arc<Authorizer>>)>);
+
+/// Most tokens kept resolved at once (the cache starts over past it).
+const MAX_CACHED_TOKENS: usize = 4096;
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Milliseconds since the Unix epoch (token expiry is checked here, outside the state machine).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Resolves the secret a request carries (`None` or empty: the anonymous token). With ACLs
+    /// off every request is [`Caller::anyone`]. An unknown or expired secret is refused with
+    /// Consul's "ACL not found"; the failure is logged with nothing of the secret.
+    pub(crate) fn caller(&self, secret: Option<&str>) -> Result<Caller, NodeError> {
+        if !self.acl.enabled {
+            return Ok(Caller::anyone());
+        }
+        let acl = self.read_model().acl();
+        let default = self.acl.default_policy;
+        let secret = secret.filter(|s| !s.is_empty());
+        let Some(secret) = secret else {
+            let anonymous = acl.authorizer(ANONYMOUS_ACCESSOR, default).map(Arc::new);
+            return Ok(Caller { token: anonymous });
+        };
+        {
+            let cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.0 == acl.index()
+                && let Some(found) = cache.1.get(secret)
+            {
+                let token = acl.token(found.accessor());
+                if token.is_some_and(|t| t.expiration_ms.is_none_or(|at| at > now_ms())) {
+                    return Ok(Caller { token: Some(found.clone()) });
+                }
+            }
+        }
+        let token = acl
+            .token_by_secret(secret)
+            .filter(|t| same_secret(&t.secret, secret))
+            .filter(|t| t.expiration_ms.is_none_or(|at| at > now_ms()));
+        let Some(token) = token else {
+            tracing::info!("a request carried a token that is unknown or expired");
+            return Err(NodeError::PermissionDenied("ACL not found".into()));
+        };
+        let authorizer = Arc::new(
+            acl.authorizer(&token.accessor, default)
+                .ok_or_else(|| NodeError::PermissionDenied("ACL not found".into()))?,
+        );
+        let mut cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.0 != acl.index() || cache.1.len() >= MAX_CACHED_TOKENS {
+            *cache = (acl.index(), HashMap::new());
+        }
+        cache.1.insert(secret.to_owned(), authorizer.clone());
+        Ok(Caller { token: Some(authorizer) })
+    }
+
+    /// Checks here whether `caller` may run `command` (what the state machine checks again
+    /// where it applies).
+    pub(super) fn precheck(&self, caller: &Caller, command: &Command) -> Result<(), NodeError> {
+        if let Some(authorizer) = &caller.token {
+            let (_, sessions) = self.read_model().sessions();
+            let session_name = |id: SessionId| sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default();
+            waggle_core::authorize(authorizer, command, session_name)
+                .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks a write for `caller` here (refusing early, without a log write) and wraps it so
+    /// the state machine checks it again against the ACL state where it applies.
+    pub(super) fn authorized(&self, caller: &Caller, command: Command) -> Result<Command, NodeError> {
+        self.precheck(caller, &command)?;
+        Ok(caller.authorize(command, self.acl.default_policy))
+    }
+}
