@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod acl_rules;
 mod config;
 mod consensus;
 mod consul;
@@ -117,6 +118,25 @@ fn identity(config: &ServerConfig) -> String {
     }
 }
 
+/// Creates the management token `--acl-initial-management-token` names, on the first start of
+/// a cluster: whichever member leads proposes the bootstrap until the ACL system is bootstrapped
+/// (by this, by an earlier start, or by `acl bootstrap`). The secret is never logged.
+async fn create_initial_management_token(node: Arc<Node>, secret: String, shutdown: CancellationToken) {
+    while node.read_model().acl().bootstrapped().is_none() {
+        if node.is_leader() {
+            match node.acl_bootstrap(Some(secret.clone())).await {
+                Ok(_) => tracing::info!("created the initial management token"),
+                Err(node::NodeError::PermissionDenied(_)) => return,
+                Err(e) => tracing::debug!("creating the initial management token: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// A running node.
 pub struct Server {
     grpc_addr: SocketAddr,
@@ -170,6 +190,9 @@ impl Server {
         let node =
             Arc::new(Node::new(consensus.clone(), leader, state, config.seed, config.acl.clone(), shutdown.clone()));
 
+        if let Some(secret) = config.acl.initial_management_token.clone().filter(|_| config.acl.enabled) {
+            tasks.push(tokio::spawn(create_initial_management_token(node.clone(), secret, shutdown.clone())));
+        }
         let requests = Arc::new(metrics::RequestCounts::default());
         tasks.push(grpc::serve(grpc_listener, node.clone(), requests.clone(), shutdown.clone()).await);
 

@@ -60,11 +60,15 @@ pub(super) async fn agent_deregister(
 /// `GET /v1/agent/services`: the agent's instances by id.
 pub(super) async fn agent_services(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     unfiltered(params(raw)?)?;
     let mut out = serde_json::Map::new();
-    for i in agent_instances(&state) {
+    let readable = |i: &std::sync::Arc<waggle_core::Instance>| {
+        caller.may(waggle_core::acl::Resource::Service, i.spec.service.as_str(), waggle_core::acl::Access::Read)
+    };
+    for i in agent_instances(&state).into_iter().filter(readable) {
         out.insert(i.spec.id.to_string(), agent_service_json(&i));
     }
     Ok(answer(&state, state.node.read_model().revision(), Value::Object(out)))

@@ -9,7 +9,9 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::request::Auth;
+use waggle_core::acl::{Access, Resource};
+
+use super::request::{Auth, filtered_by_acls};
 use super::{
     fields::{CATALOG_FIELDS, CATALOG_SERVICE_FIELDS, strict},
     registration::{Registration, register_agent_instance},
@@ -82,24 +84,31 @@ pub(super) async fn catalog_deregister(
 
 pub(super) async fn catalog_services(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = plain_query(&state, raw).await?;
     let (_, services) = state.node.read_model().services();
     let mut out = serde_json::Map::new();
+    let mut filtered = false;
     for (name, instances) in &services {
+        if !caller.may(Resource::Service, name.as_str(), Access::Read) {
+            filtered = true;
+            continue;
+        }
         let tags: BTreeSet<&String> = instances.values().flat_map(|i| i.spec.tags.iter()).collect();
         out.insert(name.to_string(), json!(tags));
     }
-    Ok(answer(&state, index, Value::Object(out)))
+    Ok(filtered_by_acls(answer(&state, index, Value::Object(out)), filtered))
 }
 
 pub(super) async fn catalog_service(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    service_query(&state, &name, raw, catalog_entry, CATALOG_MAPS, false).await
+    service_query(&state, &caller, &name, raw, catalog_entry, CATALOG_MAPS, false).await
 }
 
 /// `GET /v1/catalog/nodes`: the answering member.

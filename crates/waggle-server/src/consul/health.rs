@@ -7,6 +7,7 @@ use axum::{
 };
 use serde_json::Value;
 
+use super::request::Auth;
 use super::{
     render::{HEALTH_MAPS, all_instances, health_entry, instance_checks, instances, serf_check, service_query},
     request::{
@@ -17,10 +18,11 @@ use super::{
 
 pub(super) async fn health_service(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    service_query(&state, &name, raw, health_entry, HEALTH_MAPS, true).await
+    service_query(&state, &caller, &name, raw, health_entry, HEALTH_MAPS, true).await
 }
 
 /// `GET /v1/health/checks/:service`: its instances' checks.

@@ -9,13 +9,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use waggle_core::{Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn};
+use waggle_core::{
+    Compare, CompareOp, CompareTarget, KvOp, OpResult, Txn,
+    acl::{Access, Resource},
+};
 
 use super::request::Auth;
 use super::{
     render::entry_json,
     request::{
-        ConsulError, ConsulState, Params, answer, bad_request, blocking, invalid_session, params, parse_session,
+        ConsulError, ConsulState, Params, answer, bad_request, blocking, filtered_by_acls, invalid_session, params,
+        parse_session,
     },
 };
 
@@ -93,13 +97,21 @@ pub(crate) async fn kv_get(
     let (_, kv) = state.node.read_model().kv();
     if !prefix {
         let Some(entry) = kv.get(&key) else { return Ok(missing(&state, index)) };
+        caller.check(Resource::Key, &key, Access::Read)?;
         if flags.raw {
             return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], entry.value.to_vec())
                 .into_response());
         }
         return Ok(answer(&state, index, json!([entry_json(&key, entry)])));
     }
-    let under = kv.range(key.clone()..).take_while(|(k, _)| k.starts_with(key.as_str()));
+    // Filtered, not refused: only the keys the token may read (list, for `?keys`).
+    let need = if flags.keys { Access::List } else { Access::Read };
+    let mut filtered = false;
+    let under = kv.range(key.clone()..).take_while(|(k, _)| k.starts_with(key.as_str())).filter(|(k, _)| {
+        let may = caller.may(Resource::Key, k, need);
+        filtered |= !may;
+        may
+    });
     let body: Vec<Value> = if flags.keys {
         // With a separator, keys are cut after the first separator past the prefix (Consul's
         // "folders"), each listed once.
@@ -121,9 +133,9 @@ pub(crate) async fn kv_get(
         under.map(|(k, e)| entry_json(k, e)).collect()
     };
     if body.is_empty() {
-        return Ok(missing(&state, index));
+        return Ok(filtered_by_acls(missing(&state, index), filtered));
     }
-    Ok(answer(&state, index, Value::Array(body)))
+    Ok(filtered_by_acls(answer(&state, index, Value::Array(body)), filtered))
 }
 
 /// A `?cas=N` as compares: the key's modify revision (as `target` reads it) must be N.

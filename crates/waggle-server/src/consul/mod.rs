@@ -13,6 +13,7 @@
 //! Endpoints parse and render; every use case is the [`Node`]'s. Helpers are shared downward
 //! (`request`, `fields`, `render`, `registration`, `filter`), never between endpoint files.
 
+mod acl;
 mod agent;
 mod catalog;
 mod checks;
@@ -85,6 +86,20 @@ pub(crate) fn router(node: Arc<Node>, http_addr: SocketAddr) -> Router {
         .route("/v1/session/info/{id}", get(session::session_info))
         .route("/v1/session/list", get(session::session_list))
         .route("/v1/session/node/{node}", get(session::session_node))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/token", put(acl::token_create))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route("/v1/acl/token/{id}", get(acl::token_read).put(acl::token_update).delete(acl::token_delete))
+        .route("/v1/acl/token/{id}/clone", put(acl::token_clone))
+        .route("/v1/acl/tokens", get(acl::token_list))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name))
+        .route("/v1/acl/policy/{id}", get(acl::policy_read).put(acl::policy_update).delete(acl::policy_delete))
+        .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/role", put(acl::role_create))
+        .route("/v1/acl/role/name/{name}", get(acl::role_read_by_name))
+        .route("/v1/acl/role/{id}", get(acl::role_read).put(acl::role_update).delete(acl::role_delete))
+        .route("/v1/acl/roles", get(acl::role_list))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -248,6 +248,14 @@ mod tests {
     }
 }
 
+/// Marks an answer that left out what the token may not read, as Consul does.
+pub(crate) fn filtered_by_acls(mut response: Response, filtered: bool) -> Response {
+    if filtered {
+        response.headers_mut().insert("X-Consul-Results-Filtered-By-ACLs", HeaderValue::from_static("true"));
+    }
+    response
+}
+
 /// The caller of a Consul request, from its token: the `X-Consul-Token` header,
 /// `Authorization: Bearer <secret>`, or the deprecated `?token=` (in that order). An unknown
 /// or expired token is refused with 403 "ACL not found" before the endpoint runs.

@@ -11,6 +11,7 @@
 //! place a write passes through on its way to the log, where the ACL check will live. `Node`
 //! knows no protocol: no tonic or axum types in its signatures.
 
+mod acl;
 mod caller;
 mod error;
 mod kv;
@@ -27,6 +28,7 @@ use waggle_core::{
 };
 
 pub(crate) use crate::consensus::MembershipChange;
+pub(crate) use acl::{PolicyRequest, TokenRequest, is_uuid};
 pub(crate) use caller::Caller;
 pub(crate) use error::NodeError;
 pub(crate) use kv::KvRange;
@@ -84,10 +86,6 @@ impl Node {
         Ok(self.consensus.propose(command).await?)
     }
 
-    /// Whether ACLs are on.
-    pub(crate) fn acl_enabled(&self) -> bool {
-        self.acl.enabled
-    }
 
     /// The applied state every read is answered from.
     pub(crate) fn read_model(&self) -> &Arc<ReadModel> {

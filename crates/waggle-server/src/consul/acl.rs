@@ -1,0 +1,572 @@
+//! Consul's `/v1/acl`: bootstrap, tokens (create, read, update, clone, delete, list, self),
+//! policies and roles (create, read by id or name, update, delete, list), with Consul's
+//! bodies and status codes: 403 "Permission denied: ..." or "ACL not found", a missing token
+//! or policy is an error ("ACL not found", 403), a missing role is a 404. Every endpoint needs
+//! `acl:read` or `acl:write` (bootstrap needs nothing, once).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+    response::Response,
+};
+use serde_json::{Value, json};
+use waggle_core::acl::{
+    AclState, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, NodeIdentity, Policy, Role, ServiceIdentity,
+    TemplatedPolicy, Token,
+};
+
+use super::{
+    fields::{Fields, fields_of},
+    request::{Auth, ConsulError, ConsulState, answer, bad_request, go_duration, params},
+};
+use crate::node::{NodeError, PolicyRequest, TokenRequest, is_uuid};
+
+/// RFC 3339 time of `ms` since the Unix epoch.
+fn time_text(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn link_json(acl: &AclState, id: &str, policy: bool) -> Value {
+    let name = if policy {
+        if id == GLOBAL_MANAGEMENT_ID {
+            Some(GLOBAL_MANAGEMENT_NAME.to_owned())
+        } else {
+            acl.policies().get(id).map(|p| p.name.clone())
+        }
+    } else {
+        acl.roles().get(id).map(|r| r.name.clone())
+    };
+    json!({ "ID": id, "Name": name.unwrap_or_default() })
+}
+
+fn grants_json(acl: &AclState, grants: &Grants, out: &mut serde_json::Map<String, Value>) {
+    if !grants.policies.is_empty() {
+        out.insert("Policies".into(), grants.policies.iter().map(|id| link_json(acl, id, true)).collect());
+    }
+    if !grants.service_identities.is_empty() {
+        let list = grants
+            .service_identities
+            .iter()
+            .map(|s| json!({ "ServiceName": s.service, "Datacenters": s.datacenters }))
+            .collect();
+        out.insert("ServiceIdentities".into(), list);
+    }
+    if !grants.node_identities.is_empty() {
+        let list =
+            grants.node_identities.iter().map(|n| json!({ "NodeName": n.node, "Datacenter": n.datacenter })).collect();
+        out.insert("NodeIdentities".into(), list);
+    }
+    if !grants.templated_policies.is_empty() {
+        let list = grants
+            .templated_policies
+            .iter()
+            .map(|t| {
+                let vars = t.name.as_ref().map_or(Value::Null, |n| json!({ "Name": n }));
+                json!({ "TemplateName": t.template, "TemplateVariables": vars, "Datacenters": t.datacenters })
+            })
+            .collect();
+        out.insert("TemplatedPolicies".into(), list);
+    }
+}
+
+/// A token as Consul renders it (`secret`: whether to show the SecretID).
+fn token_json(acl: &AclState, t: &Token, secret: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("AccessorID".into(), json!(t.accessor));
+    out.insert("SecretID".into(), if secret { json!(t.secret) } else { json!("<hidden>") });
+    out.insert("Description".into(), json!(t.description));
+    grants_json(acl, &t.grants, &mut out);
+    if !t.roles.is_empty() {
+        out.insert("Roles".into(), t.roles.iter().map(|id| link_json(acl, id, false)).collect());
+    }
+    out.insert("Local".into(), json!(t.local));
+    if let Some(method) = &t.auth_method {
+        out.insert("AuthMethod".into(), json!(method));
+    }
+    if let Some(at) = t.expiration_ms {
+        out.insert("ExpirationTime".into(), json!(time_text(at)));
+    }
+    out.insert("CreateTime".into(), json!(time_text(t.create_ms)));
+    out.insert("Hash".into(), json!(""));
+    out.insert("CreateIndex".into(), json!(t.create_index));
+    out.insert("ModifyIndex".into(), json!(t.modify_index));
+    Value::Object(out)
+}
+
+fn policy_json(p: &Policy) -> Value {
+    json!({
+        "ID": p.id, "Name": p.name, "Description": p.description, "Rules": p.rules_text,
+        "Datacenters": p.datacenters, "Hash": "", "CreateIndex": p.create_index, "ModifyIndex": p.modify_index,
+    })
+}
+
+/// The built-in global-management policy.
+fn management_json() -> Value {
+    json!({
+        "ID": GLOBAL_MANAGEMENT_ID, "Name": GLOBAL_MANAGEMENT_NAME,
+        "Description": "Builtin Policy that grants unlimited access", "Rules": "", "Datacenters": [],
+        "Hash": "", "CreateIndex": 1, "ModifyIndex": 1,
+    })
+}
+
+fn role_json(acl: &AclState, r: &Role) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("ID".into(), json!(r.id));
+    out.insert("Name".into(), json!(r.name));
+    out.insert("Description".into(), json!(r.description));
+    grants_json(acl, &r.grants, &mut out);
+    out.insert("Hash".into(), json!(""));
+    out.insert("CreateIndex".into(), json!(r.create_index));
+    out.insert("ModifyIndex".into(), json!(r.modify_index));
+    Value::Object(out)
+}
+
+/// A JSON object body.
+fn body_fields(body: &[u8]) -> Result<Fields, ConsulError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Fields::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad_request(format!("Failed to decode request body: {e}")))?;
+    fields_of(&value, "body").map_err(|e| bad_request(format!("Failed to decode request body: {e}")))
+}
+
+fn text(fields: &Fields, key: &str) -> Result<Option<String>, ConsulError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad_request(format!("{key}: expected a string, got {other}"))),
+    }
+}
+
+fn list<'a>(fields: &'a Fields, key: &str) -> Result<&'a [Value], ConsulError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(bad_request(format!("{key}: expected a list, got {other}"))),
+    }
+}
+
+/// A link (`{"ID": ...}` or `{"Name": ...}`) to a policy or role, as an id.
+fn link(acl: &AclState, item: &Value, policy: bool) -> Result<String, ConsulError> {
+    let fields = fields_of(item, "link").map_err(bad_request)?;
+    let what = if policy { "policy" } else { "role" };
+    if let Some(id) = text(&fields, "id")?.filter(|s| !s.is_empty()) {
+        return Ok(id);
+    }
+    let name = text(&fields, "name")?.unwrap_or_default();
+    let found = if policy {
+        if name == GLOBAL_MANAGEMENT_NAME {
+            Some(GLOBAL_MANAGEMENT_ID.to_owned())
+        } else {
+            acl.policy_by_name(&name).map(|p| p.id.clone())
+        }
+    } else {
+        acl.role_by_name(&name).map(|r| r.id.clone())
+    };
+    found.ok_or_else(|| bad_request(format!("cannot find {what} {name:?}")))
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The policies, identities and templated policies of a token or role body.
+fn grants(acl: &AclState, fields: &Fields) -> Result<Grants, ConsulError> {
+    let mut grants = Grants::default();
+    for item in list(fields, "policies")? {
+        grants.policies.push(link(acl, item, true)?);
+    }
+    for item in list(fields, "serviceidentities")? {
+        let f = fields_of(item, "ServiceIdentities").map_err(bad_request)?;
+        let service = text(&f, "servicename")?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad_request("ServiceIdentities: ServiceName is required"))?;
+        waggle_core::ServiceName::new(&service).map_err(|e| bad_request(format!("ServiceIdentities: {e}")))?;
+        grants.service_identities.push(ServiceIdentity { service, datacenters: strings(f.get("datacenters")) });
+    }
+    for item in list(fields, "nodeidentities")? {
+        let f = fields_of(item, "NodeIdentities").map_err(bad_request)?;
+        let node = text(&f, "nodename")?
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad_request("NodeIdentities: NodeName is required"))?;
+        let datacenter = text(&f, "datacenter")?.unwrap_or_else(|| super::request::DATACENTER.to_owned());
+        grants.node_identities.push(NodeIdentity { node, datacenter });
+    }
+    for item in list(fields, "templatedpolicies")? {
+        let f = fields_of(item, "TemplatedPolicies").map_err(bad_request)?;
+        let template = text(&f, "templatename")?.unwrap_or_default();
+        let name = match f.get("templatevariables") {
+            Some(vars @ Value::Object(_)) => text(&fields_of(vars, "TemplateVariables").map_err(bad_request)?, "name")?,
+            _ => None,
+        };
+        match (template.as_str(), &name) {
+            ("builtin/service" | "builtin/node", Some(_)) | ("builtin/dns", _) => {}
+            ("builtin/service" | "builtin/node", None) => {
+                return Err(bad_request(format!("TemplatedPolicies: {template} needs TemplateVariables.Name")));
+            }
+            _ => return Err(bad_request(format!("TemplatedPolicies: unknown template {template:?}"))),
+        }
+        grants.templated_policies.push(TemplatedPolicy { template, name, datacenters: strings(f.get("datacenters")) });
+    }
+    Ok(grants)
+}
+
+/// A token body (`PUT /v1/acl/token[/:id]`); `accessor` from the path, if any.
+fn token_request(acl: &AclState, body: &[u8], accessor: Option<String>) -> Result<TokenRequest, ConsulError> {
+    let fields = body_fields(body)?;
+    let in_body = text(&fields, "accessorid")?.filter(|s| !s.is_empty());
+    if let (Some(path), Some(body)) = (&accessor, &in_body)
+        && path != body
+    {
+        return Err(bad_request("AccessorID in the body does not match the URL"));
+    }
+    let mut roles = Vec::new();
+    for item in list(&fields, "roles")? {
+        roles.push(link(acl, item, false)?);
+    }
+    let expiration_ms = match (text(&fields, "expirationtime")?, text(&fields, "expirationttl")?) {
+        (Some(_), Some(_)) => return Err(bad_request("ExpirationTime and ExpirationTTL cannot both be set")),
+        (Some(at), None) => {
+            let at = humantime::parse_rfc3339_weak(&at).map_err(|e| bad_request(format!("ExpirationTime: {e}")))?;
+            Some(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+        }
+        (None, Some(ttl)) => {
+            let ttl =
+                go_duration(&ttl).ok_or_else(|| bad_request(format!("ExpirationTTL: invalid duration {ttl:?}")))?;
+            if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(24 * 3600) {
+                return Err(bad_request("ExpirationTTL: must be between 1m and 24h"));
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            Some((now + ttl).as_millis() as u64)
+        }
+        (None, None) => None,
+    };
+    Ok(TokenRequest {
+        accessor: accessor.or(in_body),
+        secret: text(&fields, "secretid")?.filter(|s| !s.is_empty()),
+        description: text(&fields, "description")?.unwrap_or_default(),
+        grants: grants(acl, &fields)?,
+        roles,
+        local: matches!(fields.get("local"), Some(Value::Bool(true))),
+        expiration_ms,
+    })
+}
+
+/// A missing token or policy is an error in Consul ("ACL not found"), not a 404.
+fn acl_not_found() -> ConsulError {
+    ConsulError(StatusCode::FORBIDDEN, "ACL not found".into())
+}
+
+fn unchanged_index(state: &ConsulState) -> waggle_core::Revision {
+    state.node.read_model().revision()
+}
+
+/// `PUT /v1/acl/bootstrap`.
+pub(crate) async fn bootstrap(State(state): State<ConsulState>) -> Result<Response, ConsulError> {
+    let token = state.node.acl_bootstrap(None).await.map_err(|e| match e {
+        NodeError::PermissionDenied(m) => ConsulError(StatusCode::FORBIDDEN, m),
+        e => e.into(),
+    })?;
+    let acl = state.node.read_model().acl();
+    Ok(answer(&state, unchanged_index(&state), token_json(&acl, &token, true)))
+}
+
+/// `GET /v1/acl/token/self`.
+pub(crate) async fn token_self(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+    let token = state.node.own_token(&caller)?.ok_or_else(acl_not_found)?;
+    let acl = state.node.read_model().acl();
+    Ok(answer(&state, unchanged_index(&state), token_json(&acl, &token, true)))
+}
+
+/// `PUT /v1/acl/token`: create.
+pub(crate) async fn token_create(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.read_model().acl();
+    let request = token_request(&acl, &body, None)?;
+    if let Some(id) = &request.accessor
+        && acl.token(id).is_some()
+    {
+        return Err(bad_request(format!("Token with AccessorID {id:?} already exists")));
+    }
+    let token = state.node.set_token(&caller, request).await?;
+    Ok(answer(&state, unchanged_index(&state), token_json(&state.node.read_model().acl(), &token, true)))
+}
+
+/// `GET /v1/acl/token/:id`.
+pub(crate) async fn token_read(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    params(raw)?;
+    let acl = state.node.acl_state(&caller)?;
+    let token = acl.token(&id).ok_or_else(acl_not_found)?;
+    Ok(answer(&state, unchanged_index(&state), token_json(&acl, token, true)))
+}
+
+/// `PUT /v1/acl/token/:id`: update (a missing token is an error).
+pub(crate) async fn token_update(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.read_model().acl();
+    let request = token_request(&acl, &body, Some(id.clone()))?;
+    caller_acl_write(&caller)?;
+    if acl.token(&id).is_none() {
+        return Err(acl_not_found());
+    }
+    let token = state.node.set_token(&caller, request).await?;
+    Ok(answer(&state, unchanged_index(&state), token_json(&state.node.read_model().acl(), &token, true)))
+}
+
+fn caller_acl_write(caller: &crate::node::Caller) -> Result<(), ConsulError> {
+    Ok(caller.check(waggle_core::acl::Resource::Acl, "", waggle_core::acl::Access::Write)?)
+}
+
+/// `PUT /v1/acl/token/:id/clone`: a new token with the same links and a new secret.
+pub(crate) async fn token_clone(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    caller_acl_write(&caller)?;
+    let acl = state.node.read_model().acl();
+    let original = acl.token(&id).ok_or_else(acl_not_found)?.clone();
+    let fields = body_fields(&body)?;
+    let request = TokenRequest {
+        accessor: None,
+        secret: None,
+        description: text(&fields, "description")?.unwrap_or_else(|| original.description.clone()),
+        grants: original.grants.clone(),
+        roles: original.roles.clone(),
+        local: original.local,
+        expiration_ms: original.expiration_ms,
+    };
+    let token = state.node.set_token(&caller, request).await?;
+    Ok(answer(&state, unchanged_index(&state), token_json(&state.node.read_model().acl(), &token, true)))
+}
+
+/// `DELETE /v1/acl/token/:id`: `true`.
+pub(crate) async fn token_delete(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    caller_acl_write(&caller)?;
+    if !is_uuid(&id) {
+        return Err(bad_request(format!("Invalid AccessorID {id:?}")));
+    }
+    match state.node.delete_token(&caller, id).await {
+        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/acl/tokens`: every token (secrets hidden from tokens without `acl:write`).
+pub(crate) async fn token_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    let secrets = caller.may(waggle_core::acl::Resource::Acl, "", waggle_core::acl::Access::Write);
+    let list: Vec<Value> = acl.tokens().values().map(|t| token_json(&acl, t, secrets)).collect();
+    Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
+}
+
+fn policy_request(body: &[u8], id: Option<String>) -> Result<PolicyRequest, ConsulError> {
+    let fields = body_fields(body)?;
+    let in_body = text(&fields, "id")?.filter(|s| !s.is_empty());
+    if let (Some(path), Some(body)) = (&id, &in_body)
+        && path != body
+    {
+        return Err(bad_request("ID in the body does not match the URL"));
+    }
+    let name = text(&fields, "name")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad_request("Invalid Policy: no Name is set"))?;
+    let valid_name = name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid_name {
+        return Err(bad_request(format!(
+            "Invalid Policy: invalid Name {name:?} (letters, digits, - and _, at most 128)"
+        )));
+    }
+    Ok(PolicyRequest {
+        id: id.or(in_body),
+        name,
+        description: text(&fields, "description")?.unwrap_or_default(),
+        rules_text: text(&fields, "rules")?.unwrap_or_default(),
+        datacenters: strings(fields.get("datacenters")),
+    })
+}
+
+/// `PUT /v1/acl/policy`: create.
+pub(crate) async fn policy_create(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let request = policy_request(&body, None)?;
+    let policy = state.node.set_policy(&caller, request).await?;
+    Ok(answer(&state, unchanged_index(&state), policy_json(&policy)))
+}
+
+/// `GET /v1/acl/policy/:id`.
+pub(crate) async fn policy_read(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    if id == GLOBAL_MANAGEMENT_ID {
+        return Ok(answer(&state, unchanged_index(&state), management_json()));
+    }
+    let policy = acl.policies().get(&id).ok_or_else(acl_not_found)?;
+    Ok(answer(&state, unchanged_index(&state), policy_json(policy)))
+}
+
+/// `GET /v1/acl/policy/name/:name`.
+pub(crate) async fn policy_read_by_name(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    if name == GLOBAL_MANAGEMENT_NAME {
+        return Ok(answer(&state, unchanged_index(&state), management_json()));
+    }
+    let policy = acl.policy_by_name(&name).ok_or_else(acl_not_found)?;
+    Ok(answer(&state, unchanged_index(&state), policy_json(policy)))
+}
+
+/// `PUT /v1/acl/policy/:id`: update.
+pub(crate) async fn policy_update(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    caller_acl_write(&caller)?;
+    let request = policy_request(&body, Some(id.clone()))?;
+    if id != GLOBAL_MANAGEMENT_ID && state.node.read_model().acl().policies().get(&id).is_none() {
+        return Err(acl_not_found());
+    }
+    let policy = state.node.set_policy(&caller, request).await?;
+    Ok(answer(&state, unchanged_index(&state), policy_json(&policy)))
+}
+
+/// `DELETE /v1/acl/policy/:id`: `true`.
+pub(crate) async fn policy_delete(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    match state.node.delete_policy(&caller, id).await {
+        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/acl/policies`.
+pub(crate) async fn policy_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    let list: Vec<Value> =
+        std::iter::once(management_json()).chain(acl.policies().values().map(|p| policy_json(p))).collect();
+    Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
+}
+
+fn role_request(acl: &AclState, body: &[u8], id: Option<String>) -> Result<Role, ConsulError> {
+    let fields = body_fields(body)?;
+    let in_body = text(&fields, "id")?.filter(|s| !s.is_empty());
+    if let (Some(path), Some(body)) = (&id, &in_body)
+        && path != body
+    {
+        return Err(bad_request("ID in the body does not match the URL"));
+    }
+    let name = text(&fields, "name")?.filter(|s| !s.is_empty()).ok_or_else(|| bad_request("Role name is missing"))?;
+    Ok(Role {
+        id: id.or(in_body).unwrap_or_default(),
+        name,
+        description: text(&fields, "description")?.unwrap_or_default(),
+        grants: grants(acl, &fields)?,
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
+/// `PUT /v1/acl/role`: create.
+pub(crate) async fn role_create(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.read_model().acl();
+    let role = state.node.set_role(&caller, role_request(&acl, &body, None)?).await?;
+    Ok(answer(&state, unchanged_index(&state), role_json(&state.node.read_model().acl(), &role)))
+}
+
+/// `GET /v1/acl/role/:id`: a missing role is a 404, as in Consul.
+pub(crate) async fn role_read(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    let role = acl.roles().get(&id).ok_or_else(|| ConsulError(StatusCode::NOT_FOUND, "Role not found".into()))?;
+    Ok(answer(&state, unchanged_index(&state), role_json(&acl, role)))
+}
+
+/// `GET /v1/acl/role/name/:name`.
+pub(crate) async fn role_read_by_name(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    let role = acl.role_by_name(&name).ok_or_else(|| ConsulError(StatusCode::NOT_FOUND, "Role not found".into()))?;
+    Ok(answer(&state, unchanged_index(&state), role_json(&acl, role)))
+}
+
+/// `PUT /v1/acl/role/:id`: update.
+pub(crate) async fn role_update(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    caller_acl_write(&caller)?;
+    let acl = state.node.read_model().acl();
+    if acl.roles().get(&id).is_none() {
+        return Err(ConsulError(StatusCode::NOT_FOUND, "Role not found".into()));
+    }
+    let role = state.node.set_role(&caller, role_request(&acl, &body, Some(id))?).await?;
+    Ok(answer(&state, unchanged_index(&state), role_json(&state.node.read_model().acl(), &role)))
+}
+
+/// `DELETE /v1/acl/role/:id`: `true`.
+pub(crate) async fn role_delete(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ConsulError> {
+    match state.node.delete_role(&caller, id).await {
+        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/acl/roles`.
+pub(crate) async fn role_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+    let acl = state.node.acl_state(&caller)?;
+    let list: Vec<Value> = acl.roles().values().map(|r| role_json(&acl, r)).collect();
+    Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
+}
