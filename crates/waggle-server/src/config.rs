@@ -73,6 +73,8 @@ pub struct AclConfig {
     /// The secret of a management token created on first start (`--acl-initial-management-token`),
     /// instead of `acl bootstrap`. Never logged.
     pub initial_management_token: Option<String>,
+    /// Serve `/metrics` to anyone (`--metrics-public`); otherwise it needs `agent:read`.
+    pub metrics_public: bool,
 }
 
 impl Default for AclConfig {
@@ -81,6 +83,7 @@ impl Default for AclConfig {
             enabled: false,
             default_policy: waggle_core::acl::DefaultPolicy::Deny,
             initial_management_token: None,
+            metrics_public: false,
         }
     }
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+
+use waggle_core::acl::{Access, Resource};
 
 use crate::{consul, metrics::RequestCounts, node::Node};
 
@@ -38,7 +40,17 @@ pub(crate) fn router(node: Arc<Node>, requests: Arc<RequestCounts>, http_addr: s
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-async fn prometheus(State(state): State<OpsState>) -> impl IntoResponse {
+/// The metrics, for a caller with `agent:read` (or anyone, with `--metrics-public`).
+async fn prometheus(State(state): State<OpsState>, headers: HeaderMap, uri: Uri) -> Response {
+    if !state.node.metrics_public() {
+        let allowed = state
+            .node
+            .caller(consul::request_token(&headers, &uri).as_deref())
+            .and_then(|c| c.check(Resource::Agent, "", Access::Read));
+        if let Err(e) = allowed {
+            return consul::ConsulError::from(e).into_response();
+        }
+    }
     let node = &state.node;
     let (revision, services) = node.read_model().services();
     let reading = crate::metrics::Reading {
@@ -50,7 +62,7 @@ async fn prometheus(State(state): State<OpsState>) -> impl IntoResponse {
         checks: node.checks().len(),
         services: crate::metrics::by_status(&services),
     };
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], crate::metrics::render(&reading, &state.requests))
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], crate::metrics::render(&reading, &state.requests)).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -60,9 +72,14 @@ struct MetricsQuery {
 
 /// Consul's metrics endpoint: Prometheus text with `?format=prometheus`; the JSON form is not
 /// served (400 says so).
-async fn agent_metrics(State(state): State<OpsState>, Query(q): Query<MetricsQuery>) -> Response {
+async fn agent_metrics(
+    State(state): State<OpsState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<MetricsQuery>,
+) -> Response {
     match q.format.as_deref() {
-        Some("prometheus") => prometheus(State(state)).await.into_response(),
+        Some("prometheus") => prometheus(State(state), headers, uri).await,
         _ => (StatusCode::BAD_REQUEST, "only ?format=prometheus is supported\n").into_response(),
     }
 }
@@ -74,13 +91,24 @@ struct SdQuery {
 
 /// Prometheus `http_sd_configs`: a target group per passing instance (optionally of one
 /// `?service=`), with `__meta_waggle_*` labels.
-async fn service_discovery(State(state): State<OpsState>, Query(q): Query<SdQuery>) -> Response {
+async fn service_discovery(
+    State(state): State<OpsState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<SdQuery>,
+) -> Response {
     if let Some(service) = &q.service
         && let Err(e) = waggle_core::ServiceName::new(service)
     {
         return (StatusCode::BAD_REQUEST, format!("invalid service: {e}\n")).into_response();
     }
-    let (_, services) = state.node.read_model().services();
+    let caller = match state.node.caller(consul::request_token(&headers, &uri).as_deref()) {
+        Ok(caller) => caller,
+        Err(e) => return consul::ConsulError::from(e).into_response(),
+    };
+    let (_, mut services) = state.node.read_model().services();
+    // Only the services the token may read.
+    services.retain(|(name, _)| caller.may(Resource::Service, name.as_str(), Access::Read));
     Json(crate::metrics::targets(&services, q.service.as_deref())).into_response()
 }
 

@@ -347,6 +347,9 @@ pub(crate) struct ServerArgs {
     /// The secret of a management token created on first start, instead of `waggle acl bootstrap`.
     #[arg(long, env = "WAGGLE_ACL_INITIAL_MANAGEMENT_TOKEN", value_name = "SECRET", hide_env_values = true)]
     pub(crate) acl_initial_management_token: Option<String>,
+    /// Serve /metrics without a token (with ACLs on it needs agent:read otherwise).
+    #[arg(long, env = "WAGGLE_METRICS_PUBLIC")]
+    pub(crate) metrics_public: bool,
     /// Build a snapshot (and purge the log) every N entries.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_every: u64,

@@ -32,6 +32,7 @@ pub(crate) async fn run(args: ServerArgs) -> Result<(), Failure> {
         _ => waggle_core::acl::DefaultPolicy::Deny,
     };
     config.acl.initial_management_token = args.acl_initial_management_token.clone();
+    config.acl.metrics_public = args.metrics_public;
     if config.acl.initial_management_token.is_some() && !config.acl.enabled {
         return Err(Failure::Usage("--acl-initial-management-token needs --acl-enabled".into()));
     }

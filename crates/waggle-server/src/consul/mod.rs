@@ -40,6 +40,7 @@ use waggle_core::HealthStatus;
 
 use crate::node::Node;
 use request::ConsulState;
+pub(crate) use request::{ConsulError, request_token};
 
 /// The largest request body accepted (documented in docs/compatibility.md).
 pub(crate) const MAX_BODY: usize = 512 * 1024;

@@ -268,15 +268,18 @@ impl axum::extract::FromRequestParts<ConsulState> for Auth {
         parts: &mut axum::http::request::Parts,
         state: &ConsulState,
     ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-        let query = parts.uri.query().and_then(|q| {
-            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-                .ok()?
-                .into_iter()
-                .find_map(|(k, v)| (k == "token").then_some(v))
-        });
-        let token = header("x-consul-token").map(str::to_owned).or(bearer.map(str::to_owned)).or(query);
+        let token = request_token(&parts.headers, &parts.uri);
         Ok(Auth(state.node.caller(token.as_deref())?))
     }
+}
+
+/// The token an HTTP request carries: `X-Consul-Token`, `Authorization: Bearer <secret>`, or
+/// the deprecated `?token=`, in that order.
+pub(crate) fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let query = uri.query().and_then(|q| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok()?.into_iter().find_map(|(k, v)| (k == "token").then_some(v))
+    });
+    header("x-consul-token").map(str::to_owned).or(bearer.map(str::to_owned)).or(query)
 }

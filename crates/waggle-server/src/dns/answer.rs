@@ -19,6 +19,8 @@ use super::{
     cache::{AnswerCache, Cached, MAX_CACHED, MAX_CACHED_BYTES, MAX_UDP_PAYLOAD, VARIANTS, plain_query, udp_limit},
     question::{Question, encode_addr},
 };
+use waggle_core::acl::{Access, Resource};
+
 use crate::{node::Node, state::ReadModel};
 
 thread_local! {
@@ -42,6 +44,8 @@ pub(crate) struct DnsSettings {
 /// Answers queries from the read model's current view (no I/O, no lock held across awaits).
 pub(crate) struct Handler {
     read_model: Arc<ReadModel>,
+    /// Resolves the anonymous token's rights (what DNS may show with ACLs on).
+    node: Arc<Node>,
     settings: DnsSettings,
     zones: Vec<Name>,
     /// Encoded answers by question, valid while the registry's revision stays the same.
@@ -83,7 +87,7 @@ pub(super) fn wants(qtype: RecordType, ip: IpAddr) -> bool {
 }
 
 impl Handler {
-    pub(crate) fn new(node: &Node, settings: DnsSettings) -> Self {
+    pub(crate) fn new(node: &Arc<Node>, settings: DnsSettings) -> Self {
         let read_model = node.read_model().clone();
         let zones = settings
             .domains
@@ -91,7 +95,7 @@ impl Handler {
             .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
             .map(|n| n.to_lowercase())
             .collect();
-        Handler { read_model, settings, zones, cache: Default::default() }
+        Handler { read_model, node: node.clone(), settings, zones, cache: Default::default() }
     }
 
     /// Answers a DNS message, from the cache when it is a plain query asked before at this
@@ -208,6 +212,14 @@ impl Handler {
         out: &mut Answer,
     ) -> bool {
         let Ok(service) = ServiceName::new(name) else { return false };
+        // DNS carries no token: the anonymous token's read rights apply, as in Consul.
+        let visible = self
+            .node
+            .caller(None)
+            .is_ok_and(|c| c.may(Resource::Service, service.as_str(), Access::Read));
+        if !visible {
+            return false;
+        }
         let (_, instances, _) = self.read_model.service(&service);
         let healthy = |i: &&std::sync::Arc<Instance>| match i.spec.status {
             HealthStatus::Passing => true,

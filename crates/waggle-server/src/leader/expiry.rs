@@ -1,7 +1,8 @@
 //! The session expiry loop: while this member leads, it proposes `ExpireSessions` for overdue
 //! sessions and `LiftLockDelays` for lock-delays that have run out, only after confirming
 //! leadership with a quorum (blueprint decision 2). The deadlines themselves are the
-//! [`SessionClock`]'s, fed by the state machine.
+//! [`SessionClock`]'s, fed by the state machine. ACL tokens past their expiration time are
+//! deleted the same way (`AclExpireTokens`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -66,7 +67,8 @@ pub(crate) async fn run_expiry(
             clock.grant_grace();
             continue;
         }
-        if clock.expired(now).is_empty() && clock.due_delays(now).is_empty() {
+        let expired_tokens = expired_tokens(&read_model);
+        if clock.expired(now).is_empty() && clock.due_delays(now).is_empty() && expired_tokens.is_empty() {
             continue;
         }
         if !consensus.confirm_leadership().await {
@@ -87,5 +89,24 @@ pub(crate) async fn run_expiry(
                 tracing::warn!("lock-delay proposal failed: {e}");
             }
         }
+        if !expired_tokens.is_empty() {
+            tracing::info!(tokens = ?expired_tokens, "deleting expired ACL tokens");
+            if let Err(e) = consensus.propose_here(Command::AclExpireTokens { accessors: expired_tokens }).await {
+                tracing::warn!("token expiry proposal failed: {e}");
+            }
+        }
     }
+}
+
+/// The accessors of ACL tokens whose expiration time has passed (by this member's wall clock:
+/// expiration times are absolute). Requests refuse them already; this removes them.
+fn expired_tokens(read_model: &ReadModel) -> Vec<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    read_model
+        .acl()
+        .tokens()
+        .values()
+        .filter(|t| t.expiration_ms.is_some_and(|at| at <= now))
+        .map(|t| t.accessor.clone())
+        .collect()
 }

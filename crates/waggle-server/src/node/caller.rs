@@ -86,21 +86,25 @@ impl Node {
         }
         let acl = self.read_model().acl();
         let default = self.acl.default_policy;
-        let secret = secret.filter(|s| !s.is_empty());
-        let Some(secret) = secret else {
-            let anonymous = acl.authorizer(ANONYMOUS_ACCESSOR, default).map(Arc::new);
-            return Ok(Caller { token: anonymous });
-        };
+        // The anonymous token (no secret) is cached under the empty secret.
+        let secret = secret.unwrap_or_default();
         {
             let cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.0 == acl.index()
                 && let Some(found) = cache.1.get(secret)
             {
+                let anonymous = found.accessor() == ANONYMOUS_ACCESSOR;
                 let token = acl.token(found.accessor());
-                if token.is_some_and(|t| t.expiration_ms.is_none_or(|at| at > now_ms())) {
+                if anonymous || token.is_some_and(|t| t.expiration_ms.is_none_or(|at| at > now_ms())) {
                     return Ok(Caller { token: Some(found.clone()) });
                 }
             }
+        }
+        if secret.is_empty() {
+            let anonymous = acl
+                .authorizer(ANONYMOUS_ACCESSOR, default)
+                .ok_or_else(|| NodeError::PermissionDenied("ACL not found".into()))?;
+            return Ok(self.remember(acl.index(), String::new(), Arc::new(anonymous)));
         }
         let token = acl
             .token_by_secret(secret)
@@ -114,12 +118,17 @@ impl Node {
             acl.authorizer(&token.accessor, default)
                 .ok_or_else(|| NodeError::PermissionDenied("ACL not found".into()))?,
         );
+        Ok(self.remember(acl.index(), secret.to_owned(), authorizer))
+    }
+
+    /// Caches a resolution for the ACL revision `index`.
+    fn remember(&self, index: u64, secret: String, authorizer: Arc<Authorizer>) -> Caller {
         let mut cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.0 != acl.index() || cache.1.len() >= MAX_CACHED_TOKENS {
-            *cache = (acl.index(), HashMap::new());
+        if cache.0 != index || cache.1.len() >= MAX_CACHED_TOKENS {
+            *cache = (index, HashMap::new());
         }
-        cache.1.insert(secret.to_owned(), authorizer.clone());
-        Ok(Caller { token: Some(authorizer) })
+        cache.1.insert(secret, authorizer.clone());
+        Caller { token: Some(authorizer) }
     }
 
     /// Checks here whether `caller` may run `command` (what the state machine checks again

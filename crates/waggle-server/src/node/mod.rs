@@ -97,6 +97,11 @@ impl Node {
         &self.state.checks
     }
 
+    /// Whether `/metrics` is served without a token (`--metrics-public`, or ACLs off).
+    pub(crate) fn metrics_public(&self) -> bool {
+        !self.acl.enabled || self.acl.metrics_public
+    }
+
     /// Sessions whose deadlines this member tracks.
     pub(crate) fn tracked_sessions(&self) -> usize {
         self.state.clock.len()
