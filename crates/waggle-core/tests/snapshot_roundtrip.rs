@@ -595,3 +595,668 @@ fn invalid_fields_in_a_snapshot_are_rejected() {
     let registry = codec::decode_snapshot(&bytes).expect("valid snapshot");
     assert_eq!(registry.sessions().keys().copied().collect::<Vec<_>>(), vec![SessionId::new(2)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// ACLs: the ACL commands and the ACL state in snapshots.
+// ---------------------------------------------------------------------------------------------
+
+use waggle_core::{
+    ApplyError, Compare, CompareOp, CompareTarget, Guard, KvOp, Txn,
+    acl::{
+        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, DefaultPolicy, GLOBAL_MANAGEMENT_ID, Grants, Level, NodeIdentity, Policy,
+        Resource, Role, Rules, ServiceIdentity, TemplatedPolicy, Token,
+    },
+};
+
+fn acl_token(accessor: &str, secret: &str) -> Token {
+    Token {
+        accessor: accessor.into(),
+        secret: secret.into(),
+        description: String::new(),
+        grants: Grants::default(),
+        roles: Vec::new(),
+        local: false,
+        expiration_ms: None,
+        create_ms: 0,
+        auth_method: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// Exact, prefix and unnamed-resource rules.
+fn sample_rules() -> Rules {
+    let mut rules = Rules::new();
+    rules.add(Resource::Key, Some("app/"), true, Level::Write);
+    rules.add(Resource::Key, Some("app/secret"), false, Level::Deny);
+    rules.add(Resource::Key, Some(""), true, Level::List);
+    rules.add(Resource::Service, Some("web"), false, Level::Write);
+    rules.add(Resource::Service, Some(""), true, Level::Read);
+    rules.add(Resource::Operator, None, false, Level::Read);
+    rules.add(Resource::Acl, None, false, Level::Write);
+    rules.add(Resource::Peering, None, false, Level::Deny);
+    rules
+}
+
+fn sample_policy(id: &str, name: &str, rules: Rules) -> Policy {
+    Policy {
+        id: id.into(),
+        name: name.into(),
+        description: "writes app/ keys".into(),
+        rules_text: r#"key_prefix "app/" { policy = "write" }"#.into(),
+        rules,
+        datacenters: vec!["dc1".into(), "dc2".into()],
+        create_index: 3,
+        modify_index: 9,
+    }
+}
+
+fn sample_grants() -> Grants {
+    Grants {
+        policies: vec!["p-1".into(), GLOBAL_MANAGEMENT_ID.into()],
+        service_identities: vec![
+            ServiceIdentity { service: "web".into(), datacenters: vec!["dc1".into()] },
+            ServiceIdentity { service: "api".into(), datacenters: vec![] },
+        ],
+        node_identities: vec![NodeIdentity { node: "node-1".into(), datacenter: "dc1".into() }],
+        templated_policies: vec![
+            TemplatedPolicy { template: "builtin/service".into(), name: Some("db".into()), datacenters: vec![] },
+            TemplatedPolicy { template: "builtin/dns".into(), name: None, datacenters: vec!["dc2".into()] },
+            TemplatedPolicy { template: "builtin/node".into(), name: Some(String::new()), datacenters: vec![] },
+        ],
+    }
+}
+
+fn sample_full_token() -> Token {
+    Token {
+        description: "ci deployer".into(),
+        grants: sample_grants(),
+        roles: vec!["r-1".into(), "r-missing".into()],
+        local: true,
+        expiration_ms: Some(1_700_000_000_000),
+        create_ms: 1_600_000_000_000,
+        auth_method: Some("oidc".into()),
+        create_index: 4,
+        modify_index: u64::MAX,
+        ..acl_token("acc-1", "sec-1")
+    }
+}
+
+fn sample_kv_txn() -> Txn {
+    Txn {
+        guard: Some(Guard { lock: "locks/leader".into(), token: 7 }),
+        compares: vec![Compare { key: "app/x".into(), target: CompareTarget::Version(0), op: CompareOp::Equal }],
+        success: vec![
+            KvOp::Put { key: "app/x".into(), value: b"1".to_vec(), flags: 2, session: None },
+            KvOp::Delete { key: "app/tmp/".into(), prefix: true },
+        ],
+        failure: vec![KvOp::Get { key: "app/x".into(), prefix: false }],
+    }
+}
+
+fn sample_acl_commands() -> Vec<Command> {
+    let role = Role {
+        id: "r-1".into(),
+        name: "deployers".into(),
+        description: "deploys".into(),
+        grants: sample_grants(),
+        create_index: 5,
+        modify_index: 6,
+    };
+    vec![
+        Command::AclBootstrap { token: Token { grants: sample_grants(), ..acl_token("root", "root-secret") } },
+        Command::AclBootstrap { token: acl_token("", "") },
+        Command::AclSetToken { token: sample_full_token() },
+        Command::AclSetToken {
+            token: Token { expiration_ms: Some(0), auth_method: Some(String::new()), ..acl_token("a", "s") },
+        },
+        Command::AclDeleteToken { accessor: "acc-1".into() },
+        Command::AclDeleteToken { accessor: String::new() },
+        Command::AclSetPolicy { policy: sample_policy("p-1", "kv", sample_rules()) },
+        Command::AclSetPolicy { policy: sample_policy("p-2", "empty", Rules::new()) },
+        Command::AclDeletePolicy { id: "p-1".into() },
+        Command::AclSetRole { role: role.clone() },
+        Command::AclSetRole { role: Role { grants: Grants::default(), ..role } },
+        Command::AclDeleteRole { id: "r-1".into() },
+        Command::AclExpireTokens { accessors: vec![] },
+        Command::AclExpireTokens { accessors: vec!["acc-1".into(), "acc-2".into()] },
+        Command::Authorized {
+            accessor: "acc-1".into(),
+            default: DefaultPolicy::Deny,
+            command: Box::new(Command::KvTxn { txn: sample_kv_txn() }),
+        },
+        Command::Authorized {
+            accessor: ANONYMOUS_ACCESSOR.into(),
+            default: DefaultPolicy::Allow,
+            command: Box::new(Command::AclSetPolicy { policy: sample_policy("p-3", "p3", sample_rules()) }),
+        },
+        Command::Authorized {
+            accessor: "outer".into(),
+            default: DefaultPolicy::Allow,
+            command: Box::new(Command::Authorized {
+                accessor: "inner".into(),
+                default: DefaultPolicy::Deny,
+                command: Box::new(Command::RevokeSession { session: SessionId::new(3) }),
+            }),
+        },
+    ]
+}
+
+#[test]
+fn acl_commands_round_trip_alone_and_in_batches() {
+    let commands = sample_acl_commands();
+    for command in &commands {
+        let bytes = codec::encode_command(command);
+        assert_eq!(&codec::decode_command(&bytes).expect("decodes"), command);
+        // With the unknown field a newer writer might add.
+        let mut extended = bytes.clone();
+        extended.extend_from_slice(&[0xc0, 0x3e, 0x01]);
+        assert_eq!(&codec::decode_command(&extended).expect("decodes"), command);
+        // Cut short.
+        assert!(codec::decode_command(&bytes[..bytes.len() - 1]).is_err(), "{command:?}");
+    }
+    let mut mixed = sample_commands();
+    mixed.extend(commands.iter().cloned());
+    mixed.extend(sample_commands());
+    for batch in [&commands[..], &mixed[..], &commands[..1], &[]] {
+        assert_eq!(codec::decode_commands(&codec::encode_commands(batch)).expect("batch decodes"), batch);
+    }
+}
+
+#[test]
+fn older_format_versions_are_still_read() {
+    for command in sample_commands() {
+        let bytes = codec::encode_command(&command);
+        for version in 1..FORMAT_VERSION {
+            assert_eq!(codec::decode_command(&with_version(&bytes, version)).expect("older command"), command);
+        }
+    }
+    let registry = sample_registry();
+    let bytes = codec::encode_snapshot(&registry);
+    for version in 1..FORMAT_VERSION {
+        assert_eq!(codec::decode_snapshot(&with_version(&bytes, version)).expect("older snapshot"), registry);
+    }
+}
+
+#[test]
+fn acl_commands_from_a_newer_version_are_rejected() {
+    for command in sample_acl_commands() {
+        let bytes = codec::encode_command(&command);
+        let err = codec::decode_command(&with_version(&bytes, FORMAT_VERSION + 1)).expect_err("newer command");
+        assert!(err.to_string().contains(&format!("format version {}", FORMAT_VERSION + 1)), "{err}");
+    }
+}
+
+/// A registry with ACL state: a bootstrap, policies (exact, prefix and unnamed-resource rules),
+/// roles, tokens (one linking a deleted policy, one expired), and ordinary writes in between.
+fn acl_registry() -> Registry {
+    let mut registry = sample_registry();
+    let kv_token = Token {
+        description: "kv".into(),
+        grants: Grants { policies: vec!["p-kv".into(), "p-gone".into()], ..sample_grants() },
+        roles: vec!["r-ops".into()],
+        local: true,
+        expiration_ms: Some(4_000_000_000_000),
+        create_ms: 1_000,
+        auth_method: Some("oidc".into()),
+        ..acl_token("acc-kv", "sec-kv")
+    };
+    let role = Role {
+        id: "r-ops".into(),
+        name: "ops".into(),
+        description: "operators".into(),
+        grants: Grants { policies: vec!["p-kv".into()], ..sample_grants() },
+        create_index: 0,
+        modify_index: 0,
+    };
+    let commands = [
+        Command::AclBootstrap {
+            token: Token {
+                grants: Grants { policies: vec![GLOBAL_MANAGEMENT_ID.into()], ..Grants::default() },
+                ..acl_token("acc-root", "sec-root")
+            },
+        },
+        Command::AclSetPolicy { policy: sample_policy("p-kv", "kv", sample_rules()) },
+        Command::AclSetPolicy { policy: sample_policy("p-gone", "gone", Rules::new()) },
+        Command::AclSetRole { role },
+        Command::AclSetToken { token: kv_token },
+        Command::AclSetToken { token: acl_token(ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET) },
+        Command::AclSetToken { token: acl_token("acc-old", "sec-old") },
+        Command::AclDeletePolicy { id: "p-gone".into() },
+        Command::AclExpireTokens { accessors: vec!["acc-old".into()] },
+        Command::Authorized {
+            accessor: "acc-kv".into(),
+            default: DefaultPolicy::Deny,
+            command: Box::new(Command::KvTxn { txn: Txn::put("app/x", b"1".to_vec()) }),
+        },
+    ];
+    for command in commands {
+        registry.apply(&command).response.unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    }
+    registry
+}
+
+#[test]
+fn acl_state_round_trips_through_a_snapshot() {
+    let registry = acl_registry();
+    let acl = registry.acl();
+    assert!(acl.bootstrapped().is_some() && acl.index() > 0);
+    assert_eq!(acl.tokens().len(), 3);
+    assert_eq!(acl.policies().len(), 1);
+    assert_eq!(acl.roles().len(), 1);
+    assert_eq!(registry.kv().len(), 1);
+
+    let bytes = codec::encode_snapshot(&registry);
+    let restored = codec::decode_snapshot(&bytes).expect("snapshot decodes");
+    assert_eq!(restored, registry);
+    assert_eq!(codec::encode_snapshot(&restored), bytes, "encoding is deterministic");
+    // The secrets index is rebuilt.
+    for (secret, accessor) in [("sec-root", "acc-root"), ("sec-kv", "acc-kv"), (ANONYMOUS_SECRET, ANONYMOUS_ACCESSOR)] {
+        assert_eq!(restored.acl().token_by_secret(secret).map(|t| t.accessor.as_str()), Some(accessor));
+    }
+    assert!(restored.acl().token_by_secret("sec-old").is_none());
+}
+
+#[test]
+fn restored_acl_state_decides_like_the_original() {
+    let mut original = acl_registry();
+    let mut restored = codec::decode_snapshot(&codec::encode_snapshot(&original)).expect("snapshot decodes");
+    let authorized = |accessor: &str, command: Command| Command::Authorized {
+        accessor: accessor.into(),
+        default: DefaultPolicy::Deny,
+        command: Box::new(command),
+    };
+    let put = |key: &str| Command::KvTxn { txn: Txn::put(key, b"v".to_vec()) };
+    let future = [
+        authorized("acc-kv", put("app/y")),
+        authorized("acc-kv", put("app/secret")),
+        authorized("acc-kv", put("other")),
+        authorized(ANONYMOUS_ACCESSOR, put("app/z")),
+        authorized("acc-old", put("app/z")),
+        authorized("acc-root", put("anything")),
+        authorized("acc-kv", authorized("acc-root", put("app/w"))),
+        Command::AclBootstrap { token: acl_token("again", "again") },
+        Command::AclSetToken { token: acl_token("acc-new", "sec-kv") },
+        Command::AclDeleteToken { accessor: "acc-kv".into() },
+        authorized("acc-kv", put("app/y")),
+        Command::AclSetToken { token: acl_token("acc-new", "sec-kv") },
+    ];
+    let mut refused = 0;
+    for command in &future {
+        let expected = original.apply(command);
+        let actual = restored.apply(command);
+        assert_eq!(actual, expected, "{command:?}");
+        assert_eq!(restored, original, "after {command:?}");
+        refused += usize::from(expected.response.is_err());
+    }
+    assert!(refused >= 6, "the sequence exercises refusals ({refused})");
+    assert!(matches!(original.apply(&authorized("acc-kv", put("x"))).response, Err(ApplyError::AclNotFound(_))));
+}
+
+#[test]
+fn a_snapshot_without_acl_state_is_unchanged_but_for_its_version() {
+    // The ACL fields (tags 9-13) are absent when there is no ACL state: such a snapshot is the
+    // version-4 bytes with a new version number.
+    let v = u8::try_from(FORMAT_VERSION).expect("small version");
+    // The empty registry: the version and revision 1.
+    assert_eq!(codec::encode_snapshot(&Registry::new()), [0x08, v, 0x10, 0x01]);
+    let registry = sample_registry();
+    assert_eq!(registry.acl(), &Default::default());
+    let bytes = codec::encode_snapshot(&registry);
+    assert!(top_level_fields(&bytes).iter().all(|tag| *tag <= 8), "{:?}", top_level_fields(&bytes));
+    assert_eq!(codec::decode_snapshot(&with_version(&bytes, 4)).expect("version 4"), registry);
+    // With ACL state, they are there.
+    let fields = top_level_fields(&codec::encode_snapshot(&acl_registry()));
+    assert!((9..=13).all(|tag| fields.contains(&tag)), "{fields:?}");
+}
+
+/// The field numbers of a message's top-level fields, in order.
+fn top_level_fields(mut bytes: &[u8]) -> Vec<u64> {
+    fn read_varint(bytes: &mut &[u8]) -> u64 {
+        let mut v = 0;
+        for shift in (0..64).step_by(7) {
+            let (byte, rest) = bytes.split_first().expect("varint");
+            *bytes = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut tags = Vec::new();
+    while !bytes.is_empty() {
+        let key = read_varint(&mut bytes);
+        tags.push(key >> 3);
+        match key & 7 {
+            0 => {
+                read_varint(&mut bytes);
+            }
+            2 => {
+                let len = usize::try_from(read_varint(&mut bytes)).expect("length");
+                bytes = &bytes[len..];
+            }
+            wire => panic!("unexpected wire type {wire}"),
+        }
+    }
+    tags
+}
+
+// Hand-made protobuf, to write records this build would never produce.
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn field_varint(tag: u64, v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(tag << 3, &mut out);
+    varint(v, &mut out);
+    out
+}
+
+fn field_bytes(tag: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint((tag << 3) | 2, &mut out);
+    varint(payload.len() as u64, &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A rule record: resource, name, prefix, level, all.
+fn rule_bytes(resource: u64, name: &str, prefix: bool, level: u64, all: bool) -> Vec<u8> {
+    [
+        field_varint(1, resource),
+        field_bytes(2, name.as_bytes()),
+        field_varint(3, u64::from(prefix)),
+        field_varint(4, level),
+        field_varint(5, u64::from(all)),
+    ]
+    .concat()
+}
+
+fn policy_bytes(rules: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = [field_bytes(1, b"p-1"), field_bytes(2, b"kv")].concat();
+    for rule in rules {
+        out.extend(field_bytes(5, rule));
+    }
+    out
+}
+
+/// An `AclSetPolicy` command (tag 21) and a snapshot holding the policy (tag 10).
+fn policy_command_and_snapshot(rules: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+    let version = field_varint(1, u64::from(FORMAT_VERSION));
+    let policy = policy_bytes(rules);
+    ([version.clone(), field_bytes(21, &policy)].concat(), [version, field_bytes(10, &policy)].concat())
+}
+
+#[test]
+fn hand_made_acl_records_decode() {
+    // Key (4) "app/" prefix write (4), and operator (7) read (3) for all.
+    let (command, snapshot) =
+        policy_command_and_snapshot(&[rule_bytes(4, "app/", true, 4, false), rule_bytes(7, "", false, 3, true)]);
+    let mut rules = Rules::new();
+    rules.add(Resource::Key, Some("app/"), true, Level::Write);
+    rules.add(Resource::Operator, None, false, Level::Read);
+    let Command::AclSetPolicy { policy } = codec::decode_command(&command).expect("decodes") else {
+        panic!("not a policy")
+    };
+    assert_eq!((policy.id.as_str(), policy.name.as_str(), &policy.rules), ("p-1", "kv", &rules));
+    let registry = codec::decode_snapshot(&snapshot).expect("snapshot decodes");
+    assert_eq!(registry.acl().policies()["p-1"].rules, rules);
+    // Every resource and level code in use decodes.
+    for resource in 1..=12 {
+        for level in 1..=4 {
+            let (command, snapshot) = policy_command_and_snapshot(&[rule_bytes(resource, "n", false, level, false)]);
+            assert!(codec::decode_command(&command).is_ok() && codec::decode_snapshot(&snapshot).is_ok());
+        }
+    }
+}
+
+#[test]
+fn unknown_acl_codes_and_bad_records_are_rejected() {
+    let bad_rules = [
+        ("level 0", rule_bytes(4, "k", false, 0, false)),
+        ("level 5", rule_bytes(4, "k", false, 5, false)),
+        ("level u32::MAX", rule_bytes(4, "k", false, u64::from(u32::MAX), false)),
+        ("resource 0", rule_bytes(0, "k", false, 3, false)),
+        ("resource 13", rule_bytes(13, "k", false, 3, false)),
+        ("resource 99", rule_bytes(99, "", false, 3, true)),
+        ("an unnamed rule with a name", rule_bytes(7, "x", false, 3, true)),
+    ];
+    for (what, rule) in &bad_rules {
+        let (command, snapshot) = policy_command_and_snapshot(std::slice::from_ref(rule));
+        let err = codec::decode_command(&command).expect_err(what);
+        assert!(err.to_string().starts_with("cannot decode command"), "{what}: {err}");
+        let err = codec::decode_snapshot(&snapshot).expect_err(what);
+        assert!(err.to_string().starts_with("cannot decode snapshot"), "{what}: {err}");
+    }
+    let (command, _) = policy_command_and_snapshot(&[rule_bytes(4, "k", false, 9, false)]);
+    let err = codec::decode_command(&command).expect_err("unknown level");
+    assert!(err.to_string().contains("unknown rule level 9"), "{err}");
+    let (command, _) = policy_command_and_snapshot(&[rule_bytes(13, "k", false, 3, false)]);
+    let err = codec::decode_command(&command).expect_err("unknown resource");
+    assert!(err.to_string().contains("unknown resource code 13"), "{err}");
+    // The same rule twice.
+    let twice = rule_bytes(4, "k", true, 3, false);
+    let (command, snapshot) = policy_command_and_snapshot(&[twice.clone(), twice]);
+    assert!(codec::decode_command(&command).is_err());
+    assert!(codec::decode_snapshot(&snapshot).is_err());
+
+    // Authorized (tag 17) with an unknown default policy, or without a command.
+    let version = field_varint(1, u64::from(FORMAT_VERSION));
+    let inner = codec::encode_command(&Command::RevokeSession { session: SessionId::new(3) });
+    let authorized = |default: u64, command: Option<&[u8]>| {
+        let mut record = [field_bytes(1, b"acc"), field_varint(2, default)].concat();
+        if let Some(command) = command {
+            record.extend(field_bytes(3, command));
+        }
+        [version.clone(), field_bytes(17, &record)].concat()
+    };
+    assert_eq!(
+        codec::decode_command(&authorized(2, Some(&inner))).expect("valid"),
+        Command::Authorized {
+            accessor: "acc".into(),
+            default: DefaultPolicy::Deny,
+            command: Box::new(Command::RevokeSession { session: SessionId::new(3) }),
+        }
+    );
+    for default in [0, 3, 1000] {
+        assert!(codec::decode_command(&authorized(default, Some(&inner))).is_err(), "default {default}");
+    }
+    assert!(codec::decode_command(&authorized(1, None)).is_err(), "no command");
+    assert!(codec::decode_command(&authorized(1, Some(&[]))).is_err(), "a command without version or kind");
+    let newer = with_version(&inner, FORMAT_VERSION + 1);
+    assert!(codec::decode_command(&authorized(1, Some(&newer))).is_err(), "a nested command of a newer version");
+
+    // A snapshot whose tokens repeat an accessor or a secret, or whose policies or roles an id.
+    let token =
+        |accessor: &[u8], secret: &[u8]| field_bytes(9, &[field_bytes(1, accessor), field_bytes(2, secret)].concat());
+    let snapshot = |records: &[Vec<u8>]| [version.clone(), records.concat()].concat();
+    let ok = snapshot(&[token(b"a", b"s1"), token(b"b", b"s2")]);
+    assert_eq!(codec::decode_snapshot(&ok).expect("valid").acl().tokens().len(), 2);
+    assert!(codec::decode_snapshot(&snapshot(&[token(b"a", b"s1"), token(b"a", b"s2")])).is_err());
+    let err = codec::decode_snapshot(&snapshot(&[token(b"a", b"s1"), token(b"b", b"s1")])).expect_err("shared");
+    assert!(!err.to_string().contains("s1"), "the secret is not in the message: {err}");
+    let policy = field_bytes(10, &policy_bytes(&[]));
+    assert!(codec::decode_snapshot(&snapshot(&[policy.clone(), policy])).is_err());
+    let role = field_bytes(11, &field_bytes(1, b"r"));
+    assert!(codec::decode_snapshot(&snapshot(&[role.clone(), role])).is_err());
+}
+
+#[test]
+fn nested_authorized_commands_decode_and_are_refused_when_applied() {
+    let inner = Command::Authorized {
+        accessor: "acc-root".into(),
+        default: DefaultPolicy::Allow,
+        command: Box::new(Command::KvTxn { txn: Txn::put("k", b"v".to_vec()) }),
+    };
+    let nested =
+        Command::Authorized { accessor: "acc-root".into(), default: DefaultPolicy::Allow, command: Box::new(inner) };
+    let decoded = codec::decode_command(&codec::encode_command(&nested)).expect("decodes");
+    assert_eq!(decoded, nested);
+    let mut registry = acl_registry();
+    let before = registry.clone();
+    assert!(matches!(registry.apply(&decoded).response, Err(ApplyError::Invalid(_))));
+    assert_eq!(registry, before);
+
+    // Nesting is bounded by prost's recursion limit (100 messages: two per level): beyond it
+    // decoding is an error, not a stack overflow.
+    let nest = |depth: usize| {
+        let mut deep = Command::RevokeSession { session: SessionId::new(1) };
+        for _ in 0..depth {
+            deep = Command::Authorized { accessor: "a".into(), default: DefaultPolicy::Deny, command: Box::new(deep) };
+        }
+        deep
+    };
+    let shallow = nest(40);
+    assert_eq!(codec::decode_command(&codec::encode_command(&shallow)).expect("40 levels decode"), shallow);
+    let deep = nest(120);
+    assert!(codec::decode_command(&codec::encode_command(&deep)).is_err());
+    assert!(codec::decode_commands(&codec::encode_commands(std::slice::from_ref(&deep))).is_err());
+}
+
+// Generated ACL commands.
+
+const ACL_NAMES: &[&str] = &["", "a", "app/", "app/secret", "web", "ünï", "x y"];
+
+fn arb_level() -> impl Strategy<Value = Level> {
+    prop::sample::select(vec![Level::Deny, Level::List, Level::Read, Level::Write])
+}
+
+fn arb_rules() -> impl Strategy<Value = Rules> {
+    prop::collection::vec(
+        (prop::sample::select(Resource::ALL.to_vec()), pick(ACL_NAMES), any::<bool>(), arb_level()),
+        0..12,
+    )
+    .prop_map(|list| {
+        let mut rules = Rules::new();
+        for (resource, name, prefix, level) in list {
+            rules.add(resource, Some(name), prefix, level);
+        }
+        rules
+    })
+}
+
+fn arb_strings() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(pick(ACL_NAMES).prop_map(String::from), 0..3)
+}
+
+fn arb_grants() -> impl Strategy<Value = Grants> {
+    (
+        arb_strings(),
+        prop::collection::vec((pick(ACL_NAMES), arb_strings()), 0..3),
+        prop::collection::vec((pick(ACL_NAMES), pick(ACL_NAMES)), 0..3),
+        prop::collection::vec((pick(ACL_NAMES), prop::option::of(pick(ACL_NAMES)), arb_strings()), 0..3),
+    )
+        .prop_map(|(policies, services, nodes, templated)| Grants {
+            policies,
+            service_identities: services
+                .into_iter()
+                .map(|(s, datacenters)| ServiceIdentity { service: s.into(), datacenters })
+                .collect(),
+            node_identities: nodes
+                .into_iter()
+                .map(|(n, dc)| NodeIdentity { node: n.into(), datacenter: dc.into() })
+                .collect(),
+            templated_policies: templated
+                .into_iter()
+                .map(|(t, name, datacenters)| TemplatedPolicy {
+                    template: t.into(),
+                    name: name.map(String::from),
+                    datacenters,
+                })
+                .collect(),
+        })
+}
+
+fn arb_token() -> impl Strategy<Value = Token> {
+    (
+        (pick(ACL_NAMES), pick(ACL_NAMES), pick(ACL_NAMES), arb_grants(), arb_strings(), any::<bool>()),
+        (any::<Option<u64>>(), any::<u64>(), prop::option::of(pick(ACL_NAMES)), any::<u64>(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (accessor, secret, description, grants, roles, local),
+                (expiration_ms, create_ms, auth_method, ci, mi),
+            )| {
+                Token {
+                    accessor: accessor.into(),
+                    secret: secret.into(),
+                    description: description.into(),
+                    grants,
+                    roles,
+                    local,
+                    expiration_ms,
+                    create_ms,
+                    auth_method: auth_method.map(String::from),
+                    create_index: ci,
+                    modify_index: mi,
+                }
+            },
+        )
+}
+
+fn arb_acl_command() -> impl Strategy<Value = Command> {
+    let policy = (pick(ACL_NAMES), pick(ACL_NAMES), arb_rules(), arb_strings(), any::<u64>(), any::<u64>()).prop_map(
+        |(id, name, rules, datacenters, ci, mi)| Policy {
+            id: id.into(),
+            name: name.into(),
+            description: "d".into(),
+            rules_text: "text".into(),
+            rules,
+            datacenters,
+            create_index: ci,
+            modify_index: mi,
+        },
+    );
+    let role = (pick(ACL_NAMES), pick(ACL_NAMES), arb_grants(), any::<u64>(), any::<u64>()).prop_map(
+        |(id, name, grants, ci, mi)| Role {
+            id: id.into(),
+            name: name.into(),
+            description: String::new(),
+            grants,
+            create_index: ci,
+            modify_index: mi,
+        },
+    );
+    let flat = prop_oneof![
+        arb_token().prop_map(|token| Command::AclBootstrap { token }),
+        arb_token().prop_map(|token| Command::AclSetToken { token }),
+        pick(ACL_NAMES).prop_map(|a| Command::AclDeleteToken { accessor: a.into() }),
+        policy.prop_map(|policy| Command::AclSetPolicy { policy }),
+        pick(ACL_NAMES).prop_map(|id| Command::AclDeletePolicy { id: id.into() }),
+        role.prop_map(|role| Command::AclSetRole { role }),
+        pick(ACL_NAMES).prop_map(|id| Command::AclDeleteRole { id: id.into() }),
+        arb_strings().prop_map(|accessors| Command::AclExpireTokens { accessors }),
+    ];
+    let wrapped = prop_oneof![flat.clone(), arb_command()];
+    let default = prop::sample::select(vec![DefaultPolicy::Allow, DefaultPolicy::Deny]);
+    prop_oneof![
+        3 => flat,
+        1 => (pick(ACL_NAMES), default, wrapped)
+            .prop_map(|(accessor, default, command)| Command::Authorized {
+                accessor: accessor.into(),
+                default,
+                command: Box::new(command),
+            }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn generated_acl_commands_round_trip(commands in prop::collection::vec(arb_acl_command(), 1..6)) {
+        for command in &commands {
+            prop_assert_eq!(&codec::decode_command(&codec::encode_command(command)).expect("decodes"), command);
+        }
+        prop_assert_eq!(codec::decode_commands(&codec::encode_commands(&commands)).expect("batch decodes"), commands);
+    }
+}

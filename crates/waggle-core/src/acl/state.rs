@@ -133,6 +133,19 @@ impl Authorizer {
 }
 
 impl AclState {
+    /// The state restored from a snapshot: the `secrets` index is rebuilt from the tokens
+    /// (the caller checks that no two share a secret).
+    pub(crate) fn from_parts(
+        tokens: BTreeMap<String, Arc<Token>>,
+        policies: BTreeMap<String, Arc<Policy>>,
+        roles: BTreeMap<String, Arc<Role>>,
+        bootstrapped: Option<u64>,
+        index: u64,
+    ) -> Self {
+        let secrets = tokens.values().map(|t| (t.secret.clone(), t.accessor.clone())).collect();
+        AclState { tokens, secrets, policies, roles, bootstrapped, index }
+    }
+
     /// The token with this secret.
     pub fn token_by_secret(&self, secret: &str) -> Option<&Arc<Token>> {
         self.tokens.get(self.secrets.get(secret)?)

@@ -2,9 +2,13 @@
 //! kind, tagged in a oneof.
 
 use super::{
-    CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord, check_spec_record,
-    check_version, code_status, delay_record, options_record, record_check_spec, record_delay, record_options,
-    record_spec, spec_record, status_code,
+    CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord,
+    acl::{
+        PolicyRecord, RoleRecord, TokenRecord, code_default_policy, default_policy_code, policy_record, record_policy,
+        record_role, record_token, role_record, token_record,
+    },
+    check_spec_record, check_version, code_status, delay_record, options_record, record_check_spec, record_delay,
+    record_options, record_spec, spec_record, status_code,
 };
 use crate::{
     CheckUpdate, Command, Compare, CompareOp, CompareTarget, InstanceId, KvOp, ServiceName, SessionId, Ttl, Txn,
@@ -25,7 +29,10 @@ struct CommandBatchRecord {
 struct CommandRecord {
     #[prost(uint32, tag = "1")]
     version: u32,
-    #[prost(oneof = "CommandKind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16")]
+    #[prost(
+        oneof = "CommandKind",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+    )]
     kind: Option<CommandKind>,
 }
 
@@ -62,6 +69,45 @@ enum CommandKind {
     LockProclaim(LockCommandRecord),
     #[prost(message, tag = "16")]
     LiftLockDelays(DelayList),
+    #[prost(message, tag = "17")]
+    Authorized(AuthorizedRecord),
+    #[prost(message, tag = "18")]
+    AclBootstrap(TokenRecord),
+    #[prost(message, tag = "19")]
+    AclSetToken(TokenRecord),
+    /// The accessor.
+    #[prost(string, tag = "20")]
+    AclDeleteToken(String),
+    #[prost(message, tag = "21")]
+    AclSetPolicy(PolicyRecord),
+    /// The policy id.
+    #[prost(string, tag = "22")]
+    AclDeletePolicy(String),
+    #[prost(message, tag = "23")]
+    AclSetRole(RoleRecord),
+    /// The role id.
+    #[prost(string, tag = "24")]
+    AclDeleteRole(String),
+    #[prost(message, tag = "25")]
+    AclExpireTokens(AccessorList),
+}
+
+/// A command run for a token: the nested command is a whole record (with its own version).
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuthorizedRecord {
+    #[prost(string, tag = "1")]
+    accessor: String,
+    /// 1 allow, 2 deny.
+    #[prost(uint32, tag = "2")]
+    default: u32,
+    #[prost(message, optional, boxed, tag = "3")]
+    command: Option<Box<CommandRecord>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AccessorList {
+    #[prost(string, repeated, tag = "1")]
+    accessors: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -289,16 +335,21 @@ fn command_record(command: &Command) -> CommandRecord {
             wait: *waiting_only,
             ..Default::default()
         }),
-        // PLACEHOLDER (branch acl only): the ACL commands' records come with the codec work.
-        Command::Authorized { .. }
-        | Command::AclBootstrap { .. }
-        | Command::AclSetToken { .. }
-        | Command::AclDeleteToken { .. }
-        | Command::AclSetPolicy { .. }
-        | Command::AclDeletePolicy { .. }
-        | Command::AclSetRole { .. }
-        | Command::AclDeleteRole { .. }
-        | Command::AclExpireTokens { .. } => unimplemented!("ACL command records"),
+        Command::Authorized { accessor, default, command } => CommandKind::Authorized(AuthorizedRecord {
+            accessor: accessor.clone(),
+            default: default_policy_code(*default),
+            command: Some(Box::new(command_record(command))),
+        }),
+        Command::AclBootstrap { token } => CommandKind::AclBootstrap(token_record(token)),
+        Command::AclSetToken { token } => CommandKind::AclSetToken(token_record(token)),
+        Command::AclDeleteToken { accessor } => CommandKind::AclDeleteToken(accessor.clone()),
+        Command::AclSetPolicy { policy } => CommandKind::AclSetPolicy(policy_record(policy)),
+        Command::AclDeletePolicy { id } => CommandKind::AclDeletePolicy(id.clone()),
+        Command::AclSetRole { role } => CommandKind::AclSetRole(role_record(role)),
+        Command::AclDeleteRole { id } => CommandKind::AclDeleteRole(id.clone()),
+        Command::AclExpireTokens { accessors } => {
+            CommandKind::AclExpireTokens(AccessorList { accessors: accessors.clone() })
+        }
         Command::UpdateChecks { updates } => CommandKind::UpdateChecks(CheckUpdates {
             updates: updates
                 .iter()
@@ -376,6 +427,23 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
         CommandKind::LockRelease(r) => {
             Command::LockRelease { lock: r.lock, session: SessionId::new(r.session), waiting_only: r.wait }
         }
+        // The nested command is decoded whatever it is (a nested `Authorized` included: the
+        // state machine refuses that deterministically); prost bounds the nesting depth.
+        CommandKind::Authorized(r) => Command::Authorized {
+            accessor: r.accessor,
+            default: code_default_policy(r.default).map_err(invalid)?,
+            command: Box::new(command_from_record(
+                *r.command.ok_or_else(|| CodecError::new("command", "authorized without a command"))?,
+            )?),
+        },
+        CommandKind::AclBootstrap(r) => Command::AclBootstrap { token: record_token(r) },
+        CommandKind::AclSetToken(r) => Command::AclSetToken { token: record_token(r) },
+        CommandKind::AclDeleteToken(accessor) => Command::AclDeleteToken { accessor },
+        CommandKind::AclSetPolicy(r) => Command::AclSetPolicy { policy: record_policy(r).map_err(invalid)? },
+        CommandKind::AclDeletePolicy(id) => Command::AclDeletePolicy { id },
+        CommandKind::AclSetRole(r) => Command::AclSetRole { role: record_role(r) },
+        CommandKind::AclDeleteRole(id) => Command::AclDeleteRole { id },
+        CommandKind::AclExpireTokens(r) => Command::AclExpireTokens { accessors: r.accessors },
         CommandKind::UpdateChecks(r) => Command::UpdateChecks {
             updates: r
                 .updates

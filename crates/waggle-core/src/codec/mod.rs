@@ -6,8 +6,10 @@
 //!
 //! Commands and command batches (log entries) are encoded in `command`, snapshots in
 //! `snapshot`; this module holds the format version, the error, and the records both share
-//! (instances, checks, session options, lock-delays).
+//! (instances, checks, session options, lock-delays), and `acl` those of the ACL objects
+//! (tokens, policies and their rules, roles).
 
+mod acl;
 mod command;
 mod snapshot;
 
@@ -23,8 +25,10 @@ use crate::{CheckKind, CheckSpec, HealthStatus, InstanceId, InstanceSpec, Servic
 /// refuses them rather than silently dropping checks and diverging from its peers. Version 3
 /// added session options (key behavior, lock-delay), lock indexes and lock-delays; version 4
 /// sessions that depend on checks, and port 0 (no port) for agent registrations: a version-3
-/// reader would drop the first and refuse the second where newer members apply them.
-pub const FORMAT_VERSION: u32 = 4;
+/// reader would drop the first and refuse the second where newer members apply them. Version 5
+/// added ACLs: the ACL commands (17–25) and the ACL state in snapshots, which a version-4 reader
+/// would drop from a snapshot and diverge.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Bytes that are not a valid command or snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

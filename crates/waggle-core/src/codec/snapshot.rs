@@ -1,12 +1,18 @@
 //! The snapshot encoding: the whole [`Registry`] (sessions, instances, KV, locks and
-//! lock-delays) as one record, and its validation on the way back in.
+//! lock-delays, the ACL state) as one record, and its validation on the way back in.
+
+use std::collections::HashSet;
 
 use super::{
-    CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord, check_spec_record,
-    check_version, code_status, delay_record, options_record, record_check_spec, record_options, record_spec,
-    spec_record, status_code,
+    CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord,
+    acl::{
+        PolicyRecord, RoleRecord, TokenRecord, keyed, policy_record, record_policy, record_role, record_token,
+        role_record, token_record,
+    },
+    check_spec_record, check_version, code_status, delay_record, options_record, record_check_spec, record_options,
+    record_spec, spec_record, status_code,
 };
-use crate::{Check, Instance, KvEntry, Registry, Revision, SessionId, Ttl, ValidationError};
+use crate::{Check, Instance, KvEntry, Registry, Revision, SessionId, Ttl, ValidationError, acl::AclState};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct SnapshotRecord {
@@ -27,6 +33,21 @@ struct SnapshotRecord {
     /// Keys under a lock-delay (`key`, `ms`).
     #[prost(message, repeated, tag = "8")]
     key_delays: Vec<DelayRecord>,
+    /// ACL tokens, by accessor.
+    #[prost(message, repeated, tag = "9")]
+    acl_tokens: Vec<TokenRecord>,
+    /// ACL policies, by id.
+    #[prost(message, repeated, tag = "10")]
+    acl_policies: Vec<PolicyRecord>,
+    /// ACL roles, by id.
+    #[prost(message, repeated, tag = "11")]
+    acl_roles: Vec<RoleRecord>,
+    /// The revision of the ACL bootstrap, once done.
+    #[prost(uint64, optional, tag = "12")]
+    acl_bootstrapped: Option<u64>,
+    /// The revision of the last ACL change (0: none).
+    #[prost(uint64, tag = "13")]
+    acl_index: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -93,6 +114,7 @@ struct LockHolderRecord {
 
 /// Encodes the whole registry as a snapshot.
 pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
+    let acl = registry.acl();
     let record = SnapshotRecord {
         version: FORMAT_VERSION,
         revision: registry.revision().get(),
@@ -172,6 +194,11 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
                 r
             })
             .collect(),
+        acl_tokens: acl.tokens().values().map(|t| token_record(t)).collect(),
+        acl_policies: acl.policies().values().map(|p| policy_record(p)).collect(),
+        acl_roles: acl.roles().values().map(|r| role_record(r)).collect(),
+        acl_bootstrapped: acl.bootstrapped(),
+        acl_index: acl.index(),
     };
     prost::Message::encode_to_vec(&record)
 }
@@ -279,5 +306,44 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         locks.push((r.name.clone(), state));
     }
     let key_delays = record.key_delays.into_iter().map(|d| (d.key, d.token, d.ms)).collect();
-    Ok(Registry::from_parts(Revision::new(record.revision), record.history, sessions, instances, kv, locks, key_delays))
+    let acl = record_acl(
+        record.acl_tokens,
+        record.acl_policies,
+        record.acl_roles,
+        record.acl_bootstrapped,
+        record.acl_index,
+    )?;
+    let mut registry = Registry::from_parts(
+        Revision::new(record.revision),
+        record.history,
+        sessions,
+        instances,
+        kv,
+        locks,
+        key_delays,
+    );
+    registry.set_acl(acl);
+    Ok(registry)
+}
+
+/// The snapshot's ACL state; no accessor, secret, policy id or role id may repeat. Links to
+/// policies and roles are not checked: deleting a policy or role leaves them dangling.
+fn record_acl(
+    tokens: Vec<TokenRecord>,
+    policies: Vec<PolicyRecord>,
+    roles: Vec<RoleRecord>,
+    bootstrapped: Option<u64>,
+    index: u64,
+) -> Result<AclState, CodecError> {
+    let invalid = |e: ValidationError| CodecError::new("snapshot", e);
+    let tokens = keyed("token", tokens.into_iter().map(record_token), |t| &t.accessor).map_err(invalid)?;
+    let mut secrets = HashSet::new();
+    if !tokens.values().all(|t| secrets.insert(t.secret.as_str())) {
+        // Not the secret itself: secrets are never logged.
+        return Err(CodecError::new("snapshot", "two ACL tokens share a secret"));
+    }
+    let policies = policies.into_iter().map(record_policy).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+    let policies = keyed("policy", policies, |p| &p.id).map_err(invalid)?;
+    let roles = keyed("role", roles.into_iter().map(record_role), |r| &r.id).map_err(invalid)?;
+    Ok(AclState::from_parts(tokens, policies, roles, bootstrapped, index))
 }
