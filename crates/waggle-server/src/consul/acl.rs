@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::{
     extract::{Path, RawQuery, State},
     http::StatusCode,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
 use waggle_core::acl::{
@@ -569,4 +569,104 @@ pub(crate) async fn role_list(State(state): State<ConsulState>, Auth(caller): Au
     let acl = state.node.acl_state(&caller)?;
     let list: Vec<Value> = acl.roles().values().map(|r| role_json(&acl, r)).collect();
     Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
+}
+
+/// Consul's built-in templated policies: name, description, the variable they take, and their
+/// rules with `{{.Name}}` standing for it.
+const TEMPLATES: &[(&str, &str, bool, &str)] = &[
+    (
+        "builtin/service",
+        "Gives the token or role permissions to register a service and discover services in the Consul catalog. It also gives the specified service's sidecar proxy the permission to discover and route traffic to other services.",
+        true,
+        "service \"{{.Name}}\" {\n  policy = \"write\"\n}\nservice \"{{.Name}}-sidecar-proxy\" {\n  policy = \"write\"\n}\nservice_prefix \"\" {\n  policy = \"read\"\n}\nnode_prefix \"\" {\n  policy = \"read\"\n}",
+    ),
+    (
+        "builtin/node",
+        "Gives the token or role permissions for a register an agent/node into the catalog. A node is typically a consul agent but can also be a physical server, cloud instance or a container.",
+        true,
+        "node \"{{.Name}}\" {\n  policy = \"write\"\n}\nservice_prefix \"\" {\n  policy = \"read\"\n}",
+    ),
+    (
+        "builtin/dns",
+        "Gives the token or role permissions for the Consul DNS to query services in the network.",
+        false,
+        "node_prefix \"\" {\n  policy = \"read\"\n}\nservice_prefix \"\" {\n  policy = \"read\"\n}\nquery_prefix \"\" {\n  policy = \"read\"\n}",
+    ),
+];
+
+fn template_json((name, description, takes_name, rules): &(&str, &str, bool, &str)) -> Value {
+    let schema = if *takes_name {
+        r##"{"type":"object","properties":{"name":{"type":"string","$ref":"#/definitions/min-length-one"}},"required":["name"]}"##
+    } else {
+        ""
+    };
+    json!({ "TemplateName": name, "Schema": schema, "Template": rules, "Description": description })
+}
+
+/// `GET /v1/acl/templated-policies`.
+pub(crate) async fn templated_policies(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+) -> Result<Response, ConsulError> {
+    state.node.acl_state(&caller)?;
+    let all: serde_json::Map<String, Value> = TEMPLATES.iter().map(|t| (t.0.to_owned(), template_json(t))).collect();
+    Ok(answer(&state, unchanged_index(&state), Value::Object(all)))
+}
+
+fn template(name: &str) -> Result<&'static (&'static str, &'static str, bool, &'static str), ConsulError> {
+    TEMPLATES
+        .iter()
+        .find(|t| t.0 == name)
+        .ok_or_else(|| ConsulError(StatusCode::NOT_FOUND, format!("Templated policy {name:?} not found")))
+}
+
+/// `GET /v1/acl/templated-policy/name/:name` (the name holds a `/`: `builtin/service`).
+pub(crate) async fn templated_policy(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Response, ConsulError> {
+    state.node.acl_state(&caller)?;
+    Ok(answer(&state, unchanged_index(&state), template_json(template(&name)?)))
+}
+
+/// `POST /v1/acl/templated-policy/preview/:name` with `{"Name": ...}`: the policy it renders to.
+pub(crate) async fn templated_policy_preview(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    state.node.acl_state(&caller)?;
+    let (template_name, _, takes_name, rules) = template(&name)?;
+    let fields = body_fields(&body)?;
+    let variable = text(&fields, "name")?.filter(|n| !n.is_empty());
+    let rules = match (takes_name, variable) {
+        (true, Some(variable)) => {
+            waggle_core::ServiceName::new(&variable).map_err(|e| bad_request(format!("Name: {e}")))?;
+            rules.replace("{{.Name}}", &variable)
+        }
+        (true, None) => return Err(bad_request(format!("{template_name} needs Name"))),
+        (false, _) => (*rules).to_owned(),
+    };
+    let preview = json!({
+        "ID": "", "Name": format!("{template_name}-preview"),
+        "Description": format!("synthetic policy generated from templated policy: {template_name}"),
+        "Rules": rules,
+    });
+    Ok(answer(&state, unchanged_index(&state), preview))
+}
+
+/// `PUT /v1/agent/token/:kind` with `{"Token": ...}`: sets one of the agent's tokens (the
+/// `default` token then serves requests that carry none). In memory only.
+pub(crate) async fn agent_token(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    Path(kind): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let fields = body_fields(&body)?;
+    let token = text(&fields, "token")?.unwrap_or_default();
+    state.node.set_agent_token(&caller, &kind, token)?;
+    Ok(StatusCode::OK.into_response())
 }

@@ -13,7 +13,7 @@ use super::request::Auth;
 use super::{
     fields::parse_bool,
     registration::{Registration, register_agent_instance},
-    render::{agent_instances, agent_service_json, instance_checks},
+    render::{agent_instances, agent_service_json, instance_checks, readable},
     request::{
         ConsulError, ConsulState, DATACENTER, answer, bad_request, node_address, node_name, params, service_name,
         unfiltered,
@@ -77,9 +77,10 @@ pub(super) async fn agent_services(
 /// `GET /v1/agent/service/:id`.
 pub(super) async fn agent_service(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
-    match agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) {
+    match agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id && readable(&caller, &i.spec.service)) {
         Some(i) => Ok(answer(&state, state.node.read_model().revision(), agent_service_json(&i))),
         None => Err(ConsulError(StatusCode::NOT_FOUND, format!("unknown service ID: {id}"))),
     }
@@ -88,11 +89,13 @@ pub(super) async fn agent_service(
 /// `GET /v1/agent/checks`: the checks of the agent's instances, by check id.
 pub(super) async fn agent_checks(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     unfiltered(params(raw)?)?;
     let checks: serde_json::Map<String, Value> = agent_instances(&state)
         .iter()
+        .filter(|i| readable(&caller, &i.spec.service))
         .flat_map(|i| instance_checks(&state, i))
         .map(|c| (c["CheckID"].as_str().unwrap_or_default().to_owned(), c))
         .collect();
@@ -139,10 +142,14 @@ pub(super) fn agent_health_json(state: &ConsulState, i: &Instance) -> Value {
 /// `GET /v1/agent/health/service/name/:name`.
 pub(super) async fn agent_health_by_name(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(name): Path<String>,
 ) -> Result<Response, ConsulError> {
     let name = service_name(&name)?;
-    let mine: Vec<_> = agent_instances(&state).into_iter().filter(|i| i.spec.service == name).collect();
+    let mine: Vec<_> = agent_instances(&state)
+        .into_iter()
+        .filter(|i| i.spec.service == name && readable(&caller, &i.spec.service))
+        .collect();
     if mine.is_empty() {
         return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceName {name} Not Found")));
     }
@@ -154,9 +161,12 @@ pub(super) async fn agent_health_by_name(
 /// `GET /v1/agent/health/service/id/:id`.
 pub(super) async fn agent_health_by_id(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
-    let Some(i) = agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id) else {
+    let Some(i) =
+        agent_instances(&state).into_iter().find(|i| i.spec.id.as_str() == id && readable(&caller, &i.spec.service))
+    else {
         return Err(ConsulError(StatusCode::NOT_FOUND, format!("ServiceId {id} Not Found")));
     };
     let (_, code) = aggregate(std::iter::once(i.spec.status));

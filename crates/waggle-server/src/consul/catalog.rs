@@ -123,6 +123,7 @@ pub(super) async fn catalog_nodes(
 /// `GET /v1/catalog/node/:node`: the node and its services, or `null` for another node.
 pub(super) async fn catalog_node(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -131,6 +132,6 @@ pub(super) async fn catalog_node(
         return Ok(answer(&state, index, Value::Null));
     }
     let services: serde_json::Map<String, Value> =
-        all_instances(&state).iter().map(|i| (i.spec.id.to_string(), agent_service_json(i))).collect();
+        all_instances(&state, &caller).iter().map(|i| (i.spec.id.to_string(), agent_service_json(i))).collect();
     Ok(answer(&state, index, json!({ "Node": node_json(&state), "Services": services })))
 }

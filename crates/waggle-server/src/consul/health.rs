@@ -15,6 +15,7 @@ use super::{
         unfiltered,
     },
 };
+use crate::node::Caller;
 
 pub(super) async fn health_service(
     State(state): State<ConsulState>,
@@ -28,6 +29,7 @@ pub(super) async fn health_service(
 /// `GET /v1/health/checks/:service`: its instances' checks.
 pub(super) async fn health_checks(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -35,31 +37,33 @@ pub(super) async fn health_checks(
     let name = service_name(&name)?;
     let index = blocking(&state, &p).await?;
     let checks: Vec<Value> =
-        instances(&state, &name, &p.tags).iter().flat_map(|i| instance_checks(&state, i)).collect();
+        instances(&state, &caller, &name, &p.tags).iter().flat_map(|i| instance_checks(&state, i)).collect();
     Ok(answer(&state, index, Value::Array(checks)))
 }
 
 /// Every check: the node's, then each instance's.
-pub(super) fn all_checks(state: &ConsulState) -> Vec<Value> {
+pub(super) fn all_checks(state: &ConsulState, caller: &Caller) -> Vec<Value> {
     std::iter::once(serf_check(state))
-        .chain(all_instances(state).iter().flat_map(|i| instance_checks(state, i)))
+        .chain(all_instances(state, caller).iter().flat_map(|i| instance_checks(state, i)))
         .collect()
 }
 
 /// `GET /v1/health/node/:node`.
 pub(super) async fn health_node(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = plain_query(&state, raw).await?;
-    let checks = if node == node_name(&state) { all_checks(&state) } else { Vec::new() };
+    let checks = if node == node_name(&state) { all_checks(&state, &caller) } else { Vec::new() };
     Ok(answer(&state, index, Value::Array(checks)))
 }
 
 /// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`).
 pub(super) async fn health_state(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(wanted): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
@@ -68,6 +72,6 @@ pub(super) async fn health_state(
     }
     let index = plain_query(&state, raw).await?;
     let checks: Vec<Value> =
-        all_checks(&state).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
+        all_checks(&state, &caller).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
     Ok(answer(&state, index, Value::Array(checks)))
 }

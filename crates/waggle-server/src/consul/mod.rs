@@ -101,6 +101,10 @@ pub(crate) fn router(node: Arc<Node>, http_addr: SocketAddr) -> Router {
         .route("/v1/acl/role/name/{name}", get(acl::role_read_by_name))
         .route("/v1/acl/role/{id}", get(acl::role_read).put(acl::role_update).delete(acl::role_delete))
         .route("/v1/acl/roles", get(acl::role_list))
+        .route("/v1/acl/templated-policies", get(acl::templated_policies))
+        .route("/v1/acl/templated-policy/name/{*name}", get(acl::templated_policy))
+        .route("/v1/acl/templated-policy/preview/{*name}", axum::routing::post(acl::templated_policy_preview))
+        .route("/v1/agent/token/{kind}", put(acl::agent_token))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

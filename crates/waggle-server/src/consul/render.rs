@@ -10,6 +10,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use waggle_core::{CheckKind, HealthStatus, Instance, KvEntry, Revision, ServiceName};
 
+use crate::node::Caller;
+
 use super::{
     fields::duration_text,
     request::{
@@ -32,9 +34,22 @@ pub(super) fn matches_tags(instance: &Instance, tags: &[String]) -> bool {
 
 /// One service's instances in a stable order (by id), which catalog and health answers share:
 /// Traefik pairs them by position.
-pub(super) fn instances(state: &ConsulState, name: &ServiceName, tags: &[String]) -> Vec<std::sync::Arc<Instance>> {
+pub(super) fn instances(
+    state: &ConsulState,
+    caller: &Caller,
+    name: &ServiceName,
+    tags: &[String],
+) -> Vec<std::sync::Arc<Instance>> {
+    if !readable(caller, name) {
+        return Vec::new();
+    }
     let (_, instances, _) = state.node.read_model().service(name);
     instances.values().filter(|i| matches_tags(i, tags)).cloned().collect()
+}
+
+/// Whether the caller may read the service (reads are filtered, not refused).
+pub(super) fn readable(caller: &Caller, service: &ServiceName) -> bool {
+    caller.may(waggle_core::acl::Resource::Service, service.as_str(), waggle_core::acl::Access::Read)
 }
 
 pub(super) fn meta(instance: &Instance) -> BTreeMap<&String, &String> {
@@ -181,9 +196,13 @@ pub(super) fn health_entry(state: &ConsulState, name: &ServiceName, i: &Instance
 }
 
 /// Every instance, in (service, id) order.
-pub(super) fn all_instances(state: &ConsulState) -> Vec<std::sync::Arc<Instance>> {
+pub(super) fn all_instances(state: &ConsulState, caller: &Caller) -> Vec<std::sync::Arc<Instance>> {
     let (_, services) = state.node.read_model().services();
-    services.iter().flat_map(|(_, instances)| instances.values().cloned()).collect()
+    services
+        .iter()
+        .filter(|(name, _)| readable(caller, name))
+        .flat_map(|(_, instances)| instances.values().cloned())
+        .collect()
 }
 
 /// The agent's own instances (registered through this API), in id order.

@@ -279,7 +279,10 @@ pub(crate) fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::U
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
     let query = uri.query().and_then(|q| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok()?.into_iter().find_map(|(k, v)| (k == "token").then_some(v))
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| (k == "token").then_some(v))
     });
     header("x-consul-token").map(str::to_owned).or(bearer.map(str::to_owned)).or(query)
 }

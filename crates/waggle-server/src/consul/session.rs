@@ -25,7 +25,10 @@ use super::{
         session_uuid,
     },
 };
-use crate::{node::NodeError, state::read_model::SessionView};
+use crate::{
+    node::{Caller, NodeError},
+    state::read_model::SessionView,
+};
 
 /// Consul's default lock-delay for sessions created over its API.
 pub(super) const CONSUL_LOCK_DELAY: Duration = Duration::from_secs(15);
@@ -259,39 +262,52 @@ pub(super) async fn applied_soon(state: &ConsulState, session: SessionId) -> Opt
     state.node.read_model().sessions().1.get(&session).cloned()
 }
 
+/// Whether the caller may read the session (`session:read` on its name).
+fn readable(caller: &Caller, session: &SessionView) -> bool {
+    caller.may(waggle_core::acl::Resource::Session, &session.options.name, waggle_core::acl::Access::Read)
+}
+
 /// `GET /v1/session/info/:id`: a list of the session, or an empty list.
 pub(crate) async fn session_info(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
-    let found: Vec<Value> =
-        parse_session(&id).and_then(|s| sessions.get(&s).cloned()).iter().map(|v| session_json(&state, v)).collect();
+    let found: Vec<Value> = parse_session(&id)
+        .and_then(|s| sessions.get(&s).cloned())
+        .iter()
+        .filter(|v| readable(&caller, v))
+        .map(|v| session_json(&state, v))
+        .collect();
     Ok(answer(&state, index, Value::Array(found)))
 }
 
 /// `GET /v1/session/list`: every live session.
 pub(crate) async fn session_list(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
-    Ok(answer(&state, index, Value::Array(sessions.values().map(|v| session_json(&state, v)).collect())))
+    let listed = sessions.values().filter(|v| readable(&caller, v)).map(|v| session_json(&state, v)).collect();
+    Ok(answer(&state, index, Value::Array(listed)))
 }
 
 /// `GET /v1/session/node/:node`: the sessions of a node (all of them on this server's node).
 pub(crate) async fn session_node(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
     let index = blocking(&state, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
     let listed: Vec<Value> = if node == node_name(&state) {
-        sessions.values().map(|v| session_json(&state, v)).collect()
+        sessions.values().filter(|v| readable(&caller, v)).map(|v| session_json(&state, v)).collect()
     } else {
         Vec::new()
     };

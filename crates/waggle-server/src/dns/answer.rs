@@ -213,10 +213,7 @@ impl Handler {
     ) -> bool {
         let Ok(service) = ServiceName::new(name) else { return false };
         // DNS carries no token: the anonymous token's read rights apply, as in Consul.
-        let visible = self
-            .node
-            .caller(None)
-            .is_ok_and(|c| c.may(Resource::Service, service.as_str(), Access::Read));
+        let visible = self.node.caller(None).is_ok_and(|c| c.may(Resource::Service, service.as_str(), Access::Read));
         if !visible {
             return false;
         }

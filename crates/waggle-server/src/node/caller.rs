@@ -86,8 +86,11 @@ impl Node {
         }
         let acl = self.read_model().acl();
         let default = self.acl.default_policy;
-        // The anonymous token (no secret) is cached under the empty secret.
-        let secret = secret.unwrap_or_default();
+        // A request without a token uses the agent's default token if one was set
+        // (`/v1/agent/token/default`), else the anonymous token, cached under the empty secret.
+        let default_token = self.agent_tokens.lock().unwrap_or_else(PoisonError::into_inner).default.clone();
+        let secret = secret.filter(|s| !s.is_empty()).map(str::to_owned).or(default_token).unwrap_or_default();
+        let secret = secret.as_str();
         {
             let cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.0 == acl.index()

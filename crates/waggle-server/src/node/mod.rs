@@ -63,6 +63,19 @@ pub(crate) struct Node {
     acl: crate::config::AclConfig,
     /// Tokens resolved at the current ACL revision.
     tokens: caller::TokenCache,
+    /// The agent's tokens (`/v1/agent/token/*`), in memory only, as Consul without token
+    /// persistence.
+    agent_tokens: std::sync::Mutex<AgentTokens>,
+}
+
+/// The tokens `/v1/agent/token/*` set on this member.
+#[derive(Debug, Default)]
+pub(crate) struct AgentTokens {
+    /// Used for requests that carry no token (instead of the anonymous token).
+    pub(crate) default: Option<String>,
+    /// The others Consul has (`agent`, `agent_recovery`, `replication`,
+    /// `config_file_service_registration`): kept, not used by Waggle's agent.
+    pub(crate) others: std::collections::BTreeMap<String, String>,
 }
 
 impl Node {
@@ -75,7 +88,16 @@ impl Node {
         shutdown: CancellationToken,
     ) -> Self {
         let session_ids = RandomIds::new(seed);
-        Node { consensus, leader, state, session_ids, shutdown, acl, tokens: Default::default() }
+        Node {
+            consensus,
+            leader,
+            state,
+            session_ids,
+            shutdown,
+            acl,
+            tokens: Default::default(),
+            agent_tokens: Default::default(),
+        }
     }
 
     /// Proposes a command for `caller` and waits until it is applied here: the one way down to
@@ -85,7 +107,6 @@ impl Node {
         let command = self.authorized(caller, command)?;
         Ok(self.consensus.propose(command).await?)
     }
-
 
     /// The applied state every read is answered from.
     pub(crate) fn read_model(&self) -> &Arc<ReadModel> {
@@ -169,6 +190,21 @@ impl Node {
     pub(crate) async fn change_membership(&self, caller: &Caller, change: MembershipChange) -> Result<(), NodeError> {
         caller.check(Resource::Operator, "", Access::Write)?;
         Ok(self.consensus.change_membership(change).await?)
+    }
+
+    /// Sets one of the agent's tokens (`default`, `agent`, `agent_recovery`, `replication`,
+    /// `config_file_service_registration`); needs `acl:write`.
+    pub(crate) fn set_agent_token(&self, caller: &Caller, kind: &str, token: String) -> Result<(), NodeError> {
+        caller.check(Resource::Acl, "", Access::Write)?;
+        let mut tokens = self.agent_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kind {
+            "default" => tokens.default = Some(token).filter(|t| !t.is_empty()),
+            "agent" | "agent_recovery" | "replication" | "config_file_service_registration" => {
+                tokens.others.insert(kind.to_owned(), token);
+            }
+            _ => return Err(NodeError::NotFound(format!("Token {kind:?} is unknown"))),
+        }
+        Ok(())
     }
 
     /// A backup file of everything this node has applied; needs `acl:write`, since it holds
