@@ -31,6 +31,11 @@ fn free_addr() -> SocketAddr {
 }
 
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {
+    start_cluster_with(dirs, |_| {}).await
+}
+
+/// [`start_cluster`] with every member's configuration adjusted by `configure`.
+async fn start_cluster_with(dirs: &[tempfile::TempDir], configure: impl Fn(&mut ServerConfig)) -> Vec<Server> {
     let peers: BTreeMap<u64, SocketAddr> = (1..=dirs.len() as u64).map(|id| (id, free_addr())).collect();
     let starts = dirs.iter().enumerate().map(|(i, dir)| {
         let mut config = ServerConfig::ephemeral(dir.path());
@@ -38,6 +43,7 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Server> {
         config.peer_addr = Some(peers[&config.node_id]);
         config.initial_cluster = peers.clone();
         config.seed = Some(i as u64);
+        configure(&mut config);
         async move { Server::start(config).await.expect("node starts") }
     });
     futures_util::future::join_all(starts).await
@@ -705,5 +711,47 @@ async fn large_values_written_at_once_through_a_follower_replicate_everywhere() 
         assert!(got.revision >= last);
         let value = &got.kvs[0].value;
         assert!(value.len() == 400 * 1024 && value.iter().all(|b| *b == n), "big/{n} is intact");
+    }
+}
+
+#[tokio::test]
+async fn acl_tokens_work_on_every_member_at_once_and_a_revoke_through_a_follower_holds_everywhere() {
+    use common::{http_get, http_send};
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = start_cluster_with(&dirs, |config| {
+        config.acl.enabled = true;
+        config.acl.initial_management_token = Some(ROOT.into());
+    })
+    .await;
+    let leader = wait_for_leader(&servers).await;
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let http = |i: usize| servers[i].http_addr();
+    for _ in 0..200 {
+        if http_get(http(leader), &format!("/v1/acl/token/self?token={ROOT}")).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Created through one follower, the token works on the other at once.
+    let body = serde_json::json!({ "ServiceIdentities": [{ "ServiceName": "web" }] }).to_string();
+    let (code, created) = http_send(http(a), "PUT", &format!("/v1/acl/token?token={ROOT}"), body.as_bytes()).await;
+    assert_eq!(code, 200, "{created}");
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let (accessor, secret) = (created["AccessorID"].as_str().unwrap(), created["SecretID"].as_str().unwrap());
+    let web = serde_json::json!({ "Name": "web", "Port": 80, "Address": "10.0.0.1" }).to_string();
+    let register = format!("/v1/agent/service/register?token={secret}");
+    assert_eq!(http_send(http(b), "PUT", &register, web.as_bytes()).await.0, 200, "works on another member at once");
+    let api = serde_json::json!({ "Name": "api", "Port": 80, "Address": "10.0.0.1" }).to_string();
+    assert_eq!(http_send(http(b), "PUT", &register, api.as_bytes()).await.0, 403, "only its own service");
+    // Revoked through a follower: refused by every member from then on.
+    let delete = format!("/v1/acl/token/{accessor}?token={ROOT}");
+    assert_eq!(http_send(http(b), "DELETE", &delete, b"").await, (200, "true".into()));
+    for i in [leader, a, b] {
+        let (code, body) = http_send(http(i), "PUT", &register, web.as_bytes()).await;
+        assert_eq!((code, body.as_str()), (403, "ACL not found"), "member {i}");
+    }
+    for server in servers {
+        server.shutdown().await;
     }
 }

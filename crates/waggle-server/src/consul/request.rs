@@ -269,7 +269,7 @@ impl axum::extract::FromRequestParts<ConsulState> for Auth {
         state: &ConsulState,
     ) -> Result<Self, Self::Rejection> {
         let token = request_token(&parts.headers, &parts.uri);
-        Ok(Auth(state.node.caller(token.as_deref())?))
+        Ok(Auth(state.node.resolve(token.as_deref()).await?))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::status::caller;
+use super::status::{caller, token_of};
 use waggle_core::{
     OpResult, Txn, TxnResult,
     acl::{Access, Resource},
@@ -37,7 +37,7 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.get_ref();
         let (revision, result) = self.run(&caller, waggle_proto::put_txn(req)).await?;
         let previous = match result.results.first() {
@@ -50,7 +50,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.get_ref();
         let range = KvRange {
             key: &req.key,
@@ -65,7 +65,7 @@ impl Kv for KvService {
     }
 
     async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let txn = waggle_proto::delete_txn(request.get_ref()).map_err(invalid)?;
         let (revision, result) = self.run(&caller, txn).await?;
         let deleted = match result.results.first() {
@@ -78,7 +78,7 @@ impl Kv for KvService {
     type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<v1::WatchKvResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<v1::WatchKvRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         if req.prefix { waggle_core::check_prefix(&req.key) } else { waggle_core::check_key(&req.key) }
             .map_err(invalid)?;
@@ -110,7 +110,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<v1::TxnRequest>) -> Result<Response<v1::TxnResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let txn = waggle_proto::txn_from_wire(request.get_ref()).map_err(invalid)?;
         let (revision, result) = self.run(&caller, txn).await?;
         Ok(Response::new(waggle_proto::txn_result_to_wire(revision, &result)))

@@ -12,7 +12,7 @@ use waggle_core::{
 };
 use waggle_proto::v1::{self, lock_server::Lock};
 
-use super::status::caller;
+use super::status::{caller, token_of};
 use crate::node::{Acquire, Node, NodeError};
 
 pub(crate) struct LockService {
@@ -39,7 +39,7 @@ fn invalid_lock(e: waggle_core::ValidationError) -> Status {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn acquire(&self, request: Request<v1::AcquireRequest>) -> Result<Response<v1::AcquireResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         if req.session_id == 0 {
             return Err(NodeError::Invalid("invalid request: session_id is required".into()).into());
@@ -66,14 +66,14 @@ impl Lock for LockService {
     }
 
     async fn release(&self, request: Request<v1::ReleaseRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         let revision = self.node.release(&caller, req.name, SessionId::new(req.session_id)).await?;
         Ok(Response::new(v1::ReleaseResponse { revision: revision.get() }))
     }
 
     async fn proclaim(&self, request: Request<v1::ProclaimRequest>) -> Result<Response<v1::ReleaseResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         let revision =
             self.node.proclaim(&caller, req.name, SessionId::new(req.session_id), req.token, req.value).await?;
@@ -81,7 +81,7 @@ impl Lock for LockService {
     }
 
     async fn inspect(&self, request: Request<v1::InspectRequest>) -> Result<Response<v1::LockStatus>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let name = &request.get_ref().name;
         waggle_core::check_key(name).map_err(invalid_lock)?;
         caller.check(Resource::Key, name, Access::Read)?;
@@ -92,7 +92,7 @@ impl Lock for LockService {
     type ObserveStream = Pin<Box<dyn Stream<Item = Result<v1::LockStatus, Status>> + Send>>;
 
     async fn observe(&self, request: Request<v1::InspectRequest>) -> Result<Response<Self::ObserveStream>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let name = request.into_inner().name;
         waggle_core::check_key(&name).map_err(invalid_lock)?;
         caller.check(Resource::Key, &name, Access::Read)?;

@@ -14,7 +14,7 @@ use waggle_core::{
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use super::{
-    status::{BoxStream, caller, invalid},
+    status::{BoxStream, caller, invalid, token_of},
     watch::watch_stream,
 };
 use crate::node::{MembershipChange, Node};
@@ -44,7 +44,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::CreateSessionResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let ttl = match request.get_ref().ttl_ms {
             Some(ms) => Ttl::from_millis(ms).map_err(invalid)?,
             None => Ttl::DEFAULT,
@@ -68,7 +68,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<Streaming<v1::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         // A member that does not lead passes keepalives on to the leader; a single node that
         // does not lead (its Raft core failed) refuses them.
         if !self.node.is_leader() && !self.node.clustered() {
@@ -116,14 +116,14 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::RevokeSessionRequest>,
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let session = session_id(request.get_ref().session_id)?;
         let revision = self.node.revoke_session(&caller, session).await?;
         Ok(Response::new(v1::RevokeSessionResponse { revision: revision.get() }))
     }
 
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         let session = session_id(req.session_id)?;
         let wire = req.instance.ok_or_else(|| Status::invalid_argument("invalid instance: required"))?;
@@ -140,7 +140,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         let id = InstanceId::new(&req.id).map_err(invalid)?;
@@ -152,7 +152,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::AddMemberRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: member ids start at 1"));
@@ -170,7 +170,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::RemoveMemberRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let id = request.into_inner().id;
         self.node.change_membership(&caller, MembershipChange::Remove { id }).await?;
         Ok(Response::new(self.member_list().await))
@@ -182,7 +182,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::SaveSnapshotRequest>,
     ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let file = self.node.backup(&caller).await?;
         let chunks: Vec<Result<v1::SnapshotChunk, Status>> =
             file.chunks(1 << 20).map(|chunk| Ok(v1::SnapshotChunk { data: chunk.to_vec() })).collect();
@@ -200,7 +200,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::ListServicesRequest>,
     ) -> Result<Response<v1::ListServicesResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         if request.get_ref().linearizable {
             self.node.read_barrier().await?;
         }
@@ -228,7 +228,7 @@ impl v1::registry_server::Registry for RegistryService {
         &self,
         request: Request<v1::GetServiceRequest>,
     ) -> Result<Response<waggle_proto::GetServiceResponse>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.get_ref();
         let service = ServiceName::new(&req.service).map_err(invalid)?;
         caller.check(Resource::Service, service.as_str(), Access::Read)?;
@@ -253,7 +253,7 @@ impl v1::registry_server::Registry for RegistryService {
     type WatchStream = BoxStream<v1::WatchResponse>;
 
     async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = caller(&self.node, &request)?;
+        let caller = caller(&self.node, token_of(&request)).await?;
         let req = request.get_ref();
         let service =
             if req.service.is_empty() { None } else { Some(ServiceName::new(&req.service).map_err(invalid)?) };

@@ -42,7 +42,12 @@ fn token<T>(request: &tonic::Request<T>) -> Option<&str> {
     metadata.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
 }
 
-/// Who makes the call, resolved from its token (see [`Node::caller`]).
-pub(super) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Caller, Status> {
-    Ok(node.caller(token(request))?)
+/// The token a call carries, owned (so no borrow of the request is held while it resolves).
+pub(super) fn token_of<T>(request: &tonic::Request<T>) -> Option<String> {
+    token(request).map(str::to_owned)
+}
+
+/// Who makes a call, resolved from its token (see [`Node::resolve`]).
+pub(super) async fn caller(node: &Node, token: Option<String>) -> Result<Caller, Status> {
+    Ok(node.resolve(token.as_deref()).await?)
 }
