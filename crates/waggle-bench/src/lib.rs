@@ -130,6 +130,8 @@ pub struct BenchConfig {
     pub sessions: usize,
     /// No progress output.
     pub quiet: bool,
+    /// The ACL token Waggle requests carry (`x-consul-token`), if any.
+    pub token: Option<String>,
 }
 
 impl BenchConfig {
@@ -147,6 +149,7 @@ impl BenchConfig {
             watchers: if workload == Workload::Churn { 100 } else { 1000 },
             sessions: 1000,
             quiet: false,
+            token: None,
         }
     }
 

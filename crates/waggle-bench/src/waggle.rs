@@ -12,7 +12,27 @@ use crate::{
     BenchConfig, Report, Worker, Workload, churn_with_watchers, drive, fanout::FanOut, one_change_at_a_time, report,
 };
 
-type Rpc = RegistryClient<Channel>;
+/// A connection whose requests carry the run's ACL token, if it has one.
+type Conn = tonic::service::interceptor::InterceptedService<Channel, TokenHeader>;
+type Rpc = RegistryClient<Conn>;
+
+/// Adds `x-consul-token` to every request (nothing without a token).
+#[derive(Clone)]
+struct TokenHeader(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for TokenHeader {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("x-consul-token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn token_header(config: &BenchConfig) -> anyhow::Result<TokenHeader> {
+    let value = config.token.as_deref().map(str::parse).transpose().context("the token is not a valid header value")?;
+    Ok(TokenHeader(value))
+}
 
 /// One connection per client.
 async fn connect(config: &BenchConfig) -> anyhow::Result<Vec<Rpc>> {
@@ -23,7 +43,7 @@ async fn connect(config: &BenchConfig) -> anyhow::Result<Vec<Rpc>> {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {}", config.endpoint))?;
-        clients.push(RegistryClient::new(channel));
+        clients.push(RegistryClient::with_interceptor(channel, token_header(config)?));
     }
     Ok(clients)
 }
@@ -106,7 +126,7 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
                     // A session per worker: a lock holder is a session.
                     let session_id = session(&mut rpc).await?;
                     workers.push(LockWorker {
-                        locks: v1::lock_client::LockClient::new(channel.clone()),
+                        locks: v1::lock_client::LockClient::with_interceptor(channel.clone(), token_header(config)?),
                         session_id,
                         name: crate::lock_name(config, workers.len()),
                     });
@@ -119,7 +139,7 @@ pub(crate) async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
 }
 
 struct LockWorker {
-    locks: v1::lock_client::LockClient<Channel>,
+    locks: v1::lock_client::LockClient<Conn>,
     session_id: u64,
     name: String,
 }
