@@ -232,21 +232,6 @@ pub(crate) fn parse_session(text: &str) -> Option<SessionId> {
     (raw != 0 && raw != SessionId::AGENT.get()).then(|| SessionId::new(raw))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waits_parse_as_go_durations() {
-        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(go_duration("2h45m"), Some(Duration::from_secs(9900)));
-        assert_eq!(go_duration("300ms"), Some(Duration::from_millis(300)));
-        assert_eq!(go_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "soon", "5", "1.2.3s", "5x", "1e3s"] {
-            assert_eq!(go_duration(bad), None, "{bad:?}");
-        }
-    }
-}
 
 /// Marks an answer that left out what the token may not read, as Consul does.
 pub(crate) fn filtered_by_acls(mut response: Response, filtered: bool) -> Response {
@@ -285,4 +270,20 @@ pub(crate) fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::U
             .find_map(|(k, v)| (k == "token").then_some(v))
     });
     header("x-consul-token").map(str::to_owned).or(bearer.map(str::to_owned)).or(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_as_go_durations() {
+        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(go_duration("2h45m"), Some(Duration::from_secs(9900)));
+        assert_eq!(go_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "soon", "5", "1.2.3s", "5x", "1e3s"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
+    }
 }
