@@ -124,7 +124,7 @@ fn identity(config: &ServerConfig) -> String {
 async fn create_initial_management_token(node: Arc<Node>, secret: String, shutdown: CancellationToken) {
     while node.read_model().acl().bootstrapped().is_none() {
         if node.is_leader() {
-            match node.acl_bootstrap(Some(secret.clone())).await {
+            match node.acl_bootstrap(Some(secret.clone()), "Initial Management Token").await {
                 Ok(_) => tracing::info!("created the initial management token"),
                 Err(node::NodeError::PermissionDenied(_)) => return,
                 Err(e) => tracing::debug!("creating the initial management token: {e}"),

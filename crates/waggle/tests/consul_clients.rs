@@ -114,3 +114,40 @@ fn py_consul_registers_reads_blocks_and_deregisters() {
         "py-consul (pip install py-consul; .ci/run does it): {stdout}\n{stderr}"
     );
 }
+
+#[test]
+#[ignore = "interop: needs python3 and py-consul"]
+fn py_consul_manages_acls_and_its_tokens_are_enforced() {
+    support::require_python_module("consul", "python3 -m pip install py-consul");
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&[
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--dns-addr",
+        "off",
+        "--acl-enabled",
+        "--acl-initial-management-token",
+        ROOT,
+    ]);
+    let http = server.ready.http;
+    // The leader creates the initial management token right after start.
+    let root_works = poll(PATIENCE, Duration::from_millis(50), || {
+        (http_get(http, &format!("/v1/acl/token/self?token={ROOT}")).0 == 200).then_some(())
+    });
+    assert!(root_works.is_some(), "the initial management token never worked");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/py_consul_acl.py");
+    let out = Command::new("python3")
+        .args([script, &http.ip().to_string(), &http.port().to_string(), ROOT])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.trim() == "ok", "py-consul ACL API: {stdout}\n{stderr}");
+}

@@ -267,9 +267,19 @@ fn unchanged_index(state: &ConsulState) -> waggle_core::Revision {
     state.node.read_model().revision()
 }
 
-/// `PUT /v1/acl/bootstrap`.
-pub(crate) async fn bootstrap(State(state): State<ConsulState>) -> Result<Response, ConsulError> {
-    let token = state.node.acl_bootstrap(None).await.map_err(|e| match e {
+/// `PUT /v1/acl/bootstrap`, optionally with `{"BootstrapSecret": "<uuid>"}` (Consul 1.19+).
+pub(crate) async fn bootstrap(
+    State(state): State<ConsulState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsulError> {
+    let fields = body_fields(&body)?;
+    let secret = text(&fields, "bootstrapsecret")?.filter(|s| !s.is_empty());
+    if let Some(secret) = &secret
+        && !is_uuid(secret)
+    {
+        return Err(bad_request("BootstrapSecret: not a UUID"));
+    }
+    let token = state.node.acl_bootstrap(secret, "Bootstrap Token (Global Management)").await.map_err(|e| match e {
         NodeError::PermissionDenied(m) => ConsulError(StatusCode::FORBIDDEN, m),
         e => e.into(),
     })?;

@@ -75,14 +75,12 @@ impl Node {
         Ok(caller.accessor().and_then(|accessor| acl.token(accessor).cloned()))
     }
 
-    /// Bootstraps the ACL system: a management token, once. `secret` is the initial management
-    /// token's (server start); otherwise one is drawn. Answers the token.
-    pub(crate) async fn acl_bootstrap(&self, secret: Option<String>) -> Result<Token, NodeError> {
+    /// Bootstraps the ACL system: a management token, once, with `secret` (the initial
+    /// management token's, or one the caller chose) or one drawn. Answers the token.
+    pub(crate) async fn acl_bootstrap(&self, secret: Option<String>, description: &str) -> Result<Token, NodeError> {
         if !self.acl.enabled {
             return Err(NodeError::Invalid("ACL support disabled (start the server with --acl-enabled)".into()));
         }
-        let description =
-            if secret.is_some() { "Initial Management Token" } else { "Bootstrap Token (Global Management)" };
         let token = Token {
             accessor: self.new_uuid(),
             secret: secret.unwrap_or_else(|| self.new_uuid()),
