@@ -69,3 +69,47 @@ fn dig_resolves_services_tags_srv_and_falls_back_to_tcp() {
     assert_eq!(lines(&dig(dns, &["+noedns", "+short", "big.service.waggle", "A"])).len(), 40, "TCP fallback");
     assert_eq!(lines(&dig(dns, &["+tcp", "+short", "big.service.waggle", "A"])).len(), 40);
 }
+
+#[test]
+#[ignore = "interop: needs dig (dnsutils)"]
+fn dig_under_deny_by_default_sees_what_the_anonymous_token_may_read() {
+    support::require_tool("dig", "apt install dnsutils");
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&[
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--dns-addr",
+        "127.0.0.1:0",
+        "--acl-enabled",
+        "--acl-initial-management-token",
+        ROOT,
+    ]);
+    let (http, dns) = (server.ready.http, server.ready.dns.expect("DNS is on"));
+    let with_root = |path: &str| format!("{path}?token={ROOT}");
+    let mut registered = false;
+    for _ in 0..100 {
+        let body = r#"{"Name":"web","ID":"w1","Address":"10.0.0.1","Port":8080}"#;
+        if http_request(http, "PUT", &with_root("/v1/agent/service/register"), body).0 == 200 {
+            registered = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(registered, "the initial management token never worked");
+    // Deny by default, no grant to the anonymous token: the service is not there for DNS.
+    let hidden = dig(dns, &["web.service.waggle", "A"]);
+    assert!(hidden.contains("status: NXDOMAIN"), "{hidden}");
+    // Consul's recipe: the builtin/dns templated policy on the anonymous token.
+    let grant = r#"{"TemplatedPolicies":[{"TemplateName":"builtin/dns"}]}"#;
+    let path = with_root("/v1/acl/token/00000000-0000-0000-0000-000000000002");
+    let (code, answer) = http_request(http, "PUT", &path, grant);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(lines(&dig(dns, &["+short", "web.service.waggle", "A"])), lines("10.0.0.1"));
+}

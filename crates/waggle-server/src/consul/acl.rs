@@ -13,15 +13,15 @@ use axum::{
 };
 use serde_json::{Value, json};
 use waggle_core::acl::{
-    AclState, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, NodeIdentity, Policy, Role, ServiceIdentity,
-    TemplatedPolicy, Token,
+    ANONYMOUS_ACCESSOR, AclState, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, NodeIdentity, Policy, Role,
+    ServiceIdentity, TemplatedPolicy, Token,
 };
 
 use super::{
     fields::{Fields, fields_of},
     request::{Auth, ConsulError, ConsulState, answer, bad_request, go_duration, params},
 };
-use crate::node::{NodeError, PolicyRequest, TokenRequest, is_uuid};
+use crate::node::{Node, NodeError, PolicyRequest, TokenRequest, is_uuid};
 
 /// RFC 3339 time of `ms` since the Unix epoch.
 fn time_text(ms: u64) -> String {
@@ -320,8 +320,12 @@ pub(crate) async fn token_read(
 ) -> Result<Response, ConsulError> {
     params(raw)?;
     let acl = state.node.acl_state(&caller)?;
-    let token = acl.token(&id).ok_or_else(acl_not_found)?;
-    Ok(answer(&state, unchanged_index(&state), token_json(&acl, token, true)))
+    let token = match acl.token(&id) {
+        Some(token) => token.clone(),
+        None if id == ANONYMOUS_ACCESSOR => std::sync::Arc::new(Node::anonymous_token(&acl)),
+        None => return Err(acl_not_found()),
+    };
+    Ok(answer(&state, unchanged_index(&state), token_json(&acl, &token, true)))
 }
 
 /// `PUT /v1/acl/token/:id`: update (a missing token is an error).
@@ -334,7 +338,7 @@ pub(crate) async fn token_update(
     let acl = state.node.read_model().acl();
     let request = token_request(&acl, &body, Some(id.clone()))?;
     caller_acl_write(&caller)?;
-    if acl.token(&id).is_none() {
+    if acl.token(&id).is_none() && id != ANONYMOUS_ACCESSOR {
         return Err(acl_not_found());
     }
     let token = state.node.set_token(&caller, request).await?;
@@ -389,7 +393,10 @@ pub(crate) async fn token_delete(
 pub(crate) async fn token_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
     let acl = state.node.acl_state(&caller)?;
     let secrets = caller.may(waggle_core::acl::Resource::Acl, "", waggle_core::acl::Access::Write);
-    let list: Vec<Value> = acl.tokens().values().map(|t| token_json(&acl, t, secrets)).collect();
+    let mut list: Vec<Value> = acl.tokens().values().map(|t| token_json(&acl, t, secrets)).collect();
+    if acl.token(ANONYMOUS_ACCESSOR).is_none() {
+        list.push(token_json(&acl, &Node::anonymous_token(&acl), secrets));
+    }
     Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
 }
 

@@ -69,10 +69,34 @@ impl Node {
         Ok(self.read_model().acl())
     }
 
+    /// The anonymous token as stored, or as it is before anyone wrote it (no policies).
+    pub(crate) fn anonymous_token(acl: &AclState) -> Token {
+        acl.token(ANONYMOUS_ACCESSOR).map_or_else(
+            || Token {
+                accessor: ANONYMOUS_ACCESSOR.into(),
+                secret: ANONYMOUS_SECRET.into(),
+                description: "Anonymous Token".into(),
+                grants: Grants::default(),
+                roles: Vec::new(),
+                local: false,
+                expiration_ms: None,
+                create_ms: 0,
+                auth_method: None,
+                create_index: 0,
+                modify_index: 0,
+            },
+            |t| (**t).clone(),
+        )
+    }
+
     /// The caller's own token (`token/self`): any valid token may read itself.
     pub(crate) fn own_token(&self, caller: &Caller) -> Result<Option<Arc<Token>>, NodeError> {
         let acl = self.read_model().acl();
-        Ok(caller.accessor().and_then(|accessor| acl.token(accessor).cloned()))
+        Ok(caller.accessor().and_then(|accessor| match acl.token(accessor) {
+            Some(token) => Some(token.clone()),
+            None if accessor == ANONYMOUS_ACCESSOR => Some(Arc::new(Self::anonymous_token(&acl))),
+            None => None,
+        }))
     }
 
     /// Bootstraps the ACL system: a management token, once, with `secret` (the initial
@@ -117,6 +141,8 @@ impl Node {
         let secret = match (request.secret, &existing) {
             (Some(secret), _) => secret,
             (None, Some(old)) => old.secret.clone(),
+            // The anonymous token exists before anyone writes it; its secret is fixed.
+            (None, None) if accessor == ANONYMOUS_ACCESSOR => ANONYMOUS_SECRET.to_owned(),
             (None, None) => self.new_uuid(),
         };
         let token = Token {
