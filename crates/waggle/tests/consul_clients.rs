@@ -151,3 +151,76 @@ fn py_consul_manages_acls_and_its_tokens_are_enforced() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.trim() == "ok", "py-consul ACL API: {stdout}\n{stderr}");
 }
+
+#[test]
+#[ignore = "interop: needs vmagent (victoria-metrics)"]
+fn vmagent_with_a_token_discovers_only_the_services_it_may_read() {
+    support::require_tool("vmagent", "apt install victoria-metrics");
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&[
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--dns-addr",
+        "off",
+        "--acl-enabled",
+        "--acl-initial-management-token",
+        ROOT,
+    ]);
+    let http = server.ready.http;
+    let (seen, hidden) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let register = |name: &str, addr: &str| {
+        let (host, port) = addr.split_once(':').unwrap();
+        let body = format!(r#"{{"Name":"{name}","Address":"{host}","Port":{port}}}"#);
+        let path = format!("/v1/agent/service/register?token={ROOT}");
+        poll(PATIENCE, Duration::from_millis(50), || {
+            (support::http_request(http, "PUT", &path, &body).0 == 200).then_some(())
+        })
+        .expect("registered with the management token");
+    };
+    register("api", &seen);
+    register("billing", &hidden);
+    // A token that may read api only (and the node).
+    let policy =
+        r#"{"Name":"sd","Rules":"service \"api\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"}"#;
+    assert_eq!(support::http_request(http, "PUT", &format!("/v1/acl/policy?token={ROOT}"), policy).0, 200);
+    let (code, token) =
+        support::http_request(http, "PUT", &format!("/v1/acl/token?token={ROOT}"), r#"{"Policies":[{"Name":"sd"}]}"#);
+    assert_eq!(code, 200, "{token}");
+    let secret = serde_json::from_str::<Value>(&token).unwrap()["SecretID"].as_str().unwrap().to_owned();
+    let config = dir.path().join("scrape.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n\
+             \x20 - job_name: consul\n    scrape_interval: 1s\n    consul_sd_configs:\n      - server: '{http}'\n\
+             \x20       token: '{secret}'\n"
+        ),
+    )
+    .unwrap();
+    let web: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new("vmagent")
+        .arg(format!("-promscrape.config={}", config.display()))
+        .arg(format!("-httpListenAddr={web}"))
+        .arg(format!("-remoteWrite.url=http://127.0.0.1:{}/api/v1/write", free_port()))
+        .arg(format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()))
+        .arg("-promscrape.consulSDCheckInterval=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
+    let _vmagent = KillOnDrop(child);
+    let found = poll(PATIENCE, Duration::from_millis(250), || {
+        targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == seen)
+    });
+    assert!(found.is_some(), "vmagent discovers api with the token");
+    std::thread::sleep(Duration::from_secs(2));
+    let targets = targets(web, "consul").unwrap_or_default();
+    assert!(targets.iter().all(|(instance, _)| *instance != hidden), "billing stays hidden: {targets:?}");
+}
