@@ -180,3 +180,34 @@ async fn grpc_calls_carry_the_token_in_metadata() {
     assert!(kv.put(request).await.is_ok(), "Authorization: Bearer works too");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_watch_and_its_blocking_query() {
+    use waggle_proto::v1::{self, kv_client::KvClient};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some(ROOT)).await;
+    let http = server.http_addr();
+    root_ready(http).await;
+    let reader = token_with_rules(http, "watcher", "key_prefix \"\" { policy = \"read\" }").await;
+    let (_, own) = http_get(http, &with("/v1/acl/token/self", &reader)).await;
+    let accessor = serde_json::from_str::<Value>(&own).unwrap()["AccessorID"].as_str().unwrap().to_owned();
+    // A gRPC watch and a Consul blocking query, both waiting with the token.
+    let mut kv = KvClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let mut request = tonic::Request::new(v1::WatchKvRequest { key: "w/".into(), prefix: true, ..Default::default() });
+    request.metadata_mut().insert("x-consul-token", reader.parse().unwrap());
+    let mut watch = kv.watch(request).await.unwrap().into_inner();
+    let (_, head, _) = http_get_with_head(http, &with("/v1/kv/w/?recurse", &reader)).await;
+    let index = common::consul_index(&head);
+    let blocked = tokio::spawn(async move {
+        http_get(http, &format!("/v1/kv/w/?recurse&index={index}&wait=30s&token={reader}")).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let delete = with(&format!("/v1/acl/token/{accessor}"), ROOT);
+    assert_eq!(http_send(http, "DELETE", &delete, b"").await, (200, "true".into()));
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), watch.message()).await.expect("the watch ends");
+    let status = ended.unwrap_err();
+    assert_eq!((status.code(), status.message()), (tonic::Code::PermissionDenied, "ACL not found"));
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), blocked).await.expect("the query ends");
+    assert_eq!(answer.unwrap(), (403, "ACL not found".into()));
+    server.shutdown().await;
+}

@@ -87,7 +87,7 @@ pub(super) async fn catalog_services(
     Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = plain_query(&state, raw).await?;
+    let index = plain_query(&state, &caller, raw).await?;
     let (_, services) = state.node.read_model().services();
     let mut out = serde_json::Map::new();
     let mut filtered = false;
@@ -114,9 +114,10 @@ pub(super) async fn catalog_service(
 /// `GET /v1/catalog/nodes`: the answering member.
 pub(super) async fn catalog_nodes(
     State(state): State<ConsulState>,
+    Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = plain_query(&state, raw).await?;
+    let index = plain_query(&state, &caller, raw).await?;
     Ok(answer(&state, index, json!([node_json(&state)])))
 }
 
@@ -127,7 +128,7 @@ pub(super) async fn catalog_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = plain_query(&state, raw).await?;
+    let index = plain_query(&state, &caller, raw).await?;
     if node != node_name(&state) {
         return Ok(answer(&state, index, Value::Null));
     }

@@ -35,7 +35,7 @@ pub(super) async fn health_checks(
 ) -> Result<Response, ConsulError> {
     let p = unfiltered(params(raw)?)?;
     let name = service_name(&name)?;
-    let index = blocking(&state, &p).await?;
+    let index = blocking(&state, &caller, &p).await?;
     let checks: Vec<Value> =
         instances(&state, &caller, &name, &p.tags).iter().flat_map(|i| instance_checks(&state, i)).collect();
     Ok(answer(&state, index, Value::Array(checks)))
@@ -55,7 +55,7 @@ pub(super) async fn health_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = plain_query(&state, raw).await?;
+    let index = plain_query(&state, &caller, raw).await?;
     let checks = if node == node_name(&state) { all_checks(&state, &caller) } else { Vec::new() };
     Ok(answer(&state, index, Value::Array(checks)))
 }
@@ -70,7 +70,7 @@ pub(super) async fn health_state(
     if !["any", "passing", "warning", "critical"].contains(&wanted.as_str()) {
         return Err(bad_request(format!("Invalid check state {wanted:?}: any, passing, warning or critical")));
     }
-    let index = plain_query(&state, raw).await?;
+    let index = plain_query(&state, &caller, raw).await?;
     let checks: Vec<Value> =
         all_checks(&state, &caller).into_iter().filter(|c| wanted == "any" || c["Status"] == wanted.as_str()).collect();
     Ok(answer(&state, index, Value::Array(checks)))

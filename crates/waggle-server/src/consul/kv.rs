@@ -93,7 +93,7 @@ pub(crate) async fn kv_get(
     let (key, flags, p) = request(key, raw)?;
     let prefix = flags.recurse || flags.keys;
     check(&key, prefix)?;
-    let index = blocking(&state, &p).await?;
+    let index = blocking(&state, &caller, &p).await?;
     let (_, kv) = state.node.read_model().kv();
     if !prefix {
         let Some(entry) = kv.get(&key) else { return Ok(missing(&state, index)) };

@@ -74,7 +74,7 @@ pub(super) async fn service_query(
     let p = params(raw)?;
     let name = service_name(name)?;
     let filter = parse_filter(&p, &entry(state, &name, &template()), maps)?;
-    let index = blocking(state, &p).await?;
+    let index = blocking(state, caller, &p).await?;
     let passing_only = honour_passing && p.passing;
     let (_, instances, reads) = state.node.read_model().service(&name);
     // A service the token may not read answers as an empty one, marked filtered (Consul).

@@ -137,13 +137,17 @@ pub(super) fn unfiltered(p: Params) -> Result<Params, ConsulError> {
 }
 
 /// The query of an endpoint that takes no `tag` or `filter`: parsed, then blocked on.
-pub(super) async fn plain_query(state: &ConsulState, raw: Option<String>) -> Result<Revision, ConsulError> {
-    blocking(state, &unfiltered(params(raw)?)?).await
+pub(super) async fn plain_query(
+    state: &ConsulState,
+    caller: &Caller,
+    raw: Option<String>,
+) -> Result<Revision, ConsulError> {
+    blocking(state, caller, &unfiltered(params(raw)?)?).await
 }
 
 /// Runs a blocking query: if `?index` is at or past the current revision, waits until the
 /// registry changes or the wait (plus up to 1/16 jitter) ends. Then reads.
-pub(crate) async fn blocking(state: &ConsulState, p: &Params) -> Result<Revision, ConsulError> {
+pub(crate) async fn blocking(state: &ConsulState, caller: &Caller, p: &Params) -> Result<Revision, ConsulError> {
     if p.consistent {
         state.node.read_barrier().await?;
     }
@@ -158,6 +162,8 @@ pub(crate) async fn blocking(state: &ConsulState, p: &Params) -> Result<Revision
         let jitter = Duration::from_millis(rand_below(jitter.as_millis() as u64 + 1));
         let changed = state.node.read_model().applied(Revision::new(index.saturating_add(1)));
         let _ = tokio::time::timeout(wait + jitter, changed).await;
+        // A token deleted or expired while the query waited ends it (ACL changes wake it).
+        state.node.revalidate(caller)?;
     }
     Ok(state.node.read_model().revision())
 }

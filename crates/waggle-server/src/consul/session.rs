@@ -274,7 +274,7 @@ pub(crate) async fn session_info(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = blocking(&state, &params(raw)?).await?;
+    let index = blocking(&state, &caller, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
     let found: Vec<Value> = parse_session(&id)
         .and_then(|s| sessions.get(&s).cloned())
@@ -291,7 +291,7 @@ pub(crate) async fn session_list(
     Auth(caller): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = blocking(&state, &params(raw)?).await?;
+    let index = blocking(&state, &caller, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
     let listed = sessions.values().filter(|v| readable(&caller, v)).map(|v| session_json(&state, v)).collect();
     Ok(answer(&state, index, Value::Array(listed)))
@@ -304,7 +304,7 @@ pub(crate) async fn session_node(
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsulError> {
-    let index = blocking(&state, &params(raw)?).await?;
+    let index = blocking(&state, &caller, &params(raw)?).await?;
     let (_, sessions) = state.node.read_model().sessions();
     let listed: Vec<Value> = if node == node_name(&state) {
         sessions.values().filter(|v| readable(&caller, v)).map(|v| session_json(&state, v)).collect()

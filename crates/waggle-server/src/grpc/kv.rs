@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::status::{caller, token_of};
+use super::status::{BoxStream, caller, token_of, while_authorized};
 use waggle_core::{
     OpResult, Txn, TxnResult,
     acl::{Access, Resource},
@@ -90,6 +90,7 @@ impl Kv for KvService {
             0 => read_model.revision().get() + 1,
             n => n,
         };
+        let guard = caller.clone();
         let watch = KvWatch { read_model, caller, key: req.key, prefix: req.prefix, next: from, done: false };
         let shutdown = self.node.shutdown_token().clone();
         let stream = futures_util::stream::unfold(watch, move |mut w| {
@@ -106,7 +107,8 @@ impl Kv for KvService {
                 Some((item, w))
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        let stream: BoxStream<v1::WatchKvResponse> = Box::pin(stream);
+        Ok(Response::new(while_authorized(stream, self.node.clone(), guard)))
     }
 
     async fn txn(&self, request: Request<v1::TxnRequest>) -> Result<Response<v1::TxnResponse>, Status> {

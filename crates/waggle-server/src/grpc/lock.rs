@@ -12,7 +12,7 @@ use waggle_core::{
 };
 use waggle_proto::v1::{self, lock_server::Lock};
 
-use super::status::{caller, token_of};
+use super::status::{caller, token_of, while_authorized};
 use crate::node::{Acquire, Node, NodeError};
 
 pub(crate) struct LockService {
@@ -115,6 +115,6 @@ impl Lock for LockService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(while_authorized(Box::pin(stream), self.node.clone(), caller)))
     }
 }

@@ -14,7 +14,7 @@ use waggle_core::{
 use waggle_proto::{instance_from_core, spec_from_wire, v1};
 
 use super::{
-    status::{BoxStream, caller, invalid, token_of},
+    status::{BoxStream, caller, invalid, token_of, while_authorized},
     watch::watch_stream,
 };
 use crate::node::{MembershipChange, Node};
@@ -279,7 +279,8 @@ impl v1::registry_server::Registry for RegistryService {
         }
         let from = (req.from_revision > 0 && same_history).then(|| Revision::new(req.from_revision));
         let stream = watch_stream(self.node.read_model().clone(), service, from);
-        Ok(Response::new(Box::pin(stream.take_until(self.node.shutdown_token().clone().cancelled_owned()))))
+        let stream = Box::pin(stream.take_until(self.node.shutdown_token().clone().cancelled_owned()));
+        Ok(Response::new(while_authorized(stream, self.node.clone(), caller)))
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every gRPC service shares: the one conversion of a [`NodeError`] to a `tonic::Status`,
 //! field errors as `INVALID_ARGUMENT`, and the boxed stream type of streaming answers.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use futures_util::Stream;
 use tonic::Status;
@@ -50,4 +50,40 @@ pub(super) fn token_of<T>(request: &tonic::Request<T>) -> Option<String> {
 /// Who makes a call, resolved from its token (see [`Node::resolve`]).
 pub(super) async fn caller(node: &Node, token: Option<String>) -> Result<Caller, Status> {
     Ok(node.resolve(token.as_deref()).await?)
+}
+
+/// Ends a stream with `PERMISSION_DENIED` "ACL not found" as soon as its caller's token is
+/// deleted or expires (checked whenever the ACL state changes), rather than at its next event.
+pub(super) fn while_authorized<T: Send + 'static>(
+    stream: BoxStream<T>,
+    node: Arc<Node>,
+    caller: Caller,
+) -> BoxStream<T> {
+    let signal = node.read_model().acl_signal();
+    let state = (stream, Some(signal), false, node, caller);
+    Box::pin(futures_util::stream::unfold(state, |(mut stream, mut signal, ended, node, caller)| async move {
+        use futures_util::StreamExt;
+        if ended {
+            return None;
+        }
+        loop {
+            let changed = async {
+                match signal.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                item = stream.next() => return item.map(|item| (item, (stream, signal, false, node, caller))),
+                alive = changed => {
+                    if !alive {
+                        signal = None;
+                    } else if node.revalidate(&caller).is_err() {
+                        let denied = Err(Status::permission_denied("ACL not found"));
+                        return Some((denied, (stream, signal, true, node, caller)));
+                    }
+                }
+            }
+        }
+    }))
 }

@@ -136,6 +136,17 @@ impl Node {
         }
     }
 
+    /// Whether a caller resolved earlier still holds: its token was not deleted or expired
+    /// since (a blocking query or a watch ends with "ACL not found" when it does not).
+    pub(crate) fn revalidate(&self, caller: &Caller) -> Result<(), NodeError> {
+        let Some(accessor) = caller.accessor().filter(|a| *a != ANONYMOUS_ACCESSOR) else { return Ok(()) };
+        let acl = self.read_model().acl();
+        match acl.token(accessor) {
+            Some(token) if token.expiration_ms.is_none_or(|at| at > now_ms()) => Ok(()),
+            _ => Err(NodeError::PermissionDenied("ACL not found".into())),
+        }
+    }
+
     /// Caches a resolution for the ACL revision `index`.
     fn remember(&self, index: u64, secret: String, authorizer: Arc<Authorizer>) -> Caller {
         let mut cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);

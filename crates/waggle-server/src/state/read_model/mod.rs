@@ -53,6 +53,8 @@ pub(crate) struct ReadModel {
     /// The revision of the last change to the KV store (or of a reset), for KV watchers: they
     /// wake when the store changes, not on every write.
     kv_changed: tokio::sync::watch::Sender<Revision>,
+    /// The revision of the last ACL change (or reset), for streams that end when their token goes.
+    acl_changed: tokio::sync::watch::Sender<Revision>,
 }
 
 impl ReadModel {
@@ -67,6 +69,7 @@ impl ReadModel {
                 acl: Arc::default(),
             }),
             kv_changed: tokio::sync::watch::Sender::new(Revision::INITIAL),
+            acl_changed: tokio::sync::watch::Sender::new(Revision::INITIAL),
             limits,
             history: std::sync::atomic::AtomicU64::new(0),
             applied: tokio::sync::watch::Sender::new(Revision::INITIAL),
@@ -163,6 +166,11 @@ impl ReadModel {
         (state.revision, state.sessions.clone())
     }
 
+    /// A signal that changes whenever tokens, policies or roles do (or the state is replaced).
+    pub(crate) fn acl_signal(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.acl_changed.subscribe()
+    }
+
     /// The ACL state (tokens, policies, roles) as of the current revision.
     pub(crate) fn acl(&self) -> Arc<AclState> {
         self.state().acl.clone()
@@ -182,6 +190,7 @@ impl ReadModel {
         sessions::publish(&mut state.sessions, effects);
         if effects.iter().any(|e| matches!(e, Effect::AclChanged { .. })) {
             state.acl = Arc::new(registry.acl().clone());
+            self.acl_changed.send_replace(revision);
         }
         self.applied.send_replace(revision);
         state.services.publish(registry, effects, revision, self.limits.history);
@@ -207,6 +216,7 @@ impl ReadModel {
         state.locks.reset(registry, revision);
         state.sessions = sessions::of(registry);
         state.acl = Arc::new(registry.acl().clone());
+        self.acl_changed.send_replace(revision);
         self.kv_changed.send_replace(revision);
         self.applied.send_replace(revision);
         state.services.reset(registry, revision);
