@@ -258,6 +258,14 @@ fn token_request(acl: &AclState, body: &[u8], accessor: Option<String>) -> Resul
     })
 }
 
+/// A delete's answer: `true`, also for something already gone (as Consul answers).
+fn deleted(state: &ConsulState, result: Result<(), NodeError>) -> Result<Response, ConsulError> {
+    match result {
+        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(state, unchanged_index(state), Value::Bool(true))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A missing token or policy is an error in Consul ("ACL not found"), not a 404.
 fn acl_not_found() -> ConsulError {
     ConsulError(StatusCode::FORBIDDEN, "ACL not found".into())
@@ -383,10 +391,7 @@ pub(crate) async fn token_delete(
     if !is_uuid(&id) {
         return Err(bad_request(format!("Invalid AccessorID {id:?}")));
     }
-    match state.node.delete_token(&caller, id).await {
-        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
-        Err(e) => Err(e.into()),
-    }
+    deleted(&state, state.node.delete_token(&caller, id).await)
 }
 
 /// `GET /v1/acl/tokens`: every token (secrets hidden from tokens without `acl:write`).
@@ -487,10 +492,7 @@ pub(crate) async fn policy_delete(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
-    match state.node.delete_policy(&caller, id).await {
-        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
-        Err(e) => Err(e.into()),
-    }
+    deleted(&state, state.node.delete_policy(&caller, id).await)
 }
 
 /// `GET /v1/acl/policies`.
@@ -575,10 +577,7 @@ pub(crate) async fn role_delete(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ConsulError> {
-    match state.node.delete_role(&caller, id).await {
-        Ok(()) | Err(NodeError::NotFound(_)) => Ok(answer(&state, unchanged_index(&state), Value::Bool(true))),
-        Err(e) => Err(e.into()),
-    }
+    deleted(&state, state.node.delete_role(&caller, id).await)
 }
 
 /// `GET /v1/acl/roles`.
