@@ -211,3 +211,31 @@ async fn a_revoked_token_ends_its_watch_and_its_blocking_query() {
     assert_eq!(answer.unwrap(), (403, "ACL not found".into()));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn token_and_role_lists_filter_by_policy_and_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some(ROOT)).await;
+    let http = server.http_addr();
+    root_ready(http).await;
+    token_with_rules(http, "one", "key \"a\" { policy = \"read\" }").await;
+    token_with_rules(http, "two", "key \"b\" { policy = \"read\" }").await;
+    let (_, policy) = http_get(http, &with("/v1/acl/policy/name/one", ROOT)).await;
+    let policy_id = serde_json::from_str::<Value>(&policy).unwrap()["ID"].as_str().unwrap().to_owned();
+    let role = json!({ "Name": "r", "Policies": [{ "ID": policy_id }] }).to_string();
+    let (code, role) = http_send(http, "PUT", &with("/v1/acl/role", ROOT), role.as_bytes()).await;
+    assert_eq!(code, 200, "{role}");
+    let role_id = serde_json::from_str::<Value>(&role).unwrap()["ID"].as_str().unwrap().to_owned();
+    let (_, list) = http_get(http, &with(&format!("/v1/acl/tokens?policy={policy_id}"), ROOT)).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["Description"], "one");
+    let (_, all) = http_get(http, &with("/v1/acl/tokens", ROOT)).await;
+    let all: Value = serde_json::from_str(&all).unwrap();
+    assert!(all.as_array().unwrap().iter().any(|t| t["AccessorID"] == "00000000-0000-0000-0000-000000000002"));
+    let (_, roles) = http_get(http, &with(&format!("/v1/acl/roles?policy={policy_id}"), ROOT)).await;
+    assert_eq!(serde_json::from_str::<Value>(&roles).unwrap()[0]["ID"].as_str(), Some(role_id.as_str()));
+    let (_, none) = http_get(http, &with(&format!("/v1/acl/tokens?role={role_id}"), ROOT)).await;
+    assert_eq!(none, "[]");
+    server.shutdown().await;
+}

@@ -394,14 +394,33 @@ pub(crate) async fn token_delete(
     deleted(&state, state.node.delete_token(&caller, id).await)
 }
 
-/// `GET /v1/acl/tokens`: every token (secrets hidden from tokens without `acl:write`).
-pub(crate) async fn token_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+/// The `?name=value` pairs of a query string.
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ConsulError> {
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| bad_request(format!("malformed query string: {e}")))
+}
+
+/// `GET /v1/acl/tokens`: every token (secrets hidden from tokens without `acl:write`), or those
+/// linked to `?policy=<id>`, `?role=<id>`, or issued by `?authmethod=<name>`.
+pub(crate) async fn token_list(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let query = query_pairs(raw.as_deref())?;
+    let wanted = |key: &str| query.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str());
+    let (policy, role, method) = (wanted("policy"), wanted("role"), wanted("authmethod"));
     let acl = state.node.acl_state(&caller)?;
     let secrets = caller.may(waggle_core::acl::Resource::Acl, "", waggle_core::acl::Access::Write);
-    let mut list: Vec<Value> = acl.tokens().values().map(|t| token_json(&acl, t, secrets)).collect();
-    if acl.token(ANONYMOUS_ACCESSOR).is_none() {
-        list.push(token_json(&acl, &Node::anonymous_token(&acl), secrets));
-    }
+    let anonymous = acl.token(ANONYMOUS_ACCESSOR).is_none().then(|| std::sync::Arc::new(Node::anonymous_token(&acl)));
+    let list: Vec<Value> = acl
+        .tokens()
+        .values()
+        .chain(anonymous.as_ref())
+        .filter(|t| policy.is_none_or(|p| t.grants.policies.iter().any(|id| id == p)))
+        .filter(|t| role.is_none_or(|r| t.roles.iter().any(|id| id == r)))
+        .filter(|t| method.is_none_or(|m| t.auth_method.as_deref() == Some(m)))
+        .map(|t| token_json(&acl, t, secrets))
+        .collect();
     Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
 }
 
@@ -580,10 +599,21 @@ pub(crate) async fn role_delete(
     deleted(&state, state.node.delete_role(&caller, id).await)
 }
 
-/// `GET /v1/acl/roles`.
-pub(crate) async fn role_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+/// `GET /v1/acl/roles`, or those linked to `?policy=<id>`.
+pub(crate) async fn role_list(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let query = query_pairs(raw.as_deref())?;
+    let policy = query.iter().find(|(k, v)| k == "policy" && !v.is_empty()).map(|(_, v)| v.clone());
     let acl = state.node.acl_state(&caller)?;
-    let list: Vec<Value> = acl.roles().values().map(|r| role_json(&acl, r)).collect();
+    let list: Vec<Value> = acl
+        .roles()
+        .values()
+        .filter(|r| policy.as_ref().is_none_or(|p| r.grants.policies.contains(p)))
+        .map(|r| role_json(&acl, r))
+        .collect();
     Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
 }
 
