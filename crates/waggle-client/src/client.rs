@@ -118,7 +118,13 @@ impl Client {
         if channels.is_empty() {
             return Err(Error::InvalidUrl { url, reason: "no server URL given".into() });
         }
-        let failover = Failover::new(channels);
+        let token = config
+            .token
+            .as_deref()
+            .map(http::HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| Error::Invalid(waggle_core::ValidationError::new("token", "must be printable ASCII")))?;
+        let failover = Failover::new(channels, token);
         // Large services exceed tonic's default 4 MiB message limit; allow 64 MiB.
         let rpc = RegistryClient::new(failover.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
         // Unbounded: a dropped Registration must never lose its deregistration to a full queue.

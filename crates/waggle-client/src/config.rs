@@ -24,6 +24,9 @@ pub struct ClientConfig {
     /// the client closes) while holding locks, nobody else is granted them for this long —
     /// time for a paused holder to notice it lost them before anyone else acts.
     pub lock_delay: Duration,
+    /// The ACL token (its secret) every call carries, as `x-consul-token` (default: none, the
+    /// server's anonymous token). Never logged.
+    pub token: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -36,6 +39,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(2),
             seed: None,
             lock_delay: Duration::ZERO,
+            token: None,
         }
     }
 }
@@ -44,6 +48,11 @@ impl ClientConfig {
     /// Checks the settings the server would refuse (so a session is never refused over and
     /// over in the background).
     pub fn validate(&self) -> Result<(), waggle_core::ValidationError> {
+        if let Some(token) = &self.token
+            && http::HeaderValue::from_str(token).is_err()
+        {
+            return Err(waggle_core::ValidationError::new("token", "must be printable ASCII"));
+        }
         if self.lock_delay > Duration::from_millis(waggle_core::MAX_LOCK_DELAY_MS) {
             let rule = format!("at most 60s, got {:?}", self.lock_delay);
             return Err(waggle_core::ValidationError::new("lock_delay", rule));

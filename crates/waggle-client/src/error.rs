@@ -61,6 +61,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::DeadlineExceeded => "deadline exceeded",
         tonic::Code::Internal => "internal error",
+        tonic::Code::PermissionDenied => "permission denied",
         _ => "error",
     }
 }

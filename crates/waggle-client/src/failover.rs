@@ -19,6 +19,8 @@ struct Servers {
     /// (URL, channel), the configured ones first; learned members are appended.
     list: RwLock<Vec<(String, Channel)>>,
     current: AtomicUsize,
+    /// The ACL token every call carries (`x-consul-token`), if any.
+    token: Option<http::HeaderValue>,
 }
 
 /// The failover transport. Cloned per call site; every clone shares the server list.
@@ -30,9 +32,14 @@ pub(crate) struct Failover {
 }
 
 impl Failover {
-    pub(crate) fn new(servers: Vec<(String, Channel)>) -> Self {
+    /// The failover over `servers`, every call carrying `token` (sensitive: never logged).
+    pub(crate) fn new(servers: Vec<(String, Channel)>, token: Option<http::HeaderValue>) -> Self {
+        let token = token.map(|mut t| {
+            t.set_sensitive(true);
+            t
+        });
         Failover {
-            servers: Arc::new(Servers { list: RwLock::new(servers), current: AtomicUsize::new(0) }),
+            servers: Arc::new(Servers { list: RwLock::new(servers), current: AtomicUsize::new(0), token }),
             ready: None,
         }
     }
@@ -113,7 +120,10 @@ impl Service<http::Request<tonic::body::Body>> for Failover {
         }
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(token) = &self.servers.token {
+            request.headers_mut().insert("x-consul-token", token.clone());
+        }
         let Some((used, mut channel)) = self.ready.take() else {
             return Box::pin(async { Err("call without poll_ready".into()) });
         };

@@ -4,9 +4,9 @@ use waggle_bench::{BenchConfig, Target};
 
 use crate::{Failure, cli::BenchArgs};
 
-pub(crate) async fn run(server: &str, args: BenchArgs) -> Result<(), Failure> {
+pub(crate) async fn run(remote: &crate::client_cmds::Remote, args: BenchArgs) -> Result<(), Failure> {
     let default_endpoint = match args.target {
-        Target::Waggle => server.to_string(),
+        Target::Waggle => remote.server.clone(),
         Target::Etcd => "http://127.0.0.1:2379".to_string(),
         Target::Zookeeper => "127.0.0.1:2181".to_string(),
     };
@@ -28,6 +28,7 @@ pub(crate) async fn run(server: &str, args: BenchArgs) -> Result<(), Failure> {
     }
     config.sessions = args.sessions;
     config.quiet = args.quiet;
+    config.token = remote.token.clone();
     config.validate().map_err(|e| Failure::Usage(e.to_string()))?;
     let report = waggle_bench::run(config).await?;
     if args.json {

@@ -12,6 +12,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "WAGGLE_SERVER", default_value = "http://127.0.0.1:8502")]
     pub(crate) server: String,
 
+    /// The ACL token client commands carry (default: `WAGGLE_TOKEN`, else Consul's
+    /// `CONSUL_HTTP_TOKEN`, else none).
+    #[arg(long, global = true, env = "WAGGLE_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }

@@ -57,16 +57,25 @@ fn build_spec(args: &RegisterArgs) -> Result<InstanceSpec, Failure> {
     Ok(spec)
 }
 
-async fn connect(server: &str, config: ClientConfig) -> Result<Client, Failure> {
-    Ok(Client::connect_with(server, config).await?)
+/// Where client commands go, and the ACL token they carry.
+pub(crate) struct Remote {
+    /// Server URL(s).
+    pub(crate) server: String,
+    /// `--token`, `WAGGLE_TOKEN` or `CONSUL_HTTP_TOKEN`.
+    pub(crate) token: Option<String>,
 }
 
-pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Failure> {
+async fn connect(remote: &Remote, mut config: ClientConfig) -> Result<Client, Failure> {
+    config.token = remote.token.clone();
+    Ok(Client::connect_with(&remote.server, config).await?)
+}
+
+pub(crate) async fn register(remote: &Remote, args: RegisterArgs) -> Result<(), Failure> {
     let spec = build_spec(&args)?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
     let mut signals = Signals::install()?;
-    let client = connect(server, config).await?;
+    let client = connect(remote, config).await?;
     let registration = client.register(spec).await?;
     let instance = registration.instance();
     println!(
@@ -89,17 +98,17 @@ pub(crate) async fn register(server: &str, args: RegisterArgs) -> Result<(), Fai
     Ok(())
 }
 
-pub(crate) async fn deregister(server: &str, args: DeregisterArgs) -> Result<(), Failure> {
+pub(crate) async fn deregister(remote: &Remote, args: DeregisterArgs) -> Result<(), Failure> {
     waggle_core::ServiceName::new(&args.service)?;
     waggle_core::InstanceId::new(&args.id)?;
-    let client = connect(server, ClientConfig::default()).await?;
+    let client = connect(remote, ClientConfig::default()).await?;
     client.deregister(&args.service, &args.id).await?;
     println!("deregistered {}/{}", args.service, args.id);
     Ok(())
 }
 
-pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Failure> {
-    let client = connect(server, ClientConfig::default()).await?;
+pub(crate) async fn services(remote: &Remote, args: ServicesArgs) -> Result<(), Failure> {
+    let client = connect(remote, ClientConfig::default()).await?;
     let services = client.services().await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&services).map_err(anyhow::Error::from)?);
@@ -116,23 +125,23 @@ pub(crate) async fn services(server: &str, args: ServicesArgs) -> Result<(), Fai
     Ok(())
 }
 
-pub(crate) async fn members(server: &str, args: MembersListArgs) -> Result<(), Failure> {
-    let client = connect(server, ClientConfig::default()).await?;
+pub(crate) async fn members(remote: &Remote, args: MembersListArgs) -> Result<(), Failure> {
+    let client = connect(remote, ClientConfig::default()).await?;
     print_members(&client.members().await?, args.json)
 }
 
-pub(crate) async fn add_member(server: &str, args: MembersAddArgs) -> Result<(), Failure> {
-    let client = connect(server, ClientConfig::default()).await?;
+pub(crate) async fn add_member(remote: &Remote, args: MembersAddArgs) -> Result<(), Failure> {
+    let client = connect(remote, ClientConfig::default()).await?;
     print_members(&client.add_member(args.id, &args.peer_addr.to_string(), args.learner).await?, args.json)
 }
 
-pub(crate) async fn remove_member(server: &str, args: MembersRemoveArgs) -> Result<(), Failure> {
-    let client = connect(server, ClientConfig::default()).await?;
+pub(crate) async fn remove_member(remote: &Remote, args: MembersRemoveArgs) -> Result<(), Failure> {
+    let client = connect(remote, ClientConfig::default()).await?;
     print_members(&client.remove_member(args.id).await?, args.json)
 }
 
-pub(crate) async fn save_snapshot(server: &str, args: SnapshotSaveArgs) -> Result<(), Failure> {
-    let client = connect(server, ClientConfig::default()).await?;
+pub(crate) async fn save_snapshot(remote: &Remote, args: SnapshotSaveArgs) -> Result<(), Failure> {
+    let client = connect(remote, ClientConfig::default()).await?;
     let file = client.save_snapshot().await?;
     let mut part = args.file.clone().into_os_string();
     part.push(".part");
@@ -166,9 +175,9 @@ fn print_members(members: &waggle_client::Members, json: bool) -> Result<(), Fai
     Ok(())
 }
 
-pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), Failure> {
+pub(crate) async fn instances(remote: &Remote, args: InstancesArgs) -> Result<(), Failure> {
     waggle_core::ServiceName::new(&args.service)?;
-    let client = connect(server, ClientConfig::default()).await?;
+    let client = connect(remote, ClientConfig::default()).await?;
     let filter = if args.all { HealthFilter::All } else { HealthFilter::Passing };
     let instances = if args.linearizable {
         client.instances_linearizable(&args.service, filter).await?
@@ -185,9 +194,9 @@ pub(crate) async fn instances(server: &str, args: InstancesArgs) -> Result<(), F
     Ok(())
 }
 
-pub(crate) async fn watch(server: &str, args: WatchArgs) -> Result<(), Failure> {
+pub(crate) async fn watch(remote: &Remote, args: WatchArgs) -> Result<(), Failure> {
     waggle_core::ServiceName::new(&args.service)?;
-    let client = connect(server, ClientConfig::default()).await?;
+    let client = connect(remote, ClientConfig::default()).await?;
     let mut signals = Signals::install()?;
     let discovery = client.discover(&args.service)?;
     let mut changes = discovery.changes();
@@ -221,9 +230,9 @@ pub(crate) async fn watch(server: &str, args: WatchArgs) -> Result<(), Failure> 
     }
 }
 
-pub(crate) async fn kv(server: &str, command: crate::cli::KvCommand) -> Result<(), Failure> {
+pub(crate) async fn kv(remote: &Remote, command: crate::cli::KvCommand) -> Result<(), Failure> {
     use crate::cli::KvCommand;
-    let client = connect(server, ClientConfig::default()).await?;
+    let client = connect(remote, ClientConfig::default()).await?;
     let kv = client.kv();
     match command {
         KvCommand::Get { key, json } => {
@@ -312,13 +321,13 @@ fn signal_group(pgid: u32, signal: &str) {
 }
 
 /// `waggle lock NAME -- COMMAND...`.
-pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(), Failure> {
+pub(crate) async fn lock(remote: &Remote, args: crate::cli::LockArgs) -> Result<(), Failure> {
     waggle_core::check_lock(&args.name, args.limit, &[])?;
     let mut signals = crate::server_cmd::Signals::install()?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
     config.lock_delay = args.lock_delay;
-    let client = connect(server, config).await?;
+    let client = connect(remote, config).await?;
     let handle = client.semaphore(&args.name, args.limit);
     let acquired = tokio::select! {
         acquired = async {
@@ -391,13 +400,13 @@ pub(crate) async fn lock(server: &str, args: crate::cli::LockArgs) -> Result<(),
 }
 
 /// `waggle elect NAME VALUE`.
-pub(crate) async fn elect(server: &str, args: crate::cli::ElectArgs) -> Result<(), Failure> {
+pub(crate) async fn elect(remote: &Remote, args: crate::cli::ElectArgs) -> Result<(), Failure> {
     waggle_core::check_lock(&args.name, 1, args.value.as_bytes())?;
     let mut signals = crate::server_cmd::Signals::install()?;
     let mut config = ClientConfig::default();
     config.session_ttl = Ttl::from_duration(args.ttl)?;
     config.lock_delay = args.lock_delay;
-    let client = connect(server, config).await?;
+    let client = connect(remote, config).await?;
     let election = client.election(&args.name);
     let leadership = tokio::select! {
         won = election.campaign(args.value.clone().into_bytes()) => won?,

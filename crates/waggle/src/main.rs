@@ -58,23 +58,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let token = cli.token.clone().or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok()).filter(|t| !t.is_empty());
+    let remote = client_cmds::Remote { server: cli.server.clone(), token };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server_cmd::run(args).await,
-            Command::Register(args) => client_cmds::register(&cli.server, args).await,
-            Command::Deregister(args) => client_cmds::deregister(&cli.server, args).await,
-            Command::Services(args) => client_cmds::services(&cli.server, args).await,
-            Command::Instances(args) => client_cmds::instances(&cli.server, args).await,
-            Command::Members(cli::MembersCommand::List(args)) => client_cmds::members(&cli.server, args).await,
-            Command::Members(cli::MembersCommand::Add(args)) => client_cmds::add_member(&cli.server, args).await,
-            Command::Members(cli::MembersCommand::Remove(args)) => client_cmds::remove_member(&cli.server, args).await,
-            Command::Snapshot(cli::SnapshotCommand::Save(args)) => client_cmds::save_snapshot(&cli.server, args).await,
+            Command::Register(args) => client_cmds::register(&remote, args).await,
+            Command::Deregister(args) => client_cmds::deregister(&remote, args).await,
+            Command::Services(args) => client_cmds::services(&remote, args).await,
+            Command::Instances(args) => client_cmds::instances(&remote, args).await,
+            Command::Members(cli::MembersCommand::List(args)) => client_cmds::members(&remote, args).await,
+            Command::Members(cli::MembersCommand::Add(args)) => client_cmds::add_member(&remote, args).await,
+            Command::Members(cli::MembersCommand::Remove(args)) => client_cmds::remove_member(&remote, args).await,
+            Command::Snapshot(cli::SnapshotCommand::Save(args)) => client_cmds::save_snapshot(&remote, args).await,
             Command::Snapshot(cli::SnapshotCommand::Restore(args)) => server_cmd::restore(args),
-            Command::Watch(args) => client_cmds::watch(&cli.server, args).await,
-            Command::Bench(args) => bench_cmd::run(&cli.server, args).await,
-            Command::Kv(command) => client_cmds::kv(&cli.server, command).await,
-            Command::Lock(args) => client_cmds::lock(&cli.server, args).await,
-            Command::Elect(args) => client_cmds::elect(&cli.server, args).await,
+            Command::Watch(args) => client_cmds::watch(&remote, args).await,
+            Command::Bench(args) => bench_cmd::run(&remote, args).await,
+            Command::Kv(command) => client_cmds::kv(&remote, command).await,
+            Command::Lock(args) => client_cmds::lock(&remote, args).await,
+            Command::Elect(args) => client_cmds::elect(&remote, args).await,
         }
     });
     match result {

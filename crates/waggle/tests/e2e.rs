@@ -430,3 +430,49 @@ fn waggle_elect_campaigns_resigns_and_hands_over() {
     assert_eq!(c.wait_exit(PATIENCE).code(), Some(0));
     assert_eq!(client(&url, &["elect", "/bad", "x"]).code, Some(2));
 }
+
+#[test]
+fn client_commands_carry_the_acl_token() {
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = support::Server::start_with(&[
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--acl-enabled",
+        "--acl-initial-management-token",
+        ROOT,
+    ]);
+    let url = server.url();
+    let put = |value: &str, token: Option<(&str, &str)>| {
+        let mut cmd = support::waggle_command(&["--server", &url, "kv", "put", "k", value]);
+        if let Some((how, secret)) = token {
+            match how {
+                "flag" => {
+                    cmd.args(["--token", secret]);
+                }
+                env => {
+                    cmd.env(env, secret);
+                }
+            }
+        }
+        cmd.output().expect("waggle runs")
+    };
+    // The leader creates the initial management token right after start.
+    let root_works = support::poll(support::PATIENCE, std::time::Duration::from_millis(50), || {
+        put("0", Some(("flag", ROOT))).status.success().then_some(())
+    });
+    assert!(root_works.is_some(), "the initial management token never worked");
+    let denied = put("1", None);
+    assert_eq!(denied.status.code(), Some(1), "no token: a runtime failure");
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("Permission denied"), "{denied:?}");
+    for how in ["flag", "WAGGLE_TOKEN", "CONSUL_HTTP_TOKEN"] {
+        let out = put("2", Some((how, ROOT)));
+        assert!(out.status.success(), "{how}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

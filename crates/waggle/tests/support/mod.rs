@@ -47,6 +47,10 @@ pub fn waggle_in_netns(netns: &str, args: &[&str]) -> Command {
 
 fn isolate(cmd: &mut Command) {
     cmd.env_remove("WAGGLE_SERVER")
+        .env_remove("WAGGLE_TOKEN")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("WAGGLE_ACL_ENABLED")
+        .env_remove("WAGGLE_ACL_INITIAL_MANAGEMENT_TOKEN")
         .env_remove("WAGGLE_DATA_DIR")
         .env_remove("WAGGLE_GRPC_ADDR")
         .env_remove("WAGGLE_HTTP_ADDR")
