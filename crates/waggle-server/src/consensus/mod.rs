@@ -109,6 +109,7 @@ fn payload_bytes(command: &Command) -> usize {
             .map(|op| op.written().map_or(64, |(key, value)| key.len() + value.len()))
             .sum(),
         Command::LockAcquire { value, .. } | Command::LockProclaim { value, .. } => 64 + value.len(),
+        Command::Authorized { accessor, command, .. } => accessor.len() + payload_bytes(command),
         _ => 256,
     }
 }
