@@ -2,7 +2,7 @@
 //! apply-time check of [`Command::Authorized`]: which permission each command needs, checked
 //! against the ACL state at this point of the log.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use super::Registry;
 use crate::{
@@ -17,6 +17,30 @@ fn invalid(field: &'static str, rule: impl Into<String>) -> ApplyError {
     ValidationError::new(field, rule).into()
 }
 
+/// Authorizers resolved since the last ACL change, by accessor and default policy: derived
+/// state (a pure function of the ACL state, cleared whenever it changes), so a write does not
+/// merge its token's policies again. Not part of the registry's value: clones start empty and
+/// it never makes two registries differ.
+#[derive(Debug, Default)]
+pub(crate) struct AuthorizerCache(HashMap<DefaultPolicy, HashMap<String, Arc<Authorizer>>>);
+
+impl Clone for AuthorizerCache {
+    fn clone(&self) -> Self {
+        AuthorizerCache::default()
+    }
+}
+
+impl PartialEq for AuthorizerCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AuthorizerCache {}
+
+/// Most authorizers kept (the cache starts over past it).
+const MAX_CACHED_AUTHORIZERS: usize = 4096;
+
 impl Registry {
     /// The ACL state: tokens, policies, roles.
     pub fn acl(&self) -> &AclState {
@@ -26,6 +50,7 @@ impl Registry {
     /// Replaces the ACL state (the snapshot codec).
     pub(crate) fn set_acl(&mut self, acl: AclState) {
         self.acl = acl;
+        self.authorizers = AuthorizerCache::default();
     }
 
     /// Runs `command` for the token `accessor` if it may (see [`Command::Authorized`]).
@@ -36,7 +61,19 @@ impl Registry {
         command: &Command,
         effects: &mut Vec<Effect>,
     ) -> Result<Applied, ApplyError> {
-        let authorizer = self.acl.authorizer(accessor, default).ok_or(ApplyError::TokenNotFound)?;
+        let cached = self.authorizers.0.get(&default).and_then(|by_accessor| by_accessor.get(accessor));
+        let authorizer = match cached {
+            Some(found) => found.clone(),
+            None => {
+                let resolved = Arc::new(self.acl.authorizer(accessor, default).ok_or(ApplyError::TokenNotFound)?);
+                let by_accessor = self.authorizers.0.entry(default).or_default();
+                if by_accessor.len() >= MAX_CACHED_AUTHORIZERS {
+                    by_accessor.clear();
+                }
+                by_accessor.insert(accessor.to_owned(), resolved.clone());
+                resolved
+            }
+        };
         let session_name = |id| self.sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default();
         authorize(&authorizer, command, session_name)?;
         self.apply_inner(command, effects)
@@ -46,6 +83,7 @@ impl Registry {
     fn acl_changed(&mut self, effects: &mut Vec<Effect>) -> u64 {
         self.revision = self.revision.next();
         self.acl.index = self.revision.get();
+        self.authorizers.0.clear();
         effects.push(Effect::AclChanged { revision: self.revision });
         self.revision.get()
     }

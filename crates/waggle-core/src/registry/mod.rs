@@ -46,6 +46,8 @@ pub struct Registry {
     failed_checks: Vec<String>,
     /// Tokens, policies and roles.
     acl: crate::acl::AclState,
+    /// Authorizers resolved since the last ACL change (derived, never compared).
+    authorizers: acl::AuthorizerCache,
 }
 
 impl Registry {
@@ -174,6 +176,7 @@ impl Registry {
             check_sessions: BTreeMap::new(),
             failed_checks: Vec::new(),
             acl: Default::default(),
+            authorizers: Default::default(),
         };
         for session in registry.sessions.values() {
             for check in &session.options.checks {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use waggle_core::{
-    Command, SessionId,
+    Command, Revision, SessionId,
     acl::{ANONYMOUS_ACCESSOR, Access, Authorizer, DefaultPolicy, Resource},
 };
 
@@ -61,7 +61,7 @@ impl Caller {
 
 /// Resolved tokens by secret, valid for one ACL revision.
 #[derive(Default)]
-pub(super) struct TokenCache(Mutex<(u64, HashMap<String, Arc<Authorizer>>)>);
+pub(super) struct TokenCache(Mutex<(Revision, HashMap<String, (Arc<Authorizer>, Option<u64>)>)>);
 
 /// Most tokens kept resolved at once (the cache starts over past it).
 const MAX_CACHED_TOKENS: usize = 4096;
@@ -84,30 +84,34 @@ impl Node {
         if !self.acl.enabled {
             return Ok(Caller::anyone());
         }
-        let acl = self.read_model().acl();
-        let default = self.acl.default_policy;
+        // Resolutions hold until the ACL state changes (its signal's revision moves).
+        let generation = self.read_model().acl_generation();
         // A request without a token uses the agent's default token if one was set
         // (`/v1/agent/token/default`), else the anonymous token, cached under the empty secret.
-        let default_token = self.agent_tokens.lock().unwrap_or_else(PoisonError::into_inner).default.clone();
-        let secret = secret.filter(|s| !s.is_empty()).map(str::to_owned).or(default_token).unwrap_or_default();
-        let secret = secret.as_str();
+        let default_token;
+        let secret = match secret.filter(|s| !s.is_empty()) {
+            Some(secret) => secret,
+            None => {
+                default_token = self.agent_tokens.lock().unwrap_or_else(PoisonError::into_inner).default.clone();
+                default_token.as_deref().unwrap_or_default()
+            }
+        };
         {
             let cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.0 == acl.index()
-                && let Some(found) = cache.1.get(secret)
+            if cache.0 == generation
+                && let Some((found, expiration_ms)) = cache.1.get(secret)
+                && expiration_ms.is_none_or(|at| at > now_ms())
             {
-                let anonymous = found.accessor() == ANONYMOUS_ACCESSOR;
-                let token = acl.token(found.accessor());
-                if anonymous || token.is_some_and(|t| t.expiration_ms.is_none_or(|at| at > now_ms())) {
-                    return Ok(Caller { token: Some(found.clone()) });
-                }
+                return Ok(Caller { token: Some(found.clone()) });
             }
         }
+        let acl = self.read_model().acl();
+        let default = self.acl.default_policy;
         if secret.is_empty() {
             let anonymous = acl
                 .authorizer(ANONYMOUS_ACCESSOR, default)
                 .ok_or_else(|| NodeError::PermissionDenied("ACL not found".into()))?;
-            return Ok(self.remember(acl.index(), String::new(), Arc::new(anonymous)));
+            return Ok(self.remember(generation, String::new(), Arc::new(anonymous), None));
         }
         let token = acl
             .token_by_secret(secret)
@@ -121,7 +125,7 @@ impl Node {
             acl.authorizer(&token.accessor, default)
                 .ok_or_else(|| NodeError::PermissionDenied("ACL not found".into()))?,
         );
-        Ok(self.remember(acl.index(), secret.to_owned(), authorizer))
+        Ok(self.remember(generation, secret.to_owned(), authorizer, token.expiration_ms))
     }
 
     /// [`Node::caller`], and for a secret this member does not know, once more after a read
@@ -147,13 +151,19 @@ impl Node {
         }
     }
 
-    /// Caches a resolution for the ACL revision `index`.
-    fn remember(&self, index: u64, secret: String, authorizer: Arc<Authorizer>) -> Caller {
+    /// Caches a resolution for the ACL state of `generation`.
+    fn remember(
+        &self,
+        generation: Revision,
+        secret: String,
+        authorizer: Arc<Authorizer>,
+        expiration_ms: Option<u64>,
+    ) -> Caller {
         let mut cache = self.tokens.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.0 != index || cache.1.len() >= MAX_CACHED_TOKENS {
-            *cache = (index, HashMap::new());
+        if cache.0 != generation || cache.1.len() >= MAX_CACHED_TOKENS {
+            *cache = (generation, HashMap::new());
         }
-        cache.1.insert(secret, authorizer.clone());
+        cache.1.insert(secret, (authorizer.clone(), expiration_ms));
         Caller { token: Some(authorizer) }
     }
 
@@ -161,8 +171,11 @@ impl Node {
     /// where it applies).
     pub(super) fn precheck(&self, caller: &Caller, command: &Command) -> Result<(), NodeError> {
         if let Some(authorizer) = &caller.token {
-            let (_, sessions) = self.read_model().sessions();
-            let session_name = |id: SessionId| sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default();
+            // Only commands that name a session by id look it up.
+            let session_name = |id: SessionId| {
+                let (_, sessions) = self.read_model().sessions();
+                sessions.get(&id).map(|s| s.options.name.clone()).unwrap_or_default()
+            };
             waggle_core::authorize(authorizer, command, session_name)
                 .map_err(|e| NodeError::PermissionDenied(e.to_string()))?;
         }

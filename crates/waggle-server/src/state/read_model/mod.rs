@@ -166,6 +166,11 @@ impl ReadModel {
         (state.revision, state.sessions.clone())
     }
 
+    /// The revision of the last ACL change (or reset): what resolved tokens are valid for.
+    pub(crate) fn acl_generation(&self) -> Revision {
+        *self.acl_changed.borrow()
+    }
+
     /// A signal that changes whenever tokens, policies or roles do (or the state is replaced).
     pub(crate) fn acl_signal(&self) -> tokio::sync::watch::Receiver<Revision> {
         self.acl_changed.subscribe()
