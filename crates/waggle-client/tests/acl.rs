@@ -59,7 +59,7 @@ async fn the_token_rides_on_every_call() {
     assert!(refused.to_string().contains("key:write"), "{refused}");
     // A wrong token is refused ("ACL not found") as soon as the client connects.
     let wrong = Client::connect_with(&url, with_token(Some("00000000-0000-4000-8000-00000000dead"))).await;
-    let refused = wrong.err().expect("a wrong token is refused");
+    let Err(refused) = wrong else { panic!("a wrong token is refused") };
     assert!(refused.to_string().contains("ACL not found"), "{refused}");
     // A token that is not a header value is refused before anything is sent.
     assert!(Client::connect_with(&url, with_token(Some("bad\ntoken"))).await.is_err());

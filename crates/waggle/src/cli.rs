@@ -53,6 +53,9 @@ pub(crate) enum Command {
     /// Campaign in an election: waits until elected, prints `elected NAME term=T`, holds the
     /// leadership until SIGINT / SIGTERM (then resigns, exit 0) or until it is lost (exit 1).
     Elect(ElectArgs),
+    /// Access control: bootstrap, tokens, policies, roles (through the HTTP API).
+    #[command(subcommand)]
+    Acl(AclCommand),
 }
 
 #[derive(Debug, Args)]
@@ -550,4 +553,205 @@ mod tests {
             assert!(error.contains(why), "{bad:?}: {error}");
         }
     }
+}
+
+/// Where the ACL commands send their requests, and how they print.
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
+    /// The server's HTTP API.
+    #[arg(long, env = "WAGGLE_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+    pub(crate) http_addr: SocketAddr,
+    /// Print the server's JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `waggle acl ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclCommand {
+    /// Create the first management token (once; or start the server with
+    /// --acl-initial-management-token).
+    Bootstrap(HttpArgs),
+    /// Tokens.
+    #[command(subcommand)]
+    Token(AclTokenCommand),
+    /// Policies.
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// Roles.
+    #[command(subcommand)]
+    Role(AclRoleCommand),
+}
+
+/// What a token or role grants.
+#[derive(Debug, Args)]
+pub(crate) struct TokenFields {
+    /// Free text.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    /// A policy by name (repeatable).
+    #[arg(long)]
+    pub(crate) policy_name: Vec<String>,
+    /// A policy by id (repeatable).
+    #[arg(long)]
+    pub(crate) policy_id: Vec<String>,
+    /// A role by name (repeatable; not for roles).
+    #[arg(long)]
+    pub(crate) role_name: Vec<String>,
+    /// A role by id (repeatable; not for roles).
+    #[arg(long)]
+    pub(crate) role_id: Vec<String>,
+    /// A service identity: write on the service, read on all (repeatable).
+    #[arg(long)]
+    pub(crate) service_identity: Vec<String>,
+    /// A node identity, NODE:DATACENTER (repeatable).
+    #[arg(long)]
+    pub(crate) node_identity: Vec<String>,
+}
+
+/// `waggle acl token ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclTokenCommand {
+    /// Create a token.
+    Create(TokenCreateArgs),
+    /// Add links to a token (its existing ones are kept; --description replaces).
+    Update(TokenUpdateArgs),
+    /// Read a token (or --self: the one this command carries).
+    Read(TokenReadArgs),
+    /// List the tokens.
+    List(HttpArgs),
+    /// A new token with the same links and a new secret.
+    Clone(TokenCloneArgs),
+    /// Delete a token.
+    Delete(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    #[command(flatten)]
+    pub(crate) fields: TokenFields,
+    /// Its AccessorID (a UUID; default: drawn).
+    #[arg(long)]
+    pub(crate) accessor: Option<String>,
+    /// Its SecretID (a UUID; default: drawn).
+    #[arg(long)]
+    pub(crate) secret: Option<String>,
+    /// It expires after this long (1m to 24h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) expires_ttl: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenUpdateArgs {
+    /// The token's AccessorID.
+    #[arg(long)]
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) fields: TokenFields,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenReadArgs {
+    /// The token's AccessorID.
+    #[arg(long, required_unless_present = "self_")]
+    pub(crate) id: Option<String>,
+    /// The token this command carries.
+    #[arg(long = "self", id = "self_")]
+    pub(crate) self_: bool,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCloneArgs {
+    /// The token's AccessorID.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The clone's description.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    /// The id (a token's AccessorID, a policy's or role's ID).
+    #[arg(long)]
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NameOrIdArgs {
+    /// Its ID.
+    #[arg(long, conflicts_with = "name")]
+    pub(crate) id: Option<String>,
+    /// Its name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+/// `waggle acl policy ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclPolicyCommand {
+    /// Create a policy.
+    Create(PolicyArgs),
+    /// Replace a policy (--id).
+    Update(PolicyArgs),
+    /// Read a policy.
+    Read(NameOrIdArgs),
+    /// List the policies.
+    List(HttpArgs),
+    /// Delete a policy.
+    Delete(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// Its ID (update only).
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// Its name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Free text.
+    #[arg(long)]
+    pub(crate) description: Option<String>,
+    /// Its rules, HCL or JSON, or @FILE.
+    #[arg(long)]
+    pub(crate) rules: Option<String>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+/// `waggle acl role ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclRoleCommand {
+    /// Create a role.
+    Create(RoleArgs),
+    /// Read a role.
+    Read(NameOrIdArgs),
+    /// List the roles.
+    List(HttpArgs),
+    /// Delete a role.
+    Delete(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RoleArgs {
+    /// Its name.
+    #[arg(long)]
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) fields: TokenFields,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 runtime failure (server unreachable, request refused); 2 usage
 //! error (bad flags or argument values, detected before anything is sent).
 
+mod acl_cmd;
 mod bench_cmd;
 mod cli;
 mod client_cmds;
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
             Command::Kv(command) => client_cmds::kv(&remote, command).await,
             Command::Lock(args) => client_cmds::lock(&remote, args).await,
             Command::Elect(args) => client_cmds::elect(&remote, args).await,
+            Command::Acl(command) => acl_cmd::run(remote.token.as_deref(), command).await,
         }
     });
     match result {

@@ -476,3 +476,66 @@ fn client_commands_carry_the_acl_token() {
         assert!(out.status.success(), "{how}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn acl_commands_manage_policies_and_tokens() {
+    const ROOT: &str = "11111111-2222-4333-8444-555555555555";
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = support::Server::start_with(&[
+        "server",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--acl-enabled",
+        "--acl-initial-management-token",
+        ROOT,
+    ]);
+    let (url, http) = (server.url(), server.ready.http.to_string());
+    let waggle = |token: &str, args: &[&str]| {
+        let mut all = vec!["--server", &url, "--token", token];
+        all.extend_from_slice(args);
+        let out = support::waggle_command(&all).output().expect("waggle runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let root_works = support::poll(support::PATIENCE, std::time::Duration::from_millis(50), || {
+        (waggle(ROOT, &["acl", "token", "read", "--self", "--http-addr", &http]).0 == Some(0)).then_some(())
+    });
+    assert!(root_works.is_some(), "the initial management token never worked");
+    let (code, _, err) = waggle(ROOT, &["acl", "bootstrap", "--http-addr", &http]);
+    assert_eq!(code, Some(1), "bootstrapped already");
+    assert!(err.contains("ACL bootstrap no longer allowed"), "{err}");
+    let rules = dir.path().join("app.hcl");
+    std::fs::write(&rules, "key_prefix \"app/\" { policy = \"write\" }\n").unwrap();
+    let at_rules = format!("@{}", rules.display());
+    let (code, out, err) =
+        waggle(ROOT, &["acl", "policy", "create", "--name", "app", "--rules", &at_rules, "--http-addr", &http]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Name:         app") && out.contains("key_prefix"), "{out}");
+    let (code, out, err) = waggle(
+        ROOT,
+        &["acl", "token", "create", "--policy-name", "app", "--description", "ci", "--json", "--http-addr", &http],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let token: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (accessor, secret) = (token["AccessorID"].as_str().unwrap(), token["SecretID"].as_str().unwrap());
+    assert_eq!(waggle(secret, &["kv", "put", "app/x", "1"]).0, Some(0));
+    let (code, _, err) = waggle(secret, &["kv", "put", "other", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Permission denied"), "{err}");
+    let (code, out, _) = waggle(ROOT, &["acl", "token", "list", "--http-addr", &http]);
+    assert!(code == Some(0) && out.contains(accessor), "{out}");
+    assert_eq!(waggle(ROOT, &["acl", "token", "delete", "--id", accessor, "--http-addr", &http]).0, Some(0));
+    let (code, _, err) = waggle(secret, &["kv", "put", "app/y", "1"]);
+    assert!(code == Some(1) && err.contains("ACL not found"), "{err}");
+    let (code, _, err) =
+        waggle(ROOT, &["acl", "role", "create", "--name", "r", "--role-name", "x", "--http-addr", &http]);
+    assert_eq!(code, Some(2), "usage: {err}");
+}

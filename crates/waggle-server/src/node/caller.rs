@@ -61,7 +61,10 @@ impl Caller {
 
 /// Resolved tokens by secret, valid for one ACL revision.
 #[derive(Default)]
-pub(super) struct TokenCache(Mutex<(Revision, HashMap<String, (Arc<Authorizer>, Option<u64>)>)>);
+pub(super) struct TokenCache(Mutex<(Revision, HashMap<String, Resolved>)>);
+
+/// A resolved token: what it may do, and when it expires (ms since the Unix epoch).
+type Resolved = (Arc<Authorizer>, Option<u64>);
 
 /// Most tokens kept resolved at once (the cache starts over past it).
 const MAX_CACHED_TOKENS: usize = 4096;
