@@ -131,7 +131,7 @@ pub enum Command {
     /// Runs `command` if the token with `accessor` may, checked against the ACL state at this
     /// point of the log (so a token revoked or narrowed before the write commits is refused;
     /// every member decides alike). `default` is what applies where no rule does. Refused as
-    /// `PermissionDenied`, or `AclNotFound` for a token that does not exist (any more).
+    /// `PermissionDenied`, or `TokenNotFound` for a token that does not exist (any more).
     Authorized {
         /// The token's accessor.
         accessor: String,

@@ -232,7 +232,6 @@ pub(crate) fn parse_session(text: &str) -> Option<SessionId> {
     (raw != 0 && raw != SessionId::AGENT.get()).then(|| SessionId::new(raw))
 }
 
-
 /// Marks an answer that left out what the token may not read, as Consul does.
 pub(crate) fn filtered_by_acls(mut response: Response, filtered: bool) -> Response {
     if filtered {
