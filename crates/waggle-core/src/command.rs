@@ -176,6 +176,26 @@ pub enum Command {
         /// Its id.
         id: String,
     },
+    /// Creates or replaces an auth method (by name).
+    AclSetAuthMethod {
+        /// The method (its configuration checked by the proposer: keys parse, algorithms known).
+        method: crate::acl::AuthMethod,
+    },
+    /// Deletes an auth method, its binding rules and the tokens it issued, as Consul does.
+    AclDeleteAuthMethod {
+        /// Its name.
+        name: String,
+    },
+    /// Creates or replaces a binding rule (by id); its auth method must exist.
+    AclSetBindingRule {
+        /// The rule (its selector checked by the proposer).
+        rule: crate::acl::BindingRule,
+    },
+    /// Deletes a binding rule.
+    AclDeleteBindingRule {
+        /// Its id.
+        id: String,
+    },
     /// Deletes tokens whose expiration time passed on the leader; unknown ones are ignored.
     AclExpireTokens {
         /// The tokens' accessors.
