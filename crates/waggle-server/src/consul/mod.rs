@@ -3,7 +3,7 @@
 //! (`health.rs`), agent (`agent.rs`, registrations in `registration.rs`, checks in `checks.rs`),
 //! status (`status.rs`), KV (`kv.rs`), transactions (`txn.rs`) and sessions (`session.rs`), with
 //! blocking queries (`?index=&wait=`) served by the read model (no polling), Consul's headers
-//! (`request.rs`) and `?filter=` (`filter.rs`). What is supported is listed in
+//! (`request.rs`) and `?filter=` (the crate's `filter.rs`). What is supported is listed in
 //! docs/compatibility.md.
 //!
 //! Mapping: every instance is a Consul service instance on one node, the server answering
@@ -11,14 +11,13 @@
 //! (`render.rs`). `X-Consul-Index` is the registry revision (starts at 1, never 0, only grows).
 //!
 //! Endpoints parse and render; every use case is the [`Node`]'s. Helpers are shared downward
-//! (`request`, `fields`, `render`, `registration`, `filter`), never between endpoint files.
+//! (`request`, `fields`, `render`, `registration`), never between endpoint files.
 
 mod acl;
 mod agent;
 mod catalog;
 mod checks;
 mod fields;
-mod filter;
 mod health;
 mod kv;
 mod registration;

@@ -88,7 +88,7 @@ pub(super) async fn service_query(
             .filter(|i| matches_tags(i, &p.tags))
             .filter(|i| !passing_only || i.spec.status == HealthStatus::Passing)
             .map(|i| entry(state, &name, i))
-            .filter(|e| filter.as_ref().is_none_or(|f| super::filter::eval(f, e)))
+            .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
             .collect();
         Value::Array(list).to_string()
     };
@@ -130,11 +130,11 @@ pub(super) fn parse_filter(
     p: &Params,
     template: &Value,
     maps: &[&str],
-) -> Result<Option<super::filter::Expr>, ConsulError> {
+) -> Result<Option<crate::filter::Expr>, ConsulError> {
     p.filter
         .as_deref()
         .map(|text| {
-            super::filter::parse(text, template, maps)
+            crate::filter::parse(text, template, maps)
                 .map_err(|e| bad_request(format!("Failed to create boolean expression evaluator: {e}")))
         })
         .transpose()
