@@ -13,7 +13,8 @@
 //! - `state/` — what the state machine feeds: read model, session clock, check table.
 //!
 //! Leaves any layer may use: `acl_rules` (ACL rules in HCL or JSON), `filter` (Consul's filter
-//! language: `?filter=` in `consul/`, binding-rule selectors in `node/`).
+//! language: `?filter=` in `consul/`, binding-rule selectors in `node/`), `jwt` (the bearer
+//! tokens of auth methods, verified).
 //!
 //! # Architecture invariant
 //!
@@ -36,6 +37,7 @@ mod filter;
 mod grpc;
 mod http;
 mod ids;
+mod jwt;
 mod leader;
 mod metrics;
 mod node;

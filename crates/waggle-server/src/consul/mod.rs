@@ -14,6 +14,7 @@
 //! (`request`, `fields`, `render`, `registration`), never between endpoint files.
 
 mod acl;
+mod acl_auth;
 mod agent;
 mod catalog;
 mod checks;
@@ -103,6 +104,20 @@ pub(crate) fn router(node: Arc<Node>, http_addr: SocketAddr) -> Router {
         .route("/v1/acl/templated-policies", get(acl::templated_policies))
         .route("/v1/acl/templated-policy/name/{*name}", get(acl::templated_policy))
         .route("/v1/acl/templated-policy/preview/{*name}", axum::routing::post(acl::templated_policy_preview))
+        .route("/v1/acl/auth-method", put(acl_auth::method_create))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth::method_read).put(acl_auth::method_update).delete(acl_auth::method_delete),
+        )
+        .route("/v1/acl/auth-methods", get(acl_auth::method_list))
+        .route("/v1/acl/binding-rule", put(acl_auth::rule_create))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_auth::rule_read).put(acl_auth::rule_update).delete(acl_auth::rule_delete),
+        )
+        .route("/v1/acl/binding-rules", get(acl_auth::rule_list))
+        .route("/v1/acl/login", axum::routing::post(acl_auth::login))
+        .route("/v1/acl/logout", axum::routing::post(acl_auth::logout))
         .route("/v1/agent/token/{kind}", put(acl::agent_token))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
