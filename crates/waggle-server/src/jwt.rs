@@ -373,6 +373,51 @@ mod tests {
         assert!(bad.contains("service"), "{bad}");
     }
 
+    /// A throwaway RSA key pair made for these tests (openssl genpkey), never used elsewhere.
+    const RSA_PRIVATE: &str = include_str!("../tests/fixtures/jwt-test-rsa-private.pem");
+    const RSA_PUBLIC: &str = include_str!("../tests/fixtures/jwt-test-rsa-public.pem");
+
+    fn signed(alg: Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+        let claims = json!({ "iss": "https://issuer", "aud": "waggle", "exp": NOW / 1000 + 60, "sub": "x" });
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn every_key_kind_verifies_its_algorithms() {
+        use jsonwebtoken::EncodingKey;
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let p384_signing = EncodingKey::from_ec_pem(p384.serialize_pem().as_bytes()).unwrap();
+        let ed_signing = EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap();
+        let all = JwtConfig {
+            validation_pub_keys: vec![RSA_PUBLIC.into(), p384.public_key_pem(), ed.public_key_pem()],
+            supported_algs: ["RS256", "RS512", "PS256", "ES384", "EdDSA"].map(String::from).to_vec(),
+            ..config()
+        };
+        check_config(&all).unwrap();
+        for (alg, key) in [
+            (Algorithm::RS256, &rsa),
+            (Algorithm::RS512, &rsa),
+            (Algorithm::PS256, &rsa),
+            (Algorithm::ES384, &p384_signing),
+            (Algorithm::EdDSA, &ed_signing),
+        ] {
+            let claims = verify(&signed(alg, key), &all, NOW).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert_eq!(claims["sub"], "x");
+        }
+        // The defaults (RS256, ES256) leave the others out.
+        let defaults = JwtConfig { supported_algs: vec![], ..all.clone() };
+        assert!(verify(&signed(Algorithm::RS256, &rsa), &defaults, NOW).is_ok());
+        assert!(verify(&signed(Algorithm::EdDSA, &ed_signing), &defaults, NOW).unwrap_err().contains("not accepted"));
+        // A key of another kind does not verify.
+        let rsa_only = JwtConfig { validation_pub_keys: vec![RSA_PUBLIC.into()], ..all };
+        assert!(verify(&signed(Algorithm::ES384, &p384_signing), &rsa_only, NOW).unwrap_err().contains("signature"));
+        // A private key is not a validation key.
+        let private = JwtConfig { validation_pub_keys: vec![RSA_PRIVATE.into()], ..config() };
+        assert!(check_config(&private).unwrap_err().contains("not a public key"));
+    }
+
     #[test]
     fn configurations_are_checked() {
         let bad = |c: JwtConfig| check_config(&c).unwrap_err();

@@ -152,6 +152,12 @@ async fn login_grants_the_bound_service_and_logout_ends_the_token() {
     assert_eq!(token["Description"], r#"token created via login: {"job":"42"}"#);
     assert!(token["ExpirationTime"].is_string(), "MaxTokenTTL sets it: {token}");
     let secret = token["SecretID"].as_str().unwrap().to_owned();
+    // The tokens of the method.
+    let (_, body) = http_get(http, &with("/v1/acl/tokens?authmethod=ci", ROOT)).await;
+    let issued: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(issued.as_array().map(Vec::len), Some(1));
+    assert_eq!(issued[0]["AccessorID"], token["AccessorID"]);
+    assert_eq!(http_get(http, &with("/v1/acl/tokens?authmethod=other", ROOT)).await.1, "[]");
 
     // It may register web, and only web.
     let (code, body) = send_as(http, "PUT", "/v1/agent/service/register", &secret, &register_body("web")).await;

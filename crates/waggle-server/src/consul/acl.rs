@@ -272,10 +272,24 @@ pub(crate) async fn token_delete(
 }
 
 /// `GET /v1/acl/tokens`: every token (secrets hidden from tokens without `acl:write`).
-pub(crate) async fn token_list(State(state): State<ConsulState>, Auth(caller): Auth) -> Result<Response, ConsulError> {
+/// `?authmethod=` keeps the tokens that auth method issued.
+pub(crate) async fn token_list(
+    State(state): State<ConsulState>,
+    Auth(caller): Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ConsulError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("malformed query string: {e}")))?;
+    params(raw)?;
+    let method = pairs.into_iter().find_map(|(k, v)| (k == "authmethod").then_some(v)).filter(|m| !m.is_empty());
     let acl = state.node.acl_state(&caller)?;
     let secrets = caller.may(waggle_core::acl::Resource::Acl, "", waggle_core::acl::Access::Write);
-    let list: Vec<Value> = acl.tokens().values().map(|t| token_json(&acl, t, secrets)).collect();
+    let list: Vec<Value> = acl
+        .tokens()
+        .values()
+        .filter(|t| method.as_ref().is_none_or(|m| t.auth_method.as_ref() == Some(m)))
+        .map(|t| token_json(&acl, t, secrets))
+        .collect();
     Ok(answer(&state, unchanged_index(&state), Value::Array(list)))
 }
 
