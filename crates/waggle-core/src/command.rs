@@ -131,7 +131,7 @@ pub enum Command {
     /// Runs `command` if the token with `accessor` may, checked against the ACL state at this
     /// point of the log (so a token revoked or narrowed before the write commits is refused;
     /// every member decides alike). `default` is what applies where no rule does. Refused as
-    /// `PermissionDenied`, or `AclNotFound` for a token that does not exist (any more).
+    /// `PermissionDenied`, or `TokenNotFound` for a token that does not exist (any more).
     Authorized {
         /// The token's accessor.
         accessor: String,
@@ -173,6 +173,26 @@ pub enum Command {
     },
     /// Deletes a role (tokens that link to it lose it).
     AclDeleteRole {
+        /// Its id.
+        id: String,
+    },
+    /// Creates or replaces an auth method (by name).
+    AclSetAuthMethod {
+        /// The method (its configuration checked by the proposer: keys parse, algorithms known).
+        method: crate::acl::AuthMethod,
+    },
+    /// Deletes an auth method, its binding rules and the tokens it issued, as Consul does.
+    AclDeleteAuthMethod {
+        /// Its name.
+        name: String,
+    },
+    /// Creates or replaces a binding rule (by id); its auth method must exist.
+    AclSetBindingRule {
+        /// The rule (its selector checked by the proposer).
+        rule: crate::acl::BindingRule,
+    },
+    /// Deletes a binding rule.
+    AclDeleteBindingRule {
         /// Its id.
         id: String,
     },

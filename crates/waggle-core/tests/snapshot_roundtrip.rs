@@ -603,8 +603,8 @@ fn invalid_fields_in_a_snapshot_are_rejected() {
 use waggle_core::{
     ApplyError, Compare, CompareOp, CompareTarget, Guard, KvOp, Txn,
     acl::{
-        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, DefaultPolicy, GLOBAL_MANAGEMENT_ID, Grants, Level, NodeIdentity, Policy,
-        Resource, Role, Rules, ServiceIdentity, TemplatedPolicy, Token,
+        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, AuthMethod, BindType, BindingRule, DefaultPolicy, GLOBAL_MANAGEMENT_ID,
+        Grants, JwtConfig, Level, NodeIdentity, Policy, Resource, Role, Rules, ServiceIdentity, TemplatedPolicy, Token,
     },
 };
 
@@ -682,6 +682,56 @@ fn sample_full_token() -> Token {
     }
 }
 
+/// An auth method with every field set (`name`).
+fn sample_auth_method(name: &str) -> AuthMethod {
+    AuthMethod {
+        name: name.into(),
+        method_type: "jwt".into(),
+        display_name: "CI".into(),
+        description: "tokens for CI jobs".into(),
+        max_token_ttl_ms: Some(3_600_000),
+        token_locality: "global".into(),
+        config: JwtConfig {
+            validation_pub_keys: vec![
+                "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n".into(),
+                "k2".into(),
+            ],
+            bound_issuer: "https://issuer.example".into(),
+            bound_audiences: vec!["waggle".into(), "consul".into()],
+            claim_mappings: [("service".into(), "service".into()), ("/nested/team".into(), "team".into())].into(),
+            list_claim_mappings: [("groups".into(), "groups".into())].into(),
+            supported_algs: vec!["RS256".into(), "ES256".into()],
+            clock_skew_leeway_ms: -1,
+            expiration_leeway_ms: 150_000,
+            not_before_leeway_ms: i64::MIN,
+        },
+        create_index: 7,
+        modify_index: 8,
+    }
+}
+
+/// A binding rule of `method` (`bind_type` and what goes with it).
+fn sample_binding_rule(id: &str, method: &str, bind_type: BindType) -> BindingRule {
+    let (bind_name, bind_vars) = match bind_type {
+        BindType::TemplatedPolicy => ("builtin/service".to_owned(), Some("${value.service}".to_owned())),
+        _ => ("${value.service}".to_owned(), None),
+    };
+    BindingRule {
+        id: id.into(),
+        description: "services of the core team".into(),
+        auth_method: method.into(),
+        selector: r#"value.team == "core" and "admins" in list.groups"#.into(),
+        bind_type,
+        bind_name,
+        bind_vars,
+        create_index: 9,
+        modify_index: 10,
+    }
+}
+
+const BIND_TYPES: [BindType; 5] =
+    [BindType::Service, BindType::Node, BindType::Role, BindType::Policy, BindType::TemplatedPolicy];
+
 fn sample_kv_txn() -> Txn {
     Txn {
         guard: Some(Guard { lock: "locks/leader".into(), token: 7 }),
@@ -720,6 +770,23 @@ fn sample_acl_commands() -> Vec<Command> {
         Command::AclDeleteRole { id: "r-1".into() },
         Command::AclExpireTokens { accessors: vec![] },
         Command::AclExpireTokens { accessors: vec!["acc-1".into(), "acc-2".into()] },
+        Command::AclSetAuthMethod { method: sample_auth_method("ci") },
+        Command::AclSetAuthMethod {
+            method: AuthMethod { max_token_ttl_ms: None, config: JwtConfig::default(), ..sample_auth_method("") },
+        },
+        Command::AclDeleteAuthMethod { name: "ci".into() },
+        Command::AclDeleteAuthMethod { name: String::new() },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-1", "ci", BindType::Service) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-2", "ci", BindType::TemplatedPolicy) },
+        Command::AclSetBindingRule {
+            rule: BindingRule { selector: String::new(), ..sample_binding_rule("", "", BindType::Role) },
+        },
+        Command::AclDeleteBindingRule { id: "b-1".into() },
+        Command::Authorized {
+            accessor: "acc-1".into(),
+            default: DefaultPolicy::Deny,
+            command: Box::new(Command::AclSetBindingRule { rule: sample_binding_rule("b-3", "ci", BindType::Node) }),
+        },
         Command::Authorized {
             accessor: "acc-1".into(),
             default: DefaultPolicy::Deny,
@@ -816,6 +883,17 @@ fn acl_registry() -> Registry {
                 ..acl_token("acc-root", "sec-root")
             },
         },
+        // Auth methods with binding rules of every kind; one deleted with its rules and tokens.
+        Command::AclSetAuthMethod { method: sample_auth_method("oidc") },
+        Command::AclSetAuthMethod { method: AuthMethod { max_token_ttl_ms: None, ..sample_auth_method("gone") } },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-service", "oidc", BindType::Service) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-node", "oidc", BindType::Node) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-role", "oidc", BindType::Role) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-policy", "oidc", BindType::Policy) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-templated", "oidc", BindType::TemplatedPolicy) },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-gone", "gone", BindType::Service) },
+        Command::AclSetToken { token: Token { auth_method: Some("gone".into()), ..acl_token("acc-gone", "sec-gone") } },
+        Command::AclDeleteAuthMethod { name: "gone".into() },
         Command::AclSetPolicy { policy: sample_policy("p-kv", "kv", sample_rules()) },
         Command::AclSetPolicy { policy: sample_policy("p-gone", "gone", Rules::new()) },
         Command::AclSetRole { role },
@@ -844,6 +922,9 @@ fn acl_state_round_trips_through_a_snapshot() {
     assert_eq!(acl.tokens().len(), 3);
     assert_eq!(acl.policies().len(), 1);
     assert_eq!(acl.roles().len(), 1);
+    assert_eq!(acl.auth_methods().keys().collect::<Vec<_>>(), ["oidc"]);
+    assert_eq!(acl.binding_rules().len(), BIND_TYPES.len());
+    assert!(acl.binding_rules_of("oidc").all(|r| r.create_index > 0 && r.modify_index == r.create_index));
     assert_eq!(registry.kv().len(), 1);
 
     let bytes = codec::encode_snapshot(&registry);
@@ -855,6 +936,8 @@ fn acl_state_round_trips_through_a_snapshot() {
         assert_eq!(restored.acl().token_by_secret(secret).map(|t| t.accessor.as_str()), Some(accessor));
     }
     assert!(restored.acl().token_by_secret("sec-old").is_none());
+    assert!(restored.acl().token_by_secret("sec-gone").is_none(), "deleted with its auth method");
+    assert_eq!(restored.acl().auth_methods()["oidc"].config, sample_auth_method("oidc").config);
 }
 
 #[test]
@@ -880,6 +963,14 @@ fn restored_acl_state_decides_like_the_original() {
         Command::AclDeleteToken { accessor: "acc-kv".into() },
         authorized("acc-kv", put("app/y")),
         Command::AclSetToken { token: acl_token("acc-new", "sec-kv") },
+        // Auth methods: a token of a missing method, a rule of a missing method, a deletion.
+        Command::AclSetToken { token: Token { auth_method: Some("gone".into()), ..acl_token("acc-l", "sec-l") } },
+        Command::AclSetBindingRule { rule: sample_binding_rule("b-x", "gone", BindType::Service) },
+        authorized("acc-kv", Command::AclSetBindingRule { rule: sample_binding_rule("b-x", "oidc", BindType::Node) }),
+        Command::AclSetToken { token: Token { auth_method: Some("oidc".into()), ..acl_token("acc-l", "sec-l") } },
+        Command::AclDeleteAuthMethod { name: "oidc".into() },
+        Command::AclDeleteBindingRule { id: "b-service".into() },
+        authorized("acc-l", put("app/y")),
     ];
     let mut refused = 0;
     for command in &future {
@@ -889,7 +980,7 @@ fn restored_acl_state_decides_like_the_original() {
         assert_eq!(restored, original, "after {command:?}");
         refused += usize::from(expected.response.is_err());
     }
-    assert!(refused >= 6, "the sequence exercises refusals ({refused})");
+    assert!(refused >= 10, "the sequence exercises refusals ({refused})");
     assert!(matches!(original.apply(&authorized("acc-kv", put("x"))).response, Err(ApplyError::TokenNotFound)));
 }
 
@@ -905,9 +996,9 @@ fn a_snapshot_without_acl_state_is_unchanged_but_for_its_version() {
     let bytes = codec::encode_snapshot(&registry);
     assert!(top_level_fields(&bytes).iter().all(|tag| *tag <= 8), "{:?}", top_level_fields(&bytes));
     assert_eq!(codec::decode_snapshot(&with_version(&bytes, 4)).expect("version 4"), registry);
-    // With ACL state, they are there.
+    // With ACL state, they are there (auth methods and binding rules: 14, 15).
     let fields = top_level_fields(&codec::encode_snapshot(&acl_registry()));
-    assert!((9..=13).all(|tag| fields.contains(&tag)), "{fields:?}");
+    assert!((9..=15).all(|tag| fields.contains(&tag)), "{fields:?}");
 }
 
 /// The field numbers of a message's top-level fields, in order.
@@ -1090,6 +1181,32 @@ fn unknown_acl_codes_and_bad_records_are_rejected() {
     assert!(codec::decode_snapshot(&snapshot(&[policy.clone(), policy])).is_err());
     let role = field_bytes(11, &field_bytes(1, b"r"));
     assert!(codec::decode_snapshot(&snapshot(&[role.clone(), role])).is_err());
+
+    // Auth methods (14) by name, binding rules (15) by id and of an existing method, with a
+    // known bind type (tag 5: 1..=5).
+    let method = |name: &[u8]| field_bytes(14, &field_bytes(1, name));
+    let rule = |id: &[u8], method: &[u8], bind_type: u64| {
+        field_bytes(15, &[field_bytes(1, id), field_bytes(3, method), field_varint(5, bind_type)].concat())
+    };
+    let ok = snapshot(&[method(b"m"), rule(b"r1", b"m", 1), rule(b"r2", b"m", 5)]);
+    let acl = codec::decode_snapshot(&ok).expect("valid").acl().clone();
+    assert_eq!((acl.auth_methods().len(), acl.binding_rules().len()), (1, 2));
+    assert_eq!(acl.binding_rules()["r2"].bind_type, BindType::TemplatedPolicy);
+    assert!(codec::decode_snapshot(&snapshot(&[method(b"m"), method(b"m")])).is_err(), "a method twice");
+    let twice = snapshot(&[method(b"m"), rule(b"r", b"m", 1), rule(b"r", b"m", 2)]);
+    assert!(codec::decode_snapshot(&twice).is_err(), "a rule twice");
+    let err = codec::decode_snapshot(&snapshot(&[method(b"m"), rule(b"r", b"other", 1)])).expect_err("orphan");
+    assert!(err.to_string().contains("missing auth method"), "{err}");
+    for code in [0, 6, 1000] {
+        let err = codec::decode_snapshot(&snapshot(&[method(b"m"), rule(b"r", b"m", code)])).expect_err("code");
+        assert!(err.to_string().contains("bind type"), "{code}: {err}");
+        let command = [version.clone(), field_bytes(28, &[field_bytes(1, b"r"), field_varint(5, code)].concat())];
+        assert!(codec::decode_command(&command.concat()).is_err(), "{code}");
+    }
+    // A method record without its config decodes to the empty one.
+    let bare = codec::decode_command(&[version.clone(), field_bytes(26, &field_bytes(1, b"m"))].concat());
+    let Ok(Command::AclSetAuthMethod { method }) = bare else { panic!("{bare:?}") };
+    assert_eq!((method.name.as_str(), &method.config), ("m", &JwtConfig::default()));
 }
 
 #[test]
@@ -1228,7 +1345,65 @@ fn arb_acl_command() -> impl Strategy<Value = Command> {
             modify_index: mi,
         },
     );
+    let method = (
+        (pick(ACL_NAMES), pick(ACL_NAMES), any::<Option<u64>>(), arb_strings(), arb_strings()),
+        (
+            prop::collection::btree_map(
+                pick(ACL_NAMES).prop_map(String::from),
+                pick(ACL_NAMES).prop_map(String::from),
+                0..3,
+            ),
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(|((name, issuer, max_token_ttl_ms, keys, audiences), (claims, skew, exp, nbf, index))| AuthMethod {
+            name: name.into(),
+            method_type: "jwt".into(),
+            display_name: issuer.into(),
+            description: String::new(),
+            max_token_ttl_ms,
+            token_locality: "local".into(),
+            config: JwtConfig {
+                validation_pub_keys: keys,
+                bound_issuer: issuer.into(),
+                bound_audiences: audiences.clone(),
+                claim_mappings: claims.clone(),
+                list_claim_mappings: claims,
+                supported_algs: audiences,
+                clock_skew_leeway_ms: skew,
+                expiration_leeway_ms: exp,
+                not_before_leeway_ms: nbf,
+            },
+            create_index: index,
+            modify_index: index,
+        });
+    let rule = (
+        pick(ACL_NAMES),
+        pick(ACL_NAMES),
+        pick(ACL_NAMES),
+        prop::sample::select(BIND_TYPES.to_vec()),
+        prop::option::of(pick(ACL_NAMES)),
+        any::<u64>(),
+    )
+        .prop_map(|(id, method, selector, bind_type, bind_vars, index)| BindingRule {
+            id: id.into(),
+            description: selector.into(),
+            auth_method: method.into(),
+            selector: selector.into(),
+            bind_type,
+            bind_name: method.into(),
+            bind_vars: bind_vars.map(String::from),
+            create_index: index,
+            modify_index: index,
+        });
     let flat = prop_oneof![
+        method.prop_map(|method| Command::AclSetAuthMethod { method }),
+        pick(ACL_NAMES).prop_map(|name| Command::AclDeleteAuthMethod { name: name.into() }),
+        rule.prop_map(|rule| Command::AclSetBindingRule { rule }),
+        pick(ACL_NAMES).prop_map(|id| Command::AclDeleteBindingRule { id: id.into() }),
         arb_token().prop_map(|token| Command::AclBootstrap { token }),
         arb_token().prop_map(|token| Command::AclSetToken { token }),
         pick(ACL_NAMES).prop_map(|a| Command::AclDeleteToken { accessor: a.into() }),

@@ -12,6 +12,10 @@
 //! - `consensus/` — openraft: log, snapshots, state machine adapter, membership, peers;
 //! - `state/` — what the state machine feeds: read model, session clock, check table.
 //!
+//! Leaves any layer may use: `acl_rules` (ACL rules in HCL or JSON), `filter` (Consul's filter
+//! language: `?filter=` in `consul/`, binding-rule selectors in `node/`), `jwt` (the bearer
+//! tokens of auth methods, verified).
+//!
 //! # Architecture invariant
 //!
 //! This crate owns every side effect of a node: storage, clocks, sockets, tasks. It knows
@@ -29,9 +33,11 @@ mod consensus;
 mod consul;
 mod dns;
 mod error;
+mod filter;
 mod grpc;
 mod http;
 mod ids;
+mod jwt;
 mod leader;
 mod metrics;
 mod node;

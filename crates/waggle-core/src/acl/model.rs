@@ -159,3 +159,122 @@ pub struct Role {
     /// The revision that last changed it (set by the state machine).
     pub modify_index: u64,
 }
+
+/// How a JWT auth method verifies a bearer token and what it takes from its claims (Consul's
+/// `jwt` auth method with static keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JwtConfig {
+    /// The public keys (PEM) a token's signature may verify with.
+    pub validation_pub_keys: Vec<String>,
+    /// The `iss` a token must carry (empty: any).
+    pub bound_issuer: String,
+    /// One of these must be in a token's `aud` (empty: a token must carry no `aud`).
+    pub bound_audiences: Vec<String>,
+    /// Claim (a name, or a `/`-separated path into nested claims) → the name its value goes by
+    /// (`value.<name>` in selectors, `${value.<name>}` in bind names).
+    pub claim_mappings: std::collections::BTreeMap<String, String>,
+    /// Claim → the name its list of values goes by (`list.<name>` in selectors).
+    pub list_claim_mappings: std::collections::BTreeMap<String, String>,
+    /// The signature algorithms accepted (empty: the default, `RS256` and `ES256`).
+    pub supported_algs: Vec<String>,
+    /// Leeway for clock skew in the `exp`, `nbf` and `iat` checks, in ms (0: the default,
+    /// 60 s; negative: none).
+    pub clock_skew_leeway_ms: i64,
+    /// How long a token without `exp` stays valid after its `iat` or `nbf`, in ms (0: the
+    /// default, 150 s; negative: not at all).
+    pub expiration_leeway_ms: i64,
+    /// How long before its `exp` a token without `nbf` or `iat` is valid, in ms (0: the default,
+    /// 150 s; negative: not at all).
+    pub not_before_leeway_ms: i64,
+}
+
+/// An auth method: a trusted issuer of JWTs that `login` exchanges for tokens, with the
+/// identities its binding rules grant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuthMethod {
+    /// Unique name.
+    pub name: String,
+    /// `jwt` (the only type).
+    pub method_type: String,
+    /// Shown in user interfaces.
+    pub display_name: String,
+    /// Free text.
+    pub description: String,
+    /// How long the tokens it issues live, if limited.
+    pub max_token_ttl_ms: Option<u64>,
+    /// `local` or `global`: whether the tokens it issues are local.
+    pub token_locality: String,
+    /// How it verifies tokens.
+    pub config: JwtConfig,
+    /// The revision that created it (set by the state machine).
+    pub create_index: u64,
+    /// The revision that last changed it (set by the state machine).
+    pub modify_index: u64,
+}
+
+/// What a binding rule grants a token created by login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BindType {
+    /// A service identity named by the bind name.
+    Service,
+    /// A node identity named by the bind name.
+    Node,
+    /// The role named by the bind name (if it exists at login).
+    Role,
+    /// The policy named by the bind name (if it exists at login).
+    Policy,
+    /// The templated policy named by the bind name, its `Name` variable from `bind_vars`.
+    TemplatedPolicy,
+}
+
+impl BindType {
+    /// Consul's name for it (`service`, `node`, `role`, `policy`, `templated-policy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindType::Service => "service",
+            BindType::Node => "node",
+            BindType::Role => "role",
+            BindType::Policy => "policy",
+            BindType::TemplatedPolicy => "templated-policy",
+        }
+    }
+
+    /// The bind type Consul names `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "service" => BindType::Service,
+            "node" => BindType::Node,
+            "role" => BindType::Role,
+            "policy" => BindType::Policy,
+            "templated-policy" => BindType::TemplatedPolicy,
+            _ => return None,
+        })
+    }
+}
+
+/// The templated policies a binding rule may name (the built-in ones).
+pub const TEMPLATED_POLICIES: &[&str] = &["builtin/service", "builtin/node", "builtin/dns"];
+
+/// A binding rule: which logins through an auth method (a selector on their claims) get what
+/// (a bind type and a name, which may interpolate claims: `${value.service}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BindingRule {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Free text.
+    pub description: String,
+    /// The auth method it applies to.
+    pub auth_method: String,
+    /// Consul's filter expression on `value.<name>` and `list.<name>` (empty: every login).
+    pub selector: String,
+    /// What it grants.
+    pub bind_type: BindType,
+    /// The name of what it grants (a template).
+    pub bind_name: String,
+    /// A templated policy's `Name` variable (a template), where it takes one.
+    pub bind_vars: Option<String>,
+    /// The revision that created it (set by the state machine).
+    pub create_index: u64,
+    /// The revision that last changed it (set by the state machine).
+    pub modify_index: u64,
+}

@@ -1,4 +1,4 @@
-//! The replicated ACL state (tokens, policies, roles) and the [`Authorizer`] a token resolves
+//! The replicated ACL state (tokens, policies, roles, auth methods, binding rules) and the [`Authorizer`] a token resolves
 //! to against it. The state machine resolves and checks at apply time, so a token revoked or
 //! narrowed before a write commits is refused; readers resolve against the same state.
 
@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    model::{ANONYMOUS_ACCESSOR, GLOBAL_MANAGEMENT_ID, Grants, Policy, Role, Token},
+    model::{ANONYMOUS_ACCESSOR, AuthMethod, BindingRule, GLOBAL_MANAGEMENT_ID, Grants, Policy, Role, Token},
     rules::{Access, Level, Resource, Rules},
 };
 
@@ -21,7 +21,7 @@ pub enum DefaultPolicy {
     Deny,
 }
 
-/// Tokens, policies and roles.
+/// Tokens, policies, roles, auth methods and binding rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AclState {
     /// Tokens by accessor.
@@ -32,6 +32,10 @@ pub struct AclState {
     pub(crate) policies: BTreeMap<String, Arc<Policy>>,
     /// Roles by id.
     pub(crate) roles: BTreeMap<String, Arc<Role>>,
+    /// Auth methods by name.
+    pub(crate) auth_methods: BTreeMap<String, Arc<AuthMethod>>,
+    /// Binding rules by id.
+    pub(crate) binding_rules: BTreeMap<String, Arc<BindingRule>>,
     /// The revision of the bootstrap, once done.
     pub(crate) bootstrapped: Option<u64>,
     /// The revision of the last ACL change (0: none).
@@ -139,11 +143,13 @@ impl AclState {
         tokens: BTreeMap<String, Arc<Token>>,
         policies: BTreeMap<String, Arc<Policy>>,
         roles: BTreeMap<String, Arc<Role>>,
+        auth_methods: BTreeMap<String, Arc<AuthMethod>>,
+        binding_rules: BTreeMap<String, Arc<BindingRule>>,
         bootstrapped: Option<u64>,
         index: u64,
     ) -> Self {
         let secrets = tokens.values().map(|t| (t.secret.clone(), t.accessor.clone())).collect();
-        AclState { tokens, secrets, policies, roles, bootstrapped, index }
+        AclState { tokens, secrets, policies, roles, auth_methods, binding_rules, bootstrapped, index }
     }
 
     /// The token with this secret.
@@ -169,6 +175,21 @@ impl AclState {
     /// Every role, by id.
     pub fn roles(&self) -> &BTreeMap<String, Arc<Role>> {
         &self.roles
+    }
+
+    /// Every auth method, by name.
+    pub fn auth_methods(&self) -> &BTreeMap<String, Arc<AuthMethod>> {
+        &self.auth_methods
+    }
+
+    /// Every binding rule, by id.
+    pub fn binding_rules(&self) -> &BTreeMap<String, Arc<BindingRule>> {
+        &self.binding_rules
+    }
+
+    /// The binding rules of the auth method `method`, by id.
+    pub fn binding_rules_of<'a>(&'a self, method: &'a str) -> impl Iterator<Item = &'a Arc<BindingRule>> + 'a {
+        self.binding_rules.values().filter(move |r| r.auth_method == method)
     }
 
     /// The policy with this name.

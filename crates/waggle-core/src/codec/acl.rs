@@ -1,5 +1,5 @@
-//! The records of the ACL objects (tokens, policies with their parsed rules, roles), shared by
-//! the ACL commands and the snapshot. Enums are written as fixed codes; unknown codes are
+//! The records of the ACL objects (tokens, policies with their parsed rules, roles, auth methods,
+//! binding rules), shared by the ACL commands and the snapshot. Enums are written as fixed codes; unknown codes are
 //! refused.
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use crate::{
     ValidationError,
     acl::{
-        DefaultPolicy, Grants, Level, NodeIdentity, Policy, Resource, Role, Rules, ServiceIdentity, TemplatedPolicy,
-        Token,
+        AuthMethod, BindType, BindingRule, DefaultPolicy, Grants, JwtConfig, Level, NodeIdentity, Policy, Resource,
+        Role, Rules, ServiceIdentity, TemplatedPolicy, Token,
     },
 };
 
@@ -136,6 +136,74 @@ pub(super) struct RoleRecord {
     modify_index: u64,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct AuthMethodRecord {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    method_type: String,
+    #[prost(string, tag = "3")]
+    display_name: String,
+    #[prost(string, tag = "4")]
+    description: String,
+    #[prost(uint64, optional, tag = "5")]
+    max_token_ttl_ms: Option<u64>,
+    #[prost(string, tag = "6")]
+    token_locality: String,
+    #[prost(message, optional, tag = "7")]
+    config: Option<JwtConfigRecord>,
+    #[prost(uint64, tag = "8")]
+    create_index: u64,
+    #[prost(uint64, tag = "9")]
+    modify_index: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct JwtConfigRecord {
+    /// PEM.
+    #[prost(string, repeated, tag = "1")]
+    validation_pub_keys: Vec<String>,
+    #[prost(string, tag = "2")]
+    bound_issuer: String,
+    #[prost(string, repeated, tag = "3")]
+    bound_audiences: Vec<String>,
+    #[prost(btree_map = "string, string", tag = "4")]
+    claim_mappings: BTreeMap<String, String>,
+    #[prost(btree_map = "string, string", tag = "5")]
+    list_claim_mappings: BTreeMap<String, String>,
+    #[prost(string, repeated, tag = "6")]
+    supported_algs: Vec<String>,
+    #[prost(sint64, tag = "7")]
+    clock_skew_leeway_ms: i64,
+    #[prost(sint64, tag = "8")]
+    expiration_leeway_ms: i64,
+    #[prost(sint64, tag = "9")]
+    not_before_leeway_ms: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct BindingRuleRecord {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    description: String,
+    #[prost(string, tag = "3")]
+    auth_method: String,
+    #[prost(string, tag = "4")]
+    selector: String,
+    /// See [`bind_type_code`].
+    #[prost(uint32, tag = "5")]
+    bind_type: u32,
+    #[prost(string, tag = "6")]
+    bind_name: String,
+    #[prost(string, optional, tag = "7")]
+    bind_vars: Option<String>,
+    #[prost(uint64, tag = "8")]
+    create_index: u64,
+    #[prost(uint64, tag = "9")]
+    modify_index: u64,
+}
+
 /// 1 acl, 2 agent, 3 event, 4 key, 5 keyring, 6 node, 7 operator, 8 query, 9 service,
 /// 10 session, 11 mesh, 12 peering (0 is refused).
 fn resource_code(resource: Resource) -> u32 {
@@ -207,6 +275,28 @@ pub(super) fn code_default_policy(code: u32) -> Result<DefaultPolicy, Validation
         2 => Ok(DefaultPolicy::Deny),
         n => Err(ValidationError::new("default policy", format!("unknown default policy code {n}"))),
     }
+}
+
+/// 1 service, 2 node, 3 role, 4 policy, 5 templated policy (0 is refused).
+fn bind_type_code(bind_type: BindType) -> u32 {
+    match bind_type {
+        BindType::Service => 1,
+        BindType::Node => 2,
+        BindType::Role => 3,
+        BindType::Policy => 4,
+        BindType::TemplatedPolicy => 5,
+    }
+}
+
+fn code_bind_type(code: u32) -> Result<BindType, ValidationError> {
+    Ok(match code {
+        1 => BindType::Service,
+        2 => BindType::Node,
+        3 => BindType::Role,
+        4 => BindType::Policy,
+        5 => BindType::TemplatedPolicy,
+        n => return Err(ValidationError::new("binding rule", format!("unknown bind type code {n}"))),
+    })
 }
 
 fn grants_record(grants: &Grants) -> GrantsRecord {
@@ -374,6 +464,84 @@ pub(super) fn record_role(r: RoleRecord) -> Role {
         create_index: r.create_index,
         modify_index: r.modify_index,
     }
+}
+
+pub(super) fn auth_method_record(method: &AuthMethod) -> AuthMethodRecord {
+    let c = &method.config;
+    AuthMethodRecord {
+        name: method.name.clone(),
+        method_type: method.method_type.clone(),
+        display_name: method.display_name.clone(),
+        description: method.description.clone(),
+        max_token_ttl_ms: method.max_token_ttl_ms,
+        token_locality: method.token_locality.clone(),
+        config: Some(JwtConfigRecord {
+            validation_pub_keys: c.validation_pub_keys.clone(),
+            bound_issuer: c.bound_issuer.clone(),
+            bound_audiences: c.bound_audiences.clone(),
+            claim_mappings: c.claim_mappings.clone(),
+            list_claim_mappings: c.list_claim_mappings.clone(),
+            supported_algs: c.supported_algs.clone(),
+            clock_skew_leeway_ms: c.clock_skew_leeway_ms,
+            expiration_leeway_ms: c.expiration_leeway_ms,
+            not_before_leeway_ms: c.not_before_leeway_ms,
+        }),
+        create_index: method.create_index,
+        modify_index: method.modify_index,
+    }
+}
+
+pub(super) fn record_auth_method(r: AuthMethodRecord) -> AuthMethod {
+    let config = r.config.map_or_else(JwtConfig::default, |c| JwtConfig {
+        validation_pub_keys: c.validation_pub_keys,
+        bound_issuer: c.bound_issuer,
+        bound_audiences: c.bound_audiences,
+        claim_mappings: c.claim_mappings,
+        list_claim_mappings: c.list_claim_mappings,
+        supported_algs: c.supported_algs,
+        clock_skew_leeway_ms: c.clock_skew_leeway_ms,
+        expiration_leeway_ms: c.expiration_leeway_ms,
+        not_before_leeway_ms: c.not_before_leeway_ms,
+    });
+    AuthMethod {
+        name: r.name,
+        method_type: r.method_type,
+        display_name: r.display_name,
+        description: r.description,
+        max_token_ttl_ms: r.max_token_ttl_ms,
+        token_locality: r.token_locality,
+        config,
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+    }
+}
+
+pub(super) fn binding_rule_record(rule: &BindingRule) -> BindingRuleRecord {
+    BindingRuleRecord {
+        id: rule.id.clone(),
+        description: rule.description.clone(),
+        auth_method: rule.auth_method.clone(),
+        selector: rule.selector.clone(),
+        bind_type: bind_type_code(rule.bind_type),
+        bind_name: rule.bind_name.clone(),
+        bind_vars: rule.bind_vars.clone(),
+        create_index: rule.create_index,
+        modify_index: rule.modify_index,
+    }
+}
+
+pub(super) fn record_binding_rule(r: BindingRuleRecord) -> Result<BindingRule, ValidationError> {
+    Ok(BindingRule {
+        id: r.id,
+        description: r.description,
+        auth_method: r.auth_method,
+        selector: r.selector,
+        bind_type: code_bind_type(r.bind_type)?,
+        bind_name: r.bind_name,
+        bind_vars: r.bind_vars,
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+    })
 }
 
 /// Keys `items` by `key`, refusing a key given twice (a snapshot's tokens, policies, roles).

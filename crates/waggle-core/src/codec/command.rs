@@ -4,8 +4,9 @@
 use super::{
     CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord,
     acl::{
-        PolicyRecord, RoleRecord, TokenRecord, code_default_policy, default_policy_code, policy_record, record_policy,
-        record_role, record_token, role_record, token_record,
+        AuthMethodRecord, BindingRuleRecord, PolicyRecord, RoleRecord, TokenRecord, auth_method_record,
+        binding_rule_record, code_default_policy, default_policy_code, policy_record, record_auth_method,
+        record_binding_rule, record_policy, record_role, record_token, role_record, token_record,
     },
     check_spec_record, check_version, code_status, delay_record, options_record, record_check_spec, record_delay,
     record_options, record_spec, spec_record, status_code,
@@ -31,7 +32,7 @@ struct CommandRecord {
     version: u32,
     #[prost(
         oneof = "CommandKind",
-        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29"
     )]
     kind: Option<CommandKind>,
 }
@@ -90,6 +91,16 @@ enum CommandKind {
     AclDeleteRole(String),
     #[prost(message, tag = "25")]
     AclExpireTokens(AccessorList),
+    #[prost(message, tag = "26")]
+    AclSetAuthMethod(AuthMethodRecord),
+    /// The method's name.
+    #[prost(string, tag = "27")]
+    AclDeleteAuthMethod(String),
+    #[prost(message, tag = "28")]
+    AclSetBindingRule(BindingRuleRecord),
+    /// The rule's id.
+    #[prost(string, tag = "29")]
+    AclDeleteBindingRule(String),
 }
 
 /// A command run for a token: the nested command is a whole record (with its own version).
@@ -347,6 +358,10 @@ fn command_record(command: &Command) -> CommandRecord {
         Command::AclDeletePolicy { id } => CommandKind::AclDeletePolicy(id.clone()),
         Command::AclSetRole { role } => CommandKind::AclSetRole(role_record(role)),
         Command::AclDeleteRole { id } => CommandKind::AclDeleteRole(id.clone()),
+        Command::AclSetAuthMethod { method } => CommandKind::AclSetAuthMethod(auth_method_record(method)),
+        Command::AclDeleteAuthMethod { name } => CommandKind::AclDeleteAuthMethod(name.clone()),
+        Command::AclSetBindingRule { rule } => CommandKind::AclSetBindingRule(binding_rule_record(rule)),
+        Command::AclDeleteBindingRule { id } => CommandKind::AclDeleteBindingRule(id.clone()),
         Command::AclExpireTokens { accessors } => {
             CommandKind::AclExpireTokens(AccessorList { accessors: accessors.clone() })
         }
@@ -444,6 +459,12 @@ fn command_from_record(record: CommandRecord) -> Result<Command, CodecError> {
         CommandKind::AclSetRole(r) => Command::AclSetRole { role: record_role(r) },
         CommandKind::AclDeleteRole(id) => Command::AclDeleteRole { id },
         CommandKind::AclExpireTokens(r) => Command::AclExpireTokens { accessors: r.accessors },
+        CommandKind::AclSetAuthMethod(r) => Command::AclSetAuthMethod { method: record_auth_method(r) },
+        CommandKind::AclDeleteAuthMethod(name) => Command::AclDeleteAuthMethod { name },
+        CommandKind::AclSetBindingRule(r) => {
+            Command::AclSetBindingRule { rule: record_binding_rule(r).map_err(invalid)? }
+        }
+        CommandKind::AclDeleteBindingRule(id) => Command::AclDeleteBindingRule { id },
         CommandKind::UpdateChecks(r) => Command::UpdateChecks {
             updates: r
                 .updates

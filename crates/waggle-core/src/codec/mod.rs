@@ -7,7 +7,7 @@
 //! Commands and command batches (log entries) are encoded in `command`, snapshots in
 //! `snapshot`; this module holds the format version, the error, and the records both share
 //! (instances, checks, session options, lock-delays), and `acl` those of the ACL objects
-//! (tokens, policies and their rules, roles).
+//! (tokens, policies and their rules, roles, auth methods, binding rules).
 
 mod acl;
 mod command;
@@ -27,7 +27,10 @@ use crate::{CheckKind, CheckSpec, HealthStatus, InstanceId, InstanceSpec, Servic
 /// sessions that depend on checks, and port 0 (no port) for agent registrations: a version-3
 /// reader would drop the first and refuse the second where newer members apply them. Version 5
 /// added ACLs: the ACL commands (17–25) and the ACL state in snapshots, which a version-4 reader
-/// would drop from a snapshot and diverge.
+/// would drop from a snapshot and diverge. Auth methods and binding rules (commands 26–29,
+/// snapshot fields 14 and 15) came without a new version: a version-5 reader refuses the
+/// commands as unknown kinds, but would skip the snapshot fields (a cluster must not mix
+/// versions once an auth method exists).
 pub const FORMAT_VERSION: u32 = 5;
 
 /// Bytes that are not a valid command or snapshot.

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use super::{
     CheckRecord, CodecError, DelayRecord, FORMAT_VERSION, InstanceRecord, SessionOptionsRecord,
     acl::{
-        PolicyRecord, RoleRecord, TokenRecord, keyed, policy_record, record_policy, record_role, record_token,
-        role_record, token_record,
+        AuthMethodRecord, BindingRuleRecord, PolicyRecord, RoleRecord, TokenRecord, auth_method_record,
+        binding_rule_record, keyed, policy_record, record_auth_method, record_binding_rule, record_policy, record_role,
+        record_token, role_record, token_record,
     },
     check_spec_record, check_version, code_status, delay_record, options_record, record_check_spec, record_options,
     record_spec, spec_record, status_code,
@@ -48,6 +49,12 @@ struct SnapshotRecord {
     /// The revision of the last ACL change (0: none).
     #[prost(uint64, tag = "13")]
     acl_index: u64,
+    /// ACL auth methods, by name.
+    #[prost(message, repeated, tag = "14")]
+    acl_auth_methods: Vec<AuthMethodRecord>,
+    /// ACL binding rules, by id.
+    #[prost(message, repeated, tag = "15")]
+    acl_binding_rules: Vec<BindingRuleRecord>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -199,6 +206,8 @@ pub fn encode_snapshot(registry: &Registry) -> Vec<u8> {
         acl_roles: acl.roles().values().map(|r| role_record(r)).collect(),
         acl_bootstrapped: acl.bootstrapped(),
         acl_index: acl.index(),
+        acl_auth_methods: acl.auth_methods().values().map(|m| auth_method_record(m)).collect(),
+        acl_binding_rules: acl.binding_rules().values().map(|r| binding_rule_record(r)).collect(),
     };
     prost::Message::encode_to_vec(&record)
 }
@@ -306,13 +315,15 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
         locks.push((r.name.clone(), state));
     }
     let key_delays = record.key_delays.into_iter().map(|d| (d.key, d.token, d.ms)).collect();
-    let acl = record_acl(
-        record.acl_tokens,
-        record.acl_policies,
-        record.acl_roles,
-        record.acl_bootstrapped,
-        record.acl_index,
-    )?;
+    let acl = record_acl(AclRecords {
+        tokens: record.acl_tokens,
+        policies: record.acl_policies,
+        roles: record.acl_roles,
+        auth_methods: record.acl_auth_methods,
+        binding_rules: record.acl_binding_rules,
+        bootstrapped: record.acl_bootstrapped,
+        index: record.acl_index,
+    })?;
     let mut registry = Registry::from_parts(
         Revision::new(record.revision),
         record.history,
@@ -326,24 +337,41 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Registry, CodecError> {
     Ok(registry)
 }
 
-/// The snapshot's ACL state; no accessor, secret, policy id or role id may repeat. Links to
-/// policies and roles are not checked: deleting a policy or role leaves them dangling.
-fn record_acl(
+/// A snapshot's ACL records.
+struct AclRecords {
     tokens: Vec<TokenRecord>,
     policies: Vec<PolicyRecord>,
     roles: Vec<RoleRecord>,
+    auth_methods: Vec<AuthMethodRecord>,
+    binding_rules: Vec<BindingRuleRecord>,
     bootstrapped: Option<u64>,
     index: u64,
-) -> Result<AclState, CodecError> {
+}
+
+/// The snapshot's ACL state; no accessor, secret, policy id, role id, auth method name or
+/// binding rule id may repeat, and every binding rule's auth method exists (deleting a method
+/// deletes its rules). Links to policies and roles are not checked: deleting a policy or role
+/// leaves them dangling.
+fn record_acl(r: AclRecords) -> Result<AclState, CodecError> {
     let invalid = |e: ValidationError| CodecError::new("snapshot", e);
-    let tokens = keyed("token", tokens.into_iter().map(record_token), |t| &t.accessor).map_err(invalid)?;
+    let tokens = keyed("token", r.tokens.into_iter().map(record_token), |t| &t.accessor).map_err(invalid)?;
     let mut secrets = HashSet::new();
     if !tokens.values().all(|t| secrets.insert(t.secret.as_str())) {
         // Not the secret itself: secrets are never logged.
         return Err(CodecError::new("snapshot", "two ACL tokens share a secret"));
     }
-    let policies = policies.into_iter().map(record_policy).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+    let policies = r.policies.into_iter().map(record_policy).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
     let policies = keyed("policy", policies, |p| &p.id).map_err(invalid)?;
-    let roles = keyed("role", roles.into_iter().map(record_role), |r| &r.id).map_err(invalid)?;
-    Ok(AclState::from_parts(tokens, policies, roles, bootstrapped, index))
+    let roles = keyed("role", r.roles.into_iter().map(record_role), |r| &r.id).map_err(invalid)?;
+    let auth_methods =
+        keyed("auth method", r.auth_methods.into_iter().map(record_auth_method), |m| &m.name).map_err(invalid)?;
+    let rules = r.binding_rules.into_iter().map(record_binding_rule).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+    let binding_rules = keyed("binding rule", rules, |r| &r.id).map_err(invalid)?;
+    if let Some(orphan) = binding_rules.values().find(|r| !auth_methods.contains_key(&r.auth_method)) {
+        return Err(CodecError::new(
+            "snapshot",
+            format!("binding rule {:?} names a missing auth method {:?}", orphan.id, orphan.auth_method),
+        ));
+    }
+    Ok(AclState::from_parts(tokens, policies, roles, auth_methods, binding_rules, r.bootstrapped, r.index))
 }

@@ -1,4 +1,5 @@
-//! The ACL aggregate: tokens, policies and roles (bootstrap, set, delete, expiry), and the
+//! The ACL aggregate: tokens, policies and roles (bootstrap, set, delete, expiry), auth methods
+//! and binding rules (set, delete), and the
 //! apply-time check of [`Command::Authorized`]: which permission each command needs, checked
 //! against the ACL state at this point of the log.
 
@@ -8,8 +9,9 @@ use super::Registry;
 use crate::{
     Applied, ApplyError, Command, Effect, KvOp, ValidationError,
     acl::{
-        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, Access, AclState, Authorizer, DefaultPolicy, GLOBAL_MANAGEMENT_ID,
-        GLOBAL_MANAGEMENT_NAME, Grants, Policy, Resource, Role, Token,
+        ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, Access, AclState, AuthMethod, Authorizer, BindType, BindingRule,
+        DefaultPolicy, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, Policy, Resource, Role,
+        TEMPLATED_POLICIES, Token,
     },
 };
 
@@ -131,6 +133,12 @@ impl Registry {
             return Err(invalid("token", "a token's SecretID cannot be changed"));
         }
         self.check_links(&token.grants, &token.roles)?;
+        // A login racing the deletion of its auth method creates nothing.
+        if let Some(method) = &token.auth_method
+            && !self.acl.auth_methods.contains_key(method)
+        {
+            return Err(ApplyError::AclNotFound(format!("auth method {method:?}")));
+        }
         let revision = self.acl_changed(effects);
         let mut stored = token.clone();
         stored.create_index = old.as_ref().map_or(revision, |o| o.create_index);
@@ -207,6 +215,105 @@ impl Registry {
         Ok(self.applied())
     }
 
+    pub(super) fn acl_set_auth_method(
+        &mut self,
+        method: &AuthMethod,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        if method.name.is_empty() {
+            return Err(invalid("auth method", "Name is required"));
+        }
+        if method.method_type != "jwt" {
+            return Err(invalid("auth method", format!("unknown Type {:?} (only \"jwt\")", method.method_type)));
+        }
+        if !matches!(method.token_locality.as_str(), "local" | "global") {
+            return Err(invalid("auth method", "TokenLocality is \"local\" or \"global\""));
+        }
+        if method.config.validation_pub_keys.is_empty() {
+            return Err(invalid("auth method", "JWTValidationPubKeys is required"));
+        }
+        let old_index = self.acl.auth_methods.get(&method.name).map(|m| m.create_index);
+        let revision = self.acl_changed(effects);
+        let mut stored = method.clone();
+        stored.create_index = old_index.unwrap_or(revision);
+        stored.modify_index = revision;
+        self.acl.auth_methods.insert(stored.name.clone(), Arc::new(stored));
+        Ok(self.applied())
+    }
+
+    /// Deletes the method, its binding rules and every token it issued (in one revision).
+    pub(super) fn acl_delete_auth_method(
+        &mut self,
+        name: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        self.acl.auth_methods.remove(name).ok_or_else(|| ApplyError::AclNotFound(format!("auth method {name:?}")))?;
+        self.acl.binding_rules.retain(|_, rule| rule.auth_method != name);
+        let issued: Vec<String> = self
+            .acl
+            .tokens
+            .values()
+            .filter(|t| t.auth_method.as_deref() == Some(name))
+            .map(|t| t.accessor.clone())
+            .collect();
+        for accessor in issued {
+            if let Some(token) = self.acl.tokens.remove(&accessor) {
+                self.acl.secrets.remove(&token.secret);
+            }
+        }
+        self.acl_changed(effects);
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_set_binding_rule(
+        &mut self,
+        rule: &BindingRule,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        if rule.id.is_empty() {
+            return Err(invalid("binding rule", "ID is required"));
+        }
+        if rule.bind_name.is_empty() {
+            return Err(invalid("binding rule", "BindName is required"));
+        }
+        match (rule.bind_type, &rule.bind_vars) {
+            (BindType::TemplatedPolicy, _) if !TEMPLATED_POLICIES.contains(&rule.bind_name.as_str()) => {
+                return Err(invalid("binding rule", format!("unknown templated policy {:?}", rule.bind_name)));
+            }
+            (BindType::TemplatedPolicy, None) if rule.bind_name != "builtin/dns" => {
+                return Err(invalid("binding rule", format!("{} needs BindVars.Name", rule.bind_name)));
+            }
+            (BindType::TemplatedPolicy, _) => {}
+            (_, Some(_)) => return Err(invalid("binding rule", "BindVars is for the templated-policy BindType only")),
+            (_, None) => {}
+        }
+        if !self.acl.auth_methods.contains_key(&rule.auth_method) {
+            return Err(ApplyError::AclNotFound(format!("auth method {:?}", rule.auth_method)));
+        }
+        if let Some(old) = self.acl.binding_rules.get(&rule.id)
+            && old.auth_method != rule.auth_method
+        {
+            return Err(invalid("binding rule", "a binding rule's AuthMethod cannot be changed"));
+        }
+        let old_index = self.acl.binding_rules.get(&rule.id).map(|r| r.create_index);
+        let revision = self.acl_changed(effects);
+        let mut stored = rule.clone();
+        stored.create_index = old_index.unwrap_or(revision);
+        stored.modify_index = revision;
+        self.acl.binding_rules.insert(stored.id.clone(), Arc::new(stored));
+        Ok(self.applied())
+    }
+
+    pub(super) fn acl_delete_binding_rule(
+        &mut self,
+        id: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied, ApplyError> {
+        self.acl.binding_rules.remove(id).ok_or_else(|| ApplyError::AclNotFound(format!("binding rule {id:?}")))?;
+        self.acl_changed(effects);
+        Ok(self.applied())
+    }
+
     pub(super) fn acl_expire_tokens(&mut self, accessors: &[String], effects: &mut Vec<Effect>) -> Applied {
         let mut removed = false;
         for accessor in accessors {
@@ -272,7 +379,11 @@ pub fn authorize(
         | Command::AclSetPolicy { .. }
         | Command::AclDeletePolicy { .. }
         | Command::AclSetRole { .. }
-        | Command::AclDeleteRole { .. } => check(Resource::Acl, "", Write)?,
+        | Command::AclDeleteRole { .. }
+        | Command::AclSetAuthMethod { .. }
+        | Command::AclDeleteAuthMethod { .. }
+        | Command::AclSetBindingRule { .. }
+        | Command::AclDeleteBindingRule { .. } => check(Resource::Acl, "", Write)?,
         // The leader's own decisions are never proposed for a token.
         Command::ExpireSessions { .. }
         | Command::UpdateChecks { .. }

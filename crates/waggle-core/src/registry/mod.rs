@@ -122,6 +122,10 @@ impl Registry {
             Command::AclSetRole { role } => self.acl_set_role(role, effects),
             Command::AclDeleteRole { id } => self.acl_delete_role(id, effects),
             Command::AclExpireTokens { accessors } => Ok(self.acl_expire_tokens(accessors, effects)),
+            Command::AclSetAuthMethod { method } => self.acl_set_auth_method(method, effects),
+            Command::AclDeleteAuthMethod { name } => self.acl_delete_auth_method(name, effects),
+            Command::AclSetBindingRule { rule } => self.acl_set_binding_rule(rule, effects),
+            Command::AclDeleteBindingRule { id } => self.acl_delete_binding_rule(id, effects),
         }
     }
 

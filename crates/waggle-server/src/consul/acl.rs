@@ -14,86 +14,15 @@ use axum::{
 use serde_json::{Value, json};
 use waggle_core::acl::{
     ANONYMOUS_ACCESSOR, AclState, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, NodeIdentity, Policy, Role,
-    ServiceIdentity, TemplatedPolicy, Token,
+    ServiceIdentity, TemplatedPolicy,
 };
 
 use super::{
-    fields::{Fields, fields_of},
+    fields::{Fields, body_fields, fields_of, list, strings, text},
+    render::{grants_json, token_json},
     request::{Auth, ConsulError, ConsulState, answer, bad_request, go_duration, params},
 };
 use crate::node::{Node, NodeError, PolicyRequest, TokenRequest, is_uuid};
-
-/// RFC 3339 time of `ms` since the Unix epoch.
-fn time_text(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-fn link_json(acl: &AclState, id: &str, policy: bool) -> Value {
-    let name = if policy {
-        if id == GLOBAL_MANAGEMENT_ID {
-            Some(GLOBAL_MANAGEMENT_NAME.to_owned())
-        } else {
-            acl.policies().get(id).map(|p| p.name.clone())
-        }
-    } else {
-        acl.roles().get(id).map(|r| r.name.clone())
-    };
-    json!({ "ID": id, "Name": name.unwrap_or_default() })
-}
-
-fn grants_json(acl: &AclState, grants: &Grants, out: &mut serde_json::Map<String, Value>) {
-    if !grants.policies.is_empty() {
-        out.insert("Policies".into(), grants.policies.iter().map(|id| link_json(acl, id, true)).collect());
-    }
-    if !grants.service_identities.is_empty() {
-        let list = grants
-            .service_identities
-            .iter()
-            .map(|s| json!({ "ServiceName": s.service, "Datacenters": s.datacenters }))
-            .collect();
-        out.insert("ServiceIdentities".into(), list);
-    }
-    if !grants.node_identities.is_empty() {
-        let list =
-            grants.node_identities.iter().map(|n| json!({ "NodeName": n.node, "Datacenter": n.datacenter })).collect();
-        out.insert("NodeIdentities".into(), list);
-    }
-    if !grants.templated_policies.is_empty() {
-        let list = grants
-            .templated_policies
-            .iter()
-            .map(|t| {
-                let vars = t.name.as_ref().map_or(Value::Null, |n| json!({ "Name": n }));
-                json!({ "TemplateName": t.template, "TemplateVariables": vars, "Datacenters": t.datacenters })
-            })
-            .collect();
-        out.insert("TemplatedPolicies".into(), list);
-    }
-}
-
-/// A token as Consul renders it (`secret`: whether to show the SecretID).
-fn token_json(acl: &AclState, t: &Token, secret: bool) -> Value {
-    let mut out = serde_json::Map::new();
-    out.insert("AccessorID".into(), json!(t.accessor));
-    out.insert("SecretID".into(), if secret { json!(t.secret) } else { json!("<hidden>") });
-    out.insert("Description".into(), json!(t.description));
-    grants_json(acl, &t.grants, &mut out);
-    if !t.roles.is_empty() {
-        out.insert("Roles".into(), t.roles.iter().map(|id| link_json(acl, id, false)).collect());
-    }
-    out.insert("Local".into(), json!(t.local));
-    if let Some(method) = &t.auth_method {
-        out.insert("AuthMethod".into(), json!(method));
-    }
-    if let Some(at) = t.expiration_ms {
-        out.insert("ExpirationTime".into(), json!(time_text(at)));
-    }
-    out.insert("CreateTime".into(), json!(time_text(t.create_ms)));
-    out.insert("Hash".into(), json!(""));
-    out.insert("CreateIndex".into(), json!(t.create_index));
-    out.insert("ModifyIndex".into(), json!(t.modify_index));
-    Value::Object(out)
-}
 
 fn policy_json(p: &Policy) -> Value {
     json!({
@@ -123,32 +52,6 @@ fn role_json(acl: &AclState, r: &Role) -> Value {
     Value::Object(out)
 }
 
-/// A JSON object body.
-fn body_fields(body: &[u8]) -> Result<Fields, ConsulError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Fields::new());
-    }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| bad_request(format!("Failed to decode request body: {e}")))?;
-    fields_of(&value, "body").map_err(|e| bad_request(format!("Failed to decode request body: {e}")))
-}
-
-fn text(fields: &Fields, key: &str) -> Result<Option<String>, ConsulError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(bad_request(format!("{key}: expected a string, got {other}"))),
-    }
-}
-
-fn list<'a>(fields: &'a Fields, key: &str) -> Result<&'a [Value], ConsulError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(bad_request(format!("{key}: expected a list, got {other}"))),
-    }
-}
-
 /// A link (`{"ID": ...}` or `{"Name": ...}`) to a policy or role, as an id.
 fn link(acl: &AclState, item: &Value, policy: bool) -> Result<String, ConsulError> {
     let fields = fields_of(item, "link").map_err(bad_request)?;
@@ -167,13 +70,6 @@ fn link(acl: &AclState, item: &Value, policy: bool) -> Result<String, ConsulErro
         acl.role_by_name(&name).map(|r| r.id.clone())
     };
     found.ok_or_else(|| bad_request(format!("cannot find {what} {name:?}")))
-}
-
-fn strings(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// The policies, identities and templated policies of a token or role body.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use waggle_core::{CheckKind, CheckSpec, HealthStatus};
 
-use super::request::{canonical, go_duration};
+use super::request::{ConsulError, bad_request, canonical, go_duration};
 
 /// A JSON object with its keys matched as Consul's decoder matches them.
 pub(crate) type Fields = BTreeMap<String, Value>;
@@ -382,6 +382,40 @@ pub(crate) fn duration_text(ms: u64) -> String {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+/// A JSON object body.
+pub(super) fn body_fields(body: &[u8]) -> Result<Fields, ConsulError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Fields::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad_request(format!("Failed to decode request body: {e}")))?;
+    fields_of(&value, "body").map_err(|e| bad_request(format!("Failed to decode request body: {e}")))
+}
+
+pub(super) fn text(fields: &Fields, key: &str) -> Result<Option<String>, ConsulError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad_request(format!("{key}: expected a string, got {other}"))),
+    }
+}
+
+pub(super) fn list<'a>(fields: &'a Fields, key: &str) -> Result<&'a [Value], ConsulError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(bad_request(format!("{key}: expected a list, got {other}"))),
+    }
+}
+
+/// The strings of a list field (anything else left out).
+pub(super) fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
     }
 }
 

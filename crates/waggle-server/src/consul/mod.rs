@@ -3,7 +3,7 @@
 //! (`health.rs`), agent (`agent.rs`, registrations in `registration.rs`, checks in `checks.rs`),
 //! status (`status.rs`), KV (`kv.rs`), transactions (`txn.rs`) and sessions (`session.rs`), with
 //! blocking queries (`?index=&wait=`) served by the read model (no polling), Consul's headers
-//! (`request.rs`) and `?filter=` (`filter.rs`). What is supported is listed in
+//! (`request.rs`) and `?filter=` (the crate's `filter.rs`). What is supported is listed in
 //! docs/compatibility.md.
 //!
 //! Mapping: every instance is a Consul service instance on one node, the server answering
@@ -11,14 +11,14 @@
 //! (`render.rs`). `X-Consul-Index` is the registry revision (starts at 1, never 0, only grows).
 //!
 //! Endpoints parse and render; every use case is the [`Node`]'s. Helpers are shared downward
-//! (`request`, `fields`, `render`, `registration`, `filter`), never between endpoint files.
+//! (`request`, `fields`, `render`, `registration`), never between endpoint files.
 
 mod acl;
+mod acl_auth;
 mod agent;
 mod catalog;
 mod checks;
 mod fields;
-mod filter;
 mod health;
 mod kv;
 mod registration;
@@ -104,6 +104,20 @@ pub(crate) fn router(node: Arc<Node>, http_addr: SocketAddr) -> Router {
         .route("/v1/acl/templated-policies", get(acl::templated_policies))
         .route("/v1/acl/templated-policy/name/{*name}", get(acl::templated_policy))
         .route("/v1/acl/templated-policy/preview/{*name}", axum::routing::post(acl::templated_policy_preview))
+        .route("/v1/acl/auth-method", put(acl_auth::method_create))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth::method_read).put(acl_auth::method_update).delete(acl_auth::method_delete),
+        )
+        .route("/v1/acl/auth-methods", get(acl_auth::method_list))
+        .route("/v1/acl/binding-rule", put(acl_auth::rule_create))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_auth::rule_read).put(acl_auth::rule_update).delete(acl_auth::rule_delete),
+        )
+        .route("/v1/acl/binding-rules", get(acl_auth::rule_list))
+        .route("/v1/acl/login", axum::routing::post(acl_auth::login))
+        .route("/v1/acl/logout", axum::routing::post(acl_auth::logout))
         .route("/v1/agent/token/{kind}", put(acl::agent_token))
         // Registration bodies are small; Consul's own limit is larger, ours is documented.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -3,12 +3,18 @@
 //! service read with `?tag`, `?passing` and `?filter`, rendered once per version of the service
 //! when it can be.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
-use waggle_core::{CheckKind, HealthStatus, Instance, KvEntry, Revision, ServiceName};
+use waggle_core::{
+    CheckKind, HealthStatus, Instance, KvEntry, Revision, ServiceName,
+    acl::{AclState, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, Grants, Token},
+};
 
 use crate::node::Caller;
 
@@ -88,7 +94,7 @@ pub(super) async fn service_query(
             .filter(|i| matches_tags(i, &p.tags))
             .filter(|i| !passing_only || i.spec.status == HealthStatus::Passing)
             .map(|i| entry(state, &name, i))
-            .filter(|e| filter.as_ref().is_none_or(|f| super::filter::eval(f, e)))
+            .filter(|e| filter.as_ref().is_none_or(|f| crate::filter::eval(f, e)))
             .collect();
         Value::Array(list).to_string()
     };
@@ -130,11 +136,11 @@ pub(super) fn parse_filter(
     p: &Params,
     template: &Value,
     maps: &[&str],
-) -> Result<Option<super::filter::Expr>, ConsulError> {
+) -> Result<Option<crate::filter::Expr>, ConsulError> {
     p.filter
         .as_deref()
         .map(|text| {
-            super::filter::parse(text, template, maps)
+            crate::filter::parse(text, template, maps)
                 .map_err(|e| bad_request(format!("Failed to create boolean expression evaluator: {e}")))
         })
         .transpose()
@@ -294,4 +300,75 @@ pub(super) fn entry_json(key: &str, e: &KvEntry) -> Value {
         out["Session"] = json!(super::request::session_uuid(session));
     }
     out
+}
+/// RFC 3339 time of `ms` since the Unix epoch.
+pub(super) fn time_text(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn link_json(acl: &AclState, id: &str, policy: bool) -> Value {
+    let name = if policy {
+        if id == GLOBAL_MANAGEMENT_ID {
+            Some(GLOBAL_MANAGEMENT_NAME.to_owned())
+        } else {
+            acl.policies().get(id).map(|p| p.name.clone())
+        }
+    } else {
+        acl.roles().get(id).map(|r| r.name.clone())
+    };
+    json!({ "ID": id, "Name": name.unwrap_or_default() })
+}
+
+pub(super) fn grants_json(acl: &AclState, grants: &Grants, out: &mut serde_json::Map<String, Value>) {
+    if !grants.policies.is_empty() {
+        out.insert("Policies".into(), grants.policies.iter().map(|id| link_json(acl, id, true)).collect());
+    }
+    if !grants.service_identities.is_empty() {
+        let list = grants
+            .service_identities
+            .iter()
+            .map(|s| json!({ "ServiceName": s.service, "Datacenters": s.datacenters }))
+            .collect();
+        out.insert("ServiceIdentities".into(), list);
+    }
+    if !grants.node_identities.is_empty() {
+        let list =
+            grants.node_identities.iter().map(|n| json!({ "NodeName": n.node, "Datacenter": n.datacenter })).collect();
+        out.insert("NodeIdentities".into(), list);
+    }
+    if !grants.templated_policies.is_empty() {
+        let list = grants
+            .templated_policies
+            .iter()
+            .map(|t| {
+                let vars = t.name.as_ref().map_or(Value::Null, |n| json!({ "Name": n }));
+                json!({ "TemplateName": t.template, "TemplateVariables": vars, "Datacenters": t.datacenters })
+            })
+            .collect();
+        out.insert("TemplatedPolicies".into(), list);
+    }
+}
+
+/// A token as Consul renders it (`secret`: whether to show the SecretID).
+pub(super) fn token_json(acl: &AclState, t: &Token, secret: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("AccessorID".into(), json!(t.accessor));
+    out.insert("SecretID".into(), if secret { json!(t.secret) } else { json!("<hidden>") });
+    out.insert("Description".into(), json!(t.description));
+    grants_json(acl, &t.grants, &mut out);
+    if !t.roles.is_empty() {
+        out.insert("Roles".into(), t.roles.iter().map(|id| link_json(acl, id, false)).collect());
+    }
+    out.insert("Local".into(), json!(t.local));
+    if let Some(method) = &t.auth_method {
+        out.insert("AuthMethod".into(), json!(method));
+    }
+    if let Some(at) = t.expiration_ms {
+        out.insert("ExpirationTime".into(), json!(time_text(at)));
+    }
+    out.insert("CreateTime".into(), json!(time_text(t.create_ms)));
+    out.insert("Hash".into(), json!(""));
+    out.insert("CreateIndex".into(), json!(t.create_index));
+    out.insert("ModifyIndex".into(), json!(t.modify_index));
+    Value::Object(out)
 }

@@ -1,7 +1,8 @@
 //! The node's operations: one [`Node`] handle owning consensus, the local state (read model,
 //! session clock, check table) and the leader's duties, with the use cases every front-end
 //! shares — sessions (`sessions.rs`), registration and checks (`registry.rs`), KV transactions
-//! and reads (`kv.rs`), locks (`locks.rs`) — and the cluster's administration here. Every
+//! and reads (`kv.rs`), locks (`locks.rs`), ACLs (`acl.rs`; auth methods, binding rules, login
+//! and logout in `acl_auth.rs`) — and the cluster's administration here. Every
 //! failure is a [`NodeError`].
 //!
 //! # Architecture invariant
@@ -12,6 +13,7 @@
 //! knows no protocol: no tonic or axum types in its signatures.
 
 mod acl;
+mod acl_auth;
 mod caller;
 mod error;
 mod kv;
@@ -29,6 +31,7 @@ use waggle_core::{
 
 pub(crate) use crate::consensus::MembershipChange;
 pub(crate) use acl::{PolicyRequest, TokenRequest, is_uuid};
+pub(crate) use acl_auth::LoginRequest;
 pub(crate) use caller::Caller;
 pub(crate) use error::NodeError;
 pub(crate) use kv::KvRange;

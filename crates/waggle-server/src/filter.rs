@@ -1,5 +1,7 @@
-//! Consul's `?filter=` expression language, evaluated on the JSON entries an endpoint answers
-//! with, so every endpoint filters on exactly the fields it shows.
+//! Consul's filter expression language (go-bexpr), evaluated on JSON: the `?filter=` of the
+//! Consul API (on the entries an endpoint answers with, so every endpoint filters on exactly the
+//! fields it shows) and the selectors of binding rules (on a login's `value` and `list` claims).
+//! A leaf: it knows no front-end and no node.
 //!
 //! ```text
 //! expr     = or
@@ -46,13 +48,13 @@ impl PartialEq for Op {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Token {
+enum Token {
     Word(String),
     Quoted(String),
     Symbol(&'static str),
 }
 
-pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -110,7 +112,7 @@ pub(super) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-pub(super) struct Parser {
+struct Parser {
     tokens: Vec<Token>,
     at: usize,
     /// Nesting so far (parentheses and `not`): bounded, so no input can exhaust the stack.
@@ -120,9 +122,9 @@ pub(super) struct Parser {
 }
 
 /// Deepest nesting of parentheses and `not` accepted.
-pub(super) const MAX_DEPTH: usize = 32;
+const MAX_DEPTH: usize = 32;
 /// Most `matches` clauses in one filter.
-pub(super) const MAX_REGEXES: usize = 8;
+const MAX_REGEXES: usize = 8;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -284,7 +286,7 @@ impl Parser {
     }
 }
 
-pub(super) fn regex(pattern: &str) -> Result<regex::Regex, String> {
+fn regex(pattern: &str) -> Result<regex::Regex, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
@@ -306,7 +308,7 @@ pub(crate) fn parse(text: &str, template: &Value, maps: &[&str]) -> Result<Expr,
     Ok(expr)
 }
 
-pub(super) fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), String> {
+fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), String> {
     match expr {
         Expr::Or(a, b) | Expr::And(a, b) => {
             check(a, template, maps)?;
@@ -341,7 +343,7 @@ pub(super) fn check(expr: &Expr, template: &Value, maps: &[&str]) -> Result<(), 
 }
 
 /// The values a selector reaches in `entry` (several when it crosses a list of objects).
-pub(super) fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value> {
+fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value> {
     let mut at = vec![entry];
     for name in selector {
         at = at
@@ -356,7 +358,7 @@ pub(super) fn reach<'a>(entry: &'a Value, selector: &[String]) -> Vec<&'a Value>
     at
 }
 
-pub(super) fn text(value: &Value) -> Option<String> {
+fn text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -365,7 +367,7 @@ pub(super) fn text(value: &Value) -> Option<String> {
     }
 }
 
-pub(super) fn is_empty(value: &Value) -> bool {
+fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
