@@ -290,6 +290,18 @@ fn acl_objects_keep_consuls_rules() {
 }
 
 #[test]
+fn an_exact_rule_on_a_prefix_does_not_cover_the_keys_below_it() {
+    let mut r = setup();
+    let exact = policy("exact", &[(Resource::Key, "d/", false, Level::Write)]);
+    ok(&mut r, as_token("root", Command::AclSetPolicy { policy: exact }));
+    ok(&mut r, as_token("root", Command::AclSetToken { token: token("t-exact", policies(&["exact"]), vec![]) }));
+    ok(&mut r, as_token("t-exact", put("d/")));
+    refused(&mut r, as_token("t-exact", put("d/1")), denied);
+    let delete = Txn { success: vec![KvOp::Delete { key: "d/".into(), prefix: true }], ..Default::default() };
+    refused(&mut r, as_token("t-exact", Command::KvTxn { txn: delete }), denied);
+}
+
+#[test]
 fn rule_precedence_table() {
     use Level::*;
     use Resource::*;

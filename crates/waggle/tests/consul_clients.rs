@@ -121,27 +121,8 @@ fn py_consul_manages_acls_and_its_tokens_are_enforced() {
     support::require_python_module("consul", "python3 -m pip install py-consul");
     const ROOT: &str = "11111111-2222-4333-8444-555555555555";
     let dir = TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start_with(&[
-        "server",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--dns-addr",
-        "off",
-        "--acl-enabled",
-        "--acl-initial-management-token",
-        ROOT,
-    ]);
+    let server = Server::start_with_acl(dir.path(), ROOT);
     let http = server.ready.http;
-    // The leader creates the initial management token right after start.
-    let root_works = poll(PATIENCE, Duration::from_millis(50), || {
-        (http_get(http, &format!("/v1/acl/token/self?token={ROOT}")).0 == 200).then_some(())
-    });
-    assert!(root_works.is_some(), "the initial management token never worked");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/py_consul_acl.py");
     let out = Command::new("python3")
         .args([script, &http.ip().to_string(), &http.port().to_string(), ROOT])
@@ -158,21 +139,7 @@ fn vmagent_with_a_token_discovers_only_the_services_it_may_read() {
     support::require_tool("vmagent", "apt install victoria-metrics");
     const ROOT: &str = "11111111-2222-4333-8444-555555555555";
     let dir = TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start_with(&[
-        "server",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--dns-addr",
-        "off",
-        "--acl-enabled",
-        "--acl-initial-management-token",
-        ROOT,
-    ]);
+    let server = Server::start_with_acl(dir.path(), ROOT);
     let http = server.ready.http;
     let (seen, hidden) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let register = |name: &str, addr: &str| {

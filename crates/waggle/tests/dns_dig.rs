@@ -76,21 +76,7 @@ fn dig_under_deny_by_default_sees_what_the_anonymous_token_may_read() {
     support::require_tool("dig", "apt install dnsutils");
     const ROOT: &str = "11111111-2222-4333-8444-555555555555";
     let dir = TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start_with(&[
-        "server",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--dns-addr",
-        "127.0.0.1:0",
-        "--acl-enabled",
-        "--acl-initial-management-token",
-        ROOT,
-    ]);
+    let server = Server::start_with_acl(dir.path(), ROOT);
     let (http, dns) = (server.ready.http, server.ready.dns.expect("DNS is on"));
     let with_root = |path: &str| format!("{path}?token={ROOT}");
     let mut registered = false;

@@ -435,19 +435,7 @@ fn waggle_elect_campaigns_resigns_and_hands_over() {
 fn client_commands_carry_the_acl_token() {
     const ROOT: &str = "11111111-2222-4333-8444-555555555555";
     let dir = tempfile::TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let server = support::Server::start_with(&[
-        "server",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--acl-enabled",
-        "--acl-initial-management-token",
-        ROOT,
-    ]);
+    let server = support::Server::start_with_acl(dir.path(), ROOT);
     let url = server.url();
     let put = |value: &str, token: Option<(&str, &str)>| {
         let mut cmd = support::waggle_command(&["--server", &url, "kv", "put", "k", value]);
@@ -481,19 +469,7 @@ fn client_commands_carry_the_acl_token() {
 fn acl_commands_manage_policies_and_tokens() {
     const ROOT: &str = "11111111-2222-4333-8444-555555555555";
     let dir = tempfile::TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    let server = support::Server::start_with(&[
-        "server",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--acl-enabled",
-        "--acl-initial-management-token",
-        ROOT,
-    ]);
+    let server = support::Server::start_with_acl(dir.path(), ROOT);
     let (url, http) = (server.url(), server.ready.http.to_string());
     let waggle = |token: &str, args: &[&str]| {
         let mut all = vec!["--server", &url, "--token", token];

@@ -110,15 +110,27 @@ impl Authorizer {
     }
 
     /// Whether the token may `access` every object whose name starts with `prefix` (a recursive
-    /// delete): the prefix itself, and no rule below it that grants less.
+    /// delete): the longest prefix rule covering `prefix` (else the default), and no rule below
+    /// it that grants less. An exact rule on `prefix` itself covers that one name only, not the
+    /// names below it: it counts among the rules below.
     pub fn allowed_under(&self, resource: Resource, prefix: &str, access: Access) -> bool {
         if self.management {
             return true;
         }
-        if !self.allowed(resource, prefix, access) {
+        let rules = self.rules.resources.get(&resource);
+        let covering = rules.and_then(|rules| {
+            if !resource.is_named() {
+                return rules.all;
+            }
+            (0..=prefix.len())
+                .rev()
+                .filter(|i| prefix.is_char_boundary(*i))
+                .find_map(|i| rules.prefix.get(&prefix[..i]).copied())
+        });
+        if !covering.or_else(|| self.default_level(resource)).is_some_and(|l| l.grants(access)) {
             return false;
         }
-        let Some(rules) = self.rules.resources.get(&resource) else { return true };
+        let Some(rules) = rules else { return true };
         rules
             .exact
             .iter()

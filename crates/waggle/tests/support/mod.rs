@@ -334,6 +334,32 @@ impl Server {
         Server { proc, ready }
     }
 
+    /// Starts `waggle server` with ACLs on and `root` as its initial management token (the
+    /// data dir in `dir`, every listener on a free loopback port), and waits until the leader
+    /// has created that token.
+    pub fn start_with_acl(dir: &Path, root: &str) -> Server {
+        let data = dir.join("data");
+        let data = data.to_str().expect("utf-8 data dir");
+        let server = Self::start_with(&[
+            "server",
+            "--data-dir",
+            data,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--acl-enabled",
+            "--acl-initial-management-token",
+            root,
+        ]);
+        let http = server.ready.http;
+        let ready = poll(PATIENCE, Duration::from_millis(50), || {
+            (http_get(http, &format!("/v1/acl/token/self?token={root}")).0 == 200).then_some(())
+        });
+        assert!(ready.is_some(), "the initial management token never worked");
+        server
+    }
+
     /// The URL client commands use.
     pub fn url(&self) -> String {
         format!("http://{}", self.ready.grpc)
