@@ -32,6 +32,23 @@ fn targets(web: std::net::SocketAddr, job: &str) -> Option<Vec<(String, Value)>>
     Some(found)
 }
 
+/// Starts vmagent with the scrape configuration `config` (state under `dir`): the process and
+/// its web address. Remote writes go to a closed local port.
+fn spawn_vmagent(config: &std::path::Path, dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+    let web: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new("vmagent")
+        .arg(format!("-promscrape.config={}", config.display()))
+        .arg(format!("-httpListenAddr={web}"))
+        .arg(format!("-remoteWrite.url=http://127.0.0.1:{}/api/v1/write", free_port()))
+        .arg(format!("-remoteWrite.tmpDataPath={}", dir.join("vmagent").display()))
+        .arg("-promscrape.consulSDCheckInterval=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
+    (KillOnDrop(child), web)
+}
+
 #[test]
 #[ignore = "interop: needs vmagent (victoria-metrics)"]
 fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
@@ -59,18 +76,7 @@ fn vmagent_discovers_instances_through_consul_sd_and_follows_changes() {
         ),
     )
     .unwrap();
-    let web: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new("vmagent")
-        .arg(format!("-promscrape.config={}", config.display()))
-        .arg(format!("-httpListenAddr={web}"))
-        .arg(format!("-remoteWrite.url=http://127.0.0.1:{}/api/v1/write", free_port()))
-        .arg(format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()))
-        .arg("-promscrape.consulSDCheckInterval=1s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
-    let _vmagent = KillOnDrop(child);
+    let (_vmagent, web) = spawn_vmagent(&config, dir.path());
 
     let one = poll(PATIENCE, Duration::from_millis(250), || {
         targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == first)
@@ -171,18 +177,7 @@ fn vmagent_with_a_token_discovers_only_the_services_it_may_read() {
         ),
     )
     .unwrap();
-    let web: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new("vmagent")
-        .arg(format!("-promscrape.config={}", config.display()))
-        .arg(format!("-httpListenAddr={web}"))
-        .arg(format!("-remoteWrite.url=http://127.0.0.1:{}/api/v1/write", free_port()))
-        .arg(format!("-remoteWrite.tmpDataPath={}", dir.path().join("vmagent").display()))
-        .arg("-promscrape.consulSDCheckInterval=1s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's victoria-metrics (vmagent) is installed (.ci/run installs it)");
-    let _vmagent = KillOnDrop(child);
+    let (_vmagent, web) = spawn_vmagent(&config, dir.path());
     let found = poll(PATIENCE, Duration::from_millis(250), || {
         targets(web, "consul").filter(|t| t.len() == 1 && t[0].0 == seen)
     });

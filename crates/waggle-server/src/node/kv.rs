@@ -69,7 +69,7 @@ impl Node {
         read_model.kv_admits(txn).map_err(|(used, quota)| {
             NodeError::TooLarge(format!("the KV store is full: {used} of its {quota} bytes used (--kv-quota)"))
         })?;
-        match self.write(caller, command).await? {
+        match self.write_prechecked(caller, command).await? {
             Applied::Txn { revision, result } => Ok((revision, result)),
             _ => Err(NodeError::Unavailable("a transaction answered without a result".into())),
         }

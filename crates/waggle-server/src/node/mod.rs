@@ -107,7 +107,14 @@ impl Node {
     /// the log. With ACLs on, the caller's permission is checked here and again where the
     /// command applies.
     async fn write(&self, caller: &Caller, command: Command) -> Result<Applied, NodeError> {
-        let command = self.authorized(caller, command)?;
+        self.precheck(caller, &command)?;
+        self.write_prechecked(caller, command).await
+    }
+
+    /// [`Node::write`] for a command already prechecked for `caller` here (the state machine
+    /// still checks it where it applies).
+    async fn write_prechecked(&self, caller: &Caller, command: Command) -> Result<Applied, NodeError> {
+        let command = self.authorized(caller, command);
         Ok(self.consensus.propose(command).await?)
     }
 

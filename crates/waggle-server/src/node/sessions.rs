@@ -20,7 +20,8 @@ impl Node {
         loop {
             let session = SessionId::new(self.session_ids.next_id());
             let command = Command::CreateSession { session, ttl, options: options.clone() };
-            let command = self.authorized(caller, command)?;
+            self.precheck(caller, &command)?;
+            let command = self.authorized(caller, command);
             match self.consensus.propose(command).await {
                 Err(ProposeError::Refused(r)) if r.kind == RefusalKind::Conflict && attempts < 3 => attempts += 1,
                 Ok(Applied::SessionCreated { revision, session }) => return Ok((session, revision)),
